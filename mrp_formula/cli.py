@@ -1,0 +1,161 @@
+"""The command line: a thin layer that parses options, calls the pipeline, prints and exits.
+
+Human output, logs and progress go to stderr; ``--json`` writes one JSON document to stdout.
+Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid spec, 4 data or population problem,
+5 diagnostics failed under --strict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mrp_formula.errors import EXIT_INTERNAL, EXIT_USAGE, MrpError
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Multilevel regression and poststratification from a TOML spec.")
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+
+SpecArg = Annotated[Path, typer.Argument(help="The spec file (TOML).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set fit.draws=200.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    os.environ.setdefault("PYTENSOR_FLAGS", "")
+    for name in ("pymc", "bambi", "pytensor", "arviz"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING, force=True)
+
+
+def _fail(exc: BaseException, as_json: bool) -> None:
+    if isinstance(exc, MrpError):
+        code = exc.exit_code
+        problems = exc.problems
+    else:
+        code = EXIT_INTERNAL
+        from mrp_formula.errors import Problem
+
+        problems = (Problem(f"internal error: {type(exc).__name__}: {exc}",
+                            hint="please report this with the spec that caused it"),)
+    if as_json:
+        sys.stdout.write(json.dumps({"ok": False, "exit_code": code,
+                                     "errors": [p.to_json() for p in problems]}, indent=2) + "\n")
+    else:
+        n = len(problems)
+        err.print(f"[bold red]error[/]: {n} problem{'s' if n != 1 else ''} found", highlight=False)
+        for p in problems:
+            err.print(p.render(), markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_table(df, title: str) -> None:
+    hidden = ("ci_prob", "ci_kind", "scale", "median", "sd", "r_hat")
+    cols = [c for c in df.columns if c not in hidden]
+    cols = [c for c in cols if not df[c].isna().all()]
+    table = Table(title=title, show_lines=False)
+    for c in cols:
+        table.add_column(c, justify="right" if df[c].dtype.kind in "fi" else "left")
+    for _, row in df.iterrows():
+        table.add_row(*[_fmt(row[c]) for c in cols])
+    err.print(table)
+
+
+@app.command()
+def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Validate a spec short of sampling: keys, files, columns, levels, terms, population coverage."""
+    _setup_logging(False)
+    from mrp_formula.pipeline import check as do_check
+
+    try:
+        plan = do_check(spec, overrides=tuple(set_ or ()))
+    except (MrpError, Exception) as exc:  # every failure becomes a message
+        _fail(exc, as_json)
+    fp = plan.fit_plan
+    summary = {"ok": True, "spec": str(spec), "formula": plan.info.text, "family": plan.loaded.spec.model.family,
+               "sample_rows": plan.tables.stats.get("sample_rows_used"), "cells_fitted": fp.cells,
+               "aggregated": fp.aggregated, "population_cells": len(plan.tables.population),
+               "estimands": list(plan.loaded.spec.estimands), "notes": list(plan.notes)}
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    err.print(f"[green]ok[/]: {spec} is valid", highlight=False)
+    err.print(f"  model: {plan.info.text}  ({summary['family']})", markup=False, highlight=False)
+    err.print(f"  sample: {summary['sample_rows']} rows -> {fp.cells} fitted rows/cells; "
+              f"population: {summary['population_cells']} cells", highlight=False)
+    for note in plan.notes:
+        err.print(f"  note: {note}", markup=False, highlight=False)
+
+
+@app.command()
+def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<name>).")] = None,
+        set_: SetOpt = None, as_json: JsonOpt = False,
+        strict: Annotated[bool, typer.Option(help="Exit 5 when a convergence check fails.")] = False,
+        progress: Annotated[bool, typer.Option(help="Show the sampler's progress bar (stderr).")] = True,
+        verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+        ) -> None:
+    """Fit, poststratify and report: writes the run folder and prints the estimand table."""
+    _setup_logging(verbose)
+    from mrp_formula.errors import DiagnosticsError
+    from mrp_formula.pipeline import run as do_run
+
+    try:
+        result = do_run(spec, out=out, overrides=tuple(set_ or ()), progress=progress and not as_json)
+    except KeyboardInterrupt:
+        err.print("interrupted: earlier results are untouched")
+        raise typer.Exit(130)
+    except (MrpError, Exception) as exc:
+        _fail(exc, as_json)
+    warnings_ = result.diagnostics.warnings(result.manifest["sampler"]["target_accept"])
+    if as_json:
+        from mrp_formula.report import table_records
+
+        sys.stdout.write(json.dumps({"ok": True, "out": str(result.out),
+                                     "estimands": table_records(result.estimands),
+                                     "diagnostics": result.diagnostics.to_json(),
+                                     "notes": list(result.notes)}, indent=2) + "\n")
+    else:
+        for note in result.notes:
+            if note not in warnings_:
+                err.print(f"note: {note}", markup=False, highlight=False)
+        for w in warnings_:
+            err.print(f"[yellow]warning[/]: {w}", highlight=False)
+        ci = result.estimands.iloc[0]
+        print_table(result.estimands, f"{result.manifest['name']}: posterior of the estimands "
+                                      f"({ci['ci_prob']:.0%} {ci['ci_kind'].upper()})")
+        err.print(f"results in {result.out}", highlight=False)
+    if strict and warnings_:
+        _fail(DiagnosticsError("convergence checks failed (see the warnings above)"), as_json)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # pragma: no cover - last resort: never a traceback
+        err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False)
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

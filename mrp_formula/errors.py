@@ -1,0 +1,134 @@
+"""One exception hierarchy. Every user mistake becomes a :class:`Problem` with a place,
+a key, what is wrong and how to fix it; the CLI prints them and exits with the class's code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+# Documented exit codes (docs/cli.md): 0 ok, 1 internal error, 2 usage,
+# 3 invalid spec, 4 data or population problem, 5 diagnostics failed under --strict.
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_SPEC = 3
+EXIT_DATA = 4
+EXIT_DIAGNOSTICS = 5
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the user's input."""
+
+    message: str
+    key: str = ""
+    file: str = ""
+    line: int | None = None
+    hint: str = ""
+    got: str | None = None
+    snippet: str = ""  # e.g. the formula reprinted with the bad part marked
+
+    def render(self) -> str:
+        where = self.file or "<spec>"
+        if self.line:
+            where = f"{where}:{self.line}"
+        parts = [f"{where}:"]
+        if self.key:
+            parts.append(f" {self.key}:")
+        parts.append(f" {self.message}")
+        if self.got is not None:
+            parts.append(f" (got {self.got})")
+        if self.hint:
+            parts.append(f"; {self.hint}")
+        text = "".join(parts)
+        if self.snippet:
+            text += "\n" + "\n".join("    " + s for s in self.snippet.splitlines())
+        return text
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "key": self.key,
+            "message": self.message,
+            "got": self.got,
+            "hint": self.hint,
+        }
+
+
+class MrpError(Exception):
+    """Base of every error the tool raises on purpose."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(self, problems: Problem | str | Iterable[Problem]):
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__("\n".join(p.render() for p in self.problems))
+
+
+class UsageError(MrpError):
+    exit_code = EXIT_USAGE
+
+
+class SpecError(MrpError):
+    """The spec file is invalid (syntax, keys, types, formula, priors, estimands)."""
+
+    exit_code = EXIT_SPEC
+
+
+class DataError(MrpError):
+    """The sample data or the population table does not fit the spec."""
+
+    exit_code = EXIT_DATA
+
+
+class FitError(MrpError):
+    """The sampler failed; wraps the backend's exception with context."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class DiagnosticsError(MrpError):
+    """A convergence check failed under --strict."""
+
+    exit_code = EXIT_DIAGNOSTICS
+
+
+@dataclass
+class ProblemList:
+    """Collects problems so that all of them are reported at once."""
+
+    file: str = ""
+    items: list[Problem] = field(default_factory=list)
+
+    def add(self, message: str, *, key: str = "", line: int | None = None, **kw) -> None:
+        self.items.append(Problem(message, key=key, file=kw.pop("file", self.file), line=line, **kw))
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        self.items.extend(problems)
+
+    def raise_if_any(self, cls: type[MrpError]) -> None:
+        if self.items:
+            raise cls(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ``did you mean 'x'?`` hint, or a list of what is allowed when nothing is close."""
+    choices = sorted({str(c) for c in choices})
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    if not choices:
+        return ""
+    shown = ", ".join(f"'{c}'" for c in choices[:12])
+    more = f" (and {len(choices) - 12} more)" if len(choices) > 12 else ""
+    return f"expected one of {shown}{more}"

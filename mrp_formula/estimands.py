@@ -1,0 +1,191 @@
+"""Estimands: from the spec to poststratification requests, and from reduced draws to the
+long table of estimand draws and its summary. Everything is computed per draw and
+summarised afterwards, never from summaries.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula.poststrat import Reduced, Request, Scenario
+from mrp_formula.spec import EstimandSpec
+
+SCALES = {
+    "difference": lambda a, b: a - b,
+    "ratio": lambda a, b: a / b,
+    "odds_ratio": lambda a, b: (a / (1 - a)) / (b / (1 - b)),
+}
+NULL = {"difference": 0.0, "ratio": 1.0, "odds_ratio": 1.0}
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One block of rows of an estimand: its labels and how to get its draws from the requests."""
+
+    estimand: str
+    labels: tuple[tuple[str, str], ...]  # at / contrast columns for the whole block
+    first: Request
+    second: Request | None = None  # contrasts: first vs second
+    contrast_var: str | None = None  # a population variable compared within the by groups
+    contrast_levels: tuple[str, str] | None = None
+    scale: str | None = None
+
+
+def _at_combos(est: EstimandSpec) -> list[dict[str, str]]:
+    if not est.at:
+        return [{}]
+    names = list(est.at)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(est.at[n] for n in names))]
+
+
+def plan(estimands: dict[str, EstimandSpec], population_vars: tuple[str, ...]) -> list[Piece]:
+    pieces = []
+    for name, est in estimands.items():
+        exclude = tuple(est.exclude)
+        by = tuple(est.by)
+        for at in _at_combos(est):
+            labels = tuple(at.items())
+            if est.contrast is None:
+                req = Request(Scenario(tuple(at.items()), exclude), by)
+                pieces.append(Piece(name, labels, req))
+                continue
+            (var, (a, b)), = est.contrast.items()
+            label = labels + ((var, f"{a} vs {b}"),)
+            if var in population_vars:
+                req = Request(Scenario(tuple(at.items()), exclude), by + (var,))
+                pieces.append(Piece(name, label, req, contrast_var=var, contrast_levels=(a, b), scale=est.scale))
+            else:
+                ra = Request(Scenario(tuple(at.items()) + ((var, a),), exclude), by)
+                rb = Request(Scenario(tuple(at.items()) + ((var, b),), exclude), by)
+                pieces.append(Piece(name, label, ra, rb, scale=est.scale))
+    return pieces
+
+
+def requests(pieces: list[Piece]) -> list[Request]:
+    out = []
+    for p in pieces:
+        out.append(p.first)
+        if p.second is not None:
+            out.append(p.second)
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class EstimandDraws:
+    """Rows (one per estimand and group) and their draws (rows x samples)."""
+
+    rows: pd.DataFrame  # estimand, group columns, scale
+    draws: np.ndarray  # (R, S)
+    n_chains: int
+    n_draws: int
+
+
+def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: int, n_draws: int,
+             group_columns: list[str]) -> EstimandDraws:
+    rows, blocks = [], []
+    for p in pieces:
+        first = reduced[p.first]
+        if p.contrast_var is None and p.second is None:
+            vals = first.values  # (S, G)
+            groups = first.groups
+        elif p.second is not None:
+            second = reduced[p.second]
+            vals = SCALES[p.scale](first.values, second.values)
+            groups = first.groups
+        else:
+            var = p.contrast_var
+            by = [c for c in first.groups.columns if c != var]
+            g = first.groups.reset_index(drop=True)
+            a_idx = g.index[g[var] == p.contrast_levels[0]]
+            b_idx = g.index[g[var] == p.contrast_levels[1]]
+            a_keys = g.loc[a_idx, by].astype(str).agg("\x1f".join, axis=1) if by else pd.Series([""] * len(a_idx), index=a_idx)
+            b_keys = g.loc[b_idx, by].astype(str).agg("\x1f".join, axis=1) if by else pd.Series([""] * len(b_idx), index=b_idx)
+            b_map = dict(zip(b_keys, b_idx))
+            pairs = [(ia, b_map[k]) for ia, k in zip(a_idx, a_keys) if k in b_map]
+            vals = SCALES[p.scale](first.values[:, [a for a, _ in pairs]], first.values[:, [b for _, b in pairs]])
+            groups = g.loc[[a for a, _ in pairs], by].reset_index(drop=True) if by else pd.DataFrame(index=[0])
+        groups = groups.reset_index(drop=True)
+        for gi in range(len(groups)):
+            row = {"estimand": p.estimand}
+            row.update(dict(p.labels))
+            for col in groups.columns:
+                row[col] = groups.loc[gi, col]
+            row["scale"] = p.scale or ""
+            rows.append(row)
+            blocks.append(vals[:, gi])
+    table = pd.DataFrame(rows)
+    for col in group_columns:
+        if col not in table.columns:
+            table[col] = None
+    table = table[["estimand"] + group_columns + ["scale"]]
+    return EstimandDraws(rows=table, draws=np.vstack(blocks) if blocks else np.zeros((0, n_chains * n_draws)),
+                         n_chains=n_chains, n_draws=n_draws)
+
+
+def group_columns(estimands: dict[str, EstimandSpec]) -> list[str]:
+    cols = []
+    for est in estimands.values():
+        cols += list(est.at) + list(est.contrast or {}) + list(est.by)
+    return list(dict.fromkeys(cols))
+
+
+def long_draws(ed: EstimandDraws) -> pd.DataFrame:
+    """One row per estimand row and draw: chain, draw, estimand, group columns, value."""
+    r, s = ed.draws.shape
+    chain = np.repeat(np.arange(ed.n_chains), ed.n_draws)
+    draw = np.tile(np.arange(ed.n_draws), ed.n_chains)
+    idx = np.repeat(np.arange(r), s)
+    out = ed.rows.drop(columns=["scale"]).iloc[idx].reset_index(drop=True)
+    out.insert(0, "draw", np.tile(draw, r))
+    out.insert(0, "chain", np.tile(chain, r))
+    out["value"] = ed.draws.reshape(-1)
+    return out
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def interval(x: np.ndarray, prob: float, kind: str) -> tuple[float, float]:
+    """Equal-tailed, or the narrowest interval holding ``prob`` of the draws."""
+    x = np.sort(np.asarray(x, dtype=float))
+    if kind == "eti":
+        lo, hi = np.quantile(x, [(1 - prob) / 2, 1 - (1 - prob) / 2])
+        return float(lo), float(hi)
+    n = len(x)
+    k = max(1, int(np.ceil(prob * n)))
+    if k >= n:
+        return float(x[0]), float(x[-1])
+    widths = x[k - 1:] - x[: n - k + 1]
+    i = int(np.argmin(widths))
+    return float(x[i]), float(x[i + k - 1])
+
+
+def summarise(ed: EstimandDraws, estimands: dict[str, EstimandSpec], *, ci_prob: float,
+              ci_kind: str) -> pd.DataFrame:
+    from mrp_formula.diagnostics import ess_rhat
+
+    out = []
+    for i, row in ed.rows.iterrows():
+        x = ed.draws[i]
+        est = estimands[row["estimand"]]
+        lo, hi = interval(x, ci_prob, ci_kind)
+        rec = row.to_dict()
+        rec.update(mean=float(np.mean(x)), median=float(np.median(x)), sd=float(np.std(x, ddof=1)),
+                   lower=lo, upper=hi, ci_prob=ci_prob, ci_kind=ci_kind)
+        if est.contrast is not None:
+            null = NULL[est.scale]
+            rec["p_direction"] = float(np.mean(x > null))
+            if est.rope is not None:
+                rec["p_in_rope"] = float(np.mean((x >= est.rope[0]) & (x <= est.rope[1])))
+        ess, rhat = ess_rhat(x.reshape(ed.n_chains, ed.n_draws))
+        rec.update(ess_bulk=ess, r_hat=rhat)
+        out.append(rec)
+    table = pd.DataFrame(out)
+    for col in ("p_direction", "p_in_rope"):
+        if col not in table.columns:
+            table[col] = np.nan
+    return table

@@ -1,0 +1,189 @@
+"""The model formula: checked against an allowlist before anything parses or evaluates it,
+then described (response, common terms, group terms, variables) with formulae.
+
+A spec is data, never code: attribute access, subscripts, dunder names, keywords and
+calls outside :data:`ALLOWED_CALLS` are refused here, with the bad part marked.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass
+
+from mrp_formula.errors import Problem, did_you_mean
+
+# Transforms a formula may call. Everything else is refused before formulae sees the text.
+ALLOWED_CALLS = {
+    "C": "categorical, e.g. C(age)",
+    "I": "arithmetic on columns, e.g. I(age ** 2)",
+    "scale": "centre and divide by the standard deviation",
+    "center": "subtract the mean",
+    "standardize": "same as scale",
+    "log": "natural logarithm",
+    "log2": "base-2 logarithm",
+    "log10": "base-10 logarithm",
+    "log1p": "log(1 + x)",
+    "exp": "exponential",
+    "sqrt": "square root",
+    "abs": "absolute value",
+    "p": "binomial response p(successes, trials)",
+    "Treatment": "reference level inside C(), e.g. C(arm, Treatment('control'))",
+}
+
+_TOKEN = re.compile(
+    r"""(?P<ws>\s+)
+      |(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
+      |(?P<name>[A-Za-z_][A-Za-z0-9_]*)
+      |(?P<bq>`[^`]*`)
+      |(?P<str>"[^"\\]*"|'[^'\\]*')
+      |(?P<op>\*\*|//|==|!=|<=|>=|[~+\-*/:|(),%^<>={}])
+      |(?P<bad>.)""",
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True)
+class GroupTerm:
+    name: str  # as Bambi names it: "1|gender", "x|g", "1|race:female"
+    expr_vars: tuple[str, ...]
+    factor_vars: tuple[str, ...]
+
+    @property
+    def factor(self) -> str:
+        return ":".join(self.factor_vars)
+
+
+@dataclass(frozen=True)
+class FormulaInfo:
+    """What the rest of the tool needs to know about a formula."""
+
+    text: str
+    response: str  # the response expression as written (e.g. "clicked" or "p(k, n)")
+    response_vars: tuple[str, ...]
+    is_proportion: bool  # p(successes, trials)
+    rhs: str
+    has_intercept: bool
+    common_terms: tuple[str, ...]
+    common_vars: tuple[str, ...]
+    group_terms: tuple[GroupTerm, ...]
+
+    @property
+    def rhs_vars(self) -> tuple[str, ...]:
+        out = list(self.common_vars)
+        for g in self.group_terms:
+            out += [v for v in g.expr_vars + g.factor_vars]
+        return tuple(dict.fromkeys(out))
+
+    @property
+    def factor_vars(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v for g in self.group_terms for v in g.factor_vars))
+
+    @property
+    def prior_names(self) -> tuple[str, ...]:
+        names = (["Intercept"] if self.has_intercept else []) + list(self.common_terms)
+        for g in self.group_terms:
+            names.append(g.name)
+        return tuple(names)
+
+
+def mark(text: str, start: int, end: int) -> str:
+    """The formula reprinted with ``^^^`` under ``text[start:end]`` (one line)."""
+    flat = text.replace("\n", " ")
+    return f"{flat}\n{' ' * start}{'^' * max(1, end - start)}"
+
+
+def check_safe(text: str, *, key: str = "model.formula", file: str = "", line: int | None = None) -> list[Problem]:
+    """Problems that make the formula unsafe to hand to formulae; empty when it is safe."""
+    problems: list[Problem] = []
+
+    def bad(msg: str, start: int, end: int, hint: str) -> None:
+        problems.append(Problem(msg, key=key, file=file, line=line, hint=hint, snippet=mark(text, start, end)))
+
+    tokens = [(m.lastgroup, m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text) if m.lastgroup != "ws"]
+    for i, (kind, tok, s, e) in enumerate(tokens):
+        nxt = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+        if kind == "bad":
+            what = {".": "attribute access", "[": "subscripts", "]": "subscripts", ";": "statements"}.get(tok)
+            bad(f"{what or f'the character {tok!r}'} is not allowed in a formula", s, e,
+                "a formula names columns and allowed transforms only")
+        elif kind == "name":
+            if "__" in tok:
+                bad(f"the name '{tok}' is not allowed (double underscores)", s, e, "rename the column")
+            elif keyword.iskeyword(tok) and tok not in ("True", "False"):
+                bad(f"the Python keyword '{tok}' is not allowed in a formula", s, e,
+                    "a formula names columns and allowed transforms only")
+            elif nxt == "(" and tok not in ALLOWED_CALLS:
+                bad(f"the function '{tok}' is not allowed", s, e,
+                    f"{did_you_mean(tok, ALLOWED_CALLS)}; allowed: {', '.join(sorted(ALLOWED_CALLS))}")
+        elif kind == "op" and tok == "=" :
+            bad("'=' is not allowed in a formula", s, e, "use '~' between the response and the predictors")
+    if text.count("~") != 1 and not problems:
+        problems.append(Problem("a formula has exactly one '~' between the response and the predictors",
+                                key=key, file=file, line=line, got=repr(text),
+                                hint='e.g. "clicked ~ treatment + (1 | gender)"'))
+    return problems
+
+
+def describe(text: str, *, key: str = "model.formula", file: str = "", line: int | None = None) -> FormulaInfo:
+    """Describe a safe formula; raise :class:`SpecError` with the bad part marked when it does not parse."""
+    from mrp_formula.errors import SpecError
+
+    problems = check_safe(text, key=key, file=file, line=line)
+    if problems:
+        raise SpecError(problems)
+    import formulae as fm
+    from formulae.terms import GroupSpecificTerm, Intercept
+
+    try:
+        desc = fm.model_description(text)
+    except Exception as exc:  # formulae raises ParseError/ScanError/ValueError
+        msg = str(exc) or type(exc).__name__
+        raise SpecError(Problem(f"the formula does not parse: {msg}", key=key, file=file, line=line,
+                                snippet=text.replace("\n", " "),
+                                hint="check parentheses and operators, e.g. \"y ~ x + (1 | g)\"")) from None
+    if desc.response is None:
+        raise SpecError(Problem("the formula has no response (left of '~')", key=key, file=file, line=line,
+                                hint='write "outcome ~ predictors"'))
+    lhs, rhs = text.split("~", 1)
+    resp_term = desc.response.term
+    resp_vars = tuple(sorted(resp_term.var_names))
+    is_prop = lhs.strip().startswith("p(")
+    if is_prop:
+        inner = lhs.strip()[2:].rstrip().removesuffix(")")
+        resp_vars = tuple(a.strip() for a in inner.split(","))
+    common, common_vars, groups, has_intercept = [], [], [], False
+    for term in desc.terms:
+        if isinstance(term, Intercept):
+            has_intercept = True
+        elif isinstance(term, GroupSpecificTerm):
+            expr_vars = tuple(sorted(term.expr.var_names)) if not isinstance(term.expr, Intercept) else ()
+            factor_vars = tuple(c.name for c in term.factor.components)
+            groups.append(GroupTerm(term.name, expr_vars, factor_vars))
+        else:
+            common.append(term.name)
+            common_vars += [v for v in _ordered_vars(term) if v not in common_vars]
+    return FormulaInfo(
+        text=text,
+        response=lhs.strip(),
+        response_vars=resp_vars,
+        is_proportion=is_prop,
+        rhs=rhs.strip(),
+        has_intercept=has_intercept,
+        common_terms=tuple(common),
+        common_vars=tuple(common_vars),
+        group_terms=tuple(groups),
+    )
+
+
+def _ordered_vars(term) -> list[str]:
+    out = []
+    for comp in getattr(term, "components", []):
+        names = getattr(comp, "var_names", None) or {getattr(comp, "name", "")}
+        out += sorted(n for n in names if n)
+    return out or sorted(term.var_names)
+
+
+def with_response(info: FormulaInfo, response: str) -> str:
+    """The same right-hand side with another response (used to fit aggregated cells)."""
+    return f"{response} ~ {info.rhs}"

@@ -1,0 +1,339 @@
+"""Tables -> model -> posterior. The only module that imports bambi and pymc.
+
+It builds the Bambi model (on unique cells when the family allows it), samples, and turns
+the posterior into a :class:`CellPredictor`: the expected outcome of any population cells,
+per posterior draw, computed from the posterior directly so that population levels the
+sample lacks get their own draws from the fitted group distribution, the same draws in
+every chunk and every counterfactual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula.errors import FitError, Problem, SpecError, did_you_mean
+from mrp_formula.formula import ALLOWED_CALLS, FormulaInfo, GroupTerm, with_response
+from mrp_formula.priors import PriorSpec
+from mrp_formula.spec import LoadedSpec
+from mrp_formula.tables import Tables, factor_keys
+
+SUCCESSES, TRIALS = "mrp_successes", "mrp_trials"
+log = logging.getLogger("mrp_formula")
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """What will be fitted: the data frame handed to Bambi and the formula it gets."""
+
+    data: pd.DataFrame
+    formula: str
+    family: str
+    aggregated: bool
+    rows_in: int
+    cells: int
+    parameterization: dict[str, str] = field(default_factory=dict)  # group term -> centered|noncentered
+    parameterization_reason: dict[str, str] = field(default_factory=dict)
+
+
+def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
+    """Decide on aggregation and the parameterization of each group term."""
+    spec = loaded.spec.model
+    sample = tables.sample
+    family, formula = spec.family, info.text
+    aggregated = False
+    data = sample
+    if spec.family in ("bernoulli", "binomial") and spec.aggregate != "never" and not loaded.spec.data.weights:
+        data, aggregated = aggregate_cells(sample, info, spec.family, force=spec.aggregate == "always")
+        if aggregated:
+            family, formula = "binomial", with_response(info, f"p({SUCCESSES}, {TRIALS})")
+    param, reason = choose_parameterization(data, info, spec.parameterization, family, aggregated)
+    return FitPlan(data=data, formula=formula, family=family, aggregated=aggregated,
+                   rows_in=len(sample), cells=len(data), parameterization=param,
+                   parameterization_reason=reason)
+
+
+def aggregate_cells(sample: pd.DataFrame, info: FormulaInfo, family: str, *, force: bool = False):
+    """Collapse rows with identical predictors into binomial cells (exact for the likelihood)."""
+    keys = list(info.rhs_vars)
+    if family == "bernoulli":
+        y = sample[info.response_vars[0]].astype(float)
+        trials = pd.Series(1.0, index=sample.index)
+    else:
+        y = sample[info.response_vars[0]].astype(float)
+        trials = sample[info.response_vars[1]].astype(float)
+    frame = sample[keys].assign(**{SUCCESSES: y, TRIALS: trials})
+    if not keys:
+        cells = pd.DataFrame({SUCCESSES: [y.sum()], TRIALS: [trials.sum()]})
+    else:
+        cells = frame.groupby(keys, observed=True, sort=True)[[SUCCESSES, TRIALS]].sum().reset_index()
+    if not force and len(cells) > 0.5 * len(sample):
+        return sample, False
+    cells[SUCCESSES] = cells[SUCCESSES].round().astype("int64")
+    cells[TRIALS] = cells[TRIALS].round().astype("int64")
+    for k in keys:  # keep the categorical dtypes (level order) of the sample
+        if isinstance(sample[k].dtype, pd.CategoricalDtype):
+            cells[k] = pd.Categorical(cells[k], categories=sample[k].cat.categories, ordered=True)
+    return cells, True
+
+
+def choose_parameterization(data, info, setting, family, aggregated):
+    """Centred when the data pin down each level's effect well; non-centred when data are thin."""
+    choice, reason = {}, {}
+    for g in info.group_terms:
+        if setting != "auto":
+            choice[g.name], reason[g.name] = setting, "set in model.parameterization"
+            continue
+        keys = factor_keys(data, g.factor_vars)
+        if family == "binomial":
+            y = data[SUCCESSES] if aggregated else data[info.response_vars[0]]
+            n = data[TRIALS] if aggregated else data[info.response_vars[1]]
+            pbar = float(y.sum() / max(n.sum(), 1))
+            per_level = n.groupby(keys.values).sum() * pbar * (1 - pbar)
+        elif family == "bernoulli":
+            y = data[info.response_vars[0]].astype(float)
+            pbar = float(y.mean())
+            per_level = pd.Series(1.0, index=data.index).groupby(keys.values).sum() * pbar * (1 - pbar)
+        else:
+            per_level = pd.Series(1.0, index=data.index).groupby(keys.values).sum()
+        info_median = float(per_level.median()) if len(per_level) else 0.0
+        # Posterior sd of a level's effect is about 1/sqrt(information); below ~0.2 the
+        # likelihood dominates the prior and the centred form mixes better.
+        centred = info_median >= 100
+        choice[g.name] = "centered" if centred else "noncentered"
+        reason[g.name] = (f"median information per level {info_median:.0f} "
+                          f"{'>=' if centred else '<'} 100")
+    return choice, reason
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _bmb_prior(prior: PriorSpec, noncentered: bool | None = None):
+    import bambi as bmb
+
+    params = {k: (_bmb_prior(v) if isinstance(v, PriorSpec) else v) for k, v in prior.params}
+    if noncentered is not None:
+        params["noncentered"] = noncentered
+    return bmb.Prior(prior.dist, **params)
+
+
+def _transforms() -> dict:
+    return {
+        "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp,
+        "sqrt": np.sqrt, "abs": np.abs,
+    }
+
+
+def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
+    """The Bambi model; prior names are checked here, against the model's own terms."""
+    import bambi as bmb
+
+    spec = loaded.spec.model
+    valid = set(info.prior_names) | _aux_params(plan.family)
+    problems = []
+    for name in spec.priors:
+        if name not in valid:
+            problems.append(Problem(f"'{name}' is not a term of the model", key=f'model.priors."{name}"',
+                                    file=str(loaded.path), line=loaded.line("model", "priors", name),
+                                    hint=did_you_mean(name, valid)))
+    if problems:
+        raise SpecError(problems)
+    priors = {}
+    group_names = {g.name for g in info.group_terms}
+    for name, prior in spec.priors.items():
+        nc = None
+        if name in group_names:
+            nc = plan.parameterization.get(name) == "noncentered"
+        priors[name] = _bmb_prior(prior, nc)
+    for g in info.group_terms:
+        if g.name not in priors:
+            nc = plan.parameterization.get(g.name) == "noncentered"
+            priors[g.name] = bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=1.0), noncentered=nc)
+    family = plan.family
+    try:
+        with warnings.catch_warnings(), _quiet_loggers():
+            warnings.simplefilter("ignore")
+            return bmb.Model(plan.formula, plan.data, family=family, priors=priors, link=spec.link,
+                             extra_namespace=_transforms(), dropna=False)
+    except Exception as exc:
+        raise SpecError(Problem(f"Bambi cannot build this model: {exc}", key="model", file=str(loaded.path),
+                                line=loaded.line("model"),
+                                hint="check the formula, family, link and priors")) from None
+
+
+def _aux_params(family: str) -> set[str]:
+    return {"gaussian": {"sigma"}, "negativebinomial": {"alpha"}, "cumulative": {"threshold"}}.get(family, set())
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
+    saved = {}
+    for name in ("pymc", "bambi", "pytensor"):
+        lg = logging.getLogger(name)
+        saved[name] = (lg.level, list(lg.handlers))
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, (level, _) in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+@dataclass(frozen=True)
+class Fit:
+    posterior: object  # xarray.DataTree
+    seconds: float
+    sampler: str
+
+
+def fit(model, loaded: LoadedSpec, *, progress: bool = False) -> Fit:
+    """Sample the posterior; progress and sampler logs go to stderr, never stdout."""
+    f = loaded.spec.fit
+    start = time.perf_counter()
+    kwargs = dict(draws=f.draws, tune=f.tune, chains=f.chains, random_seed=f.seed,
+                  progressbar=bool(progress and sys.stderr.isatty()))
+    try:
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers():
+            warnings.simplefilter("ignore")
+            if f.sampler == "vi":
+                approx = model.fit(inference_method="vi", random_seed=f.seed)
+                dt = approx.sample(f.draws * f.chains, random_seed=f.seed)
+            else:
+                dt = model.fit(inference_method=f.sampler, cores=1 if f.sampler == "pymc" else None,
+                               target_accept=f.target_accept, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        raise FitError(Problem(f"the {f.sampler} sampler failed: {type(exc).__name__}: {exc}", key="fit.sampler",
+                               file=str(loaded.path), line=loaded.line("fit"),
+                               hint="try sampler = \"pymc\", stronger priors, or a simpler model")) from None
+    return Fit(posterior=dt, seconds=time.perf_counter() - start, sampler=f.sampler)
+
+
+# ----------------------------------------------------------------------------- predicting
+
+
+class CellPredictor:
+    """Expected outcome of population cells for every posterior draw: ``predict(cells) -> (S, n)``."""
+
+    def __init__(self, model, posterior, tables: Tables, info: FormulaInfo, *, seed: int):
+        parent = model.family.likelihood.parent
+        self._component = model.parameters[parent]
+        self._linkinv = model.family.link[parent].linkinv
+        self._tables = tables
+        self._info = info
+        post = posterior["posterior"].to_dataset() if hasattr(posterior["posterior"], "to_dataset") \
+            else posterior["posterior"]
+        self.n_chains = post.sizes["chain"]
+        self.n_draws = post.sizes["draw"]
+        self.n_samples = self.n_chains * self.n_draws
+        self._post = post
+        design = self._component.design
+        self._common_slices = dict(design.common.slices) if design.common else {}
+        self._group_terms = {g.name: g for g in info.group_terms}
+        self._group_design = design.group.terms if design.group else {}
+        self._beta = {name: self._flat(name) for name in self._common_slices}
+        rng = np.random.default_rng([seed, 7919])
+        self._u: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
+        for g in info.group_terms:
+            self._u[g.name] = self._group_draws(g, rng)
+
+    def _flat(self, name: str) -> np.ndarray:
+        da = self._post[name]
+        arr = da.to_numpy()
+        return arr.reshape(self.n_samples, -1)
+
+    def _group_draws(self, g: GroupTerm, rng) -> tuple[np.ndarray, dict[str, int]]:
+        """Draws (S, k, L + new) of a group term, new population levels drawn from N(0, sigma)."""
+        da = self._post[g.name]
+        factor_dim = [d for d in da.dims if d.endswith("__factor_dim")][0]
+        others = [d for d in da.dims if d not in ("chain", "draw", factor_dim)]
+        da = da.transpose("chain", "draw", *others, factor_dim)
+        labels = [str(x) for x in da.coords[factor_dim].to_numpy()]
+        u = da.to_numpy().reshape(self.n_samples, -1, len(labels))
+        index = {lab: i for i, lab in enumerate(labels)}
+        new = [lv for lv in self._tables.new_levels.get(g.factor, ()) if lv not in index]
+        if new:
+            sigma = self._post[f"{g.name}_sigma"].to_numpy().reshape(self.n_samples, -1)
+            sigma = np.broadcast_to(sigma, (self.n_samples, u.shape[1]))
+            extra = rng.standard_normal((self.n_samples, u.shape[1], len(new))) * sigma[:, :, None]
+            u = np.concatenate([u, extra], axis=2)
+            for j, lv in enumerate(new):
+                index[lv] = len(labels) + j
+        return u, index
+
+    def linear_predictor(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
+        cells = self._typed(cells)
+        n = len(cells)
+        eta = np.zeros((self.n_samples, n))
+        if self._common_slices:
+            X = np.asarray(self._component.design.common.evaluate_new_data(cells).design_matrix, dtype=float)
+            for name, slc in self._common_slices.items():
+                if name in exclude:
+                    continue
+                eta += self._beta[name] @ X[:, slc].T
+        for name, g in self._group_terms.items():
+            if name in exclude:
+                continue
+            u, index = self._u[name]
+            keys = factor_keys(cells, g.factor_vars)
+            idx = keys.map(index)
+            if idx.isna().any():
+                missing = sorted(set(keys[idx.isna()]))
+                raise FitError(f"no draws for level(s) {missing[:5]} of '{g.factor}'")
+            idx = idx.to_numpy(dtype=np.int64)
+            if g.expr_vars:
+                xi = np.asarray(self._group_design[name].expr.eval_new_data(cells), dtype=float)
+                xi = xi.reshape(n, -1)
+                for k in range(xi.shape[1]):
+                    eta += u[:, k, idx] * xi[:, k]
+            else:
+                eta += u[:, 0, idx]
+        return eta
+
+    def predict(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
+        """Expected outcome on the response scale, shape (draws, cells)."""
+        return np.asarray(self._linkinv(self.linear_predictor(cells, exclude)), dtype=float)
+
+    def _typed(self, cells: pd.DataFrame) -> pd.DataFrame:
+        out = {}
+        for var in self._info.rhs_vars:
+            v = self._tables.variables[var]
+            col = cells[var]
+            if v.categorical and var in self._info.common_vars:
+                out[var] = pd.Categorical(col.astype(str), categories=list(v.levels), ordered=True)
+            elif v.categorical:
+                out[var] = col.astype(str).to_numpy()
+            else:
+                out[var] = col.to_numpy(dtype=float)
+        return pd.DataFrame(out, index=range(len(cells)))
+
+
+def versions() -> dict[str, str]:
+    import arviz
+    import bambi
+    import formulae
+    import pymc
+    import pytensor
+
+    out = {"python": sys.version.split()[0], "bambi": bambi.__version__, "pymc": pymc.__version__,
+           "pytensor": pytensor.__version__, "arviz": arviz.__version__, "formulae": formulae.__version__,
+           "numpy": np.__version__, "pandas": pd.__version__}
+    try:
+        import nutpie
+
+        out["nutpie"] = nutpie.__version__
+    except Exception:  # pragma: no cover - optional
+        pass
+    return out

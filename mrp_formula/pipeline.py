@@ -1,0 +1,178 @@
+"""The whole job, one way: spec -> tables -> model -> posterior -> poststratification ->
+estimands -> report. ``check`` stops before sampling; ``run`` does everything.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from mrp_formula import __version__
+from mrp_formula import estimands as est_mod
+from mrp_formula.diagnostics import Diagnostics, fit_diagnostics
+from mrp_formula.errors import Problem, SpecError, did_you_mean
+from mrp_formula.formula import FormulaInfo, describe
+from mrp_formula.poststrat import poststratify
+from mrp_formula.report import sha256_file, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.spec import LoadedSpec, load_spec
+from mrp_formula.tables import Tables, prepare
+
+BINARY = ("bernoulli", "binomial")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked spec with its prepared tables: everything short of sampling."""
+
+    loaded: LoadedSpec
+    info: FormulaInfo
+    tables: Tables
+    fit_plan: object  # model.FitPlan
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        fp = self.fit_plan
+        extra = []
+        if fp.aggregated:
+            extra.append(f"fitting {fp.cells} binomial cells instead of {fp.rows_in} rows (same likelihood)")
+        for term, choice in fp.parameterization.items():
+            extra.append(f"group term {term}: {choice} ({fp.parameterization_reason[term]})")
+        return self.tables.notes + tuple(extra)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    estimands: pd.DataFrame
+    draws: pd.DataFrame
+    posterior: object  # xarray.DataTree
+    diagnostics: Diagnostics
+    out: Path
+    notes: tuple[str, ...]
+    manifest: dict = field(default_factory=dict)
+
+
+def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
+    """Checks that need the formula but not the data: all problems at once."""
+    spec = loaded.spec
+    file = str(loaded.path)
+    problems: list[Problem] = []
+    try:
+        info = describe(spec.model.formula, file=file, line=loaded.line("model", "formula"))
+    except SpecError as exc:
+        problems.extend(exc.problems)
+        info = None
+    for name, est in spec.estimands.items():
+        if est.scale == "odds_ratio" and spec.model.family not in BINARY:
+            problems.append(Problem(f"odds_ratio needs a probability; the {spec.model.family} family has none",
+                                    key=f"estimands.{name}.scale", file=file,
+                                    line=loaded.line("estimands", name, "scale"),
+                                    hint='use scale = "difference" or "ratio"'))
+    if info is not None:
+        valid = set(info.prior_names) | {"sigma", "alpha", "threshold"}
+        for name in spec.model.priors:
+            if name not in valid:
+                problems.append(Problem(f"'{name}' is not a term of the model", key=f'model.priors."{name}"',
+                                        file=file, line=loaded.line("model", "priors", name),
+                                        hint=did_you_mean(name, valid)))
+    if problems:
+        raise SpecError(problems)
+    return info
+
+
+def check(path, *, overrides=()) -> Plan:
+    """Validate the spec, the files, columns, levels, terms and population coverage."""
+    from mrp_formula.model import build_model, plan_fit
+
+    loaded = load_spec(path, tuple(overrides))
+    info = _spec_checks(loaded)
+    tables = prepare(loaded, info)
+    fit_plan = plan_fit(loaded, info, tables)
+    build_model(loaded, info, fit_plan)
+    return Plan(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan)
+
+
+def default_out(loaded: LoadedSpec) -> Path:
+    if loaded.spec.report.out:
+        return Path(loaded.spec.report.out)
+    return Path.cwd() / "runs" / loaded.spec.name
+
+
+def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None) -> RunResult:
+    """Run the spec end to end and write the run folder."""
+    from mrp_formula import model as model_mod
+
+    timings = {}
+    t0 = time.perf_counter()
+    loaded = load_spec(path, tuple(overrides))
+    info = _spec_checks(loaded)
+    tables = prepare(loaded, info)
+    fit_plan = model_mod.plan_fit(loaded, info, tables)
+    bmodel = model_mod.build_model(loaded, info, fit_plan)
+    plan = Plan(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan)
+    timings["prepare"] = time.perf_counter() - t0
+
+    fitted = model_mod.fit(bmodel, loaded, progress=progress)
+    timings["fit"] = fitted.seconds
+
+    t1 = time.perf_counter()
+    predictor = model_mod.CellPredictor(bmodel, fitted.posterior, tables, info, seed=loaded.spec.fit.seed)
+    spec = loaded.spec
+    pieces = est_mod.plan(spec.estimands, tables.population_vars)
+    kwargs = {"block": block} if block else {}
+    reduced = poststratify(tables.population, predictor.predict, est_mod.requests(pieces),
+                           n_samples=predictor.n_samples, **kwargs)
+    group_cols = est_mod.group_columns(spec.estimands)
+    ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
+                          group_columns=group_cols)
+    table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
+    draws = est_mod.long_draws(ed)
+    timings["poststratify"] = time.perf_counter() - t1
+
+    diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)
+    notes = plan.notes + tuple(diag.warnings(spec.fit.target_accept))
+    out_dir = Path(out) if out else default_out(loaded)
+    manifest = _manifest(plan, fitted, diag, timings, notes)
+    with staged_dir(out_dir) as tmp:
+        write_table(table, tmp / "estimands.csv")
+        write_table(draws, tmp / "estimand_draws.parquet")
+        fitted.posterior.to_netcdf(tmp / "posterior.nc")
+        (tmp / "spec.toml").write_text(loaded.text)
+        timings["total"] = time.perf_counter() - t0
+        manifest["timings_seconds"] = timings
+        write_json(manifest, tmp / "manifest.json")
+    return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
+                     out=out_dir, notes=notes, manifest=manifest)
+
+
+def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> dict:
+    from mrp_formula.model import versions
+
+    loaded = plan.loaded
+    spec = loaded.spec
+    files = {"data": loaded.resolve(spec.data.source)}
+    if spec.population.source:
+        files["population"] = loaded.resolve(spec.population.source)
+    for i, j in enumerate(spec.join):
+        files[f"join[{i}]"] = loaded.resolve(j.source)
+    fp = plan.fit_plan
+    return {
+        "mrp_formula": __version__,
+        "name": spec.name,
+        "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
+        "inputs": {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in files.items() if p.exists()},
+        "seed": spec.fit.seed,
+        "sampler": {"name": spec.fit.sampler, "draws": spec.fit.draws, "tune": spec.fit.tune,
+                    "chains": spec.fit.chains, "target_accept": spec.fit.target_accept},
+        "model": {"formula": spec.model.formula, "fitted_formula": fp.formula, "family": fp.family,
+                  "aggregated": fp.aggregated, "rows_in": fp.rows_in, "cells_fitted": fp.cells,
+                  "parameterization": fp.parameterization},
+        "tables": plan.tables.stats,
+        "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
+        "new_level_weight_share": plan.tables.new_level_share,
+        "versions": versions(),
+        "diagnostics": diag.to_json(),
+        "notes": list(notes),
+    }

@@ -1,0 +1,412 @@
+"""The spec: a TOML file turned into one frozen, typed tree that later steps alone see.
+
+``load_spec(path)`` reads the file (following ``extends``), applies ``--set`` overrides,
+validates it with the pydantic models below and reports every problem at once as
+``FILE:LINE: dotted.key: what is wrong (got X); how to fix it``.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from mrp_formula.errors import Problem, SpecError, did_you_mean
+from mrp_formula.levels import canon
+from mrp_formula.priors import PriorSpec, PriorSyntaxError, parse_prior
+from mrp_formula.tomlpos import key_lines, line_of, syntax_error_position
+
+FAMILIES = ("bernoulli", "binomial", "gaussian", "poisson", "negativebinomial", "categorical", "cumulative")
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "vi")
+PATH_KEYS = (("data", "source"), ("population", "source"), ("report", "out"))
+
+
+def _level(v: Any) -> str:
+    if isinstance(v, (dict, list)):
+        raise ValueError("a level is a string or a number")
+    return canon(v)
+
+
+Level = Annotated[str, BeforeValidator(_level)]
+
+
+def _prior(v: Any) -> PriorSpec:
+    if isinstance(v, PriorSpec):
+        return v
+    try:
+        return parse_prior(v)
+    except PriorSyntaxError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Prior = Annotated[PriorSpec, BeforeValidator(_prior)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class DataSpec(_Frozen):
+    """Where the sample comes from and how it is prepared."""
+
+    source: str = Field(description="CSV, Parquet or DuckDB file, relative to the spec file.")
+    query: str | None = Field(
+        None, description="SQL run by DuckDB; the source is available as the table `source`."
+    )
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="`{ source_column = \"model_name\" }`; replaces an existing column."
+    )
+    recode: dict[str, dict[str, Level]] = Field(
+        default_factory=dict, description="`recode.VAR = { old = \"new\" }` maps and collapses levels."
+    )
+    missing: Literal["drop", "error"] = Field(
+        "error", description="Rows with a missing model variable: drop them (counted) or stop."
+    )
+    weights: str | None = Field(None, description="Column of observation weights (not survey weights).")
+
+
+class JoinSpec(_Frozen):
+    """Group-level predictors joined into both the sample and the population by a key."""
+
+    source: str = Field(description="CSV or Parquet file with one row per key.")
+    on: dict[str, str] = Field(description="`{ sample_key = \"table_key\" }`.")
+    columns: list[str] = Field(description="Columns of the joined table to add.")
+
+
+class ModelSpec(_Frozen):
+    """The multilevel model, in Bambi's formula syntax."""
+
+    formula: str = Field(description="e.g. `clicked ~ treatment + (1 | gender)`.")
+    family: Literal[FAMILIES] = Field(description="Response distribution.")
+    link: str | None = Field(None, description="Link function; the family's default when omitted.")
+    levels: dict[str, list[Level]] = Field(
+        default_factory=dict, description="Level order per categorical variable; the first is the reference."
+    )
+    priors: dict[str, Prior] = Field(
+        default_factory=dict,
+        description='Per term: `"Normal(0, 1)"` or `{ dist = "Normal", mu = 0, sigma = 1 }`.',
+    )
+    aggregate: Literal["auto", "always", "never"] = Field(
+        "auto", description="Fit bernoulli/binomial models on unique cells with summed successes and trials."
+    )
+    parameterization: Literal["auto", "centered", "noncentered"] = Field(
+        "auto", description="Of group effects; auto chooses per group term from the data."
+    )
+
+
+class FitSpec(_Frozen):
+    """How the posterior is sampled."""
+
+    sampler: Literal[SAMPLERS] = Field("nutpie", description="MCMC sampler.")
+    draws: int = Field(1000, gt=0, description="Draws per chain after tuning.")
+    tune: int = Field(1000, ge=0, description="Tuning steps per chain.")
+    chains: int = Field(4, gt=0, description="Number of chains.")
+    seed: int = Field(20260101, ge=0, description="Random seed: same spec and seed, same numbers.")
+    target_accept: float = Field(0.9, gt=0, lt=1, description="NUTS target acceptance rate.")
+
+
+class PopulationSpec(_Frozen):
+    """The population to poststratify to: a cell table, or margins."""
+
+    source: str | None = Field(None, description="Cell table (CSV, Parquet, DuckDB), relative to the spec.")
+    query: str | None = Field(None, description="SQL over the source (table `source`).")
+    weight: str | None = Field(None, description="Column of counts or shares; each row counts 1 if omitted.")
+    rename: dict[str, str] = Field(default_factory=dict, description="As in [data].")
+    recode: dict[str, dict[str, Level]] = Field(default_factory=dict, description="As in [data].")
+    missing: Literal["drop", "error"] = Field("error", description="As in [data].")
+    margins: dict[str, dict[str, float]] | None = Field(
+        None, description="`VAR = { level = share, ... }`: shares summing to 1, or counts."
+    )
+    joint: Literal["independent", "rake"] = Field(
+        "independent", description="How margins make a joint table: by independence, or raking the sample."
+    )
+    new_levels: Literal["sample", "error"] = Field(
+        "sample", description="Population levels absent from the sample: draw their effect, or stop."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.source is None and self.margins is None:
+            raise ValueError("give either `source` (a cell table) or `margins`")
+        if self.source is not None and self.margins is not None:
+            raise ValueError("give `source` or `margins`, not both")
+        return self
+
+
+class EstimandSpec(_Frozen):
+    """A population quantity computed per posterior draw."""
+
+    at: dict[str, list[Level]] = Field(
+        default_factory=dict, description="Set a variable to each level for the whole population."
+    )
+    by: list[str] = Field(default_factory=list, description="Population variables to break down by.")
+    contrast: dict[str, list[Level]] | None = Field(
+        None, description="`{ VAR = [\"a\", \"b\"] }`: compares a with b."
+    )
+    scale: Literal["difference", "ratio", "odds_ratio"] = Field("difference", description="Of a contrast.")
+    rope: tuple[float, float] | None = Field(None, description="Region of practical equivalence, on `scale`.")
+    exclude: list[str] = Field(default_factory=list, description="Model terms left out when predicting.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.contrast is not None:
+            if len(self.contrast) != 1:
+                raise ValueError("`contrast` compares two levels of one variable: { VAR = [\"a\", \"b\"] }")
+            (var, lv), = self.contrast.items()
+            if len(lv) != 2 or lv[0] == lv[1]:
+                raise ValueError(f"`contrast.{var}` needs two different levels (got {lv})")
+            if var in self.at:
+                raise ValueError(f"`{var}` is both in `contrast` and in `at`; keep one")
+        if self.rope is not None and self.rope[0] >= self.rope[1]:
+            raise ValueError(f"`rope` must be [low, high] with low < high (got {list(self.rope)})")
+        if self.rope is not None and self.contrast is None:
+            raise ValueError("`rope` applies to a `contrast`; add one or remove the rope")
+        for var, lv in self.at.items():
+            if not lv:
+                raise ValueError(f"`at.{var}` lists no level")
+        return self
+
+
+class ReportSpec(_Frozen):
+    """How results are summarised and where they go."""
+
+    ci_prob: float = Field(0.95, gt=0, lt=1, description="Probability of the credible intervals.")
+    ci_kind: Literal["hdi", "eti"] = Field("eti", description="Highest density or equal-tailed interval.")
+    out: str | None = Field(None, description="Run folder; default `runs/<name>` beside the current directory.")
+    plots: bool = Field(True, description="Write PNG plots to the run folder.")
+
+
+class Spec(_Frozen):
+    """A whole analysis."""
+
+    schema_: str | None = Field(None, alias="$schema", description="JSON Schema for editors.")
+    name: str = Field(description="Name of the analysis; names the run folder.")
+    description: str = Field("", description="Free text.")
+    extends: str | None = Field(None, description="Another spec this one overrides (deep merge).")
+    data: DataSpec
+    join: list[JoinSpec] = Field(default_factory=list)
+    model: ModelSpec
+    fit: FitSpec = Field(default_factory=FitSpec)
+    population: PopulationSpec
+    estimands: dict[str, EstimandSpec] = Field(min_length=1, description="At least one estimand.")
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+
+class LoadedSpec(_Frozen):
+    """The validated spec with where it came from; paths resolved against the spec file."""
+
+    spec: Spec
+    path: Path
+    text: str
+    raw: dict
+    lines: dict
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def line(self, *key) -> int | None:
+        return line_of(self.lines, tuple(key))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> LoadedSpec:
+    """Read, merge, override and validate a spec; raise :class:`SpecError` listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(Problem(f"spec file not found", file=str(path),
+                                hint="check the path; `mrp init NAME.toml` writes a starter spec"))
+    raw, text = _read_with_extends(path.resolve(), ())
+    problems: list[Problem] = []
+    raw = apply_overrides(raw, overrides, str(path), problems)
+    lines = key_lines(text)
+    spec = None
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, str(path), lines, raw))
+    if problems:
+        raise SpecError(problems)
+    return LoadedSpec(spec=spec, path=path.resolve(), text=text, raw=raw, lines=lines)
+
+
+def _read_toml(path: Path) -> tuple[dict, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(Problem(f"cannot read the spec: {exc}", file=str(path))) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        line, msg = syntax_error_position(exc)
+        raise SpecError(Problem(f"TOML syntax error: {msg}", file=str(path), line=line,
+                                hint="fix the TOML syntax (quotes, brackets, `key = value`)")) from None
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, str]:
+    raw, text = _read_toml(path)
+    _absolutize_paths(raw, path.parent)
+    parent = raw.get("extends")
+    if parent is None:
+        return raw, text
+    if not isinstance(parent, str):
+        raise SpecError(Problem("must be a path to another spec", key="extends", file=str(path),
+                                line=line_of(key_lines(text), ("extends",)), got=repr(parent)))
+    base_path = (path.parent / parent).resolve()
+    chain = seen + (path,)
+    if base_path in chain:
+        cycle = " -> ".join(p.name for p in chain + (base_path,))
+        raise SpecError(Problem(f"`extends` makes a cycle: {cycle}", key="extends", file=str(path),
+                                line=line_of(key_lines(text), ("extends",)),
+                                hint="remove `extends` from one of these files"))
+    if not base_path.is_file():
+        raise SpecError(Problem(f"the spec it extends does not exist: {base_path}", key="extends",
+                                file=str(path), line=line_of(key_lines(text), ("extends",)),
+                                hint="paths are relative to the spec file"))
+    base, _ = _read_with_extends(base_path, chain)
+    merged = deep_merge(base, raw)
+    merged.pop("extends", None)
+    return merged, text
+
+
+def _absolutize_paths(raw: dict, base: Path) -> None:
+    """Paths are relative to the file that wrote them; make them absolute before merging."""
+    for section, key in PATH_KEYS:
+        table = raw.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str):
+            table[key] = str((base / Path(table[key]).expanduser()).resolve())
+    for join in raw.get("join", []) if isinstance(raw.get("join"), list) else []:
+        if isinstance(join, dict) and isinstance(join.get("source"), str):
+            join["source"] = str((base / Path(join["source"]).expanduser()).resolve())
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Tables merge key by key; any other value in ``over`` replaces the one in ``base``."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(raw: dict, overrides, file: str, problems: list[Problem]) -> dict:
+    """``--set fit.draws=200``: the value is read as TOML (a bare word is a string)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            problems.append(Problem("an override is KEY=VALUE", key="--set", file=file, got=repr(item),
+                                    hint='e.g. --set fit.draws=200 or --set model.formula="y ~ x"'))
+            continue
+        key, value_text = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = tomllib.loads(f"v = {value_text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = value_text
+        parts = key.split(".")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                problems.append(Problem("cannot set a key inside a non-table value", key=key, file=file))
+                break
+        else:
+            if tuple(parts) in PATH_KEYS and isinstance(value, str):
+                value = str(Path(value).expanduser().resolve())  # relative to where mrp runs
+            node[parts[-1]] = value
+    return raw
+
+
+def _fields_of(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The allowed keys at ``loc`` (for 'did you mean')."""
+    node: Any = model
+    for part in loc:
+        if isinstance(part, int) or node is None:
+            continue
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part)
+            if field is None:
+                return []
+            node = _inner_model(field.annotation)
+        else:
+            node = None
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [f.alias or n for n, f in node.model_fields.items()]
+    return []
+
+
+def _inner_model(annotation) -> Any:
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = str(part)
+            if not text.replace("_", "").replace("-", "").isalnum():
+                text = f'"{text}"'
+            out += ("." if out else "") + text
+    return out
+
+
+def _pydantic_problems(exc: ValidationError, file: str, lines: dict, raw: dict) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        kind = err["type"]
+        line = line_of(lines, loc)
+        key = _dotted(loc)
+        got = None
+        hint = ""
+        msg = err["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+            hint = did_you_mean(str(loc[-1]), _fields_of(Spec, loc[:-1])) or "remove it"
+            if "did you mean" not in hint:
+                hint = f"remove it; {hint}"
+        elif kind == "missing":
+            msg = "required key is missing"
+            hint = f"add `{loc[-1]} = ...`"
+        elif kind == "literal_error":
+            got = repr(err.get("input"))
+            expected = err.get("ctx", {}).get("expected", "")
+            choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",") if c.strip()]
+            msg = "is not one of the allowed values"
+            hint = did_you_mean(str(err.get("input")), choices)
+        elif kind in ("int_parsing", "int_type", "float_parsing", "float_type", "string_type", "bool_type",
+                      "dict_type", "list_type", "tuple_type", "int_from_float", "bool_parsing"):
+            got = repr(err.get("input"))
+        elif kind in ("greater_than", "less_than", "greater_than_equal", "less_than_equal", "too_short"):
+            got = repr(err.get("input"))
+        problems.append(Problem(msg, key=key, file=file, line=line, got=got, hint=hint))
+    return problems

@@ -1,0 +1,520 @@
+"""Spec -> tables: the sample and the population cells, read, renamed, recoded, joined,
+checked against the formula and the estimands, and frozen.
+
+Every problem found is collected and raised at once as a :class:`DataError`
+(or :class:`SpecError` when the spec names something that cannot exist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula.errors import DataError, Problem, ProblemList, SpecError, did_you_mean
+from mrp_formula.formula import FormulaInfo
+from mrp_formula.levels import canon, canon_series
+from mrp_formula.population import WEIGHT, independent_joint, rake
+from mrp_formula.spec import LoadedSpec
+
+BINARY_FAMILIES = ("bernoulli", "binomial")
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    categorical: bool
+    levels: tuple[str, ...] = ()  # sample levels in model order (categorical only)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The prepared inputs of the model and of poststratification."""
+
+    sample: pd.DataFrame  # one row per observation (or cell), model columns only
+    population: pd.DataFrame  # unique cells of the population variables, weight column WEIGHT
+    variables: dict[str, Variable]
+    population_vars: tuple[str, ...]
+    new_levels: dict[str, tuple[str, ...]]  # group factor -> population levels absent from the sample
+    new_level_share: dict[str, float]  # group factor -> share of population weight on new levels
+    notes: tuple[str, ...] = ()
+    stats: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_table(path: Path, query: str | None, *, key: str, file: str, line: int | None) -> pd.DataFrame:
+    """CSV, Parquet or a DuckDB database (with ``query``); errors name the key and the file."""
+    if not path.exists():
+        raise DataError(Problem(f"file not found: {path}", key=key, file=file, line=line,
+                                hint="paths are relative to the spec file"))
+    suffix = path.suffix.lower()
+    try:
+        if query is not None or suffix in (".duckdb", ".db"):
+            return _read_duckdb(path, query, key=key, file=file, line=line)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".csv", ".txt", ".tsv", ".gz"):
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", low_memory=False)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(Problem(f"cannot read {path.name}: {exc}", key=key, file=file, line=line)) from None
+    raise DataError(Problem(f"unsupported file type '{suffix}'", key=key, file=file, line=line,
+                            hint="use .csv, .parquet, or a DuckDB file with `query`"))
+
+
+def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: int | None) -> pd.DataFrame:
+    import duckdb
+
+    suffix = path.suffix.lower()
+    con = duckdb.connect(str(path), read_only=True) if suffix in (".duckdb", ".db") else duckdb.connect()
+    try:
+        if suffix not in (".duckdb", ".db"):
+            reader = "read_parquet" if suffix in (".parquet", ".pq") else "read_csv_auto"
+            con.execute(f"CREATE VIEW source AS SELECT * FROM {reader}(?)", [str(path)])
+        if query is None:
+            raise DataError(Problem("a DuckDB database needs `query` to say what to read", key=key,
+                                    file=file, line=line, hint='e.g. query = "SELECT * FROM survey"'))
+        return con.execute(query).df()
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(Problem(f"the query failed: {exc}", key=key.rsplit(".", 1)[0] + ".query",
+                                file=file, line=line)) from None
+    finally:
+        con.close()
+
+
+# ----------------------------------------------------------------------------- preparing
+
+
+def _rename(df: pd.DataFrame, mapping: dict[str, str], section: str, loaded: LoadedSpec,
+            problems: ProblemList, notes: list[str]) -> pd.DataFrame:
+    for src, dst in mapping.items():
+        if src not in df.columns:
+            problems.add(f"column '{src}' does not exist in the {section} table", key=f"{section}.rename",
+                         line=loaded.line(section, "rename"), hint=did_you_mean(src, df.columns))
+    ok = {s: d for s, d in mapping.items() if s in df.columns}
+    replaced = [d for d in ok.values() if d in df.columns and d not in ok]
+    if replaced:
+        notes.append(f"{section}.rename replaces existing column(s) {', '.join(map(repr, replaced))}")
+        df = df.drop(columns=replaced)
+    return df.rename(columns=ok)
+
+
+def _recode(df: pd.DataFrame, recode: dict, section: str, loaded: LoadedSpec, problems: ProblemList) -> pd.DataFrame:
+    df = df.copy()
+    for var, mapping in recode.items():
+        if var not in df.columns:
+            problems.add(f"column '{var}' does not exist", key=f"{section}.recode.{var}",
+                         line=loaded.line(section, "recode", var), hint=did_you_mean(var, df.columns))
+            continue
+        col = canon_series(df[var])
+        present = set(col.dropna())
+        unknown = [k for k in mapping if canon(k) not in present]
+        if unknown:
+            problems.add(f"level(s) {', '.join(map(repr, unknown))} do not occur in column '{var}'",
+                         key=f"{section}.recode.{var}", line=loaded.line(section, "recode", var),
+                         hint=did_you_mean(unknown[0], present))
+        table = {canon(k): v for k, v in mapping.items()}
+        df[var] = col.map(lambda x: table.get(x, x) if x is not None else None)
+    return df
+
+
+def _join(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: ProblemList,
+          tables_cache: dict) -> pd.DataFrame:
+    for i, join in enumerate(loaded.spec.join):
+        line = loaded.line("join", i)
+        key = f"join[{i}]"
+        if i not in tables_cache:
+            tables_cache[i] = read_table(loaded.resolve(join.source), None, key=f"{key}.source",
+                                         file=str(loaded.path), line=line)
+        table = tables_cache[i]
+        bad_cols = [c for c in join.columns if c not in table.columns]
+        for c in bad_cols:
+            problems.add(f"column '{c}' is not in {Path(join.source).name}", key=f"{key}.columns", line=line,
+                         hint=did_you_mean(c, table.columns))
+        ok = True
+        for left, right in join.on.items():
+            if left not in df.columns:
+                problems.add(f"key column '{left}' is not in the {side} table", key=f"{key}.on", line=line,
+                             hint=did_you_mean(left, df.columns))
+                ok = False
+            if right not in table.columns:
+                problems.add(f"key column '{right}' is not in {Path(join.source).name}", key=f"{key}.on",
+                             line=line, hint=did_you_mean(right, table.columns))
+                ok = False
+        if not ok or bad_cols:
+            continue
+        left_keys, right_keys = list(join.on), list(join.on.values())
+        right = table[right_keys + list(join.columns)].copy()
+        for r in right_keys:
+            right[r] = canon_series(right[r])
+        if right.duplicated(right_keys).any():
+            dup = right.loc[right.duplicated(right_keys), right_keys].head(3).to_dict("records")
+            problems.add(f"the key is not unique in {Path(join.source).name} (e.g. {dup})", key=f"{key}.on",
+                         line=line, hint="a joined table has one row per key")
+            continue
+        left = df.copy()
+        tmp = [f"__key{j}" for j in range(len(left_keys))]
+        for t, l in zip(tmp, left_keys):
+            left[t] = canon_series(left[l])
+        clash = [c for c in join.columns if c in left.columns]
+        left = left.drop(columns=clash)
+        merged = left.merge(right.rename(columns=dict(zip(right_keys, tmp))), on=tmp, how="left",
+                            indicator=True)
+        missing = merged.loc[merged["_merge"] == "left_only", tmp].drop_duplicates()
+        if len(missing):
+            keys = sorted({"/".join(str(v) for v in row) for row in missing.itertuples(index=False)})
+            problems.add(f"{len(keys)} key(s) of the {side} have no match in {Path(join.source).name}: "
+                         f"{', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}", key=f"{key}.on", line=line,
+                         hint="add the missing keys to the joined table or fix the key columns")
+        df = merged.drop(columns=tmp + ["_merge"])
+    return df
+
+
+def _natural_sort(levels) -> list[str]:
+    def key(x: str):
+        try:
+            return (0, float(x), "")
+        except ValueError:
+            return (1, 0.0, x)
+
+    return sorted(levels, key=key)
+
+
+def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
+    """Read and check the sample and the population; raise with every problem found."""
+    spec = loaded.spec
+    file = str(loaded.path)
+    problems = ProblemList(file=file)
+    notes: list[str] = []
+    join_cache: dict = {}
+
+    # --- sample
+    raw = read_table(loaded.resolve(spec.data.source), spec.data.query, key="data.source", file=file,
+                     line=loaded.line("data", "source"))
+    rows_in = len(raw)
+    sample = _rename(raw, spec.data.rename, "data", loaded, problems, notes)
+    sample = _join(sample, "sample", loaded, problems, join_cache)
+    sample = _recode(sample, spec.data.recode, "data", loaded, problems)
+
+    needed = list(dict.fromkeys(list(info.response_vars) + list(info.rhs_vars)))
+    if spec.data.weights:
+        needed.append(spec.data.weights)
+    for var in needed:
+        if var not in sample.columns:
+            role = "response" if var in info.response_vars else "predictor"
+            problems.add(f"{role} '{var}' is not a column of the sample", key="model.formula",
+                         line=loaded.line("model", "formula"), hint=did_you_mean(var, sample.columns))
+    problems.raise_if_any(DataError)
+    sample = sample[needed].copy()
+
+    # missing values
+    na = sample.isna()
+    dropped = {c: int(n) for c, n in na.sum().items() if n}
+    if dropped:
+        if spec.data.missing == "error":
+            detail = ", ".join(f"{c}: {n}" for c, n in dropped.items())
+            problems.add(f"missing values in model columns ({detail})", key="data.missing",
+                         line=loaded.line("data"), hint='set `missing = "drop"` in [data] to drop those rows')
+        else:
+            sample = sample.loc[~na.any(axis=1)].reset_index(drop=True)
+            notes.append(f"dropped {rows_in - len(sample)} of {rows_in} sample rows with missing values "
+                         f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})")
+    if len(sample) == 0:
+        problems.add("no sample rows left", key="data.source", line=loaded.line("data", "source"))
+    problems.raise_if_any(DataError)
+
+    _check_response(sample, info, spec.model.family, loaded, problems)
+
+    # variable roles
+    variables: dict[str, Variable] = {}
+    for var in info.rhs_vars:
+        categorical = (var in info.factor_vars or var in spec.model.levels
+                       or not pd.api.types.is_numeric_dtype(sample[var])
+                       or pd.api.types.is_bool_dtype(sample[var]))
+        if categorical:
+            sample[var] = canon_series(sample[var])
+            present = set(sample[var])
+            if var in spec.model.levels:
+                order = list(spec.model.levels[var])
+                absent = sorted(present - set(order))
+                if absent:
+                    problems.add(f"levels {absent} of '{var}' occur in the sample but are not listed",
+                                 key=f"model.levels.{var}", line=loaded.line("model", "levels", var),
+                                 hint="list every level; the first is the reference")
+                unused = [lv for lv in order if lv not in present]
+                if unused:
+                    problems.add(f"level(s) {unused} of '{var}' do not occur in the sample",
+                                 key=f"model.levels.{var}", line=loaded.line("model", "levels", var),
+                                 hint=did_you_mean(unused[0], present))
+                order = [lv for lv in order if lv in present]
+            else:
+                order = _natural_sort(present)
+            variables[var] = Variable(var, True, tuple(order))
+        else:
+            variables[var] = Variable(var, False)
+    for var in spec.model.levels:
+        if var not in info.rhs_vars:
+            problems.add(f"'{var}' is not a predictor in the formula", key=f"model.levels.{var}",
+                         line=loaded.line("model", "levels", var), hint=did_you_mean(var, info.rhs_vars))
+    problems.raise_if_any(DataError)
+    for var, v in variables.items():
+        if v.categorical:
+            sample[var] = pd.Categorical(sample[var], categories=list(v.levels), ordered=True)
+
+    # --- population
+    population, pop_notes, pop_stats = _population(loaded, info, sample, variables, problems, join_cache)
+    notes += pop_notes
+    problems.raise_if_any(DataError)
+
+    _check_estimands(loaded, info, variables, population, problems)
+    problems.raise_if_any(SpecError if _only_spec(problems) else DataError)
+
+    new_levels, shares = _new_levels(info, sample, population, loaded, problems)
+    problems.raise_if_any(DataError)
+    for factor, levels in new_levels.items():
+        notes.append(f"{len(levels)} population level(s) of '{factor}' have no sample "
+                     f"({', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}; "
+                     f"{shares[factor]:.1%} of the population weight): their effects are drawn from the "
+                     f"fitted group distribution")
+    stats = {"sample_rows_in": rows_in, "sample_rows_used": int(len(sample)), "dropped_missing": dropped}
+    stats.update(pop_stats)
+    return Tables(sample=sample, population=population, variables=variables,
+                  population_vars=tuple(c for c in population.columns if c != WEIGHT),
+                  new_levels=new_levels, new_level_share=shares, notes=tuple(notes), stats=stats)
+
+
+def _only_spec(problems: ProblemList) -> bool:
+    return all(p.key.startswith("estimands") for p in problems.items)
+
+
+def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: LoadedSpec,
+                    problems: ProblemList) -> None:
+    line = loaded.line("model", "formula")
+    if family == "binomial" and not info.is_proportion:
+        problems.add("the binomial family needs the response written p(successes, trials)",
+                     key="model.formula", line=line, got=repr(info.response),
+                     hint=f'e.g. "p(clicks, visits) ~ {info.rhs}"')
+    if info.is_proportion and family != "binomial":
+        problems.add(f"p(successes, trials) is the binomial family's response, not {family}'s",
+                     key="model.family", line=loaded.line("model", "family"), hint='set family = "binomial"')
+    for var in info.response_vars:
+        col = sample[var]
+        if family == "bernoulli":
+            values = set(pd.unique(col))
+            if not values <= {0, 1, True, False}:
+                shown = sorted(map(str, values))[:5]
+                problems.add(f"a bernoulli response must be 0/1 or true/false; '{var}' has {shown}",
+                             key="model.formula", line=line,
+                             hint=f"recode it, e.g. data.recode.{var} = {{ yes = 1, no = 0 }}")
+        elif family in ("binomial", "poisson", "negativebinomial"):
+            num = pd.to_numeric(col, errors="coerce")
+            if num.isna().any() or (num < 0).any() or (np.mod(num, 1) != 0).any():
+                problems.add(f"'{var}' must hold non-negative whole numbers for the {family} family",
+                             key="model.formula", line=line)
+        elif family == "gaussian" and not pd.api.types.is_numeric_dtype(col):
+            problems.add(f"a gaussian response must be numeric; '{var}' is {col.dtype}", key="model.formula",
+                         line=line)
+    if family == "binomial" and info.is_proportion and len(info.response_vars) == 2 and not problems:
+        s, n = info.response_vars
+        if (sample[s] > sample[n]).any():
+            problems.add(f"successes '{s}' exceed trials '{n}' in {int((sample[s] > sample[n]).sum())} rows",
+                         key="model.formula", line=line)
+    problems.raise_if_any(DataError)
+
+
+def _population(loaded, info, sample, variables, problems, join_cache):
+    spec = loaded.spec
+    pop_spec = spec.population
+    notes, stats = [], {}
+    contrast_vars = {v for e in spec.estimands.values() for v in (e.contrast or {})}
+    by_vars = {v for e in spec.estimands.values() for v in e.by}
+    if pop_spec.margins is not None:
+        for var, levels in pop_spec.margins.items():
+            key = f"population.margins.{var}"
+            line = loaded.line("population", "margins", var)
+            values = np.array(list(levels.values()), dtype=float)
+            if (values < 0).any() or not np.isfinite(values).all():
+                problems.add("shares and counts must be non-negative numbers", key=key, line=line,
+                             got=str(levels))
+            elif values.sum() <= 0:
+                problems.add("the weights sum to zero", key=key, line=line)
+            elif (values <= 1).all() and abs(values.sum() - 1) > 1e-6:
+                problems.add(f"shares must sum to 1 (they sum to {values.sum():.6g})", key=key, line=line,
+                             hint="fix the shares, or give counts")
+            if var not in variables and var not in by_vars:
+                problems.add(f"'{var}' is neither a model predictor nor a `by` variable", key=key, line=line,
+                             hint=did_you_mean(var, list(variables)))
+        if problems:
+            return pd.DataFrame(), notes, stats
+        margins = {v: {canon(k): w for k, w in lv.items()} for v, lv in pop_spec.margins.items()}
+        if pop_spec.joint == "rake":
+            miss = [(v, lv) for v, m in margins.items() for lv in m if v in sample and lv not in set(sample[v].astype(str))]
+            for v, lv in miss:
+                problems.add(f"level '{lv}' of '{v}' has no sample rows, so raking cannot reach it",
+                             key=f"population.margins.{v}", line=loaded.line("population", "margins", v),
+                             hint='use joint = "independent"')
+            absent = [v for v in margins if v not in sample.columns]
+            for v in absent:
+                problems.add(f"raking needs '{v}' in the sample", key=f"population.margins.{v}",
+                             line=loaded.line("population", "margins", v), hint='use joint = "independent"')
+            if problems:
+                return pd.DataFrame(), notes, stats
+            seed_cells = sample.assign(**{WEIGHT: 1.0}).groupby(list(margins), observed=True)[WEIGHT].sum()
+            seed_cells = seed_cells.reset_index()
+            for v in margins:
+                seed_cells[v] = seed_cells[v].astype(str)
+            result = rake(seed_cells, margins)
+            stats.update(rake_iterations=result.iterations, rake_max_error=result.max_error)
+            notes.append(f"raked the sample's joint of {', '.join(margins)} to the margins in "
+                         f"{result.iterations} iterations (max error {result.max_error:.1e})")
+            if not result.converged:
+                problems.add(f"raking did not converge (max error {result.max_error:.2e})",
+                             key="population.joint", line=loaded.line("population", "joint"))
+            cells = result.cells
+        else:
+            cells = independent_joint(margins)
+        stats["population_rows"] = int(len(cells))
+    else:
+        raw = read_table(loaded.resolve(pop_spec.source), pop_spec.query, key="population.source",
+                         file=str(loaded.path), line=loaded.line("population", "source"))
+        stats["population_rows"] = int(len(raw))
+        cells = _rename(raw, pop_spec.rename, "population", loaded, problems, notes)
+        cells = _join(cells, "population", loaded, problems, join_cache)
+        cells = _recode(cells, pop_spec.recode, "population", loaded, problems)
+        if pop_spec.weight is not None:
+            if pop_spec.weight not in cells.columns:
+                problems.add(f"weight column '{pop_spec.weight}' is not in the population table",
+                             key="population.weight", line=loaded.line("population", "weight"),
+                             hint=did_you_mean(pop_spec.weight, cells.columns))
+                return pd.DataFrame(), notes, stats
+            w = pd.to_numeric(cells[pop_spec.weight], errors="coerce")
+            bad = w.isna() | (w < 0) | ~np.isfinite(w.fillna(0))
+            if bad.any():
+                problems.add(f"{int(bad.sum())} weight(s) are missing, negative or not numbers",
+                             key="population.weight", line=loaded.line("population", "weight"),
+                             hint="weights are counts or shares >= 0")
+            elif w.sum() <= 0:
+                problems.add("the weights sum to zero", key="population.weight",
+                             line=loaded.line("population", "weight"))
+            cells = cells.assign(**{WEIGHT: w.astype(float)})
+        else:
+            cells = cells.assign(**{WEIGHT: 1.0})
+
+    keep = [v for v in list(variables) + sorted(by_vars | contrast_vars) if v in cells.columns]
+    keep = list(dict.fromkeys(keep))
+    if problems:
+        return pd.DataFrame(), notes, stats
+    cells = cells[keep + [WEIGHT]].copy()
+    na = cells[keep].isna().any(axis=1)
+    if na.any():
+        if pop_spec.missing == "drop":
+            notes.append(f"dropped {int(na.sum())} population rows with missing values")
+            cells = cells.loc[~na]
+        else:
+            cols = [c for c in keep if cells[c].isna().any()]
+            problems.add(f"missing values in population column(s) {cols}", key="population",
+                         line=loaded.line("population"), hint='set `missing = "drop"` in [population]')
+            return pd.DataFrame(), notes, stats
+    for var in keep:
+        v = variables.get(var)
+        if v is None or v.categorical:
+            cells[var] = canon_series(cells[var])
+        else:
+            cells[var] = pd.to_numeric(cells[var], errors="coerce")
+            if cells[var].isna().any():
+                problems.add(f"population column '{var}' must be numeric, as in the sample", key="population",
+                             line=loaded.line("population"))
+    if problems:
+        return pd.DataFrame(), notes, stats
+    cells = cells.groupby(keep, observed=True, sort=True)[WEIGHT].sum().reset_index() if keep else \
+        pd.DataFrame({WEIGHT: [cells[WEIGHT].sum()]})
+    cells = cells.loc[cells[WEIGHT] > 0].reset_index(drop=True)
+    stats["population_cells"] = int(len(cells))
+    return cells, notes, stats
+
+
+def _check_estimands(loaded, info, variables, population, problems):
+    spec = loaded.spec
+    pop_vars = set(population.columns) - {WEIGHT}
+    for name, est in spec.estimands.items():
+        base = ("estimands", name)
+        for var in est.by:
+            if var not in pop_vars:
+                problems.add(f"'{var}' is not a population variable", key=f"estimands.{name}.by",
+                             line=loaded.line(*base, "by"), hint=did_you_mean(var, pop_vars))
+        set_vars = dict(est.at)
+        if est.contrast:
+            set_vars.update(est.contrast)
+        for var, levels in set_vars.items():
+            where = "contrast" if est.contrast and var in est.contrast else "at"
+            key = f"estimands.{name}.{where}.{var}"
+            if var not in variables:
+                problems.add(f"'{var}' is not a predictor in the formula", key=key, line=loaded.line(*base, where),
+                             hint=did_you_mean(var, variables))
+                continue
+            v = variables[var]
+            if not v.categorical:
+                continue
+            for lv in levels:
+                if lv not in v.levels:
+                    problems.add(f"level '{lv}' of '{var}' does not occur in the sample", key=key,
+                                 line=loaded.line(*base, where), hint=did_you_mean(lv, v.levels))
+            if where == "at" and var in pop_vars:
+                pass  # a counterfactual over a population variable is allowed
+        for var in variables:
+            if var not in pop_vars and var not in set_vars:
+                problems.add(f"the model uses '{var}', which the population lacks and this estimand does not set",
+                             key=f"estimands.{name}", line=loaded.line(*base),
+                             hint=f"add '{var}' to the population, or set it: at = {{ {var} = [...] }}")
+        for term in est.exclude:
+            if term not in info.prior_names:
+                problems.add(f"'{term}' is not a term of the model", key=f"estimands.{name}.exclude",
+                             line=loaded.line(*base, "exclude"), hint=did_you_mean(term, info.prior_names))
+    # common categorical predictors cannot take levels the model never saw
+    group_only = set(info.factor_vars) - set(info.common_vars)
+    for var, v in variables.items():
+        if v.categorical and var in pop_vars and var not in group_only:
+            unknown = sorted(set(population[var]) - set(v.levels))
+            if unknown:
+                problems.add(f"population levels {unknown[:8]} of '{var}' are not in the sample, and '{var}' "
+                             f"is a common (non-group) predictor", key="population",
+                             line=loaded.line("population"),
+                             hint=f"recode them onto sample levels, or model '{var}' as a group term (1|{var})")
+
+
+def _new_levels(info, sample, population, loaded, problems):
+    """Population levels of each group factor that the sample lacks, and their weight share."""
+    new, shares = {}, {}
+    total = population[WEIGHT].sum()
+    for g in info.group_terms:
+        if g.factor in new or not all(v in population.columns for v in g.factor_vars):
+            continue
+        pop_keys = factor_keys(population, g.factor_vars)
+        seen = set(factor_keys(sample, g.factor_vars))
+        mask = ~pop_keys.isin(seen)
+        if mask.any():
+            levels = tuple(_natural_sort(set(pop_keys[mask])))
+            new[g.factor] = levels
+            shares[g.factor] = float(population.loc[mask, WEIGHT].sum() / total)
+            if loaded.spec.population.new_levels == "error":
+                problems.add(f"population levels of '{g.factor}' absent from the sample: "
+                             f"{', '.join(levels[:10])}", key="population.new_levels",
+                             line=loaded.line("population", "new_levels"),
+                             hint='set new_levels = "sample" to draw their effects from the fitted distribution')
+    return new, shares
+
+
+def factor_keys(df: pd.DataFrame, factor_vars) -> pd.Series:
+    """The level label of a (possibly interacted) group factor per row, as Bambi names it: ``"1:0"``."""
+    cols = [df[v].astype(str) for v in factor_vars]
+    out = cols[0]
+    for c in cols[1:]:
+        out = out + ":" + c
+    return out.reset_index(drop=True)

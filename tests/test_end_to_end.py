@@ -1,0 +1,161 @@
+"""End to end, with sampling: the method recovers a known truth that the raw sample misses.
+
+Tolerances come from the posterior: the truth must lie inside the reported interval.
+Each case samples once (module fixtures) with few draws.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mrp_formula
+from conftest import AB_SPEC, simulate_survey
+from generate import simulate, truth
+
+FAST = ["fit.draws=400", "fit.tune=400", "fit.chains=2"]
+
+
+@pytest.fixture(scope="module")
+def ab_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ab")
+    data = simulate(n=20_000, seed=2026)
+    data.to_csv(d / "clicks.csv", index=False)
+    (d / "ab.toml").write_text(textwrap.dedent(AB_SPEC).replace("ci_prob", "ci_prob").lstrip()
+                               + '\n[report]\nci_prob = 0.95\nci_kind = "hdi"\n')
+    result = mrp_formula.run(d / "ab.toml", out=d / "run", overrides=FAST)
+    return data, result, d
+
+
+def _row(table, **where):
+    m = np.ones(len(table), bool)
+    for k, v in where.items():
+        m &= (table[k] == v).to_numpy()
+    assert m.sum() == 1, table
+    return table[m].iloc[0]
+
+
+def test_ab_intervals_cover_truth_while_raw_rates_do_not(ab_run):
+    data, result, _ = ab_run
+    t = truth()
+    table = result.estimands
+    for arm in ("control", "treatment"):
+        row = _row(table, estimand="click_rate", treatment=arm)
+        assert row["lower"] < t[arm] < row["upper"], row
+        raw = data.loc[data.treatment == arm, "clicked"]
+        se = np.sqrt(raw.mean() * (1 - raw.mean()) / len(raw))
+        assert abs(raw.mean() - t[arm]) > 2 * se  # the raw sample rate is biased by the 75% women
+    lift = _row(table, estimand="lift")
+    assert lift["lower"] < 1.5 < lift["upper"]
+    assert lift["p_direction"] > 0.99
+    assert 0 <= lift["p_in_rope"] < 0.05
+
+
+def test_run_folder_contents(ab_run):
+    _, result, d = ab_run
+    out = d / "run"
+    for name in ("estimands.csv", "estimand_draws.parquet", "posterior.nc", "manifest.json", "spec.toml"):
+        assert (out / name).exists(), name
+    est = pd.read_csv(out / "estimands.csv")
+    assert {"estimand", "treatment", "mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind",
+            "p_direction", "p_in_rope"} <= set(est.columns)
+    assert (est["ci_kind"] == "hdi").all() and (est["ci_prob"] == 0.95).all()
+    draws = pd.read_parquet(out / "estimand_draws.parquet")
+    assert list(draws.columns[:3]) == ["chain", "draw", "estimand"]
+    assert len(draws) == 3 * 2 * 400
+    # the summary is computed from the draws
+    lift = draws[draws.estimand == "lift"]["value"]
+    assert est.loc[est.estimand == "lift", "mean"].iloc[0] == pytest.approx(lift.mean())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 1
+    assert manifest["model"]["aggregated"] is True and manifest["model"]["cells_fitted"] == 4
+    assert manifest["model"]["rows_in"] == 20_000
+    assert len(manifest["inputs"]["data"]["sha256"]) == 64
+    assert "bambi" in manifest["versions"] and "diagnostics" in manifest
+
+
+def test_same_seed_same_numbers(ab_run):
+    _, result, d = ab_run
+    again = mrp_formula.run(d / "ab.toml", out=d / "run2", overrides=FAST)
+    pd.testing.assert_frame_equal(result.estimands, again.estimands)
+
+
+SURVEY_SPEC = """
+name = "survey"
+[data]
+source = "survey.csv"
+[model]
+formula = "yes ~ age + (1 | region)"
+family = "bernoulli"
+levels.age = ["old", "young"]
+[model.priors]
+"1|region" = "Normal(0, HalfNormal(1))"
+[fit]
+draws = 400
+tune = 400
+chains = 2
+seed = 3
+[population]
+source = "census.csv"
+weight = "count"
+[estimands.support]
+by = ["region"]
+[estimands.overall]
+"""
+
+
+def test_survey_by_region_with_population_counts(tmp_path):
+    sample, pop, by_region, overall = simulate_survey()
+    sample.to_csv(tmp_path / "survey.csv", index=False)
+    pop.to_csv(tmp_path / "census.csv", index=False)
+    (tmp_path / "s.toml").write_text(textwrap.dedent(SURVEY_SPEC).lstrip())
+    table = mrp_formula.run(tmp_path / "s.toml", out=tmp_path / "run").estimands
+    rows = table[table.estimand == "support"]
+    assert sorted(rows["region"]) == sorted(by_region)
+    covered = [r.lower < by_region[r.region] < r.upper for r in rows.itertuples()]
+    assert sum(covered) >= 5, rows  # 95% intervals: at most one of six may miss by chance
+    o = _row(table, estimand="overall")
+    assert o["lower"] < overall < o["upper"]
+    raw = sample["yes"].mean()
+    assert abs(raw - overall) > 3 * np.sqrt(raw * (1 - raw) / len(sample))
+
+
+MARGINS_SPEC = """
+name = "ab-margins"
+[data]
+source = "clicks.csv"
+[model]
+formula = "clicked ~ treatment + gender"
+family = "bernoulli"
+levels.treatment = ["control", "treatment"]
+[fit]
+draws = 400
+tune = 400
+chains = 2
+seed = 4
+[population.margins]
+gender = { female = 500, male = 500 }
+[estimands.lift_by_gender]
+contrast = { treatment = ["treatment", "control"] }
+scale = "ratio"
+by = ["gender"]
+[estimands.gap]
+contrast = { gender = ["female", "male"] }
+at = { treatment = ["control"] }
+"""
+
+
+def test_ab_margins_lift_by_gender(tmp_path):
+    simulate(n=20_000, seed=9).to_csv(tmp_path / "clicks.csv", index=False)
+    (tmp_path / "m.toml").write_text(textwrap.dedent(MARGINS_SPEC).lstrip())
+    table = mrp_formula.run(tmp_path / "m.toml", out=tmp_path / "run").estimands
+    for g in ("female", "male"):
+        row = _row(table, estimand="lift_by_gender", gender=g)
+        assert row["lower"] < 1.5 < row["upper"], row
+    gap = _row(table, estimand="gap")  # female - male under control: 0.075 - 0.025
+    assert gap["gender"] == "female vs male" and gap["treatment"] == "control"
+    assert gap["lower"] < 0.05 < gap["upper"]

@@ -1,0 +1,118 @@
+"""The spec: parsing, rejection with FILE:LINE: key messages, overrides and extends."""
+
+from __future__ import annotations
+
+import pytest
+
+from mrp_formula.errors import SpecError
+from mrp_formula.spec import load_spec
+
+from conftest import AB_SPEC
+
+
+def test_seed_spec_loads(ab_dir):
+    loaded = load_spec(ab_dir / "ab.toml")
+    spec = loaded.spec
+    assert spec.model.family == "bernoulli"
+    assert spec.model.levels["treatment"] == ["control", "treatment"]
+    assert str(spec.model.priors["1|gender"]) == "Normal(mu=0.0, sigma=HalfNormal(sigma=0.5))"
+    assert spec.estimands["lift"].rope == (0.98, 1.02)
+    assert loaded.resolve(spec.data.source) == (ab_dir / "clicks.csv").resolve()
+    with pytest.raises(Exception):
+        spec.name = "other"  # frozen
+
+
+def test_prior_table_form_equals_string_form(write):
+    a = write("a.toml", AB_SPEC)
+    b = write("b.toml", AB_SPEC.replace(
+        '"1|gender" = "Normal(0, HalfNormal(0.5))"',
+        '"1|gender" = { dist = "Normal", mu = 0, sigma = { dist = "HalfNormal", sigma = 0.5 } }'))
+    assert load_spec(a).spec.model.priors == load_spec(b).spec.model.priors
+
+
+BAD = [
+    # (replace this, with that, expected key, expected fragment of the message)
+    ('family = "bernoulli"', 'family = "bernouli"', "model.family", "did you mean 'bernoulli'"),
+    ("[fit]\n", "[fit]\ndraw = 10\n", "fit.draw", "did you mean 'draws'"),
+    ("draws = 300", "draws = -5", "fit.draws", "greater than 0"),
+    ("draws = 300", 'draws = "many"', "fit.draws", "got 'many'"),
+    ('scale = "ratio"', 'scale = "ratios"', "estimands.lift.scale", "did you mean 'ratio'"),
+    ("rope = [0.98, 1.02]", "rope = [1.02, 0.98]", "estimands.lift", "low < high"),
+    ('contrast = { treatment = ["treatment", "control"] }', 'contrast = { treatment = ["treatment"] }',
+     "estimands.lift", "two different levels"),
+    ('"1|gender" = "Normal(0, HalfNormal(0.5))"', '"1|gender" = "Normal(0, HalfNormall(0.5))"',
+     'model.priors."1|gender"', "did you mean 'HalfNormal'"),
+    ('"1|gender" = "Normal(0, HalfNormal(0.5))"', '"1|gender" = "Normal(0, HalfNormal(-1))"',
+     'model.priors."1|gender"', "must be positive"),
+    ('"1|gender" = "Normal(0, HalfNormal(0.5))"', '"1|gender" = "Normal(mu=0, sd=1)"',
+     'model.priors."1|gender"', "no parameter 'sd'; expected one of 'mu', 'sigma'"),
+    ("[population.margins]\ngender = { female = 0.5, male = 0.5 }\n", "", "population", "required key is missing"),
+    ('name = "ab"', 'name = "ab"\ncolour = "red"', "colour", "unknown key"),
+]
+
+
+@pytest.mark.parametrize("old,new,key,fragment", BAD)
+def test_bad_specs_name_key_and_line(write, old, new, key, fragment):
+    text = AB_SPEC.replace(old, new)
+    assert text != AB_SPEC
+    path = write("bad.toml", text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    rendered = str(info.value)
+    assert f"{key}:" in rendered, rendered
+    assert fragment in rendered, rendered
+    assert rendered.startswith(str(path.resolve()) + ":") or rendered.startswith(str(path) + ":")
+
+
+def test_line_numbers_point_at_the_key(write):
+    text = AB_SPEC.replace('family = "bernoulli"', 'family = "bernouli"')
+    path = write("bad.toml", text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    line = next(i for i, l in enumerate(text.lstrip().splitlines(), 1) if "bernouli" in l)
+    assert info.value.problems[0].line == line
+
+
+def test_all_problems_reported_at_once(write):
+    text = AB_SPEC.replace('family = "bernoulli"', 'family = "bernouli"').replace("draws = 300", "draws = 0")
+    text = text.replace('scale = "ratio"', 'scale = "rate"')
+    with pytest.raises(SpecError) as info:
+        load_spec(write("bad.toml", text))
+    keys = {p.key for p in info.value.problems}
+    assert {"model.family", "fit.draws", "estimands.lift.scale"} <= keys
+
+
+def test_toml_syntax_error_has_line(write):
+    path = write("bad.toml", 'name = "x"\n[data\nsource = "a.csv"\n')
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.problems[0].line == 2
+    assert "TOML syntax error" in str(info.value)
+
+
+def test_overrides_are_type_checked(ab_dir):
+    loaded = load_spec(ab_dir / "ab.toml", ["fit.draws=50", 'model.formula="clicked ~ treatment"'])
+    assert loaded.spec.fit.draws == 50
+    assert loaded.spec.model.formula == "clicked ~ treatment"
+    with pytest.raises(SpecError) as info:
+        load_spec(ab_dir / "ab.toml", ["fit.draws=lots"])
+    assert "fit.draws" in str(info.value)
+
+
+def test_extends_deep_merges_and_resolves_paths(ab_dir, write):
+    child = ab_dir / "sub" / "child.toml"
+    child.parent.mkdir()
+    child.write_text('extends = "../ab.toml"\nname = "child"\n[fit]\ndraws = 77\n')
+    spec = load_spec(child).spec
+    assert spec.name == "child" and spec.fit.draws == 77 and spec.fit.chains == 2
+    assert spec.data.source == str((ab_dir / "clicks.csv").resolve())
+
+
+def test_extends_cycle_and_missing(write):
+    a = write("a.toml", 'extends = "b.toml"\nname = "a"\n')
+    write("b.toml", 'extends = "a.toml"\nname = "b"\n')
+    with pytest.raises(SpecError, match="cycle: a.toml -> b.toml -> a.toml"):
+        load_spec(a)
+    c = write("c.toml", 'extends = "nope.toml"\nname = "c"\n')
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(c)
