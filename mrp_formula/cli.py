@@ -112,6 +112,7 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
         strict: Annotated[bool, typer.Option(help="Exit 5 when a convergence check fails.")] = False,
         progress: Annotated[bool, typer.Option(help="Show the sampler's progress bar (stderr).")] = True,
         verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+        refit: Annotated[bool, typer.Option(help="Sample again even when a cached fit matches.")] = False,
         ) -> None:
     """Fit, poststratify and report: writes the run folder and prints the estimand table."""
     _setup_logging(verbose)
@@ -119,7 +120,8 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
     from mrp_formula.pipeline import run as do_run
 
     try:
-        result = do_run(spec, out=out, overrides=tuple(set_ or ()), progress=progress and not as_json)
+        result = do_run(spec, out=out, overrides=tuple(set_ or ()), progress=progress and not as_json,
+                        refit=refit)
     except KeyboardInterrupt:
         err.print("interrupted: earlier results are untouched")
         raise typer.Exit(130)
@@ -145,6 +147,42 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
         err.print(f"results in {result.out}", highlight=False)
     if strict and warnings_:
         _fail(DiagnosticsError("convergence checks failed (see the warnings above)"), as_json)
+
+
+@app.command("schema")
+def schema_(output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write it to FILE, not stdout.")] = None,
+            ) -> None:
+    """Print the JSON Schema of a spec, for TOML editors (Taplo, Even Better TOML)."""
+    from mrp_formula.schema import schema_text, write_text_atomic
+
+    text = schema_text()
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        write_text_atomic(output, text)
+    except OSError as exc:
+        err.print(f"error: cannot write {output}: {exc.strerror or exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    err.print(f"wrote {output}", markup=False, highlight=False)
+
+
+@app.command("init")
+def init_(file: Annotated[Path, typer.Argument(help="The spec file to write, e.g. ab.mrp.toml.")],
+          force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False) -> None:
+    """Write a commented starter spec whose first line points editors at the JSON Schema."""
+    from mrp_formula.schema import starter_spec, write_text_atomic
+
+    if file.exists() and not force:
+        err.print(f"error: {file} already exists; pass --force to overwrite it", markup=False, highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(file, starter_spec(file))
+    except OSError as exc:
+        err.print(f"error: cannot write {file}: {exc.strerror or exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    err.print(f"wrote {file}; edit it, then `mrp check {file}`", markup=False, highlight=False)
 
 
 def main() -> None:

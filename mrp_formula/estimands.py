@@ -85,7 +85,8 @@ class EstimandDraws:
 
 
 def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: int, n_draws: int,
-             group_columns: list[str]) -> EstimandDraws:
+             group_columns: list[str], categories: tuple[str, ...] | None = None) -> EstimandDraws:
+    """Rows and draws of every estimand; with ``categories`` one row per category as well."""
     rows, blocks = [], []
     for p in pieces:
         first = reduced[p.first]
@@ -115,9 +116,16 @@ def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: 
             for col in groups.columns:
                 row[col] = groups.loc[gi, col]
             row["scale"] = p.scale or ""
-            rows.append(row)
-            blocks.append(vals[:, gi])
+            if vals.ndim == 3:
+                for k, cat in enumerate(categories):
+                    rows.append({**row, "category": cat})
+                    blocks.append(vals[:, gi, k])
+            else:
+                rows.append(row)
+                blocks.append(vals[:, gi])
     table = pd.DataFrame(rows)
+    if categories is not None:
+        group_columns = group_columns + ["category"]
     for col in group_columns:
         if col not in table.columns:
             table[col] = None

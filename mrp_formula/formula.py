@@ -67,12 +67,21 @@ class FormulaInfo:
     common_terms: tuple[str, ...]
     common_vars: tuple[str, ...]
     group_terms: tuple[GroupTerm, ...]
+    common_term_vars: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def rhs_vars(self) -> tuple[str, ...]:
         out = list(self.common_vars)
         for g in self.group_terms:
             out += [v for v in g.expr_vars + g.factor_vars]
+        return tuple(dict.fromkeys(out))
+
+    def vars_used(self, exclude=()) -> tuple[str, ...]:
+        """Predictor variables of the terms that are not excluded (what a prediction needs)."""
+        out = [v for name, vs in self.common_term_vars if name not in exclude for v in vs]
+        for g in self.group_terms:
+            if g.name not in exclude:
+                out += list(g.expr_vars + g.factor_vars)
         return tuple(dict.fromkeys(out))
 
     @property
@@ -152,7 +161,7 @@ def describe(text: str, *, key: str = "model.formula", file: str = "", line: int
     if is_prop:
         inner = lhs.strip()[2:].rstrip().removesuffix(")")
         resp_vars = tuple(a.strip() for a in inner.split(","))
-    common, common_vars, groups, has_intercept = [], [], [], False
+    common, common_vars, groups, has_intercept, term_vars = [], [], [], False, []
     for term in desc.terms:
         if isinstance(term, Intercept):
             has_intercept = True
@@ -163,6 +172,7 @@ def describe(text: str, *, key: str = "model.formula", file: str = "", line: int
         else:
             common.append(term.name)
             common_vars += [v for v in _ordered_vars(term) if v not in common_vars]
+            term_vars.append((term.name, tuple(_ordered_vars(term))))
     return FormulaInfo(
         text=text,
         response=lhs.strip(),
@@ -173,6 +183,7 @@ def describe(text: str, *, key: str = "model.formula", file: str = "", line: int
         common_terms=tuple(common),
         common_vars=tuple(common_vars),
         group_terms=tuple(groups),
+        common_term_vars=tuple(term_vars),
     )
 
 

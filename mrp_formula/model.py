@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 import warnings
@@ -104,12 +105,12 @@ def choose_parameterization(data, info, setting, family, aggregated):
         else:
             per_level = pd.Series(1.0, index=data.index).groupby(keys.values).sum()
         info_median = float(per_level.median()) if len(per_level) else 0.0
-        # Posterior sd of a level's effect is about 1/sqrt(information); below ~0.2 the
+        # Posterior sd of a level's effect is about 1/sqrt(information); below ~0.05 the
         # likelihood dominates the prior and the centred form mixes better.
-        centred = info_median >= 100
+        centred = info_median >= 500
         choice[g.name] = "centered" if centred else "noncentered"
         reason[g.name] = (f"median information per level {info_median:.0f} "
-                          f"{'>=' if centred else '<'} 100")
+                          f"{'>=' if centred else '<'} 500")
     return choice, reason
 
 
@@ -210,7 +211,7 @@ def fit(model, loaded: LoadedSpec, *, progress: bool = False) -> Fit:
                 approx = model.fit(inference_method="vi", random_seed=f.seed)
                 dt = approx.sample(f.draws * f.chains, random_seed=f.seed)
             else:
-                dt = model.fit(inference_method=f.sampler, cores=1 if f.sampler == "pymc" else None,
+                dt = model.fit(inference_method=f.sampler, cores=_cores(f.chains),
                                target_accept=f.target_accept, **kwargs)
     except KeyboardInterrupt:
         raise
@@ -221,13 +222,24 @@ def fit(model, loaded: LoadedSpec, *, progress: bool = False) -> Fit:
     return Fit(posterior=dt, seconds=time.perf_counter() - start, sampler=f.sampler)
 
 
+def _cores(chains: int) -> int:
+    """Chains run in parallel on the machine's cores (PyMC's default is cpu_count // 2)."""
+    return max(1, min(chains, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 # ----------------------------------------------------------------------------- predicting
 
 
 class CellPredictor:
-    """Expected outcome of population cells for every posterior draw: ``predict(cells) -> (S, n)``."""
+    """Expected outcome of population cells for every posterior draw.
+
+    ``predict(cells)`` is (S, n) for one-parameter outcomes; for categorical and cumulative
+    families it is (S, n, K) with one probability per category (``categories``), and for
+    cumulative one more column: the expected category value ("mean").
+    """
 
     def __init__(self, model, posterior, tables: Tables, info: FormulaInfo, *, seed: int):
+        self._family = model.family.name
         parent = model.family.likelihood.parent
         self._component = model.parameters[parent]
         self._linkinv = model.family.link[parent].linkinv
@@ -239,6 +251,17 @@ class CellPredictor:
         self.n_draws = post.sizes["draw"]
         self.n_samples = self.n_chains * self.n_draws
         self._post = post
+        self.categories: tuple[str, ...] | None = None
+        self._resp_dim = None
+        self._threshold = None
+        if self._family in ("categorical", "cumulative"):
+            levels = [str(x) for x in model.response_term.levels]
+            self.categories = tuple(levels) + (("mean",) if self._family == "cumulative" else ())
+            self._values = _category_values(levels)
+            if self._family == "categorical":
+                self._resp_dim = f"{model.response_term.name}_reduced_dim"
+            else:
+                self._threshold = post["threshold"].to_numpy().reshape(self.n_samples, -1)
         design = self._component.design
         self._common_slices = dict(design.common.slices) if design.common else {}
         self._group_terms = {g.name: g for g in info.group_terms}
@@ -250,39 +273,52 @@ class CellPredictor:
             self._u[g.name] = self._group_draws(g, rng)
 
     def _flat(self, name: str) -> np.ndarray:
+        """Draws of a common term as (S, columns, R); R is 1, or K-1 for a categorical response."""
         da = self._post[name]
-        arr = da.to_numpy()
-        return arr.reshape(self.n_samples, -1)
+        resp = [d for d in da.dims if d == self._resp_dim]
+        others = [d for d in da.dims if d not in ("chain", "draw", *resp)]
+        da = da.transpose("chain", "draw", *others, *resp)
+        r = da.sizes[resp[0]] if resp else 1
+        return da.to_numpy().reshape(self.n_samples, -1, r)
 
     def _group_draws(self, g: GroupTerm, rng) -> tuple[np.ndarray, dict[str, int]]:
-        """Draws (S, k, L + new) of a group term, new population levels drawn from N(0, sigma)."""
+        """Draws (S, k, R, L + new) of a group term; new population levels drawn from N(0, sigma)."""
         da = self._post[g.name]
         factor_dim = [d for d in da.dims if d.endswith("__factor_dim")][0]
-        others = [d for d in da.dims if d not in ("chain", "draw", factor_dim)]
-        da = da.transpose("chain", "draw", *others, factor_dim)
+        resp = [d for d in da.dims if d == self._resp_dim]
+        others = [d for d in da.dims if d not in ("chain", "draw", factor_dim, *resp)]
+        da = da.transpose("chain", "draw", *others, *resp, factor_dim)
         labels = [str(x) for x in da.coords[factor_dim].to_numpy()]
-        u = da.to_numpy().reshape(self.n_samples, -1, len(labels))
+        r = da.sizes[resp[0]] if resp else 1
+        u = da.to_numpy().reshape(self.n_samples, -1, r, len(labels))
         index = {lab: i for i, lab in enumerate(labels)}
         new = [lv for lv in self._tables.new_levels.get(g.factor, ()) if lv not in index]
         if new:
-            sigma = self._post[f"{g.name}_sigma"].to_numpy().reshape(self.n_samples, -1)
-            sigma = np.broadcast_to(sigma, (self.n_samples, u.shape[1]))
-            extra = rng.standard_normal((self.n_samples, u.shape[1], len(new))) * sigma[:, :, None]
-            u = np.concatenate([u, extra], axis=2)
+            sd = self._post[f"{g.name}_sigma"]
+            sd_resp = [d for d in sd.dims if d == self._resp_dim]
+            sd_other = [d for d in sd.dims if d not in ("chain", "draw", *sd_resp)]
+            sd = sd.transpose("chain", "draw", *sd_other, *sd_resp).to_numpy()
+            sd = sd.reshape(self.n_samples, -1 if sd_other else 1, r if sd_resp else 1)
+            sd = np.broadcast_to(sd, u.shape[:3])
+            extra = rng.standard_normal(u.shape[:3] + (len(new),)) * sd[..., None]
+            u = np.concatenate([u, extra], axis=3)
             for j, lv in enumerate(new):
                 index[lv] = len(labels) + j
         return u, index
 
     def linear_predictor(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
+        """(S, n, R): R = 1, or K-1 for a categorical response."""
         cells = self._typed(cells)
         n = len(cells)
-        eta = np.zeros((self.n_samples, n))
+        r = next(iter(self._beta.values())).shape[2] if self._beta else \
+            (next(iter(self._u.values()))[0].shape[2] if self._u else 1)
+        eta = np.zeros((self.n_samples, n, r))
         if self._common_slices:
             X = np.asarray(self._component.design.common.evaluate_new_data(cells).design_matrix, dtype=float)
             for name, slc in self._common_slices.items():
                 if name in exclude:
                     continue
-                eta += self._beta[name] @ X[:, slc].T
+                eta += np.einsum("scr,nc->snr", self._beta[name], X[:, slc], optimize=True)
         for name, g in self._group_terms.items():
             if name in exclude:
                 continue
@@ -297,20 +333,34 @@ class CellPredictor:
                 xi = np.asarray(self._group_design[name].expr.eval_new_data(cells), dtype=float)
                 xi = xi.reshape(n, -1)
                 for k in range(xi.shape[1]):
-                    eta += u[:, k, idx] * xi[:, k]
+                    eta += u[:, k, :, idx].transpose(1, 0, 2) * xi[None, :, k, None]
             else:
-                eta += u[:, 0, idx]
+                eta += u[:, 0, :, idx].transpose(1, 0, 2)
         return eta
 
     def predict(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
-        """Expected outcome on the response scale, shape (draws, cells)."""
-        return np.asarray(self._linkinv(self.linear_predictor(cells, exclude)), dtype=float)
+        """Expected outcome on the response scale: (S, n), or (S, n, K) per category."""
+        eta = self.linear_predictor(cells, exclude)
+        if self._family == "categorical":
+            full = np.concatenate([np.zeros(eta.shape[:2] + (1,)), eta], axis=2)
+            full -= full.max(axis=2, keepdims=True)
+            p = np.exp(full)
+            return p / p.sum(axis=2, keepdims=True)
+        if self._family == "cumulative":
+            cdf = np.asarray(self._linkinv(self._threshold[:, None, :] - eta[:, :, :1]), dtype=float)
+            p = np.diff(cdf, axis=2, prepend=0.0, append=1.0)
+            mean = p @ self._values
+            return np.concatenate([p, mean[..., None]], axis=2)
+        return np.asarray(self._linkinv(eta[:, :, 0]), dtype=float)
 
     def _typed(self, cells: pd.DataFrame) -> pd.DataFrame:
         out = {}
         for var in self._info.rhs_vars:
             v = self._tables.variables[var]
-            col = cells[var]
+            if var not in cells:  # only used by excluded terms: any valid value will do
+                col = pd.Series([v.levels[0] if v.categorical else 0.0] * len(cells))
+            else:
+                col = cells[var]
             if v.categorical and var in self._info.common_vars:
                 out[var] = pd.Categorical(col.astype(str), categories=list(v.levels), ordered=True)
             elif v.categorical:
@@ -318,6 +368,14 @@ class CellPredictor:
             else:
                 out[var] = col.to_numpy(dtype=float)
         return pd.DataFrame(out, index=range(len(cells)))
+
+
+def _category_values(levels) -> np.ndarray:
+    """Numeric category values for the mean category: the levels themselves when numeric, else 1..K."""
+    try:
+        return np.array([float(x) for x in levels])
+    except ValueError:
+        return np.arange(1, len(levels) + 1, dtype=float)
 
 
 def versions() -> dict[str, str]:

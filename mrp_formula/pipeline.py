@@ -100,9 +100,15 @@ def default_out(loaded: LoadedSpec) -> Path:
     return Path.cwd() / "runs" / loaded.spec.name
 
 
-def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None) -> RunResult:
-    """Run the spec end to end and write the run folder."""
+def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
+        refit: bool = False, cache: bool = True) -> RunResult:
+    """Run the spec end to end and write the run folder.
+
+    The posterior is reused from the cache beside the run folder while the model part of the
+    spec and the fitted data are unchanged; ``refit=True`` forces a new fit.
+    """
     from mrp_formula import model as model_mod
+    from mrp_formula.cache import CACHE_DIR, FitCache, fit_key
 
     timings = {}
     t0 = time.perf_counter()
@@ -114,7 +120,18 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     plan = Plan(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan)
     timings["prepare"] = time.perf_counter() - t0
 
-    fitted = model_mod.fit(bmodel, loaded, progress=progress)
+    out_dir = Path(out) if out else default_out(loaded)
+    fit_cache = FitCache(out_dir.resolve().parent / CACHE_DIR)
+    key = fit_key(plan, model_mod.versions())
+    posterior, cache_note = (None, "") if (refit or not cache) else fit_cache.load(key)
+    if posterior is None:
+        fitted = model_mod.fit(bmodel, loaded, progress=progress)
+        if cache:
+            fit_cache.store(key, fitted.posterior, fitted.seconds)
+        cached = False
+    else:
+        fitted = model_mod.Fit(posterior=posterior, seconds=0.0, sampler=loaded.spec.fit.sampler)
+        cached = True
     timings["fit"] = fitted.seconds
 
     t1 = time.perf_counter()
@@ -126,15 +143,16 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                            n_samples=predictor.n_samples, **kwargs)
     group_cols = est_mod.group_columns(spec.estimands)
     ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
-                          group_columns=group_cols)
+                          group_columns=group_cols, categories=predictor.categories)
     table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
     draws = est_mod.long_draws(ed)
     timings["poststratify"] = time.perf_counter() - t1
 
     diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)
-    notes = plan.notes + tuple(diag.warnings(spec.fit.target_accept))
-    out_dir = Path(out) if out else default_out(loaded)
+    cache_notes = (cache_note,) if cache_note and cache_note != "no cached fit" else ()
+    notes = plan.notes + cache_notes + tuple(diag.warnings(spec.fit.target_accept))
     manifest = _manifest(plan, fitted, diag, timings, notes)
+    manifest["fit_cache"] = {"key": key, "reused": cached}
     with staged_dir(out_dir) as tmp:
         write_table(table, tmp / "estimands.csv")
         write_table(draws, tmp / "estimand_draws.parquet")

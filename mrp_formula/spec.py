@@ -8,7 +8,7 @@ validates it with the pydantic models below and reports every problem at once as
 from __future__ import annotations
 
 import copy
-import tomllib
+import tomli as tomllib  # TOML 1.1 (multi-line inline tables, as in the grammar)
 from pathlib import Path
 from typing import Annotated, Any, Literal
 

@@ -167,7 +167,8 @@ def _join(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: ProblemList
         left = left.drop(columns=clash)
         merged = left.merge(right.rename(columns=dict(zip(right_keys, tmp))), on=tmp, how="left",
                             indicator=True)
-        missing = merged.loc[merged["_merge"] == "left_only", tmp].drop_duplicates()
+        unmatched = (merged["_merge"] == "left_only") & merged[tmp].notna().all(axis=1)  # NA keys: `missing`
+        missing = merged.loc[unmatched, tmp].drop_duplicates()
         if len(missing):
             keys = sorted({"/".join(str(v) for v in row) for row in missing.itertuples(index=False)})
             problems.add(f"{len(keys)} key(s) of the {side} have no match in {Path(join.source).name}: "
@@ -468,7 +469,7 @@ def _check_estimands(loaded, info, variables, population, problems):
                                  line=loaded.line(*base, where), hint=did_you_mean(lv, v.levels))
             if where == "at" and var in pop_vars:
                 pass  # a counterfactual over a population variable is allowed
-        for var in variables:
+        for var in info.vars_used(est.exclude):
             if var not in pop_vars and var not in set_vars:
                 problems.add(f"the model uses '{var}', which the population lacks and this estimand does not set",
                              key=f"estimands.{name}", line=loaded.line(*base),

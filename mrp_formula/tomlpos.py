@@ -8,7 +8,7 @@ inline tables resolve to the line of the key that holds the table.
 from __future__ import annotations
 
 import re
-import tomllib
+import tomli as tomllib  # TOML 1.1 (multi-line inline tables, as in the grammar)
 
 Path = tuple[str | int, ...]
 
@@ -54,8 +54,12 @@ def key_lines(text: str) -> dict[Path, int]:
     table: Path = ()
     array_counts: dict[Path, int] = {}
     in_multiline: str | None = None
+    depth = 0  # brackets and braces still open in a multi-line value
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
+        if depth > 0:
+            depth += _balance(line)
+            continue
         if in_multiline:
             if in_multiline in line:
                 in_multiline = None
@@ -89,7 +93,27 @@ def key_lines(text: str) -> dict[Path, int]:
             for q in ('"""', "'''"):
                 if rest.count(q) == 1:
                     in_multiline = q
+            if not in_multiline:
+                depth = max(0, _balance(rest))
     return lines
+
+
+def _balance(text: str) -> int:
+    """Brackets and braces opened minus closed, outside strings and comments."""
+    n, quote = 0, None
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            break
+        elif ch in "[{":
+            n += 1
+        elif ch in "]}":
+            n -= 1
+    return n
 
 
 def _resolve_arrays(path: Path, counts: dict[Path, int]) -> Path:

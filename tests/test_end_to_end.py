@@ -80,8 +80,36 @@ def test_run_folder_contents(ab_run):
 
 def test_same_seed_same_numbers(ab_run):
     _, result, d = ab_run
-    again = mrp_formula.run(d / "ab.toml", out=d / "run2", overrides=FAST)
+    again = mrp_formula.run(d / "ab.toml", out=d / "run2", overrides=FAST, refit=True)
+    assert again.manifest["fit_cache"]["reused"] is False
     pd.testing.assert_frame_equal(result.estimands, again.estimands)
+
+
+def test_cached_fit_reused_when_only_estimands_change(ab_run):
+    _, result, d = ab_run
+    changed = FAST + ['estimands.lift.scale="difference"', "estimands.lift.rope=[-0.01, 0.01]"]
+    again = mrp_formula.run(d / "ab.toml", out=d / "run3", overrides=changed)
+    assert again.manifest["fit_cache"]["reused"] is True
+    assert any("reused the cached fit" in n for n in again.notes)
+    # same posterior, so the click rates are identical; the lift is now a difference
+    pd.testing.assert_frame_equal(result.estimands.iloc[:2], again.estimands.iloc[:2])
+    lift = again.estimands.iloc[2]
+    assert lift["scale"] == "difference" and lift["lower"] < 0.025 < lift["upper"]
+
+
+def test_model_change_or_corrupt_cache_refits(ab_run):
+    _, result, d = ab_run
+    prior = FAST + ['model.priors.treatment="Normal(0, 0.5)"']
+    changed = mrp_formula.run(d / "ab.toml", out=d / "run4", overrides=prior)
+    assert changed.manifest["fit_cache"]["reused"] is False
+    entry = d / ".mrp-cache" / changed.manifest["fit_cache"]["key"] / "posterior.nc"
+    with open(entry, "r+b") as fh:  # flip bytes in the middle of the file
+        fh.seek(entry.stat().st_size // 2)
+        fh.write(b"\x00corrupt\x00")
+    again = mrp_formula.run(d / "ab.toml", out=d / "run5", overrides=prior)
+    assert again.manifest["fit_cache"]["reused"] is False
+    assert any("corrupt" in n or "unreadable" in n for n in again.notes), again.notes
+    pd.testing.assert_frame_equal(changed.estimands, again.estimands)
 
 
 SURVEY_SPEC = """
@@ -110,14 +138,21 @@ by = ["region"]
 
 def test_survey_by_region_with_population_counts(tmp_path):
     sample, pop, by_region, overall = simulate_survey()
+    sample = sample[sample.region != "r6"]  # r6: in the population, no respondents
     sample.to_csv(tmp_path / "survey.csv", index=False)
     pop.to_csv(tmp_path / "census.csv", index=False)
     (tmp_path / "s.toml").write_text(textwrap.dedent(SURVEY_SPEC).lstrip())
-    table = mrp_formula.run(tmp_path / "s.toml", out=tmp_path / "run").estimands
+    result = mrp_formula.run(tmp_path / "s.toml", out=tmp_path / "run")
+    table = result.estimands
     rows = table[table.estimand == "support"]
     assert sorted(rows["region"]) == sorted(by_region)
     covered = [r.lower < by_region[r.region] < r.upper for r in rows.itertuples()]
     assert sum(covered) >= 5, rows  # 95% intervals: at most one of six may miss by chance
+    # the new level is reported, and its effect comes from the group distribution: wider interval
+    assert any("'region' have no sample (r6" in n for n in result.notes), result.notes
+    assert result.manifest["new_levels"] == {"region": ["r6"]}
+    width = (rows.upper - rows.lower).to_numpy()
+    assert width[list(rows.region).index("r6")] > 1.5 * np.delete(width, list(rows.region).index("r6")).max()
     o = _row(table, estimand="overall")
     assert o["lower"] < overall < o["upper"]
     raw = sample["yes"].mean()

@@ -1,0 +1,88 @@
+"""Cached fits: a posterior is reused while the model part of the spec and the fitted data are
+unchanged. The key hashes everything that changes the posterior; the entry stores the key and
+the file's checksum, so a stale or corrupt entry is detected and never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mrp_formula import __version__
+from mrp_formula.report import sha256_file
+
+CACHE_DIR = ".mrp-cache"
+
+
+def fit_key(plan, versions: dict[str, str]) -> str:
+    """Hash of the fitted data, formula, family, link, priors, parameterization and fit settings."""
+    fp = plan.fit_plan
+    spec = plan.loaded.spec
+    data_hash = hashlib.sha256(pd.util.hash_pandas_object(fp.data, index=False).to_numpy().tobytes())
+    data_hash.update(repr([(c, str(t)) for c, t in fp.data.dtypes.items()]).encode())
+    for c in fp.data.columns:
+        if isinstance(fp.data[c].dtype, pd.CategoricalDtype):
+            data_hash.update(repr(list(fp.data[c].cat.categories)).encode())
+    parts = {
+        "data": data_hash.hexdigest(),
+        "formula": fp.formula,
+        "family": fp.family,
+        "link": spec.model.link,
+        "priors": {k: str(v) for k, v in sorted(spec.model.priors.items())},
+        "parameterization": fp.parameterization,
+        "fit": spec.fit.model_dump(),
+        "versions": {k: versions.get(k) for k in ("bambi", "pymc", "nutpie", "pytensor")},
+        "mrp_formula": __version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class FitCache:
+    root: Path
+
+    def entry(self, key: str) -> Path:
+        return self.root / key
+
+    def load(self, key: str):
+        """The cached posterior DataTree, or None (with the reason) when absent, stale or corrupt."""
+        import arviz as az
+
+        d = self.entry(key)
+        meta_path, nc = d / "meta.json", d / "posterior.nc"
+        if not meta_path.exists() or not nc.exists():
+            return None, "no cached fit"
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") != key:
+                return None, "cached fit is stale (key mismatch)"
+            if sha256_file(nc) != meta.get("sha256"):
+                return None, "cached fit is corrupt (checksum mismatch); refitting"
+            dt = az.from_netcdf(nc).load()
+            dt.close() if hasattr(dt, "close") else None
+            return dt, "reused the cached fit (model and data unchanged; --refit to force a new one)"
+        except Exception as exc:  # unreadable: treat as corrupt
+            return None, f"cached fit is unreadable ({type(exc).__name__}); refitting"
+
+    def store(self, key: str, posterior, seconds: float) -> None:
+        """Write atomically: a temporary folder renamed into place."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        try:
+            posterior.to_netcdf(tmp / "posterior.nc")
+            meta = {"key": key, "sha256": sha256_file(tmp / "posterior.nc"), "fit_seconds": seconds}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            final = self.entry(key)
+            if final.exists():
+                shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
