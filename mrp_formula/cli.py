@@ -185,6 +185,106 @@ def init_(file: Annotated[Path, typer.Argument(help="The spec file to write, e.g
     err.print(f"wrote {file}; edit it, then `mrp check {file}`", markup=False, highlight=False)
 
 
+@app.command("recover")
+def recover_(spec: SpecArg,
+             replicates: Annotated[int, typer.Option("--replicates", "-k", min=2, help="Simulated data sets.")] = 20,
+             out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/<name>/recovery).")] = None,
+             set_: SetOpt = None,
+             jobs: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (default min(2, CPUs)).")] = None,
+             source: Annotated[str, typer.Option(help="True parameters from the 'posterior' of a first fit, "
+                                                      "or from the 'prior'.")] = "posterior",
+             as_json: JsonOpt = False,
+             strict: Annotated[bool, typer.Option(help="Exit 5 when coverage or ranks are off.")] = False,
+             verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+             ) -> None:
+    """Simulate data from known parameters, refit, and check that the intervals cover the truth."""
+    _setup_logging(verbose)
+    from mrp_formula.errors import DiagnosticsError
+    from mrp_formula.recover import recover as do_recover
+
+    def tick(done, total, replicate, seconds, error):
+        if error:
+            err.print(f"[yellow]replicate {replicate} failed[/] ({done}/{total}): {error}", highlight=False)
+        else:
+            err.print(f"replicate {replicate} done ({done}/{total}, {seconds:.1f} s)", highlight=False)
+
+    try:
+        result = do_recover(spec, replicates=replicates, out=out, overrides=tuple(set_ or ()), jobs=jobs,
+                            source=source, on_replicate=tick)
+    except KeyboardInterrupt:
+        err.print("interrupted: earlier results are untouched")
+        raise typer.Exit(130)
+    except (MrpError, Exception) as exc:
+        _fail(exc, as_json)
+    off = bool(result.coverage_off or result.ranks_off)
+    failed_strict = strict and (off or bool(result.failed))
+    if as_json:
+        from mrp_formula.errors import EXIT_DIAGNOSTICS
+        from mrp_formula.report import table_records
+
+        doc = {"ok": not failed_strict, "out": str(result.out), "coverage_ok": not result.coverage_off,
+               "coverage_off": list(result.coverage_off), "ranks_off": list(result.ranks_off),
+               "failed": list(result.failed), "seconds": round(result.seconds, 1),
+               "recovery": table_records(result.summary), "notes": list(result.notes)}
+        if failed_strict:
+            doc["exit_code"] = EXIT_DIAGNOSTICS
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        if failed_strict:
+            raise typer.Exit(EXIT_DIAGNOSTICS)
+        return
+    for note in result.notes:
+        if note.startswith(("coverage is OFF", "ranks of the truth")) or "failed" in note:
+            err.print(f"[yellow]warning[/]: {note}", highlight=False)
+        else:
+            err.print(f"note: {note}", markup=False, highlight=False)
+    from rich.markup import escape
+
+    s = result.summary.assign(label=[escape(x) for x in result.summary["label"]])
+    shown = s[["label", "replicates", "covered", "coverage", "band_lower", "band_upper", "mean_error",
+               "mean_abs_error", "rank_p"]].assign(status=["ok" if c and r else ("OFF" if not c else "ranks")
+                                                            for c, r in zip(s["coverage_ok"], s["ranks_ok"])])
+    ci = s.iloc[0]
+    print_table(shown, f"recovery: coverage of the {ci['ci_prob']:.0%} {str(ci['ci_kind']).upper()} intervals "
+                       f"over {int(s['replicates'].max())} replicates")
+    verdict = "[bold red]coverage is OFF[/]" if result.coverage_off else "[green]coverage is plausible[/]"
+    err.print(f"{verdict}; results in {result.out} ({result.seconds:.0f} s)", highlight=False)
+    if failed_strict:
+        _fail(DiagnosticsError("recovery checks failed (see the warnings above)"), as_json)
+
+
+@app.command("prior")
+def prior_(spec: SpecArg,
+           draws: Annotated[int, typer.Option(min=2, help="Prior draws.")] = 1000,
+           out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/<name>/prior).")] = None,
+           set_: SetOpt = None, as_json: JsonOpt = False,
+           verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+           ) -> None:
+    """The estimands the priors imply, before the data: the prior predictive distribution."""
+    _setup_logging(verbose)
+    from mrp_formula.prior import prior as do_prior
+
+    try:
+        result = do_prior(spec, draws=draws, out=out, overrides=tuple(set_ or ()))
+    except KeyboardInterrupt:
+        err.print("interrupted: earlier results are untouched")
+        raise typer.Exit(130)
+    except (MrpError, Exception) as exc:
+        _fail(exc, as_json)
+    if as_json:
+        from mrp_formula.report import table_records
+
+        sys.stdout.write(json.dumps({"ok": True, "out": str(result.out), "draws": draws,
+                                     "estimands": table_records(result.estimands),
+                                     "notes": list(result.notes)}, indent=2) + "\n")
+        return
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+    ci = result.estimands.iloc[0]
+    print_table(result.estimands, f"prior predictive distribution of the estimands ({draws} draws, "
+                                  f"{ci['ci_prob']:.0%} {str(ci['ci_kind']).upper()})")
+    err.print(f"results in {result.out}", highlight=False)
+
+
 def main() -> None:
     try:
         app()

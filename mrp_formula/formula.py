@@ -31,6 +31,14 @@ ALLOWED_CALLS = {
     "Treatment": "reference level inside C(), e.g. C(arm, Treatment('control'))",
 }
 
+# Spellings from R and elsewhere, with what to write instead.
+R_STYLE = {
+    "factor": "use C(x) for a categorical variable",
+    "as_factor": "use C(x) for a categorical variable",
+    "ln": "use log(x)",
+    "poly": "use I(x ** 2) for a square",
+}
+
 _TOKEN = re.compile(
     r"""(?P<ws>\s+)
       |(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
@@ -123,8 +131,11 @@ def check_safe(text: str, *, key: str = "model.formula", file: str = "", line: i
                 bad(f"the Python keyword '{tok}' is not allowed in a formula", s, e,
                     "a formula names columns and allowed transforms only")
             elif nxt == "(" and tok not in ALLOWED_CALLS:
+                arg = tokens[i + 2][1] if i + 2 < len(tokens) and tokens[i + 2][0] == "name" else "x"
+                close = R_STYLE.get(tok, "").replace("(x)", f"({arg})") or did_you_mean(tok, ALLOWED_CALLS)
+                close = f"{close}; " if close.startswith(("did you mean", "use ")) else ""
                 bad(f"the function '{tok}' is not allowed", s, e,
-                    f"{did_you_mean(tok, ALLOWED_CALLS)}; allowed: {', '.join(sorted(ALLOWED_CALLS))}")
+                    f"{close}allowed: {', '.join(sorted(ALLOWED_CALLS))}")
         elif kind == "op" and tok == "=" :
             bad("'=' is not allowed in a formula", s, e, "use '~' between the response and the predictors")
     if text.count("~") != 1 and not problems:
@@ -144,12 +155,17 @@ def describe(text: str, *, key: str = "model.formula", file: str = "", line: int
     import formulae as fm
     from formulae.terms import GroupSpecificTerm, Intercept
 
+    if not text.split("~", 1)[0].strip():
+        raise SpecError(Problem("the formula has no response (left of '~')", key=key, file=file, line=line,
+                                snippet=mark(text, 0, max(1, text.index("~") + 1)),
+                                hint='write "outcome ~ predictors"'))
     try:
         desc = fm.model_description(text)
     except Exception as exc:  # formulae raises ParseError/ScanError/ValueError
         msg = str(exc) or type(exc).__name__
-        raise SpecError(Problem(f"the formula does not parse: {msg}", key=key, file=file, line=line,
-                                snippet=text.replace("\n", " "),
+        start, end, what = _locate(text)
+        raise SpecError(Problem(f"the formula does not parse: {what or msg}", key=key, file=file, line=line,
+                                snippet=mark(text, start, end),
                                 hint="check parentheses and operators, e.g. \"y ~ x + (1 | g)\"")) from None
     if desc.response is None:
         raise SpecError(Problem("the formula has no response (left of '~')", key=key, file=file, line=line,
@@ -185,6 +201,28 @@ def describe(text: str, *, key: str = "model.formula", file: str = "", line: int
         group_terms=tuple(groups),
         common_term_vars=tuple(term_vars),
     )
+
+
+def _locate(text: str) -> tuple[int, int, str]:
+    """Where a formula that formulae cannot parse goes wrong: an unclosed '(', a stray ')',
+    or a dangling operator; the whole formula otherwise."""
+    stack = []
+    for i, ch in enumerate(text):
+        if ch == "(":
+            stack.append(i)
+        elif ch == ")":
+            if not stack:
+                return i, i + 1, "a ')' closes nothing"
+            stack.pop()
+    if stack:
+        return stack[-1], stack[-1] + 1, "this '(' is never closed"
+    stripped = text.rstrip()
+    if stripped and stripped[-1] in "+-*/:|~^":
+        return len(stripped) - 1, len(stripped), f"the formula ends with '{stripped[-1]}'"
+    m = re.search(r"([+\-*/:|~^])\s*([+*/:|~^)])", text)
+    if m:
+        return m.start(2), m.end(2), f"'{m.group(2)}' follows '{m.group(1)}'"
+    return 0, len(text.replace("\n", " ")), ""
 
 
 def _ordered_vars(term) -> list[str]:

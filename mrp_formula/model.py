@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mrp_formula.errors import FitError, Problem, SpecError, did_you_mean
-from mrp_formula.formula import ALLOWED_CALLS, FormulaInfo, GroupTerm, with_response
+from mrp_formula.errors import FitError, Problem, SpecError
+from mrp_formula.formula import FormulaInfo, GroupTerm, with_response
 from mrp_formula.priors import PriorSpec
 from mrp_formula.spec import LoadedSpec
 from mrp_formula.tables import Tables, factor_keys
@@ -51,8 +51,10 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
     family, formula = spec.family, info.text
     aggregated = False
     data = sample
-    if spec.family in ("bernoulli", "binomial") and spec.aggregate != "never" and not loaded.spec.data.weights:
-        data, aggregated = aggregate_cells(sample, info, spec.family, force=spec.aggregate == "always")
+    weights = loaded.spec.data.weights
+    if spec.family in ("bernoulli", "binomial") and (spec.aggregate != "never" or weights):
+        data, aggregated = aggregate_cells(sample, info, spec.family, weights=weights,
+                                           force=spec.aggregate == "always" or bool(weights))
         if aggregated:
             family, formula = "binomial", with_response(info, f"p({SUCCESSES}, {TRIALS})")
     param, reason = choose_parameterization(data, info, spec.parameterization, family, aggregated)
@@ -61,15 +63,21 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
                    parameterization_reason=reason)
 
 
-def aggregate_cells(sample: pd.DataFrame, info: FormulaInfo, family: str, *, force: bool = False):
-    """Collapse rows with identical predictors into binomial cells (exact for the likelihood)."""
+def aggregate_cells(sample: pd.DataFrame, info: FormulaInfo, family: str, *, weights: str | None = None,
+                    force: bool = False):
+    """Collapse rows with identical predictors into binomial cells (exact for the likelihood).
+
+    Frequency weights count a row that many times: they multiply its successes and trials.
+    """
     keys = list(info.rhs_vars)
+    y = sample[info.response_vars[0]].astype(float)
     if family == "bernoulli":
-        y = sample[info.response_vars[0]].astype(float)
         trials = pd.Series(1.0, index=sample.index)
     else:
-        y = sample[info.response_vars[0]].astype(float)
         trials = sample[info.response_vars[1]].astype(float)
+    if weights:
+        w = sample[weights].astype(float)
+        y, trials = y * w, trials * w
     frame = sample[keys].assign(**{SUCCESSES: y, TRIALS: trials})
     if not keys:
         cells = pd.DataFrame({SUCCESSES: [y.sum()], TRIALS: [trials.sum()]})
@@ -138,15 +146,6 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
     import bambi as bmb
 
     spec = loaded.spec.model
-    valid = set(info.prior_names) | _aux_params(plan.family)
-    problems = []
-    for name in spec.priors:
-        if name not in valid:
-            problems.append(Problem(f"'{name}' is not a term of the model", key=f'model.priors."{name}"',
-                                    file=str(loaded.path), line=loaded.line("model", "priors", name),
-                                    hint=did_you_mean(name, valid)))
-    if problems:
-        raise SpecError(problems)
     priors = {}
     group_names = {g.name for g in info.group_terms}
     for name, prior in spec.priors.items():
@@ -168,10 +167,6 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
         raise SpecError(Problem(f"Bambi cannot build this model: {exc}", key="model", file=str(loaded.path),
                                 line=loaded.line("model"),
                                 hint="check the formula, family, link and priors")) from None
-
-
-def _aux_params(family: str) -> set[str]:
-    return {"gaussian": {"sigma"}, "negativebinomial": {"alpha"}, "cumulative": {"threshold"}}.get(family, set())
 
 
 @contextlib.contextmanager
@@ -395,3 +390,41 @@ def versions() -> dict[str, str]:
     except Exception:  # pragma: no cover - optional
         pass
     return out
+
+
+# ----------------------------------------------------------------------------- prior draws (mrp prior, mrp recover)
+
+
+def sample_prior(model, *, draws: int, seed: int):
+    """Draws of the model's parameters from their priors, shaped like a posterior.
+
+    Returns a DataTree whose ``"posterior"`` group holds the prior draws (one chain, ``draws``
+    draws) of every free parameter and deterministic that has no observation dimension, so it
+    can be handed to :class:`CellPredictor` as if it were a posterior. The response is not
+    simulated (it would cost memory for nothing). Priors the spec does not give are Bambi's
+    defaults, which Bambi scales to the data.
+    """
+    import xarray as xr
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers():
+            warnings.simplefilter("ignore")
+            if not model.built:
+                model.build()
+            pm_model = model.backend.model
+            observed = {v.name for v in pm_model.observed_RVs}
+            names = []
+            for v in pm_model.unobserved_RVs:
+                name = v.name
+                dims = pm_model.named_vars_to_dims.get(name) or ()
+                if name in observed or name.endswith("_offset") or "__obs__" in dims:
+                    continue
+                names.append(name)
+            dt = model.prior_predictive(draws=int(draws), var_names=names, random_seed=int(seed))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        raise FitError(Problem(f"cannot sample the prior: {type(exc).__name__}: {exc}", key="model.priors",
+                               hint="check the priors of the model")) from None
+    prior = dt["prior"].to_dataset()
+    return xr.DataTree.from_dict({"posterior": prior})

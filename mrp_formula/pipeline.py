@@ -17,7 +17,7 @@ from mrp_formula.errors import Problem, SpecError, did_you_mean
 from mrp_formula.formula import FormulaInfo, describe
 from mrp_formula.poststrat import poststratify
 from mrp_formula.report import sha256_file, sha256_text, staged_dir, write_json, write_table
-from mrp_formula.spec import LoadedSpec, load_spec
+from mrp_formula.spec import LoadedSpec, dotted, load_spec
 from mrp_formula.tables import Tables, prepare
 
 BINARY = ("bernoulli", "binomial")
@@ -56,27 +56,44 @@ class RunResult:
 
 def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     """Checks that need the formula but not the data: all problems at once."""
+    from mrp_formula.priors import POSITIVE, PriorSpec
+
     spec = loaded.spec
     file = str(loaded.path)
+    info = describe(spec.model.formula, file=file, line=loaded.line("model", "formula"))
     problems: list[Problem] = []
-    try:
-        info = describe(spec.model.formula, file=file, line=loaded.line("model", "formula"))
-    except SpecError as exc:
-        problems.extend(exc.problems)
-        info = None
+    family = spec.model.family
+    if family == "binomial" and not info.is_proportion:
+        problems.append(Problem("the binomial family needs the response written p(successes, trials)",
+                                key="model.formula", file=file, line=loaded.line("model", "formula"),
+                                got=repr(info.response), hint=f'e.g. "p(clicks, visits) ~ {info.rhs}"'))
+    if info.is_proportion and family != "binomial":
+        problems.append(Problem(f"p(successes, trials) is the binomial family's response, not {family}'s",
+                                key="model.family", file=file, line=loaded.line("model", "family"),
+                                hint='set family = "binomial"'))
     for name, est in spec.estimands.items():
-        if est.scale == "odds_ratio" and spec.model.family not in BINARY:
-            problems.append(Problem(f"odds_ratio needs a probability; the {spec.model.family} family has none",
+        if est.scale == "odds_ratio" and family not in BINARY:
+            problems.append(Problem(f"odds_ratio needs a probability; the {family} family has none",
                                     key=f"estimands.{name}.scale", file=file,
                                     line=loaded.line("estimands", name, "scale"),
                                     hint='use scale = "difference" or "ratio"'))
-    if info is not None:
-        valid = set(info.prior_names) | {"sigma", "alpha", "threshold"}
-        for name in spec.model.priors:
-            if name not in valid:
-                problems.append(Problem(f"'{name}' is not a term of the model", key=f'model.priors."{name}"',
-                                        file=file, line=loaded.line("model", "priors", name),
-                                        hint=did_you_mean(name, valid)))
+    valid = set(info.prior_names) | {"sigma", "alpha", "threshold"}
+    groups = {g.name for g in info.group_terms}
+    for name, prior in spec.model.priors.items():
+        where = {"key": dotted(("model", "priors", name)), "file": file,
+                 "line": loaded.line("model", "priors", name)}
+        if name not in valid:
+            problems.append(Problem(f"'{name}' is not a term of the model", hint=did_you_mean(name, valid),
+                                    **where))
+        elif name in groups:
+            sd = prior.param("sigma")
+            if prior.dist != "Normal" or sd is None:
+                problems.append(Problem("a group term's prior is Normal(0, <scale prior>)", got=str(prior),
+                                        hint='e.g. "Normal(0, HalfNormal(1))"', **where))
+            elif isinstance(sd, PriorSpec) and sd.dist not in POSITIVE:
+                problems.append(Problem(f"the group standard deviation needs a positive distribution, not {sd.dist}",
+                                        got=str(prior), hint=f"use one of {', '.join(sorted(POSITIVE))}",
+                                        **where))
     if problems:
         raise SpecError(problems)
     return info

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from mrp_formula.errors import Problem, SpecError, did_you_mean
+from mrp_formula.errors import Problem, SpecError, UsageError, did_you_mean
 from mrp_formula.levels import canon
 from mrp_formula.priors import PriorSpec, PriorSyntaxError, parse_prior
 from mrp_formula.tomlpos import key_lines, line_of, syntax_error_position
@@ -231,17 +231,25 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> 
     """Read, merge, override and validate a spec; raise :class:`SpecError` listing every problem."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError(Problem(f"spec file not found", file=str(path),
+        raise SpecError(Problem("spec file not found", file=str(path),
                                 hint="check the path; `mrp init NAME.toml` writes a starter spec"))
-    raw, text = _read_with_extends(path.resolve(), ())
+    raw, text, origins = _read_with_extends(path.resolve(), ())
     problems: list[Problem] = []
-    raw = apply_overrides(raw, overrides, str(path), problems)
+    raw, overridden = apply_overrides(raw, overrides)
     lines = key_lines(text)
     spec = None
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, str(path), lines, raw))
+        problems.extend(_pydantic_problems(exc, str(path), origins, overridden))
+    formula = raw.get("model", {}).get("formula") if isinstance(raw.get("model"), dict) else None
+    if isinstance(formula, str):
+        from mrp_formula.formula import describe
+
+        try:
+            describe(formula, file=str(path), line=line_of(lines, ("model", "formula")))
+        except SpecError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise SpecError(problems)
     return LoadedSpec(spec=spec, path=path.resolve(), text=text, raw=raw, lines=lines)
@@ -256,34 +264,44 @@ def _read_toml(path: Path) -> tuple[dict, str]:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
         line, msg = syntax_error_position(exc)
-        raise SpecError(Problem(f"TOML syntax error: {msg}", file=str(path), line=line,
-                                hint="fix the TOML syntax (quotes, brackets, `key = value`)")) from None
+        hint = "fix the TOML syntax (quotes, brackets, `key = value`)"
+        if "overwrite" in msg.lower() and line:
+            from mrp_formula.tomlpos import _parse_key
+
+            parsed = _parse_key(text.splitlines()[line - 1].strip(), 0)
+            if parsed:
+                msg = f"`{'.'.join(parsed[0])}` is given twice"
+                hint = "keep one of the two"
+        raise SpecError(Problem(f"TOML syntax error: {msg}", file=str(path), line=line, hint=hint)) from None
 
 
-def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, str]:
+Origins = dict  # key path -> (file, line): where each key was written, through `extends`
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, str, Origins]:
     raw, text = _read_toml(path)
     _absolutize_paths(raw, path.parent)
+    lines = key_lines(text)
+    origins = {k: (str(path), v) for k, v in lines.items()}
     parent = raw.get("extends")
     if parent is None:
-        return raw, text
+        return raw, text, origins
+    where = {"key": "extends", "file": str(path), "line": line_of(lines, ("extends",))}
     if not isinstance(parent, str):
-        raise SpecError(Problem("must be a path to another spec", key="extends", file=str(path),
-                                line=line_of(key_lines(text), ("extends",)), got=repr(parent)))
+        raise SpecError(Problem("must be a path to another spec", got=repr(parent), **where))
     base_path = (path.parent / parent).resolve()
     chain = seen + (path,)
     if base_path in chain:
         cycle = " -> ".join(p.name for p in chain + (base_path,))
-        raise SpecError(Problem(f"`extends` makes a cycle: {cycle}", key="extends", file=str(path),
-                                line=line_of(key_lines(text), ("extends",)),
-                                hint="remove `extends` from one of these files"))
+        raise SpecError(Problem(f"`extends` makes a cycle: {cycle}",
+                                hint="remove `extends` from one of these files", **where))
     if not base_path.is_file():
-        raise SpecError(Problem(f"the spec it extends does not exist: {base_path}", key="extends",
-                                file=str(path), line=line_of(key_lines(text), ("extends",)),
-                                hint="paths are relative to the spec file"))
-    base, _ = _read_with_extends(base_path, chain)
+        raise SpecError(Problem(f"the spec it extends does not exist: {base_path}",
+                                hint="paths are relative to the spec file", **where))
+    base, _, base_origins = _read_with_extends(base_path, chain)
     merged = deep_merge(base, raw)
     merged.pop("extends", None)
-    return merged, text
+    return merged, text, {**base_origins, **origins}
 
 
 def _absolutize_paths(raw: dict, base: Path) -> None:
@@ -308,14 +326,17 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def apply_overrides(raw: dict, overrides, file: str, problems: list[Problem]) -> dict:
-    """``--set fit.draws=200``: the value is read as TOML (a bare word is a string)."""
+def apply_overrides(raw: dict, overrides) -> tuple[dict, set]:
+    """``--set fit.draws=200``: the value is read as TOML (a bare word is a string).
+
+    Returns the new tree and the set of overridden key paths (so errors can say "--set").
+    """
     raw = copy.deepcopy(raw)
+    done = set()
     for item in overrides:
         if "=" not in item:
-            problems.append(Problem("an override is KEY=VALUE", key="--set", file=file, got=repr(item),
-                                    hint='e.g. --set fit.draws=200 or --set model.formula="y ~ x"'))
-            continue
+            raise UsageError(Problem("an override is KEY=VALUE", key="--set", got=repr(item),
+                                     hint='e.g. --set fit.draws=200 or --set model.formula="y ~ x"'))
         key, value_text = item.split("=", 1)
         key = key.strip()
         try:
@@ -327,28 +348,33 @@ def apply_overrides(raw: dict, overrides, file: str, problems: list[Problem]) ->
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                problems.append(Problem("cannot set a key inside a non-table value", key=key, file=file))
-                break
-        else:
-            if tuple(parts) in PATH_KEYS and isinstance(value, str):
-                value = str(Path(value).expanduser().resolve())  # relative to where mrp runs
-            node[parts[-1]] = value
-    return raw
+                raise UsageError(Problem("cannot set a key inside a value that is not a table", key="--set",
+                                         got=repr(item)))
+        if tuple(parts) in PATH_KEYS and isinstance(value, str):
+            value = str(Path(value).expanduser().resolve())  # relative to where mrp runs
+        node[parts[-1]] = value
+        done.add(tuple(parts))
+    return raw, done
 
 
 def _fields_of(model: type[BaseModel], loc: tuple) -> list[str]:
     """The allowed keys at ``loc`` (for 'did you mean')."""
+    from typing import get_args, get_origin
+
     node: Any = model
+    skip = False  # the next part is a key of a dict (an estimand's name)
     for part in loc:
-        if isinstance(part, int) or node is None:
+        if skip or isinstance(part, int):
+            skip = False
             continue
-        if isinstance(node, type) and issubclass(node, BaseModel):
-            field = node.model_fields.get(part)
-            if field is None:
-                return []
-            node = _inner_model(field.annotation)
-        else:
-            node = None
+        if not (isinstance(node, type) and issubclass(node, BaseModel)):
+            return []
+        field = node.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        skip = get_origin(annotation) is dict or any(get_origin(a) is dict for a in get_args(annotation))
+        node = _inner_model(annotation)
     if isinstance(node, type) and issubclass(node, BaseModel):
         return [f.alias or n for n, f in node.model_fields.items()]
     return []
@@ -366,7 +392,8 @@ def _inner_model(annotation) -> Any:
     return None
 
 
-def _dotted(loc: tuple) -> str:
+def dotted(loc: tuple) -> str:
+    """``('model', 'priors', '1|g')`` -> ``model.priors."1|g"``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -379,21 +406,23 @@ def _dotted(loc: tuple) -> str:
     return out
 
 
-def _pydantic_problems(exc: ValidationError, file: str, lines: dict, raw: dict) -> list[Problem]:
+def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overridden: set) -> list[Problem]:
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         kind = err["type"]
-        line = line_of(lines, loc)
-        key = _dotted(loc)
+        where_file, line = _origin(origins, loc, file)
+        from_set = next((o for o in overridden if loc[: len(o)] == o), None)
+        if from_set is not None:
+            where_file, line = "--set", None
+        key = dotted(loc)
         got = None
         hint = ""
         msg = err["msg"].removeprefix("Value error, ")
         if kind == "extra_forbidden":
             msg = "unknown key"
-            hint = did_you_mean(str(loc[-1]), _fields_of(Spec, loc[:-1])) or "remove it"
-            if "did you mean" not in hint:
-                hint = f"remove it; {hint}"
+            close = did_you_mean(str(loc[-1]), _fields_of(Spec, loc[:-1]))
+            hint = close if close.startswith("did you mean") else f"remove it{'; ' + close if close else ''}"
         elif kind == "missing":
             msg = "required key is missing"
             hint = f"add `{loc[-1]} = ...`"
@@ -404,9 +433,17 @@ def _pydantic_problems(exc: ValidationError, file: str, lines: dict, raw: dict) 
             msg = "is not one of the allowed values"
             hint = did_you_mean(str(err.get("input")), choices)
         elif kind in ("int_parsing", "int_type", "float_parsing", "float_type", "string_type", "bool_type",
-                      "dict_type", "list_type", "tuple_type", "int_from_float", "bool_parsing"):
+                      "dict_type", "list_type", "tuple_type", "int_from_float", "bool_parsing",
+                      "greater_than", "less_than", "greater_than_equal", "less_than_equal", "too_short"):
             got = repr(err.get("input"))
-        elif kind in ("greater_than", "less_than", "greater_than_equal", "less_than_equal", "too_short"):
-            got = repr(err.get("input"))
-        problems.append(Problem(msg, key=key, file=file, line=line, got=got, hint=hint))
+        problems.append(Problem(msg, key=key, file=where_file, line=line, got=got, hint=hint))
     return problems
+
+
+def _origin(origins: Origins, loc: tuple, file: str) -> tuple[str, int | None]:
+    path = tuple(loc)
+    while path:
+        if path in origins:
+            return origins[path]
+        path = path[:-1]
+    return file, None

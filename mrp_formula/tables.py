@@ -46,7 +46,8 @@ class Tables:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_table(path: Path, query: str | None, *, key: str, file: str, line: int | None) -> pd.DataFrame:
+def read_table(path: Path, query: str | None, *, key: str, file: str, line: int | None,
+               query_line: int | None = None) -> pd.DataFrame:
     """CSV, Parquet or a DuckDB database (with ``query``); errors name the key and the file."""
     if not path.exists():
         raise DataError(Problem(f"file not found: {path}", key=key, file=file, line=line,
@@ -54,7 +55,7 @@ def read_table(path: Path, query: str | None, *, key: str, file: str, line: int 
     suffix = path.suffix.lower()
     try:
         if query is not None or suffix in (".duckdb", ".db"):
-            return _read_duckdb(path, query, key=key, file=file, line=line)
+            return _read_duckdb(path, query, key=key, file=file, line=line, query_line=query_line)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt", ".tsv", ".gz"):
@@ -67,7 +68,8 @@ def read_table(path: Path, query: str | None, *, key: str, file: str, line: int 
                             hint="use .csv, .parquet, or a DuckDB file with `query`"))
 
 
-def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: int | None) -> pd.DataFrame:
+def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: int | None,
+                 query_line: int | None = None) -> pd.DataFrame:
     import duckdb
 
     suffix = path.suffix.lower()
@@ -75,7 +77,8 @@ def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: in
     try:
         if suffix not in (".duckdb", ".db"):
             reader = "read_parquet" if suffix in (".parquet", ".pq") else "read_csv_auto"
-            con.execute(f"CREATE VIEW source AS SELECT * FROM {reader}(?)", [str(path)])
+            literal = "'" + str(path).replace("'", "''") + "'"  # DDL takes no bound parameters
+            con.execute(f"CREATE VIEW source AS SELECT * FROM {reader}({literal})")
         if query is None:
             raise DataError(Problem("a DuckDB database needs `query` to say what to read", key=key,
                                     file=file, line=line, hint='e.g. query = "SELECT * FROM survey"'))
@@ -83,8 +86,11 @@ def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: in
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(Problem(f"the query failed: {exc}", key=key.rsplit(".", 1)[0] + ".query",
-                                file=file, line=line)) from None
+        msg = str(exc).split("\n")[0]
+        hint = ("the file is available as the table `source`, e.g. SELECT * FROM source"
+                if suffix not in (".duckdb", ".db") else "check the table and column names")
+        raise DataError(Problem(f"the query failed: {msg}", key=key.rsplit(".", 1)[0] + ".query",
+                                file=file, line=query_line or line, hint=hint)) from None
     finally:
         con.close()
 
@@ -198,7 +204,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
 
     # --- sample
     raw = read_table(loaded.resolve(spec.data.source), spec.data.query, key="data.source", file=file,
-                     line=loaded.line("data", "source"))
+                     line=loaded.line("data", "source"), query_line=loaded.line("data", "query"))
     rows_in = len(raw)
     sample = _rename(raw, spec.data.rename, "data", loaded, problems, notes)
     sample = _join(sample, "sample", loaded, problems, join_cache)
@@ -206,12 +212,26 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
 
     needed = list(dict.fromkeys(list(info.response_vars) + list(info.rhs_vars)))
     if spec.data.weights:
+        if spec.data.weights not in sample.columns:
+            problems.add(f"weights column '{spec.data.weights}' is not a column of the sample", key="data.weights",
+                         line=loaded.line("data", "weights"), hint=did_you_mean(spec.data.weights, sample.columns))
+        elif spec.model.family not in BINARY_FAMILIES:
+            problems.add(f"observation weights are frequency weights, supported for bernoulli and binomial "
+                         f"models (not {spec.model.family})", key="data.weights",
+                         line=loaded.line("data", "weights"), hint="remove `weights`, or expand the rows")
+        else:
+            w = pd.to_numeric(sample[spec.data.weights], errors="coerce")
+            if w.isna().any() or (w < 0).any() or (np.mod(w.fillna(0), 1) != 0).any():
+                problems.add(f"frequency weights in '{spec.data.weights}' must be whole numbers >= 0",
+                             key="data.weights", line=loaded.line("data", "weights"),
+                             hint="a weight of 3 counts a row three times")
         needed.append(spec.data.weights)
     for var in needed:
-        if var not in sample.columns:
-            role = "response" if var in info.response_vars else "predictor"
-            problems.add(f"{role} '{var}' is not a column of the sample", key="model.formula",
-                         line=loaded.line("model", "formula"), hint=did_you_mean(var, sample.columns))
+        if var in sample.columns or var == spec.data.weights:
+            continue
+        role = "response" if var in info.response_vars else "predictor"
+        problems.add(f"{role} '{var}' is not a column of the sample", key="model.formula",
+                     line=loaded.line("model", "formula"), hint=did_you_mean(var, sample.columns))
     problems.raise_if_any(DataError)
     sample = sample[needed].copy()
 
@@ -222,7 +242,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         if spec.data.missing == "error":
             detail = ", ".join(f"{c}: {n}" for c, n in dropped.items())
             problems.add(f"missing values in model columns ({detail})", key="data.missing",
-                         line=loaded.line("data"), hint='set `missing = "drop"` in [data] to drop those rows')
+                         line=loaded.line("data", "missing") or loaded.line("data"), hint='set `missing = "drop"` in [data] to drop those rows')
         else:
             sample = sample.loc[~na.any(axis=1)].reset_index(drop=True)
             notes.append(f"dropped {rows_in - len(sample)} of {rows_in} sample rows with missing values "
@@ -260,8 +280,24 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
             variables[var] = Variable(var, True, tuple(order))
         else:
             variables[var] = Variable(var, False)
+    if spec.model.family in ("categorical", "cumulative"):
+        resp = info.response_vars[0]
+        sample[resp] = canon_series(sample[resp])
+        present = set(sample[resp])
+        order = list(spec.model.levels.get(resp, _natural_sort(present)))
+        absent = sorted(present - set(order))
+        if absent:
+            problems.add(f"response levels {absent} occur in the sample but are not listed",
+                         key=f"model.levels.{resp}", line=loaded.line("model", "levels", resp),
+                         hint="list every category, in order")
+        elif len(present) < 2:
+            problems.add(f"the {spec.model.family} response '{resp}' needs at least two categories",
+                         key="model.formula", line=loaded.line("model", "formula"))
+        else:
+            sample[resp] = pd.Categorical(sample[resp], categories=[lv for lv in order if lv in present],
+                                          ordered=True)
     for var in spec.model.levels:
-        if var not in info.rhs_vars:
+        if var not in info.rhs_vars and var not in info.response_vars:
             problems.add(f"'{var}' is not a predictor in the formula", key=f"model.levels.{var}",
                          line=loaded.line("model", "levels", var), hint=did_you_mean(var, info.rhs_vars))
     problems.raise_if_any(DataError)
@@ -274,8 +310,12 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     notes += pop_notes
     problems.raise_if_any(DataError)
 
-    _check_estimands(loaded, info, variables, population, problems)
-    problems.raise_if_any(SpecError if _only_spec(problems) else DataError)
+    data_problems = ProblemList(file=file)
+    _check_estimands(loaded, info, variables, population, problems, data_problems,
+                     pop_stats.get("population_columns", []))
+    if data_problems:
+        raise DataError(problems.items + data_problems.items)
+    problems.raise_if_any(SpecError)
 
     new_levels, shares = _new_levels(info, sample, population, loaded, problems)
     problems.raise_if_any(DataError)
@@ -291,20 +331,9 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
                   new_levels=new_levels, new_level_share=shares, notes=tuple(notes), stats=stats)
 
 
-def _only_spec(problems: ProblemList) -> bool:
-    return all(p.key.startswith("estimands") for p in problems.items)
-
-
 def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: LoadedSpec,
                     problems: ProblemList) -> None:
     line = loaded.line("model", "formula")
-    if family == "binomial" and not info.is_proportion:
-        problems.add("the binomial family needs the response written p(successes, trials)",
-                     key="model.formula", line=line, got=repr(info.response),
-                     hint=f'e.g. "p(clicks, visits) ~ {info.rhs}"')
-    if info.is_proportion and family != "binomial":
-        problems.add(f"p(successes, trials) is the binomial family's response, not {family}'s",
-                     key="model.family", line=loaded.line("model", "family"), hint='set family = "binomial"')
     for var in info.response_vars:
         col = sample[var]
         if family == "bernoulli":
@@ -384,7 +413,8 @@ def _population(loaded, info, sample, variables, problems, join_cache):
         stats["population_rows"] = int(len(cells))
     else:
         raw = read_table(loaded.resolve(pop_spec.source), pop_spec.query, key="population.source",
-                         file=str(loaded.path), line=loaded.line("population", "source"))
+                         file=str(loaded.path), line=loaded.line("population", "source"),
+                         query_line=loaded.line("population", "query"))
         stats["population_rows"] = int(len(raw))
         cells = _rename(raw, pop_spec.rename, "population", loaded, problems, notes)
         cells = _join(cells, "population", loaded, problems, join_cache)
@@ -394,24 +424,16 @@ def _population(loaded, info, sample, variables, problems, join_cache):
                 problems.add(f"weight column '{pop_spec.weight}' is not in the population table",
                              key="population.weight", line=loaded.line("population", "weight"),
                              hint=did_you_mean(pop_spec.weight, cells.columns))
-                return pd.DataFrame(), notes, stats
-            w = pd.to_numeric(cells[pop_spec.weight], errors="coerce")
-            bad = w.isna() | (w < 0) | ~np.isfinite(w.fillna(0))
-            if bad.any():
-                problems.add(f"{int(bad.sum())} weight(s) are missing, negative or not numbers",
-                             key="population.weight", line=loaded.line("population", "weight"),
-                             hint="weights are counts or shares >= 0")
-            elif w.sum() <= 0:
-                problems.add("the weights sum to zero", key="population.weight",
-                             line=loaded.line("population", "weight"))
-            cells = cells.assign(**{WEIGHT: w.astype(float)})
+                w = pd.Series(1.0, index=cells.index)
+            else:
+                w = _check_weights(cells[pop_spec.weight], pop_spec.weight, loaded, problems)
+            cells = cells.assign(**{WEIGHT: w})
         else:
             cells = cells.assign(**{WEIGHT: 1.0})
+    stats["population_columns"] = [c for c in cells.columns if c != WEIGHT]
 
     keep = [v for v in list(variables) + sorted(by_vars | contrast_vars) if v in cells.columns]
     keep = list(dict.fromkeys(keep))
-    if problems:
-        return pd.DataFrame(), notes, stats
     cells = cells[keep + [WEIGHT]].copy()
     na = cells[keep].isna().any(axis=1)
     if na.any():
@@ -419,10 +441,12 @@ def _population(loaded, info, sample, variables, problems, join_cache):
             notes.append(f"dropped {int(na.sum())} population rows with missing values")
             cells = cells.loc[~na]
         else:
-            cols = [c for c in keep if cells[c].isna().any()]
-            problems.add(f"missing values in population column(s) {cols}", key="population",
-                         line=loaded.line("population"), hint='set `missing = "drop"` in [population]')
-            return pd.DataFrame(), notes, stats
+            detail = ", ".join(f"{c}: {int(n)}" for c, n in cells[keep].isna().sum().items() if n)
+            problems.add(f"missing values in population column(s) ({detail})", key="population.missing",
+                         line=loaded.line("population", "missing") or loaded.line("population"),
+                         hint='set `missing = "drop"` in [population]')
+    if problems:
+        return pd.DataFrame(), notes, stats
     for var in keep:
         v = variables.get(var)
         if v is None or v.categorical:
@@ -441,15 +465,48 @@ def _population(loaded, info, sample, variables, problems, join_cache):
     return cells, notes, stats
 
 
-def _check_estimands(loaded, info, variables, population, problems):
+def _check_weights(col: pd.Series, name: str, loaded, problems) -> pd.Series:
+    """Counts or shares: numbers >= 0, not all zero; bad rows are named (1-based, as in a spreadsheet)."""
+    w = pd.to_numeric(col, errors="coerce")
+    where = {"key": "population.weight", "line": loaded.line("population", "weight")}
+    for label, mask in (("missing or not a number", w.isna()), ("negative", w < 0),
+                        ("infinite", np.isinf(w.fillna(0)))):
+        if mask.any():
+            rows = [int(i) + 1 for i in np.flatnonzero(mask.to_numpy())[:5]]
+            values = [repr(v) for v in col[mask].head(5)]
+            problems.add(f"{int(mask.sum())} weight(s) in '{name}' are {label} (rows {rows}: {', '.join(values)})",
+                         hint="weights are counts or shares >= 0", **where)
+    if not problems.items and w.sum() <= 0:
+        problems.add(f"the weights in '{name}' sum to zero", hint="give counts or shares > 0", **where)
+    return w.fillna(0).clip(lower=0).astype(float)
+
+
+def _check_estimands(loaded, info, variables, population, problems, data_problems, pop_columns):
+    """Estimands against the population: spec mistakes go to ``problems`` (exit 3), tables that
+    lack a column to ``data_problems`` (exit 4)."""
     spec = loaded.spec
+    analyst_set = {v for e in spec.estimands.values() for v in list(e.at) + list(e.contrast or {})}
     pop_vars = set(population.columns) - {WEIGHT}
+    source = "population.margins" if spec.population.margins is not None else "population.source"
+    where_pop = loaded.line(*source.split("."))
+    lacking: dict[str, list[str]] = {}
     for name, est in spec.estimands.items():
         base = ("estimands", name)
         for var in est.by:
-            if var not in pop_vars:
-                problems.add(f"'{var}' is not a population variable", key=f"estimands.{name}.by",
-                             line=loaded.line(*base, "by"), hint=did_you_mean(var, pop_vars))
+            if var in pop_vars:
+                continue
+            key, line = f"estimands.{name}.by", loaded.line(*base, "by")
+            if var in variables:
+                if var in analyst_set:
+                    problems.add(f"'{var}' is not a population variable: the estimands set it", key=key,
+                                 line=line, hint=f"to report each level use at = {{ {var} = [...] }}")
+                continue  # a model variable the population lacks: reported once, below
+            close = did_you_mean(var, pop_columns)
+            if close.startswith("did you mean"):
+                problems.add(f"'{var}' is not a population variable", key=key, line=line, hint=close)
+            else:
+                data_problems.add(f"the population table has no column '{var}'", key=key, line=line,
+                                  hint=f"add it to the population table, or remove it from `by`; {close}")
         set_vars = dict(est.at)
         if est.contrast:
             set_vars.update(est.contrast)
@@ -467,27 +524,38 @@ def _check_estimands(loaded, info, variables, population, problems):
                 if lv not in v.levels:
                     problems.add(f"level '{lv}' of '{var}' does not occur in the sample", key=key,
                                  line=loaded.line(*base, where), hint=did_you_mean(lv, v.levels))
-            if where == "at" and var in pop_vars:
-                pass  # a counterfactual over a population variable is allowed
         for var in info.vars_used(est.exclude):
             if var not in pop_vars and var not in set_vars:
-                problems.add(f"the model uses '{var}', which the population lacks and this estimand does not set",
-                             key=f"estimands.{name}", line=loaded.line(*base),
-                             hint=f"add '{var}' to the population, or set it: at = {{ {var} = [...] }}")
+                lacking.setdefault(var, []).append(name)
         for term in est.exclude:
             if term not in info.prior_names:
                 problems.add(f"'{term}' is not a term of the model", key=f"estimands.{name}.exclude",
                              line=loaded.line(*base, "exclude"), hint=did_you_mean(term, info.prior_names))
+    for var, names in lacking.items():
+        if not names:
+            continue
+        if len(names) == len(spec.estimands):  # no estimand sets it: the table lacks it
+            data_problems.add(f"the model uses '{var}', which the population lacks", key=source, line=where_pop,
+                         hint=f"add a '{var}' column to the population (or a rename), or set it in every "
+                              f"estimand: at = {{ {var} = [...] }}")
+        else:
+            for name in names:
+                problems.add(f"the model uses '{var}', which the population lacks and this estimand does not set",
+                             key=f"estimands.{name}", line=loaded.line("estimands", name),
+                             hint=f"set it: at = {{ {var} = [...] }}")
     # common categorical predictors cannot take levels the model never saw
     group_only = set(info.factor_vars) - set(info.common_vars)
     for var, v in variables.items():
         if v.categorical and var in pop_vars and var not in group_only:
             unknown = sorted(set(population[var]) - set(v.levels))
             if unknown:
-                problems.add(f"population levels {unknown[:8]} of '{var}' are not in the sample, and '{var}' "
-                             f"is a common (non-group) predictor", key="population",
-                             line=loaded.line("population"),
-                             hint=f"recode them onto sample levels, or model '{var}' as a group term (1|{var})")
+                key = f"population.margins.{var}" if spec.population.margins is not None else "population"
+                line = loaded.line(*key.split("."))
+                close = did_you_mean(unknown[0], v.levels)
+                data_problems.add(f"population level(s) {unknown[:8]} of '{var}' are not in the sample, and '{var}' "
+                             f"is a common (non-group) predictor", key=key, line=line,
+                             hint=(close + "; " if close.startswith("did you mean") else "")
+                             + f"recode them onto sample levels, or model '{var}' as a group term (1|{var})")
 
 
 def _new_levels(info, sample, population, loaded, problems):
