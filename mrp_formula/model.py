@@ -51,7 +51,7 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
     family, formula = spec.family, info.text
     aggregated = False
     data = sample
-    weights = loaded.spec.data.weights
+    weights = tables.weights
     if spec.family in ("bernoulli", "binomial") and (spec.aggregate != "never" or weights):
         data, aggregated = aggregate_cells(sample, info, spec.family, weights=weights,
                                            force=spec.aggregate == "always" or bool(weights))
@@ -59,7 +59,7 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
             family, formula = "binomial", with_response(info, f"p({SUCCESSES}, {TRIALS})")
     param, reason = choose_parameterization(data, info, spec.parameterization, family, aggregated)
     return FitPlan(data=data, formula=formula, family=family, aggregated=aggregated,
-                   rows_in=len(sample), cells=len(data), parameterization=param,
+                   rows_in=int(tables.stats.get("sample_rows_used", len(sample))), cells=len(data), parameterization=param,
                    parameterization_reason=reason)
 
 

@@ -20,6 +20,7 @@ from mrp_formula.population import WEIGHT, independent_joint, rake
 from mrp_formula.spec import LoadedSpec
 
 BINARY_FAMILIES = ("bernoulli", "binomial")
+FREQ = "mrp_rows"  # count of identical sample rows, when DuckDB collapsed them on reading
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Tables:
     new_level_share: dict[str, float]  # group factor -> share of population weight on new levels
     notes: tuple[str, ...] = ()
     stats: dict = field(default_factory=dict)
+    weights: str | None = None  # column of frequency weights in `sample`, if any
 
 
 # ----------------------------------------------------------------------------- reading
@@ -68,6 +70,15 @@ def read_table(path: Path, query: str | None, *, key: str, file: str, line: int 
                             hint="use .csv, .parquet, or a DuckDB file with `query`"))
 
 
+def _duckdb_reader(path: Path) -> str:
+    """A DuckDB table function over a CSV or Parquet file; CSV types are guessed like pandas does
+    (numbers and text; words such as yes/no stay text)."""
+    literal = "'" + str(path).replace("'", "''") + "'"  # DDL takes no bound parameters
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return f"read_parquet({literal})"
+    return f"read_csv({literal}, auto_type_candidates = ['BIGINT', 'DOUBLE', 'VARCHAR'])"
+
+
 def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: int | None,
                  query_line: int | None = None) -> pd.DataFrame:
     import duckdb
@@ -76,9 +87,7 @@ def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: in
     con = duckdb.connect(str(path), read_only=True) if suffix in (".duckdb", ".db") else duckdb.connect()
     try:
         if suffix not in (".duckdb", ".db"):
-            reader = "read_parquet" if suffix in (".parquet", ".pq") else "read_csv_auto"
-            literal = "'" + str(path).replace("'", "''") + "'"  # DDL takes no bound parameters
-            con.execute(f"CREATE VIEW source AS SELECT * FROM {reader}({literal})")
+            con.execute(f"CREATE VIEW source AS SELECT * FROM {_duckdb_reader(path)}")
         if query is None:
             raise DataError(Problem("a DuckDB database needs `query` to say what to read", key=key,
                                     file=file, line=line, hint='e.g. query = "SELECT * FROM survey"'))
@@ -93,6 +102,47 @@ def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: in
                                 file=file, line=query_line or line, hint=hint)) from None
     finally:
         con.close()
+
+
+def _read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame, list[str]] | None:
+    """Read only the columns the model needs, with identical rows counted (``FREQ``), in DuckDB.
+
+    Used for bernoulli/binomial models (whose likelihood only needs the counts), so a source of
+    millions of rows never reaches pandas row by row. Returns None when it does not apply (other
+    families, user weights, aggregate = "never", a column missing: the plain path then reports it).
+    """
+    spec = loaded.spec
+    if spec.model.family not in BINARY_FAMILIES or spec.data.weights or spec.model.aggregate == "never":
+        return None
+    path = loaded.resolve(spec.data.source)
+    if not path.exists() or path.suffix.lower() not in (".csv", ".parquet", ".pq", ".duckdb", ".db"):
+        return None
+    back = {v: k for k, v in spec.data.rename.items()}
+    wanted = list(info.response_vars) + list(info.rhs_vars)
+    for j in spec.join:
+        wanted = [w for w in wanted if w not in j.columns] + list(j.on)
+    cols = list(dict.fromkeys(back.get(c, c) for c in wanted))
+    import duckdb
+
+    suffix = path.suffix.lower()
+    try:
+        con = duckdb.connect(str(path), read_only=True) if suffix in (".duckdb", ".db") else duckdb.connect()
+        try:
+            if suffix not in (".duckdb", ".db"):
+                con.execute(f"CREATE TEMP VIEW source AS SELECT * FROM {_duckdb_reader(path)}")
+            elif spec.data.query is None:
+                return None
+            con.execute(f"CREATE TEMP VIEW mrp_input AS {spec.data.query or 'SELECT * FROM source'}")
+            present = [r[0] for r in con.execute("DESCRIBE mrp_input").fetchall()]
+            if any(c not in present for c in cols) or FREQ in present:
+                return None
+            quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
+            df = con.execute(f"SELECT {quoted}, COUNT(*) AS {FREQ} FROM mrp_input GROUP BY ALL").df()
+            return df, present
+        finally:
+            con.close()
+    except Exception:
+        return None  # the plain reader reports the problem with its context
 
 
 # ----------------------------------------------------------------------------- preparing
@@ -203,15 +253,28 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     join_cache: dict = {}
 
     # --- sample
-    raw = read_table(loaded.resolve(spec.data.source), spec.data.query, key="data.source", file=file,
-                     line=loaded.line("data", "source"), query_line=loaded.line("data", "query"))
-    rows_in = len(raw)
+    weights = spec.data.weights
+    collapsed = _read_collapsed(loaded, info)  # identical rows counted by DuckDB, when the model allows it
+    if collapsed is not None:
+        raw, present = collapsed
+        replaced = [d for src, d in spec.data.rename.items() if d in present and src in present]
+        if replaced:
+            notes.append(f"data.rename replaces existing column(s) {', '.join(map(repr, replaced))}")
+        weights = FREQ
+        rows_in = int(raw[FREQ].sum())
+        notes.append(f"read {rows_in} sample rows as {len(raw)} distinct rows (DuckDB)")
+    else:
+        raw = read_table(loaded.resolve(spec.data.source), spec.data.query, key="data.source", file=file,
+                         line=loaded.line("data", "source"), query_line=loaded.line("data", "query"))
+        rows_in = len(raw)
     sample = _rename(raw, spec.data.rename, "data", loaded, problems, notes)
     sample = _join(sample, "sample", loaded, problems, join_cache)
     sample = _recode(sample, spec.data.recode, "data", loaded, problems)
 
     needed = list(dict.fromkeys(list(info.response_vars) + list(info.rhs_vars)))
-    if spec.data.weights:
+    if weights == FREQ:
+        needed.append(FREQ)
+    elif weights:
         if spec.data.weights not in sample.columns:
             problems.add(f"weights column '{spec.data.weights}' is not a column of the sample", key="data.weights",
                          line=loaded.line("data", "weights"), hint=did_you_mean(spec.data.weights, sample.columns))
@@ -227,7 +290,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
                              hint="a weight of 3 counts a row three times")
         needed.append(spec.data.weights)
     for var in needed:
-        if var in sample.columns or var == spec.data.weights:
+        if var in sample.columns or var == weights:
             continue
         role = "response" if var in info.response_vars else "predictor"
         problems.add(f"{role} '{var}' is not a column of the sample", key="model.formula",
@@ -237,16 +300,20 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
 
     # missing values
     na = sample.isna()
-    dropped = {c: int(n) for c, n in na.sum().items() if n}
+    count = sample[FREQ].to_numpy() if weights == FREQ else np.ones(len(sample))
+    dropped = {c: int(count[na[c].to_numpy()].sum()) for c in na.columns if na[c].any()}
     if dropped:
         if spec.data.missing == "error":
             detail = ", ".join(f"{c}: {n}" for c, n in dropped.items())
             problems.add(f"missing values in model columns ({detail})", key="data.missing",
-                         line=loaded.line("data", "missing") or loaded.line("data"), hint='set `missing = "drop"` in [data] to drop those rows')
+                         line=loaded.line("data", "missing") or loaded.line("data"),
+                         hint='set `missing = "drop"` in [data] to drop those rows')
         else:
-            sample = sample.loc[~na.any(axis=1)].reset_index(drop=True)
-            notes.append(f"dropped {rows_in - len(sample)} of {rows_in} sample rows with missing values "
+            keep = ~na.any(axis=1).to_numpy()
+            sample = sample.loc[keep].reset_index(drop=True)
+            notes.append(f"dropped {int(count[~keep].sum())} of {rows_in} sample rows with missing values "
                          f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})")
+            count = count[keep]
     if len(sample) == 0:
         problems.add("no sample rows left", key="data.source", line=loaded.line("data", "source"))
     problems.raise_if_any(DataError)
@@ -324,11 +391,12 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
                      f"({', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}; "
                      f"{shares[factor]:.1%} of the population weight): their effects are drawn from the "
                      f"fitted group distribution")
-    stats = {"sample_rows_in": rows_in, "sample_rows_used": int(len(sample)), "dropped_missing": dropped}
+    stats = {"sample_rows_in": rows_in, "sample_rows_used": int(count.sum()), "dropped_missing": dropped}
     stats.update(pop_stats)
     return Tables(sample=sample, population=population, variables=variables,
                   population_vars=tuple(c for c in population.columns if c != WEIGHT),
-                  new_levels=new_levels, new_level_share=shares, notes=tuple(notes), stats=stats)
+                  new_levels=new_levels, new_level_share=shares, notes=tuple(notes), stats=stats,
+                  weights=weights)
 
 
 def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: LoadedSpec,
