@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mrp_formula.errors import EXIT_INTERNAL, EXIT_USAGE, MrpError
+from mrp_formula.errors import EXIT_INTERNAL, EXIT_USAGE, MrpError, Problem
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Multilevel regression and poststratification from a TOML spec.")
@@ -69,7 +69,8 @@ def _fmt(v) -> str:
 
 
 def print_table(df, title: str) -> None:
-    hidden = ("ci_prob", "ci_kind", "scale", "median", "sd", "r_hat")
+    hidden = ("ci_prob", "ci_kind", "scale", "median", "sd", "r_hat", "ess_bulk", "chance_to_win",
+              "expected_loss_first", "expected_loss_second")
     cols = [c for c in df.columns if c not in hidden]
     cols = [c for c in cols if not df[c].isna().all()]
     table = Table(title=title, show_lines=False)
@@ -78,6 +79,25 @@ def print_table(df, title: str) -> None:
     for _, row in df.iterrows():
         table.add_row(*[_fmt(row[c]) for c in cols])
     err.print(table)
+
+
+def decision_lines(df) -> list[str]:
+    """One line per contrast row: chance to win and the expected loss of each choice."""
+    out = []
+    if "chance_to_win" not in df:
+        return out
+    for _, row in df[df["chance_to_win"].notna()].iterrows():
+        label_cols = [c for c in df.columns[: df.columns.get_loc("scale")] if c != "estimand"]
+        labels = [str(row[c]) for c in label_cols if isinstance(row[c], str) and " vs " in row[c]]
+        if not labels:
+            continue
+        first, second = labels[0].split(" vs ", 1)
+        groups = ", ".join(f"{c}={row[c]}" for c in label_cols
+                           if isinstance(row[c], str) and row[c] and " vs " not in row[c])
+        out.append(f"{row['estimand']}{' [' + groups + ']' if groups else ''}: chance that {first} beats "
+                   f"{second} {row['chance_to_win']:.1%}; expected loss if you choose {first}: "
+                   f"{row['expected_loss_first']:.3g}, if you choose {second}: {row['expected_loss_second']:.3g}")
+    return out
 
 
 @app.command()
@@ -127,26 +147,28 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
         raise typer.Exit(130)
     except (MrpError, Exception) as exc:
         _fail(exc, as_json)
-    warnings_ = result.diagnostics.warnings(result.manifest["sampler"]["target_accept"])
+    warnings_ = result.warnings
     if as_json:
         from mrp_formula.report import table_records
 
         sys.stdout.write(json.dumps({"ok": True, "out": str(result.out),
                                      "estimands": table_records(result.estimands),
                                      "diagnostics": result.diagnostics.to_json(),
+                                     "warnings": list(result.warnings),
                                      "notes": list(result.notes)}, indent=2) + "\n")
     else:
         for note in result.notes:
-            if note not in warnings_:
-                err.print(f"note: {note}", markup=False, highlight=False)
+            err.print(f"note: {note}", markup=False, highlight=False)
         for w in warnings_:
             err.print(f"[yellow]warning[/]: {w}", highlight=False)
         ci = result.estimands.iloc[0]
         print_table(result.estimands, f"{result.manifest['name']}: posterior of the estimands "
                                       f"({ci['ci_prob']:.0%} {ci['ci_kind'].upper()})")
+        for line in decision_lines(result.estimands):
+            err.print(line, markup=False, highlight=False)
         err.print(f"results in {result.out}", highlight=False)
-    if strict and warnings_:
-        _fail(DiagnosticsError("convergence checks failed (see the warnings above)"), as_json)
+    if strict and result.failed:
+        _fail(DiagnosticsError([Problem(f, key="diagnostics") for f in result.failed]), as_json)
 
 
 @app.command("schema")

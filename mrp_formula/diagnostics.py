@@ -32,6 +32,14 @@ def ess_rhat(x: np.ndarray) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    rhat_max: float = RHAT_MAX
+    ess_min: float = 400
+    divergences_max: int = 0
+    target_accept: float = 0.9
+
+
+@dataclass(frozen=True)
 class Diagnostics:
     divergences: int
     max_rhat: float
@@ -42,31 +50,45 @@ class Diagnostics:
     estimand_min_ess: float = math.nan
     n_samples: int = 0
     n_chains: int = 0
+    bfmi_min: float = math.nan
+    treedepth_hits: int = 0
 
-    def warnings(self, target_accept: float) -> list[str]:
+    def problems(self, t: Thresholds) -> list[str]:
+        """Failed checks that make the reported numbers untrustworthy (``--strict`` exits 5)."""
         out = []
-        min_ess = ESS_MIN_PER_CHAIN * self.n_chains
-        if self.divergences:
-            out.append(f"{self.divergences} divergent transitions: the posterior geometry is hard for NUTS. "
-                       f"Raise fit.target_accept (now {target_accept}) towards 0.99, or switch "
-                       f"model.parameterization (centered <-> noncentered).")
-        est_ok = (not math.isnan(self.estimand_max_rhat) and self.estimand_max_rhat <= RHAT_MAX
-                  and self.estimand_min_ess >= min_ess)
-        if self.max_rhat > RHAT_MAX or self.min_ess_bulk < min_ess:
+        if self.divergences > t.divergences_max:
+            out.append(f"{self.divergences} divergent transitions: the sampler missed part of the posterior. "
+                       f"Raise fit.target_accept (now {t.target_accept}) towards 0.99, or switch "
+                       f"model.parameterization (centered <-> noncentered) for the group terms.")
+        if not math.isnan(self.estimand_max_rhat) and self.estimand_max_rhat > t.rhat_max:
+            out.append(f"estimands have not converged (max R-hat {self.estimand_max_rhat:.3f} > {t.rhat_max}): "
+                       f"the chains disagree; run more draws (fit.draws, fit.tune) and check the priors.")
+        if not math.isnan(self.estimand_min_ess) and self.estimand_min_ess < t.ess_min:
+            out.append(f"estimands have too few effective draws (min bulk ESS {self.estimand_min_ess:.0f} < "
+                       f"{t.ess_min:g}): intervals are noisy; run more draws (fit.draws).")
+        return out
+
+    def warnings(self, t: Thresholds) -> list[str]:
+        """Everything worth saying: the failed checks, then advice about the parameters."""
+        out = self.problems(t)
+        params_bad = self.max_rhat > t.rhat_max or self.min_ess_bulk < ESS_MIN_PER_CHAIN * self.n_chains
+        if params_bad:
             msg = (f"model parameters mix poorly (max R-hat {self.max_rhat:.3f}, min bulk ESS "
-                   f"{self.min_ess_bulk:.0f})")
-            if est_ok:
-                msg += (f"; the estimands are fine (max R-hat {self.estimand_max_rhat:.3f}, min ESS "
-                        f"{self.estimand_min_ess:.0f}), and they are what is reported. Parameters that "
-                        f"trade off (an intercept and a group effect) often mix badly while the population "
-                        f"averages they imply do not")
+                   f"{self.min_ess_bulk:.0f}; worst: {', '.join(list(self.worst)[:3])})")
+            if not out:
+                msg += (f". The estimands are fine (max R-hat {self.estimand_max_rhat:.3f}, min ESS "
+                        f"{self.estimand_min_ess:.0f}) and they are what is reported: parameters that trade "
+                        f"off against each other (an intercept and a group effect) can mix badly while the "
+                        f"population averages they imply do not. Judge the run by the estimands")
             else:
-                msg += "; run more draws (fit.draws), or change the parameterization"
+                msg += "; a different parameterization or more draws may help"
             out.append(msg + ".")
-        if not math.isnan(self.estimand_max_rhat) and not est_ok:
-            out.append(f"estimands mix poorly (max R-hat {self.estimand_max_rhat:.3f}, min ESS "
-                       f"{self.estimand_min_ess:.0f}): do not trust the intervals; run more draws "
-                       f"(fit.draws) or more chains.")
+        if not math.isnan(self.bfmi_min) and self.bfmi_min < 0.3:
+            out.append(f"low energy BFMI ({self.bfmi_min:.2f} < 0.3): the sampler explores the tails poorly; "
+                       f"a non-centred parameterization or tighter priors on group scales usually help.")
+        if self.treedepth_hits:
+            out.append(f"{self.treedepth_hits} transitions hit the maximum tree depth: sampling is slow and may "
+                       f"be inefficient; consider rescaling predictors or stronger priors.")
         return out
 
     def to_json(self) -> dict:
@@ -77,8 +99,8 @@ class Diagnostics:
                 "min_ess_bulk": num(self.min_ess_bulk), "min_ess_tail": num(self.min_ess_tail),
                 "estimand_max_rhat": num(self.estimand_max_rhat),
                 "estimand_min_ess_bulk": num(self.estimand_min_ess),
-                "worst_parameters": {k: [num(a), num(b)] for k, a, b in
-                                     [(k, *v) for k, v in self.worst.items()]}}
+                "bfmi_min": num(self.bfmi_min), "treedepth_hits": self.treedepth_hits,
+                "worst_parameters": {k: [num(a), num(b)] for k, (a, b) in self.worst.items()}}
 
 
 def fit_diagnostics(dt, estimand_draws: np.ndarray | None = None, n_chains: int = 1,
@@ -86,9 +108,18 @@ def fit_diagnostics(dt, estimand_draws: np.ndarray | None = None, n_chains: int 
     import arviz as az
 
     post = dt["posterior"].to_dataset()
-    divergences = 0
-    if "sample_stats" in dt.children and "diverging" in dt["sample_stats"].to_dataset():
-        divergences = int(dt["sample_stats"]["diverging"].sum())
+    stats = dt["sample_stats"].to_dataset() if "sample_stats" in dt.children else None
+    divergences = int(stats["diverging"].sum()) if stats is not None and "diverging" in stats else 0
+    hits = 0
+    if stats is not None:
+        for name in ("maxdepth_reached", "reached_max_treedepth"):
+            if name in stats:
+                hits = int(stats[name].sum())
+    bfmi = math.nan
+    if stats is not None and "energy" in stats:
+        e = stats["energy"].to_numpy()
+        bfmi = float(np.min(np.sum(np.diff(e, axis=1) ** 2, axis=1) / np.sum((e - e.mean(axis=1, keepdims=True)) ** 2,
+                                                                           axis=1)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rhat = az.rhat(post) if post.sizes.get("chain", 1) > 1 else None
@@ -106,8 +137,8 @@ def fit_diagnostics(dt, estimand_draws: np.ndarray | None = None, n_chains: int 
     est_r, est_e = math.nan, math.nan
     if estimand_draws is not None and len(estimand_draws):
         pairs = [ess_rhat(row.reshape(n_chains, n_draws)) for row in estimand_draws]
-        est_e = float(min(p[0] for p in pairs))
-        est_r = float(max(p[1] for p in pairs)) if n_chains > 1 else math.nan
+        est_e = float(np.nanmin([p[0] for p in pairs]))
+        est_r = float(np.nanmax([p[1] for p in pairs])) if n_chains > 1 else math.nan
     return Diagnostics(divergences=divergences, max_rhat=rmax, min_ess_bulk=emin, min_ess_tail=etmin,
                        worst=worst, estimand_max_rhat=est_r, estimand_min_ess=est_e,
-                       n_samples=n_chains * n_draws, n_chains=n_chains)
+                       n_samples=n_chains * n_draws, n_chains=n_chains, bfmi_min=bfmi, treedepth_hits=hits)

@@ -90,12 +90,14 @@ def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: 
     rows, blocks = [], []
     for p in pieces:
         first = reduced[p.first]
+        sides = None  # (a, b) draws of a contrast, for the decision numbers
         if p.contrast_var is None and p.second is None:
             vals = first.values  # (S, G)
             groups = first.groups
         elif p.second is not None:
             second = reduced[p.second]
-            vals = SCALES[p.scale](first.values, second.values)
+            sides = (first.values, second.values)
+            vals = SCALES[p.scale](*sides)
             groups = first.groups
         else:
             var = p.contrast_var
@@ -107,7 +109,8 @@ def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: 
             b_keys = g.loc[b_idx, by].astype(str).agg("\x1f".join, axis=1) if by else pd.Series([""] * len(b_idx), index=b_idx)
             b_map = dict(zip(b_keys, b_idx))
             pairs = [(ia, b_map[k]) for ia, k in zip(a_idx, a_keys) if k in b_map]
-            vals = SCALES[p.scale](first.values[:, [a for a, _ in pairs]], first.values[:, [b for _, b in pairs]])
+            sides = (first.values[:, [a for a, _ in pairs]], first.values[:, [b for _, b in pairs]])
+            vals = SCALES[p.scale](*sides)
             groups = g.loc[[a for a, _ in pairs], by].reset_index(drop=True) if by else pd.DataFrame(index=[0])
         groups = groups.reset_index(drop=True)
         for gi in range(len(groups)):
@@ -118,10 +121,10 @@ def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: 
             row["scale"] = p.scale or ""
             if vals.ndim == 3:
                 for k, cat in enumerate(categories):
-                    rows.append({**row, "category": cat})
+                    rows.append({**row, "category": cat, **_decision(sides, gi, k)})
                     blocks.append(vals[:, gi, k])
             else:
-                rows.append(row)
+                rows.append({**row, **_decision(sides, gi, None)})
                 blocks.append(vals[:, gi])
     table = pd.DataFrame(rows)
     if categories is not None:
@@ -129,9 +132,26 @@ def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: 
     for col in group_columns:
         if col not in table.columns:
             table[col] = None
-    table = table[["estimand"] + group_columns + ["scale"]]
+    extra = [c for c in DECISION if c in table.columns]
+    table = table[["estimand"] + group_columns + ["scale"] + extra]
     return EstimandDraws(rows=table, draws=np.vstack(blocks) if blocks else np.zeros((0, n_chains * n_draws)),
                          n_chains=n_chains, n_draws=n_draws)
+
+
+DECISION = ("chance_to_win", "expected_loss_first", "expected_loss_second")
+
+
+def _decision(sides, gi: int, k: int | None) -> dict:
+    """A/B decision numbers on the outcome scale: the chance that the first level is higher, and
+    the expected loss (outcome given up, per draw) of choosing the first or the second level."""
+    if sides is None:
+        return {}
+    a, b = (x[:, gi] if k is None else x[:, gi, k] for x in sides)
+    if np.isnan(a).all():
+        return {}
+    return {"chance_to_win": float(np.mean(a > b)),
+            "expected_loss_first": float(np.mean(np.maximum(b - a, 0))),
+            "expected_loss_second": float(np.mean(np.maximum(a - b, 0)))}
 
 
 def group_columns(estimands: dict[str, EstimandSpec]) -> list[str]:
@@ -147,7 +167,7 @@ def long_draws(ed: EstimandDraws) -> pd.DataFrame:
     chain = np.repeat(np.arange(ed.n_chains), ed.n_draws)
     draw = np.tile(np.arange(ed.n_draws), ed.n_chains)
     idx = np.repeat(np.arange(r), s)
-    out = ed.rows.drop(columns=["scale"]).iloc[idx].reset_index(drop=True)
+    out = ed.rows.drop(columns=["scale", *[c for c in DECISION if c in ed.rows]]).iloc[idx].reset_index(drop=True)
     out.insert(0, "draw", np.tile(draw, r))
     out.insert(0, "chain", np.tile(chain, r))
     out["value"] = ed.draws.reshape(-1)

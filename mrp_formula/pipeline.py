@@ -12,7 +12,8 @@ import pandas as pd
 
 from mrp_formula import __version__
 from mrp_formula import estimands as est_mod
-from mrp_formula.diagnostics import Diagnostics, fit_diagnostics
+from mrp_formula import classical
+from mrp_formula.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.errors import Problem, SpecError, did_you_mean
 from mrp_formula.formula import FormulaInfo, describe
 from mrp_formula.poststrat import poststratify
@@ -52,6 +53,9 @@ class RunResult:
     out: Path
     notes: tuple[str, ...]
     manifest: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # diagnostics and checks that failed or deserve attention
+    failed: tuple[str, ...] = ()  # the checks that fail a --strict run
+    ppc: pd.DataFrame | None = None
 
 
 def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
@@ -165,21 +169,53 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     draws = est_mod.long_draws(ed)
     timings["poststratify"] = time.perf_counter() - t1
 
+    t2 = time.perf_counter()
+    family = spec.model.family
+    table = pd.concat([table, classical.raw_and_weighted(pieces, tables, info, family, predictor.categories,
+                                                         group_cols)], axis=1)
+    table = _ordered(table, group_cols)
+    ppc_table = classical.ppc(tables, info, family, predictor.categories, predictor.predict,
+                              predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind)
+    cov = classical.coverage(tables, info, family, predictor.categories)
+    srm = classical.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
+    timings["checks"] = time.perf_counter() - t2
+
     diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)
+    thresholds = Thresholds(rhat_max=spec.report.rhat_max, ess_min=spec.report.ess_min,
+                            divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept)
+    warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.startswith("sample ratio mismatch"))
     cache_notes = (cache_note,) if cache_note and cache_note != "no cached fit" else ()
-    notes = plan.notes + cache_notes + tuple(diag.warnings(spec.fit.target_accept))
-    manifest = _manifest(plan, fitted, diag, timings, notes)
+    notes = (plan.notes + cache_notes + tuple(cov.notes())
+             + tuple(n for n in srm if not n.startswith("sample ratio mismatch")))
+    manifest = _manifest(plan, fitted, diag, timings, notes + warnings_)
     manifest["fit_cache"] = {"key": key, "reused": cached}
+    manifest["coverage"] = cov.to_json()
+    manifest["diagnostics"]["failed"] = diag.problems(thresholds)
+    manifest["warnings"] = list(warnings_)
     with staged_dir(out_dir) as tmp:
         write_table(table, tmp / "estimands.csv")
         write_table(draws, tmp / "estimand_draws.parquet")
+        write_table(ppc_table, tmp / "ppc.csv")
         fitted.posterior.to_netcdf(tmp / "posterior.nc")
         (tmp / "spec.toml").write_text(loaded.text)
         timings["total"] = time.perf_counter() - t0
         manifest["timings_seconds"] = timings
         write_json(manifest, tmp / "manifest.json")
     return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
-                     out=out_dir, notes=notes, manifest=manifest)
+                     out=out_dir, notes=notes, manifest=manifest, warnings=warnings_,
+                     failed=tuple(diag.problems(thresholds)) + tuple(w for w in warnings_ if "mismatch" in w),
+                     ppc=ppc_table)
+
+
+SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_direction", "p_in_rope",
+           "chance_to_win", "expected_loss_first", "expected_loss_second", "raw", "weighted", "ess_bulk", "r_hat"]
+
+
+def _ordered(table: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
+    """Columns in a stable order: labels, the summary, decision numbers, raw/weighted, diagnostics."""
+    first = ["estimand"] + [c for c in group_cols + ["category"] if c in table] + ["scale"]
+    rest = [c for c in SUMMARY if c in table] + [c for c in table if c not in first and c not in SUMMARY]
+    return table[first + rest]
 
 
 def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> dict:

@@ -73,7 +73,12 @@ class DataSpec(_Frozen):
     missing: Literal["drop", "error"] = Field(
         "error", description="Rows with a missing model variable: drop them (counted) or stop."
     )
-    weights: str | None = Field(None, description="Column of observation weights (not survey weights).")
+    weights: str | None = Field(
+        None, description="Column of frequency weights (whole numbers: a row counts that many times); "
+                          "bernoulli and binomial models. Not survey weights: MRP does the weighting.")
+    allocation: dict[str, dict[str, float]] | None = Field(
+        None, description="Planned share of each arm, e.g. `{ treatment = { control = 0.5, treatment = 0.5 } }`: "
+                          "checked for a sample ratio mismatch.")
 
 
 class JoinSpec(_Frozen):
@@ -185,6 +190,10 @@ class ReportSpec(_Frozen):
     ci_kind: Literal["hdi", "eti"] = Field("eti", description="Highest density or equal-tailed interval.")
     out: str | None = Field(None, description="Run folder; default `runs/<name>` beside the current directory.")
     plots: bool = Field(True, description="Write PNG plots to the run folder.")
+    rhat_max: float = Field(1.01, gt=1, description="Largest acceptable R-hat of an estimand (and warned for "
+                                                    "parameters); `--strict` fails above it.")
+    ess_min: float = Field(400, gt=0, description="Smallest acceptable bulk effective sample size of an estimand.")
+    divergences_max: int = Field(0, ge=0, description="Most divergent transitions accepted under `--strict`.")
 
 
 class Spec(_Frozen):

@@ -1,0 +1,236 @@
+"""What the model changed: raw sample values and classical weighted (raked) estimates for every
+estimand row, the population's coverage by the sample, and the sample-ratio-mismatch check.
+
+Pure pandas/numpy. Raw and weighted values reuse the estimand assembly: they are fed to
+:func:`estimands.assemble` as two "draws" (raw, weighted), so contrasts and breakdowns are
+formed exactly as for the MRP draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula import estimands as est_mod
+from mrp_formula.formula import FormulaInfo
+from mrp_formula.poststrat import Reduced, Request
+from mrp_formula.population import WEIGHT
+from mrp_formula.tables import Tables
+
+
+@dataclass(frozen=True)
+class Units:
+    """The sample as units: an outcome matrix (n, K), a unit count per row, and the predictors."""
+
+    frame: pd.DataFrame
+    outcome: np.ndarray
+    count: np.ndarray
+
+
+def sample_units(tables: Tables, info: FormulaInfo, family: str, categories) -> Units:
+    s = tables.sample
+    count = s[tables.weights].to_numpy(dtype=float) if tables.weights else np.ones(len(s))
+    y = s[info.response_vars[0]]
+    if family == "binomial":
+        trials = s[info.response_vars[1]].to_numpy(dtype=float)
+        outcome = (y.to_numpy(dtype=float) / np.where(trials > 0, trials, 1))[:, None]
+        count = count * trials
+    elif family in ("categorical", "cumulative"):
+        levels = [c for c in categories if c != "mean"]
+        text = y.astype(str).to_numpy()
+        outcome = np.stack([(text == lv).astype(float) for lv in levels], axis=1)
+        if family == "cumulative":
+            values = _values(levels)
+            outcome = np.concatenate([outcome, (outcome @ values)[:, None]], axis=1)
+    else:
+        outcome = y.to_numpy(dtype=float)[:, None]
+    frame = s[[c for c in s.columns if c in tables.variables]].astype(object).astype(str)
+    return Units(frame=frame, outcome=outcome, count=count)
+
+
+def _values(levels):
+    try:
+        return np.array([float(x) for x in levels])
+    except ValueError:
+        return np.arange(1, len(levels) + 1, dtype=float)
+
+
+def rake_weights(frame: pd.DataFrame, count: np.ndarray, population: pd.DataFrame, vars_: list[str],
+                 *, tol: float = 1e-9, max_iter: int = 200) -> np.ndarray:
+    """Weights per row so that the weighted units match the population margins of ``vars_``.
+
+    Rows whose level is absent from the population get weight 0; population levels absent from
+    the rows cannot be reached and their share is spread over the rest (renormalised).
+    """
+    w = np.ones(len(frame))
+    total_pop = population[WEIGHT].sum()
+    if not len(frame) or total_pop <= 0:
+        return np.zeros(len(frame))
+    targets = {}
+    for v in vars_:
+        m = population.groupby(population[v].astype(str))[WEIGHT].sum()
+        present = set(frame[v])
+        m = m[m.index.isin(present)]
+        targets[v] = (m / m.sum()) if m.sum() > 0 else m
+        w[~frame[v].isin(m.index).to_numpy()] = 0.0
+    for _ in range(max_iter):
+        worst = 0.0
+        for v, target in targets.items():
+            units = w * count
+            current = pd.Series(units).groupby(frame[v].to_numpy()).sum()
+            current = current / current.sum() if current.sum() > 0 else current
+            ratio = (target / current.reindex(target.index)).replace([np.inf, -np.inf], 0).fillna(0)
+            worst = max(worst, float((current.reindex(target.index).fillna(0) - target).abs().max()))
+            w = w * frame[v].map(ratio).fillna(0).to_numpy(dtype=float)
+        if worst < tol:
+            break
+    return w
+
+
+def _group_values(units: Units, population: pd.DataFrame, req: Request, post_vars: list[str]) -> Reduced:
+    """(2, G[, K]) values: raw and raked means per group of ``req.by`` under its settings."""
+    from mrp_formula.poststrat import group_codes
+
+    pop_groups = population if not req.by else population
+    _, groups = group_codes(pop_groups, req.by)
+    frame, outcome, count = units.frame, units.outcome, units.count
+    mask = np.ones(len(frame), bool)
+    for var, level in req.scenario.settings:
+        if var in frame:
+            mask &= (frame[var] == str(level)).to_numpy()
+    k = outcome.shape[1]
+    vals = np.full((2, len(groups), k), np.nan)
+    for gi in range(len(groups)):
+        m = mask.copy()
+        pmask = np.ones(len(population), bool)
+        for col in groups.columns:
+            level = str(groups.loc[gi, col])
+            if col in frame:
+                m &= (frame[col] == level).to_numpy()
+            pmask &= (population[col].astype(str) == level).to_numpy()
+        if not m.any():
+            continue
+        c = count[m]
+        if c.sum() <= 0:
+            continue
+        vals[0, gi] = (outcome[m] * c[:, None]).sum(0) / c.sum()
+        rake_vars = [v for v in post_vars if v not in req.by and v not in dict(req.scenario.settings)]
+        w = rake_weights(frame.loc[m].reset_index(drop=True), c, population.loc[pmask], rake_vars)
+        if (w * c).sum() > 0:
+            vals[1, gi] = (outcome[m] * (w * c)[:, None]).sum(0) / (w * c).sum()
+    if k == 1:
+        vals = vals[:, :, 0]
+    return Reduced(groups=groups, values=vals, weight=np.ones(len(groups)))
+
+
+def raw_and_weighted(pieces, tables: Tables, info: FormulaInfo, family: str, categories,
+                     group_columns: list[str]) -> pd.DataFrame:
+    """Columns ``raw`` and ``weighted``, aligned with the rows of the estimand table."""
+    units = sample_units(tables, info, family, categories)
+    post_vars = [v for v in tables.population_vars if v in units.frame.columns]
+    reduced = {req: _group_values(units, tables.population, req, post_vars) for req in est_mod.requests(pieces)}
+    ed = est_mod.assemble(pieces, reduced, n_chains=1, n_draws=2, group_columns=group_columns,
+                          categories=categories)
+    return pd.DataFrame({"raw": ed.draws[:, 0], "weighted": ed.draws[:, 1]})
+
+
+@dataclass(frozen=True)
+class Coverage:
+    cells_without_sample: int
+    cells: int
+    weight_without_sample: float  # share of population weight in cells no sample row falls in
+    new_level_share: dict
+    n_units: float
+    effective_n: float  # Kish effective sample size of the raking weights
+    design_effect: float
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.cells_without_sample:
+            out.append(f"{self.cells_without_sample} of {self.cells} population cells "
+                       f"({self.weight_without_sample:.1%} of the weight) have no sample: the model "
+                       f"extrapolates there")
+        out.append(f"weighting the sample to the population margins gives an effective sample size of "
+                   f"{self.effective_n:.0f} of {self.n_units:.0f} (design effect {self.design_effect:.2f})")
+        return out
+
+
+def coverage(tables: Tables, info: FormulaInfo, family: str, categories) -> Coverage:
+    units = sample_units(tables, info, family, categories)
+    post_vars = [v for v in tables.population_vars if v in units.frame.columns]
+    pop = tables.population
+    if post_vars:
+        seen = set(map(tuple, units.frame[post_vars].to_numpy()))
+        keys = list(map(tuple, pop[post_vars].astype(str).to_numpy()))
+        empty = np.array([k not in seen for k in keys])
+    else:
+        empty = np.zeros(len(pop), bool)
+    w = rake_weights(units.frame, units.count, pop, post_vars) if post_vars else np.ones(len(units.frame))
+    c = units.count
+    n = float(c.sum())
+    eff = float((w * c).sum() ** 2 / max((w * w * c).sum(), 1e-300))
+    return Coverage(cells_without_sample=int(empty.sum()), cells=int(len(pop)),
+                    weight_without_sample=float(pop.loc[empty, WEIGHT].sum() / pop[WEIGHT].sum()),
+                    new_level_share=dict(tables.new_level_share), n_units=n, effective_n=eff,
+                    design_effect=n / eff if eff > 0 else float("inf"))
+
+
+def srm_check(tables: Tables, allocation: dict[str, dict[str, float]]) -> list[str]:
+    """Sample ratio mismatch: observed arm counts against the planned allocation (chi-square)."""
+    from scipy.stats import chisquare
+
+    notes = []
+    s = tables.sample
+    count = s[tables.weights].to_numpy(dtype=float) if tables.weights else np.ones(len(s))
+    for var, plan in allocation.items():
+        observed = pd.Series(count).groupby(s[var].astype(str).to_numpy()).sum()
+        levels = list(plan)
+        obs = np.array([observed.get(lv, 0.0) for lv in levels])
+        share = np.array([plan[lv] for lv in levels], dtype=float)
+        expected = share / share.sum() * obs.sum()
+        p = float(chisquare(obs, expected).pvalue)
+        detail = ", ".join(f"{lv}: {int(o)} (planned {e:.0f})" for lv, o, e in zip(levels, obs, expected))
+        if p < 0.001:
+            notes.append(f"sample ratio mismatch in '{var}' (chi-square p = {p:.2g}; {detail}): the assignment "
+                         f"or the logging is broken; do not trust the comparison until it is explained")
+        else:
+            notes.append(f"sample ratio of '{var}' matches the planned allocation (p = {p:.2g}; {detail})")
+    return notes
+
+
+def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predict, n_samples: int,
+        ci_prob: float, ci_kind: str) -> pd.DataFrame:
+    """Posterior predictive check by group: observed vs predicted mean outcome per level of each
+    categorical model variable, over the sample's own units."""
+    from mrp_formula.estimands import interval
+    from mrp_formula.poststrat import Scenario, poststratify
+
+    units = sample_units(tables, info, family, categories)
+    cells = tables.sample.copy()
+    cells[WEIGHT] = units.count
+    cats = list(categories) if categories else [""]
+    rows = []
+    variables = [v for v, var in tables.variables.items() if var.categorical]
+    reqs = [Request(Scenario(), (v,)) for v in variables]
+    reduced = poststratify(cells.reset_index(drop=True), predict, reqs, n_samples=n_samples)
+    for v, req in zip(variables, reqs):
+        red = reduced[req]
+        for gi, level in enumerate(red.groups[v]):
+            m = (units.frame[v] == str(level)).to_numpy()
+            c = units.count[m]
+            observed = (units.outcome[m] * c[:, None]).sum(0) / c.sum()
+            for k, cat in enumerate(cats):
+                draws = red.values[:, gi, k] if red.values.ndim == 3 else red.values[:, gi]
+                lo, hi = interval(draws, ci_prob, ci_kind)
+                rows.append({"variable": v, "level": str(level), "category": cat or None, "units": float(c.sum()),
+                             "observed": float(observed[k]), "predicted": float(np.mean(draws)),
+                             "lower": lo, "upper": hi, "inside": bool(lo <= observed[k] <= hi)})
+    out = pd.DataFrame(rows)
+    if not categories and len(out):
+        out = out.drop(columns=["category"])
+    return out

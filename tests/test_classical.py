@@ -1,0 +1,92 @@
+"""Raw and classical weighted estimates, coverage, sample-ratio mismatch, diagnostics advice."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mrp_formula.classical import rake_weights, srm_check, coverage, raw_and_weighted
+from mrp_formula import estimands as E
+from mrp_formula.cli import app
+from mrp_formula.diagnostics import Diagnostics, Thresholds
+from mrp_formula.pipeline import _spec_checks
+from mrp_formula.population import WEIGHT
+from mrp_formula.spec import load_spec
+from mrp_formula.tables import prepare
+
+
+def test_rake_weights_hit_the_margins():
+    frame = pd.DataFrame({"g": list("ffffffmm"), "a": list("yoyoyyoo")})
+    count = np.ones(len(frame))
+    pop = pd.DataFrame({"g": ["f", "f", "m", "m"], "a": ["y", "o", "y", "o"], WEIGHT: [10, 40, 30, 20]})
+    w = rake_weights(frame, count, pop, ["g", "a"])
+    share = lambda col, lv: w[(frame[col] == lv).to_numpy()].sum() / w.sum()  # noqa: E731
+    assert share("g", "f") == pytest.approx(0.5) and share("a", "y") == pytest.approx(0.4)
+
+
+def _tables(ab_dir, *extra):
+    loaded = load_spec(ab_dir / "ab.toml", list(extra))
+    info = _spec_checks(loaded)
+    return loaded, info, prepare(loaded, info)
+
+
+def test_raw_and_weighted_on_the_ab_sample(ab_dir):
+    loaded, info, tables = _tables(ab_dir)
+    pieces = E.plan(loaded.spec.estimands, tables.population_vars)
+    cols = E.group_columns(loaded.spec.estimands)
+    got = raw_and_weighted(pieces, tables, info, "bernoulli", None, cols)
+    data = pd.read_csv(ab_dir / "clicks.csv")
+    control = data[data.treatment == "control"]
+    assert got.loc[0, "raw"] == pytest.approx(control.clicked.mean())
+    # weighted: the 50/50 gender mean of the control arm's rates
+    by_gender = control.groupby("gender").clicked.mean()
+    assert got.loc[0, "weighted"] == pytest.approx(by_gender.mean())
+    treated = data[data.treatment == "treatment"].groupby("gender").clicked.mean().mean()
+    assert got.loc[2, "weighted"] == pytest.approx(treated / by_gender.mean())  # the lift row: a ratio
+
+
+def test_coverage_and_design_effect(ab_dir):
+    _, info, tables = _tables(ab_dir)
+    cov = coverage(tables, info, "bernoulli", None)
+    assert cov.cells_without_sample == 0 and cov.n_units == 2000
+    f = 0.75  # share of women in the sample; weights 0.5/f and 0.5/(1-f)
+    n = 2000
+    data = pd.read_csv(ab_dir / "clicks.csv")
+    nf = (data.gender == "female").sum()
+    w = np.where(data.gender == "female", 0.5 / nf, 0.5 / (n - nf))
+    assert cov.effective_n == pytest.approx(w.sum() ** 2 / (w ** 2).sum())
+    assert cov.design_effect > 1.2
+
+
+def test_sample_ratio_mismatch(ab_dir):
+    _, _, tables = _tables(ab_dir)
+    ok = srm_check(tables, {"treatment": {"control": 0.5, "treatment": 0.5}})
+    assert ok[0].startswith("sample ratio of 'treatment' matches")
+    bad = srm_check(tables, {"treatment": {"control": 0.3, "treatment": 0.7}})
+    assert bad[0].startswith("sample ratio mismatch in 'treatment'")
+
+
+def test_divergences_and_poor_estimands_give_advice():
+    d = Diagnostics(divergences=3, max_rhat=1.3, min_ess_bulk=20, min_ess_tail=20, worst={"Intercept": (1.3, 20)},
+                    estimand_max_rhat=1.002, estimand_min_ess=900, n_samples=2000, n_chains=2)
+    t = Thresholds(target_accept=0.8)
+    problems = d.problems(t)
+    assert len(problems) == 1 and "3 divergent transitions" in problems[0] and "target_accept (now 0.8)" in problems[0]
+    text = " ".join(d.warnings(t))
+    assert "model parameters mix poorly" in text
+    ok = Diagnostics(divergences=0, max_rhat=1.3, min_ess_bulk=20, min_ess_tail=20, worst={"Intercept": (1.3, 20)},
+                     estimand_max_rhat=1.002, estimand_min_ess=900, n_samples=2000, n_chains=2)
+    assert ok.problems(t) == []
+    assert "The estimands are fine" in ok.warnings(t)[0] and "Judge the run by the estimands" in ok.warnings(t)[0]
+
+
+def test_strict_exits_5_when_a_check_fails(ab_dir, tmp_path):
+    r = CliRunner().invoke(app, ["run", str(ab_dir / "ab.toml"), "--out", str(tmp_path / "o"), "--strict",
+                                 "--set", "report.ess_min=1e9", "--set", "fit.draws=200", "--set", "fit.tune=200"])
+    assert r.exit_code == 5, r.output
+    assert "too few effective draws" in r.stderr and "diagnostics" in r.stderr
+    assert (tmp_path / "o" / "estimands.csv").exists()  # the results are written all the same
