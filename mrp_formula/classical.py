@@ -65,25 +65,28 @@ def rake_weights(frame: pd.DataFrame, count: np.ndarray, population: pd.DataFram
     the rows cannot be reached and their share is spread over the rest (renormalised).
     """
     w = np.ones(len(frame))
-    total_pop = population[WEIGHT].sum()
-    if not len(frame) or total_pop <= 0:
+    if not len(frame) or population[WEIGHT].sum() <= 0:
         return np.zeros(len(frame))
-    targets = {}
+    margins = []  # (codes per row, target share per code)
     for v in vars_:
-        m = population.groupby(population[v].astype(str))[WEIGHT].sum()
-        present = set(frame[v])
-        m = m[m.index.isin(present)]
-        targets[v] = (m / m.sum()) if m.sum() > 0 else m
-        w[~frame[v].isin(m.index).to_numpy()] = 0.0
+        pop = population.groupby(population[v].astype(str))[WEIGHT].sum()
+        codes, levels = pd.factorize(frame[v])
+        target = pop.reindex(levels).fillna(0.0).to_numpy()
+        if target.sum() <= 0:
+            return np.zeros(len(frame))
+        margins.append((codes, target / target.sum()))
+        w[target[codes] == 0] = 0.0
     for _ in range(max_iter):
         worst = 0.0
-        for v, target in targets.items():
-            units = w * count
-            current = pd.Series(units).groupby(frame[v].to_numpy()).sum()
-            current = current / current.sum() if current.sum() > 0 else current
-            ratio = (target / current.reindex(target.index)).replace([np.inf, -np.inf], 0).fillna(0)
-            worst = max(worst, float((current.reindex(target.index).fillna(0) - target).abs().max()))
-            w = w * frame[v].map(ratio).fillna(0).to_numpy(dtype=float)
+        for codes, target in margins:
+            current = np.bincount(codes, weights=w * count, minlength=len(target))
+            total = current.sum()
+            if total <= 0:
+                return w
+            share = current / total
+            worst = max(worst, float(np.abs(share - target).max()))
+            ratio = np.divide(target, share, out=np.zeros_like(target), where=share > 0)
+            w = w * ratio[codes]
         if worst < tol:
             break
     return w

@@ -1,0 +1,48 @@
+"""The MRP primer by spec alone (Kastellec, Lax & Phillips): runs where the shared data exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mrp_formula
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "mrp-primer"
+SPEC = ROOT / "examples" / "mrp_primer" / "primer.toml"
+
+pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"the MRP primer data is not at {DATA}")
+
+
+@pytest.fixture(scope="module")
+def primer(tmp_path_factory):
+    out = tmp_path_factory.mktemp("primer")
+    return mrp_formula.run(SPEC, out=out / "run", overrides=["fit.draws=300", "fit.tune=300", "fit.chains=2"])
+
+
+def test_all_51_states_with_ak_and_hi_flagged(primer):
+    states = primer.estimands[primer.estimands.estimand == "support"]
+    assert len(states) == 51 and states["state"].nunique() == 51
+    assert primer.manifest["new_levels"]["state"] == ["AK", "HI"]
+    assert any("AK, HI" in n and "no sample" in n for n in primer.notes)
+    assert primer.manifest["tables"]["sample_rows_used"] == 6341  # complete cases, as in SOURCES.md
+
+
+def test_estimates_in_line_with_the_data(primer):
+    table = primer.estimands
+    national = table[table.estimand == "national"].iloc[0]
+    assert 0.28 < national["mean"] < 0.42  # support for same-sex marriage in 2004-05 polls
+    # States with many respondents: the MRP estimate follows the state's raw share closely.
+    raw = pd.read_csv(DATA / "gay_marriage_megapoll.csv").dropna(subset=["yes_of_all", "state"])
+    by_state = raw.groupby("state")["yes_of_all"].agg(["mean", "size"])
+    big = by_state[by_state["size"] >= 150]
+    est = table[table.estimand == "support"].set_index("state")["mean"].reindex(big.index)
+    assert np.corrcoef(est, big["mean"])[0, 1] > 0.8
+    s = table[table.estimand == "support"].set_index("state")["mean"]
+    assert s["MA"] > s["AL"] and s["NY"] > s["MS"] and s["VT"] > s["UT"]
+    # new levels get the widest intervals of the non-tiny states
+    width = table[table.estimand == "support"].set_index("state").eval("upper - lower")
+    assert width["AK"] > width.median() and width["HI"] > width.median()
