@@ -4,6 +4,7 @@ estimands -> report. ``check`` stops before sampling; ``run`` does everything.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,12 @@ def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
                                     key=f"estimands.{name}.scale", file=file,
                                     line=loaded.line("estimands", name, "scale"),
                                     hint='use scale = "difference" or "ratio"'))
+    needs = {"numpyro": "numpyro", "blackjax": "blackjax", "nutpie": "nutpie"}.get(spec.fit.sampler)
+    if needs and importlib.util.find_spec(needs) is None:
+        problems.append(Problem(f"the {spec.fit.sampler} sampler needs the '{needs}' package, which is not installed",
+                                key="fit.sampler", file=file, line=loaded.line("fit", "sampler"),
+                                hint=f"pip install {needs} (jax-based samplers: pip install 'bambi[jax]'), "
+                                     f"or use sampler = \"nutpie\" or \"pymc\""))
     valid = set(info.prior_names) | {"sigma", "alpha", "threshold"}
     groups = {g.name for g in info.group_terms}
     for name, prior in spec.model.priors.items():
