@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mrp_formula.errors import EXIT_INTERNAL, EXIT_USAGE, MrpError, Problem
@@ -77,7 +78,7 @@ def print_table(df, title: str) -> None:
     for c in cols:
         table.add_column(c, justify="right" if df[c].dtype.kind in "fi" else "left")
     for _, row in df.iterrows():
-        table.add_row(*[_fmt(row[c]) for c in cols])
+        table.add_row(*[escape(_fmt(row[c])) for c in cols])
     err.print(table)
 
 
@@ -148,10 +149,12 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
     except (MrpError, Exception) as exc:
         _fail(exc, as_json)
     warnings_ = result.warnings
+    strict_failed = bool(strict and result.failed)
     if as_json:
         from mrp_formula.report import table_records
 
-        sys.stdout.write(json.dumps({"ok": True, "out": str(result.out),
+        sys.stdout.write(json.dumps({"ok": not strict_failed, "out": str(result.out),
+                                     **({"exit_code": 5, "failed": list(result.failed)} if strict_failed else {}),
                                      "estimands": table_records(result.estimands),
                                      "diagnostics": result.diagnostics.to_json(),
                                      "warnings": list(result.warnings),
@@ -167,7 +170,9 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
         for line in decision_lines(result.estimands):
             err.print(line, markup=False, highlight=False)
         err.print(f"results in {result.out}", highlight=False)
-    if strict and result.failed:
+    if strict_failed:
+        if as_json:  # one JSON document: the result above says what failed
+            raise typer.Exit(DiagnosticsError.exit_code)
         _fail(DiagnosticsError([Problem(f, key="diagnostics") for f in result.failed]), as_json)
 
 
@@ -292,10 +297,12 @@ def prior_(spec: SpecArg,
         raise typer.Exit(130)
     except (MrpError, Exception) as exc:
         _fail(exc, as_json)
+    strict_failed = bool(strict and result.failed)
     if as_json:
         from mrp_formula.report import table_records
 
-        sys.stdout.write(json.dumps({"ok": True, "out": str(result.out), "draws": draws,
+        sys.stdout.write(json.dumps({"ok": not strict_failed, "out": str(result.out),
+                                     **({"exit_code": 5, "failed": list(result.failed)} if strict_failed else {}), "draws": draws,
                                      "estimands": table_records(result.estimands),
                                      "notes": list(result.notes)}, indent=2) + "\n")
         return
@@ -306,6 +313,53 @@ def prior_(spec: SpecArg,
                                   f"{ci['ci_prob']:.0%} {str(ci['ci_kind']).upper()})")
     err.print(f"results in {result.out}", highlight=False)
 
+
+@app.command("compare")
+def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec files fitted on the same data.")],
+             out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/compare).")] = None,
+             set_: SetOpt = None, as_json: JsonOpt = False,
+             progress: Annotated[bool, typer.Option(help="Show the sampler's progress bar (stderr).")] = True,
+             refit: Annotated[bool, typer.Option(help="Sample again even when a cached fit matches.")] = False,
+             verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+             ) -> None:
+    """Compare specs fitted on the same data by PSIS-LOO: elpd, differences, stacking weights."""
+    _setup_logging(verbose)
+    from rich.markup import escape
+
+    from mrp_formula.compare import compare as do_compare
+
+    def tick(done, total, label, reused, seconds):
+        err.print(f"{label}: {'cached fit' if reused else 'fitted'}, LOO done ({done}/{total}, {seconds:.1f} s)",
+                  markup=False, highlight=False)
+
+    try:
+        result = do_compare(specs, out=out, overrides=tuple(set_ or ()), refit=refit,
+                            progress=progress and not as_json, on_spec=tick)
+    except KeyboardInterrupt:
+        err.print("interrupted: earlier results are untouched")
+        raise typer.Exit(130)
+    except (MrpError, Exception) as exc:
+        _fail(exc, as_json)
+    strict_failed = bool(strict and result.failed)
+    if as_json:
+        from mrp_formula.report import table_records
+
+        sys.stdout.write(json.dumps({"ok": not strict_failed, "out": str(result.out),
+                                     **({"exit_code": 5, "failed": list(result.failed)} if strict_failed else {}), "loo_unit": result.unit,
+                                     "n_obs": result.n_obs, "n_loo": result.n_loo,
+                                     "compare": table_records(result.table), "warnings": list(result.warnings),
+                                     "notes": list(result.notes)}, indent=2) + "\n")
+        return
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+    for w in result.warnings:
+        err.print(f"[yellow]warning[/]: {escape(w)}", highlight=False)
+    t = result.table
+    shown = t[["model", "elpd_loo", "se", "p_loo", "elpd_diff", "diff_se", "weight", "pareto_k_max", "n_high_k",
+               "fit"]].assign(model=[escape(m) for m in t["model"]])
+    print_table(shown, f"PSIS-LOO over {result.n_loo} {result.unit}s ({result.n_obs} observations), best first; "
+                       f"elpd_diff and diff_se against the best, stacking weights")
+    err.print(f"results in {result.out}", highlight=False)
 
 def main() -> None:
     try:

@@ -29,7 +29,10 @@ def sha256_text(text: str) -> str:
 
 @contextlib.contextmanager
 def staged_dir(final: Path):
-    """Yield a temporary folder beside ``final``; on success it replaces ``final`` in one rename."""
+    """Yield a temporary folder beside ``final``; on success it replaces ``final`` in one rename.
+
+    Sub-folders of the old ``final`` that the new one does not write (another command's output,
+    such as ``recovery/``) are carried over, so nothing is lost."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -40,6 +43,9 @@ def staged_dir(final: Path):
         raise
     old = None
     if final.exists():
+        for child in final.iterdir():  # results of other commands (recovery/, prior/) stay
+            if child.is_dir() and not (tmp / child.name).exists():
+                shutil.copytree(child, tmp / child.name)
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         if old.exists():
             shutil.rmtree(old, ignore_errors=True)
