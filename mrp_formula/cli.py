@@ -297,12 +297,10 @@ def prior_(spec: SpecArg,
         raise typer.Exit(130)
     except (MrpError, Exception) as exc:
         _fail(exc, as_json)
-    strict_failed = bool(strict and result.failed)
     if as_json:
         from mrp_formula.report import table_records
 
-        sys.stdout.write(json.dumps({"ok": not strict_failed, "out": str(result.out),
-                                     **({"exit_code": 5, "failed": list(result.failed)} if strict_failed else {}), "draws": draws,
+        sys.stdout.write(json.dumps({"ok": True, "out": str(result.out), "draws": draws,
                                      "estimands": table_records(result.estimands),
                                      "notes": list(result.notes)}, indent=2) + "\n")
         return
@@ -340,12 +338,10 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
         raise typer.Exit(130)
     except (MrpError, Exception) as exc:
         _fail(exc, as_json)
-    strict_failed = bool(strict and result.failed)
     if as_json:
         from mrp_formula.report import table_records
 
-        sys.stdout.write(json.dumps({"ok": not strict_failed, "out": str(result.out),
-                                     **({"exit_code": 5, "failed": list(result.failed)} if strict_failed else {}), "loo_unit": result.unit,
+        sys.stdout.write(json.dumps({"ok": True, "out": str(result.out), "loo_unit": result.unit,
                                      "n_obs": result.n_obs, "n_loo": result.n_loo,
                                      "compare": table_records(result.table), "warnings": list(result.warnings),
                                      "notes": list(result.notes)}, indent=2) + "\n")
@@ -360,6 +356,7 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
     print_table(shown, f"PSIS-LOO over {result.n_loo} {result.unit}s ({result.n_obs} observations), best first; "
                        f"elpd_diff and diff_se against the best, stacking weights")
     err.print(f"results in {result.out}", highlight=False)
+
 
 def main() -> None:
     try:

@@ -426,5 +426,65 @@ def sample_prior(model, *, draws: int, seed: int):
     except Exception as exc:
         raise FitError(Problem(f"cannot sample the prior: {type(exc).__name__}: {exc}", key="model.priors",
                                hint="check the priors of the model")) from None
-    prior = dt["prior"].to_dataset()
+    prior = _uncenter_intercept(model, dt["prior"].to_dataset())
     return xr.DataTree.from_dict({"posterior": prior})
+
+
+def _uncenter_intercept(model, draws):
+    """The intercept of the uncentred predictors, as Bambi reports it for a posterior.
+
+    Bambi samples the intercept of mean-centred common predictors and shifts it back only in
+    ``fit`` (``backend._clean_results``); prior draws come out still centred, and handed to
+    :class:`CellPredictor` (which uses the raw design) they would imply other rates than the
+    model. The same shift is applied here: ``Intercept - mean(X) @ coefficients``.
+    """
+    from bambi.utils import get_aliased_name
+
+    if not getattr(model, "center_predictors", False):
+        return draws
+    draws = draws.copy()
+    resp_dims = tuple(model.response_term.coords) if model.response_term.coords else ()
+    for component in model.backend.distributional_components.values():
+        comp = component.component
+        X = component.design_matrix_without_intercept
+        if not comp.intercept_term or not comp.common_terms or X is None:
+            continue
+        name = get_aliased_name(comp.intercept_term)
+        dims = ("chain", "draw") + tuple(d for d in resp_dims if d in draws[name].dims)
+        stacked = draws.stack(samples=dims)
+        coefs = np.vstack([np.atleast_2d(stacked[get_aliased_name(t)].values) for t in comp.common_terms.values()])
+        shift = np.asarray(X, dtype=float).mean(0) @ coefs
+        shape = tuple(draws.sizes[d] for d in dims)
+        draws[name] = draws[name].transpose(*dims) - shift.reshape(shape)
+    return draws
+
+
+# ----------------------------------------------------------------------------- log-likelihood (mrp compare)
+
+
+def pointwise_log_likelihood(model, posterior, data: pd.DataFrame | None = None):
+    """Log-likelihood of every fitted row (or binomial cell, when the fit is aggregated) per draw.
+
+    Returns an ``xarray.DataArray`` with dims (chain, draw, __obs__), in the order of the data
+    handed to Bambi (``FitPlan.data``), or of ``data`` (rows of it, e.g. its distinct rows, with
+    the response) when given; ``posterior`` is left as it was. On aggregated cells the values are
+    binomial log-probabilities of whole cells, not of rows.
+    """
+    if data is not None:
+        data = data.reset_index(drop=True)
+    try:
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers():
+            warnings.simplefilter("ignore")
+            dt = model.compute_log_likelihood(posterior, data=data, inplace=False)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        raise FitError(Problem(f"cannot compute the pointwise log-likelihood: {type(exc).__name__}: {exc}",
+                               key="model", hint="the model comparison needs it; please report this")) from None
+    ds = dt["log_likelihood"].to_dataset()
+    name = next(iter(ds.data_vars))
+    da = ds[name]
+    extra = [d for d in da.dims if d not in ("chain", "draw", "__obs__")]
+    if extra:  # one value per observation: a multivariate response sums over its components
+        da = da.sum(extra)
+    return da.transpose("chain", "draw", "__obs__")

@@ -1,0 +1,145 @@
+"""The prior predictive distribution of every estimand: what the priors imply, before the data.
+
+Draws of the model's parameters from their priors (``model.sample_prior``) are handed to
+:class:`~mrp_formula.model.CellPredictor` as if they were a posterior, then poststratified
+and summarised with the same code as ``run``. Only the outcomes are left out: the priors
+of terms the spec does not set are Bambi's defaults, which Bambi scales to the data, and the
+population, levels and design come from the prepared tables as usual.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula import estimands as est_mod
+from mrp_formula.errors import Problem, UsageError
+from mrp_formula.poststrat import poststratify
+from mrp_formula.report import sha256_text, staged_dir, write_json, write_table
+
+BINARY = ("bernoulli", "binomial")
+EXTREME = 0.01  # binary outcomes: a rate below 1% or above 99% counts as extreme
+EXTREME_SHARE = 0.25  # note when more than this share of the prior draws is extreme
+PLOT_CLIP = 0.005  # the plots show the central 99% of the draws (heavy-tailed ratios)
+
+
+@dataclass(frozen=True)
+class PriorResult:
+    """The prior summary of every estimand row; the CLI prints it."""
+
+    estimands: pd.DataFrame  # prior_estimands.csv
+    draws: np.ndarray  # (rows, draws) prior draws of the estimands
+    out: Path
+    notes: tuple[str, ...]
+    seconds: float
+    manifest: dict = field(default_factory=dict)
+
+
+def prior(path, *, draws: int = 1000, out=None, overrides=()) -> PriorResult:
+    """Sample the prior, poststratify it and write ``prior_estimands.csv`` and
+    ``prior_estimands.png`` (and ``manifest.json``) atomically into ``out``
+    (default ``runs/<name>/prior``)."""
+    from mrp_formula import model as model_mod
+    from mrp_formula.pipeline import _spec_checks, default_out
+    from mrp_formula.spec import load_spec
+    from mrp_formula.tables import prepare
+
+    t0 = time.perf_counter()
+    if draws < 2:
+        raise UsageError(Problem("--draws must be at least 2", got=str(draws)))
+    loaded = load_spec(path, tuple(overrides))
+    spec = loaded.spec
+    info = _spec_checks(loaded)
+    tables = prepare(loaded, info)
+    fit_plan = model_mod.plan_fit(loaded, info, tables)
+    bmodel = model_mod.build_model(loaded, info, fit_plan)
+    seed = spec.fit.seed
+    dt = model_mod.sample_prior(bmodel, draws=draws, seed=seed)
+
+    predictor = model_mod.CellPredictor(bmodel, dt, tables, info, seed=seed)
+    pieces = est_mod.plan(spec.estimands, tables.population_vars)
+    reduced = poststratify(tables.population, predictor.predict, est_mod.requests(pieces),
+                           n_samples=predictor.n_samples)
+    ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
+                          group_columns=est_mod.group_columns(spec.estimands), categories=predictor.categories)
+    table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
+    table = table.drop(columns=[c for c in ("ess_bulk", "r_hat") if c in table.columns])  # independent draws
+    table["draws"] = ed.draws.shape[1]
+    labels = [_label(ed.rows.iloc[i]) for i in range(len(ed.rows))]
+
+    notes = []
+    defaults = [name for name in info.prior_names if name not in spec.model.priors
+                and name not in {g.name for g in info.group_terms}]
+    if defaults:
+        notes.append(f"no prior given for {', '.join(defaults)}: Bambi's default, scaled to the data, is used")
+    if spec.model.family == "gaussian" and "sigma" not in spec.model.priors:
+        defaults_aux = "sigma"
+        notes.append(f"no prior given for {defaults_aux}: Bambi's default, scaled to the data, is used")
+    for g in info.group_terms:
+        if g.name not in spec.model.priors:
+            notes.append(f"no prior given for {g.name}: Normal(0, HalfNormal(1)) is used")
+    if spec.model.family in BINARY or fit_plan.family in BINARY:
+        for i, label in enumerate(labels):
+            if ed.rows.iloc[i]["scale"]:
+                continue  # contrasts are not rates
+            x = ed.draws[i]
+            share = float(np.mean((x < EXTREME) | (x > 1 - EXTREME)))
+            if share > EXTREME_SHARE:
+                notes.append(f"the priors put {share:.0%} of {label} below {EXTREME:.0%} or above "
+                             f"{1 - EXTREME:.0%}: they may be wider than you believe")
+    out_dir = Path(out) if out else default_out(loaded) / "prior"
+    manifest = {"name": spec.name, "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
+                "overrides": list(overrides), "draws": draws, "seed": seed,
+                "ci_prob": spec.report.ci_prob, "ci_kind": spec.report.ci_kind,
+                "priors": {k: str(v) for k, v in spec.model.priors.items()}, "notes": notes}
+    with staged_dir(out_dir) as tmp:
+        write_table(table, tmp / "prior_estimands.csv")
+        plot_prior(ed.draws, table, labels, tmp / "prior_estimands.png",
+                   title=f"{spec.name}: prior predictive distribution of the estimands ({draws} draws, "
+                         f"{spec.report.ci_prob:.0%} {spec.report.ci_kind.upper()})")
+        manifest["seconds"] = round(time.perf_counter() - t0, 3)
+        write_json(manifest, tmp / "manifest.json")
+    return PriorResult(estimands=table, draws=ed.draws, out=out_dir, notes=tuple(notes),
+                       seconds=time.perf_counter() - t0, manifest=manifest)
+
+
+def _label(row: pd.Series) -> str:
+    parts = [f"{c}={row[c]}" for c in row.index if c not in ("estimand", "scale") and row[c] is not None
+             and not (isinstance(row[c], float) and math.isnan(row[c]))]
+    return f"{row['estimand']}[{', '.join(parts)}]" if parts else str(row["estimand"])
+
+
+def plot_prior(draws: np.ndarray, table: pd.DataFrame, labels: list[str], path: Path, *, title: str) -> None:
+    """One histogram per estimand row with its interval shaded and its mean marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(labels)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.1 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for i, ax in enumerate(axes.flat[:n]):
+        x = draws[i][np.isfinite(draws[i])]
+        row = table.iloc[i]
+        lo_clip, hi_clip = np.quantile(x, [PLOT_CLIP, 1 - PLOT_CLIP])
+        shown = x[(x >= lo_clip) & (x <= hi_clip)]
+        ax.hist(shown, bins=40, density=True, color="#2e86c1", alpha=0.85, zorder=2)
+        ax.axvspan(row["lower"], row["upper"], color="#f5b041", alpha=0.3, zorder=0, linewidth=0,
+                   label=f"{row['ci_prob']:.0%} {str(row['ci_kind']).upper()} [{row['lower']:.3g}, {row['upper']:.3g}]")
+        ax.axvline(row["mean"], color="k", linewidth=1.2, zorder=3, label=f"mean {row['mean']:.3g}")
+        ax.set_xlim(lo_clip, hi_clip)
+        ax.set_yticks([])
+        ax.set_title(labels[i], fontsize=9)
+        ax.set_xlabel("value (central 99% of the draws shown)", fontsize=8)
+        ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110)

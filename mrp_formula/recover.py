@@ -1,0 +1,594 @@
+"""Simulation-based check of the whole pipeline: does it recover estimands it is given?
+
+For each replicate r (``mrp recover SPEC --replicates K``):
+
+1. pick true parameters: one draw of the posterior of a first fit of the spec
+   (``source="posterior"``) or one draw of the prior (``source="prior"``);
+2. simulate outcomes for the same sample rows from those parameters (bernoulli, binomial,
+   poisson, gaussian; a gaussian draw includes its sigma);
+3. compute the true population estimands from that single draw, with the same
+   poststratification and estimand code as ``run``, on a one-draw posterior;
+4. refit the same spec on the simulated data, poststratify and summarise as ``run`` does;
+5. compare: is the truth inside the reported interval, and where does it rank among the
+   posterior draws (simulation-based calibration, Talts et al. 2018)?
+
+Over the replicates a calibrated pipeline covers the truth in about ``ci_prob`` of them
+(a binomial count) and ranks the truth uniformly. Both are tested and reported.
+
+The truth is computed with ``poststrat.poststratify`` as bound when this module is imported,
+the refit looks it up at call time like any caller of the pipeline. A test can so substitute a
+broken poststratification into the pipeline under test while the truth stays correct. A bug
+written into the poststratification or prediction code itself acts on the truth and on the
+estimate alike, and no simulation study can see it (tests/test_poststrat.py checks that code
+against hand computations).
+
+Replicates run in worker processes (``jobs``); every random number of replicate r comes
+from ``numpy.random.default_rng([seed, r])``, so results do not depend on ``jobs`` or on K.
+Nothing here imports bambi or pymc: the model is reached through :mod:`mrp_formula.model`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import math
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula import estimands as est_mod
+from mrp_formula import poststrat
+from mrp_formula.errors import FitError, Problem, SpecError, UsageError
+from mrp_formula.report import sha256_text, staged_dir, write_json, write_table
+
+SUPPORTED = ("bernoulli", "binomial", "poisson", "gaussian")
+SOURCES = ("posterior", "prior")
+BAND = 0.95  # probability of the binomial acceptance band of the coverage count
+RANK_ALPHA = 0.01  # rank uniformity is flagged below this chi-square p-value
+RANK_DRAWS = 100  # the truth is ranked among this many evenly thinned posterior draws
+PRIOR_POOL = 1000  # prior draws sampled at once; replicate r takes draw r (K <= pool)
+
+# The reference implementation for the truth (see the module docstring).
+_REFERENCE_POSTSTRATIFY = poststrat.poststratify
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    """What ``recover`` found; the CLI prints it, nothing here prints."""
+
+    summary: pd.DataFrame  # recovery.csv: one row per estimand row
+    replicates: pd.DataFrame  # recovery_replicates.csv: one row per replicate x estimand row
+    out: Path
+    notes: tuple[str, ...]
+    coverage_off: tuple[str, ...]  # labels of the estimand rows whose coverage is off
+    ranks_off: tuple[str, ...]  # labels whose ranks are not uniform
+    failed: tuple[str, ...]  # "replicate r: message" for replicates that could not be fitted
+    seconds: float
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.coverage_off and not self.ranks_off and not self.failed
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def coverage_band(k: int, prob: float, level: float = BAND) -> tuple[int, int]:
+    """Counts [lo, hi] that a calibrated pipeline reaches with probability >= ``level``:
+    covered ~ Binomial(k, prob)."""
+    from scipy.stats import binom
+
+    a = (1 - level) / 2
+    return int(binom.ppf(a, k, prob)), int(binom.ppf(1 - a, k, prob))
+
+
+def rank_bins(k: int) -> int:
+    """Bins of the rank histogram: about five expected replicates per bin, 2 to 20 bins."""
+    return int(max(2, min(20, k // 5)))
+
+
+def rank_bin_probs(n_ranks: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges over the ranks 0..n_ranks and the probability of each bin under uniform ranks."""
+    edges = np.linspace(0, n_ranks + 1, bins + 1)
+    probs = np.histogram(np.arange(n_ranks + 1), bins=edges)[0] / (n_ranks + 1)
+    return edges, probs
+
+
+def rank_uniformity(ranks: np.ndarray, n_ranks: int, bins: int) -> tuple[float, float]:
+    """Chi-square statistic and p-value of binned ranks (0..n_ranks) against uniform."""
+    from scipy.stats import chisquare
+
+    ranks = np.asarray(ranks, dtype=float)
+    if len(ranks) < 2:
+        return math.nan, math.nan
+    edges, probs = rank_bin_probs(n_ranks, bins)
+    counts = np.histogram(ranks, bins=edges)[0]
+    res = chisquare(counts, probs * len(ranks))
+    return float(res.statistic), float(res.pvalue)
+
+
+def truth_rank(draws: np.ndarray, truth: float, n_ranks: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Rank of ``truth`` among ``n_ranks`` evenly thinned draws (ties broken at random)."""
+    s = len(draws)
+    n = min(n_ranks, s)
+    thinned = draws[np.unique(np.linspace(0, s - 1, n).round().astype(int))]
+    below = int(np.sum(thinned < truth))
+    ties = int(np.sum(thinned == truth))
+    return below + (int(rng.integers(ties + 1)) if ties else 0), len(thinned)
+
+
+def replicate_rng(seed: int, replicate: int) -> np.random.Generator:
+    """The random numbers of one replicate: a function of the spec seed and the index only."""
+    return np.random.default_rng([int(seed), int(replicate)])
+
+
+# ----------------------------------------------------------------------------- simulation
+
+
+def one_draw(post, chain: int, draw: int):
+    """A single posterior (or prior) draw as a Dataset with chain and draw dimensions of size 1."""
+    return post.isel(chain=[chain], draw=[draw]).assign_coords(chain=[0], draw=[0])
+
+
+def simulate_outcomes(family: str, mu: np.ndarray, sample: pd.DataFrame, response_vars, rng,
+                      sigma: float | None = None, weights: str | None = None) -> pd.DataFrame:
+    """The sample with its response replaced by draws given the expected outcome ``mu`` per row.
+
+    With frequency ``weights`` (a column: each row stands for that many identical observations,
+    bernoulli and binomial only) the observations are simulated too: a bernoulli row of weight
+    w becomes a row of k ones and a row of w - k zeros, k ~ Binomial(w, mu); a binomial row of
+    n trials becomes one row of k ~ Binomial(w n, mu) successes in w n trials, weight 1 (the
+    same likelihood; weighted binary models are always fitted on aggregated cells).
+    """
+    sample = sample.copy()
+    y = response_vars[0]
+    if weights:
+        w = sample[weights].to_numpy(dtype="int64")
+        if family == "bernoulli":
+            k = rng.binomial(w, np.clip(mu, 0.0, 1.0))
+            ones = sample.assign(**{y: 1, weights: k})
+            zeros = sample.assign(**{y: 0, weights: w - k})
+            out = pd.concat([ones, zeros], ignore_index=True)
+            out[y] = out[y].astype("int64")
+            return out[out[weights] > 0].reset_index(drop=True)
+        if family == "binomial":
+            n = sample[response_vars[1]].to_numpy(dtype="int64") * w
+            sample[y] = rng.binomial(n, np.clip(mu, 0.0, 1.0)).astype("int64")
+            sample[response_vars[1]] = n
+            sample[weights] = 1
+            return sample
+        raise SpecError(f"frequency weights are not supported for the {family} family")
+    if family == "bernoulli":
+        sample[y] = (rng.random(len(mu)) < mu).astype("int64")
+    elif family == "binomial":
+        trials = sample[response_vars[1]].to_numpy(dtype="int64")
+        sample[y] = rng.binomial(trials, np.clip(mu, 0.0, 1.0)).astype("int64")
+    elif family == "poisson":
+        sample[y] = rng.poisson(mu).astype("int64")
+    elif family == "gaussian":
+        if sigma is None:
+            raise FitError("a gaussian simulation needs sigma")
+        sample[y] = rng.normal(mu, sigma)
+    else:  # pragma: no cover - checked before
+        raise SpecError(f"cannot simulate the {family} family")
+    return sample
+
+
+def expected_by_row(predictor, sample: pd.DataFrame, keys) -> np.ndarray:
+    """Expected outcome of every sample row under a one-draw predictor, computed once per
+    distinct combination of the predictors."""
+    keys = list(keys)
+    if not keys:
+        return np.repeat(predictor.predict(sample.iloc[:1])[0, 0], len(sample))
+    codes = sample.groupby(keys, observed=True, sort=False, dropna=False).ngroup().to_numpy()
+    first = pd.Series(np.arange(len(sample))).groupby(codes).first().to_numpy()
+    unique = sample.iloc[first][keys].reset_index(drop=True)
+    return predictor.predict(unique)[0][codes]
+
+
+def _estimand_draws(predictor, tables, spec, poststratify_fn):
+    """Poststratify a predictor and assemble the estimand draws, as ``pipeline.run`` does."""
+    pieces = est_mod.plan(spec.estimands, tables.population_vars)
+    reduced = poststratify_fn(tables.population, predictor.predict, est_mod.requests(pieces),
+                              n_samples=predictor.n_samples)
+    return est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
+                            group_columns=est_mod.group_columns(spec.estimands),
+                            categories=predictor.categories)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every replicate needs; sent once to each worker process."""
+
+    loaded: object  # LoadedSpec
+    info: object  # FormulaInfo
+    tables: object  # Tables
+    fit_plan: object  # FitPlan of the original data (the truth's predictor is built on it)
+
+
+@dataclass(frozen=True)
+class _Task:
+    replicate: int
+    truth: object  # xarray.Dataset with one draw (chain=1, draw=1)
+    predictor_seed: int
+    fit_seed: int
+    sim_seed: int
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(ctx: _Context) -> None:
+    sys.stdout = sys.stderr  # nothing from a worker may reach a --json stdout
+    warnings.simplefilter("ignore")
+    _WORKER.clear()
+    _WORKER["ctx"] = ctx
+
+
+def _original_model(ctx: _Context):
+    from mrp_formula import model as model_mod
+
+    if _WORKER.get("model_for") is not ctx:
+        _WORKER["model"] = model_mod.build_model(ctx.loaded, ctx.info, ctx.fit_plan)
+        _WORKER["model_for"] = ctx
+    return _WORKER["model"]
+
+
+def _worker_run(task: _Task) -> dict:
+    return run_replicate(_WORKER["ctx"], task)
+
+
+def run_replicate(ctx: _Context, task: _Task) -> dict:
+    """Simulate, compute the truth, refit and compare: one replicate. Never raises for a failed
+    fit; the error is returned instead."""
+    from mrp_formula import model as model_mod
+    from mrp_formula.diagnostics import fit_diagnostics
+
+    t0 = time.perf_counter()
+    loaded, info, tables = ctx.loaded, ctx.info, ctx.tables
+    spec = loaded.spec
+    family = spec.model.family
+    try:
+        # truth: one draw, the sample's outcomes simulated from it, its population estimands
+        truth_pred = model_mod.CellPredictor(_original_model(ctx), {"posterior": task.truth}, tables, info,
+                                             seed=task.predictor_seed)
+        mu = expected_by_row(truth_pred, tables.sample, info.rhs_vars)
+        sigma = None
+        if family == "gaussian":
+            sigma = float(np.asarray(task.truth["sigma"]).reshape(-1)[0])
+        rng = np.random.default_rng(task.sim_seed)
+        sim_sample = simulate_outcomes(family, mu, tables.sample, info.response_vars, rng, sigma,
+                                       weights=getattr(tables, "weights", None))
+        truth_ed = _estimand_draws(truth_pred, tables, spec, _REFERENCE_POSTSTRATIFY)
+
+        # the pipeline under test: the same spec refitted on the simulated outcomes
+        sim_tables = dataclasses.replace(tables, sample=sim_sample)
+        fit_spec = spec.fit.model_copy(update={"seed": task.fit_seed})
+        loaded_r = loaded.model_copy(update={"spec": spec.model_copy(update={"fit": fit_spec})})
+        plan_r = model_mod.plan_fit(loaded_r, info, sim_tables)
+        model_r = model_mod.build_model(loaded_r, info, plan_r)
+        fitted = model_mod.fit(model_r, loaded_r, progress=False)
+        pred = model_mod.CellPredictor(model_r, fitted.posterior, sim_tables, info, seed=task.fit_seed)
+        ed = _estimand_draws(pred, sim_tables, spec, poststrat.poststratify)
+        table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
+        diag = fit_diagnostics(fitted.posterior, ed.draws, pred.n_chains, pred.n_draws)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return {"replicate": task.replicate, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    if not _key_rows(ed.rows).astype(str).equals(_key_rows(truth_ed.rows).astype(str)):
+        return {"replicate": task.replicate, "error": "the refit's estimand rows differ from the truth's"}
+
+    rank_rng = np.random.default_rng([task.sim_seed, 1])
+    rows = []
+    for i in range(len(ed.rows)):
+        truth = float(truth_ed.draws[i, 0])
+        t = table.iloc[i]
+        rank, n_ranked = truth_rank(ed.draws[i], truth, RANK_DRAWS, rank_rng)
+        rows.append({"replicate": task.replicate, "row": i, "truth": truth, "mean": float(t["mean"]),
+                     "median": float(t["median"]), "lower": float(t["lower"]), "upper": float(t["upper"]),
+                     "covered": bool(t["lower"] <= truth <= t["upper"]), "rank": rank, "rank_draws": n_ranked,
+                     "error": float(t["mean"]) - truth, "ess_bulk": float(t["ess_bulk"]),
+                     "r_hat": float(t["r_hat"]), "divergences": int(diag.divergences),
+                     "fit_seed": task.fit_seed, "fit_seconds": round(fitted.seconds, 3)})
+    return {"replicate": task.replicate, "rows": rows, "estimand_rows": _key_rows(ed.rows),
+            "seconds": time.perf_counter() - t0}
+
+
+def _key_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """What identifies an estimand row: estimand, group columns and scale (later columns, such as
+    decision numbers computed from the draws, are not part of it)."""
+    cols = list(rows.columns)
+    return rows[cols[: cols.index("scale") + 1]] if "scale" in cols else rows
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def default_jobs() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, cpus))
+
+
+def row_label(row: pd.Series) -> str:
+    """``click_rate[treatment=control]``: the estimand and its non-empty group columns."""
+    parts = [f"{c}={row[c]}" for c in row.index
+             if c not in ("estimand", "scale") and row[c] is not None and not (isinstance(row[c], float) and math.isnan(row[c]))]
+    return f"{row['estimand']}[{', '.join(parts)}]" if parts else str(row["estimand"])
+
+
+def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None = None,
+            source: str = "posterior", cache: bool = True,
+            on_replicate: Callable[[int, int, int, float, str | None], None] | None = None) -> RecoveryResult:
+    """Run the simulation study and write ``recovery.csv``, ``recovery_replicates.csv`` and
+    ``rank_histogram.png`` (plus ``manifest.json``) atomically into ``out``
+    (default ``runs/<name>/recovery``).
+
+    ``on_replicate(done, total, replicate, seconds, error)`` is called as replicates finish.
+    """
+    from mrp_formula import model as model_mod
+    from mrp_formula.cache import CACHE_DIR, FitCache, fit_key
+    from mrp_formula.pipeline import Plan, _spec_checks, default_out
+    from mrp_formula.spec import load_spec
+    from mrp_formula.tables import prepare
+
+    t0 = time.perf_counter()
+    if source not in SOURCES:
+        raise UsageError(Problem(f"unknown source '{source}'", hint="use --source posterior or --source prior"))
+    if replicates < 2:
+        raise UsageError(Problem("a recovery study needs at least 2 replicates", got=str(replicates),
+                                 hint="e.g. --replicates 20"))
+    if source == "prior" and replicates > PRIOR_POOL:
+        raise UsageError(Problem(f"--source prior supports at most {PRIOR_POOL} replicates", got=str(replicates)))
+    jobs = default_jobs() if jobs is None else int(jobs)
+    if jobs < 1:
+        raise UsageError(Problem("--jobs must be at least 1", got=str(jobs)))
+
+    loaded = load_spec(path, tuple(overrides))
+    spec = loaded.spec
+    family = spec.model.family
+    if family not in SUPPORTED:
+        raise SpecError(Problem(f"recovery simulates {', '.join(SUPPORTED)} outcomes, not {family}",
+                                key="model.family", file=str(loaded.path), line=loaded.line("model", "family")))
+    info = _spec_checks(loaded)
+    tables = prepare(loaded, info)
+    fit_plan = model_mod.plan_fit(loaded, info, tables)
+    bmodel = model_mod.build_model(loaded, info, fit_plan)
+    out_dir = Path(out) if out else default_out(loaded) / "recovery"
+    timings = {"prepare": time.perf_counter() - t0}
+    notes: list[str] = []
+
+    # the true parameters: draws of a first fit's posterior, or of the prior
+    t1 = time.perf_counter()
+    seed = spec.fit.seed
+    if source == "posterior":
+        posterior, reused = None, False
+        fit_cache = key = None
+        if cache:
+            cache_root = (out_dir.resolve().parent if out else default_out(loaded).resolve().parent) / CACHE_DIR
+            fit_cache = FitCache(cache_root)
+            key = fit_key(Plan(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan), model_mod.versions())
+            posterior, _ = fit_cache.load(key)
+            reused = posterior is not None
+        if posterior is None:
+            fitted = model_mod.fit(bmodel, loaded, progress=False)
+            posterior = fitted.posterior
+            if fit_cache is not None:
+                fit_cache.store(key, posterior, fitted.seconds)
+        pool = posterior["posterior"].to_dataset()
+        notes.append(f"true parameters: draws of the posterior of a first fit{' (cached)' if reused else ''}; "
+                     f"exact rank uniformity is guaranteed for --source prior, and approximate here")
+    else:
+        pool = model_mod.sample_prior(bmodel, draws=PRIOR_POOL, seed=seed)["posterior"].to_dataset()
+        notes.append("true parameters: draws of the prior")
+    timings["truth_draws"] = time.perf_counter() - t1
+    n_chains, n_draws = pool.sizes["chain"], pool.sizes["draw"]
+
+    tasks = []
+    for r in range(replicates):
+        rng = replicate_rng(seed, r)
+        if source == "posterior":
+            flat = int(rng.integers(n_chains * n_draws))
+            c, d = divmod(flat, n_draws)
+        else:
+            c, d = 0, r
+        tasks.append(_Task(replicate=r, truth=one_draw(pool, c, d),
+                           predictor_seed=int(rng.integers(2**31 - 1)), fit_seed=int(rng.integers(2**31 - 1)),
+                           sim_seed=int(rng.integers(2**31 - 1))))
+    ctx = _Context(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan)
+
+    # the replicates
+    t2 = time.perf_counter()
+    results = _run_all(ctx, tasks, jobs, on_replicate)
+    timings["replicates"] = time.perf_counter() - t2
+
+    failed = tuple(f"replicate {res['replicate']}: {res['error']}" for res in results if "error" in res)
+    good = [res for res in results if "error" not in res]
+    if not good:
+        raise FitError(Problem(f"all {replicates} replicates failed; the first: {failed[0]}",
+                               key="fit", file=str(loaded.path), line=loaded.line("fit")))
+    est_rows = good[0]["estimand_rows"].reset_index(drop=True)
+    labels = [row_label(est_rows.iloc[i]) for i in range(len(est_rows))]
+    reps = pd.DataFrame([row for res in good for row in res["rows"]])
+    reps = reps.sort_values(["replicate", "row"]).reset_index(drop=True)
+    keys = est_rows.drop(columns=["scale"]).assign(label=labels)
+    keys.insert(0, "row", range(len(keys)))
+    reps = keys.merge(reps, on="row", how="right")
+    reps.insert(0, "replicate", reps.pop("replicate"))
+
+    summary, cov_off, ranks_off, row_notes = _summarise(reps, keys, spec.report.ci_prob, spec.report.ci_kind)
+    notes += row_notes
+    if failed:
+        notes.append(f"{len(failed)} of {replicates} replicates failed and are left out (the first: {failed[0]}); "
+                     f"failures are part of what the study found, and leaving them out can hide a bias")
+    n_div = int(reps.groupby("replicate")["divergences"].first().gt(0).sum())
+    if n_div:
+        notes.append(f"{n_div} of {len(good)} refits had divergent transitions (column divergences of "
+                     f"recovery_replicates.csv); coverage and ranks show whether they matter for the estimands")
+    low_ess = reps.loc[reps["ess_bulk"] < min(RANK_DRAWS, reps["rank_draws"].max()), "replicate"].nunique()
+    if low_ess:
+        notes.append(f"{low_ess} refit(s) have an estimand ESS below the {RANK_DRAWS} draws the truth is ranked "
+                     f"among: correlated draws can bend the rank histogram; raise fit.draws")
+
+    timings["total"] = time.perf_counter() - t0
+    manifest = {
+        "name": spec.name,
+        "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
+        "overrides": list(overrides),
+        "replicates": replicates, "replicates_used": len(good), "source": source, "jobs": jobs, "seed": seed,
+        "family": family,
+        "sampler": {"name": spec.fit.sampler, "draws": spec.fit.draws, "tune": spec.fit.tune,
+                    "chains": spec.fit.chains, "target_accept": spec.fit.target_accept},
+        "ci_prob": spec.report.ci_prob, "ci_kind": spec.report.ci_kind,
+        "coverage_band": BAND, "rank_draws": RANK_DRAWS, "rank_bins": rank_bins(len(good)),
+        "coverage_off": list(cov_off), "ranks_off": list(ranks_off), "failed": list(failed),
+        "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "notes": notes,
+    }
+    with staged_dir(out_dir) as tmp:
+        write_table(summary, tmp / "recovery.csv")
+        write_table(reps, tmp / "recovery_replicates.csv")
+        plot_rank_histogram(reps, summary, tmp / "rank_histogram.png",
+                            title=f"{spec.name}: rank of the truth among {int(reps['rank_draws'].max())} "
+                                  f"thinned posterior draws, "
+                                  f"{len(good)} replicates ({source} truths)")
+        write_json(manifest, tmp / "manifest.json")
+    return RecoveryResult(summary=summary, replicates=reps, out=out_dir, notes=tuple(notes),
+                          coverage_off=cov_off, ranks_off=ranks_off, failed=failed,
+                          seconds=timings["total"], manifest=manifest)
+
+
+def _run_all(ctx: _Context, tasks: list[_Task], jobs: int, on_replicate) -> list[dict]:
+    results = []
+    total = len(tasks)
+    if jobs == 1:
+        _init_worker_inline(ctx)
+        for task in tasks:
+            res = run_replicate(ctx, task)
+            results.append(res)
+            if on_replicate:
+                on_replicate(len(results), total, task.replicate, res.get("seconds", 0.0), res.get("error"))
+        return results
+    mp = multiprocessing.get_context("spawn")  # no fork of a process holding threads and compiled code
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=mp, initializer=_init_worker,
+                                initargs=(ctx,)) as ex:
+        futures = {ex.submit(_worker_run, task): task for task in tasks}
+        try:
+            for fut in cf.as_completed(futures):
+                task = futures[fut]
+                try:
+                    res = fut.result()
+                except cf.process.BrokenProcessPool as exc:
+                    raise FitError(f"a worker process died ({exc}); try --jobs 1") from None
+                results.append(res)
+                if on_replicate:
+                    on_replicate(len(results), total, task.replicate, res.get("seconds", 0.0), res.get("error"))
+        except BaseException:
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+    return sorted(results, key=lambda res: res["replicate"])
+
+
+def _init_worker_inline(ctx: _Context) -> None:
+    """The in-process path (jobs=1) shares the worker's model cache but keeps stdout."""
+    if _WORKER.get("ctx") is not ctx:
+        _WORKER.clear()
+        _WORKER["ctx"] = ctx
+
+
+def _summarise(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_kind: str):
+    rows, cov_off, ranks_off, notes = [], [], [], []
+    for _, key in keys.iterrows():
+        d = reps[reps["row"] == key["row"]]
+        k = len(d)
+        covered = int(d["covered"].sum())
+        lo, hi = coverage_band(k, ci_prob)
+        n_ranks = int(d["rank_draws"].max())
+        bins = rank_bins(k)
+        chi2, p = rank_uniformity(d["rank"].to_numpy(), n_ranks, bins)
+        mean_u = float(((d["rank"] + 0.5) / (d["rank_draws"] + 1)).mean())
+        rec = key.to_dict()
+        rec.update(replicates=k, ci_prob=ci_prob, ci_kind=ci_kind, covered=covered, coverage=covered / k,
+                   band_lower=lo / k, band_upper=hi / k, coverage_ok=lo <= covered <= hi,
+                   mean_truth=float(d["truth"].mean()), mean_error=float(d["error"].mean()),
+                   mean_abs_error=float(d["error"].abs().mean()),
+                   rmse=float(np.sqrt((d["error"] ** 2).mean())),
+                   mean_width=float((d["upper"] - d["lower"]).mean()),
+                   rank_draws=n_ranks, rank_bins=bins, mean_rank=mean_u, rank_chi2=chi2, rank_p=p,
+                   ranks_ok=not (p < RANK_ALPHA))
+        rows.append(rec)
+        label = key["label"]
+        if not rec["coverage_ok"]:
+            cov_off.append(label)
+            why = ("the intervals are too narrow or off centre" if covered < lo
+                   else "the intervals are wider than they need to be")
+            notes.append(f"coverage is OFF for {label}: {covered}/{k} = {covered / k:.0%} of the "
+                         f"{ci_prob:.0%} {ci_kind.upper()} intervals hold the truth; a calibrated pipeline gives "
+                         f"{lo}-{hi} of {k} ({lo / k:.0%}-{hi / k:.0%}, {BAND:.0%} binomial band): {why} "
+                         f"(mean error {rec['mean_error']:+.4g}, mean truth {rec['mean_truth']:.4g})")
+        if not rec["ranks_ok"]:
+            ranks_off.append(label)
+            side = "above" if mean_u > 0.5 else "below"
+            notes.append(f"ranks of the truth are not uniform for {label} (chi-square p = {p:.2g}, {bins} bins): "
+                         f"the truth tends to lie {side} the posterior draws")
+    if not cov_off:
+        k = int(reps["replicate"].nunique())
+        notes.append(f"coverage is plausible for all {len(keys)} estimand rows: within the {BAND:.0%} binomial band "
+                     f"around {ci_prob:.0%} for {k} replicates")
+    summary = pd.DataFrame(rows)
+    return summary, tuple(cov_off), tuple(ranks_off), notes
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def plot_rank_histogram(reps: pd.DataFrame, summary: pd.DataFrame, path: Path, *, title: str) -> None:
+    """One panel per estimand row: binned ranks, the uniform expectation and its 99% band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from scipy.stats import binom
+
+    n = len(summary)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, (_, s) in zip(axes.flat, summary.iterrows()):
+        d = reps[reps["row"] == s["row"]]
+        k, bins, n_ranks = int(s["replicates"]), int(s["rank_bins"]), int(s["rank_draws"])
+        edges, probs = rank_bin_probs(n_ranks, bins)
+        counts = np.histogram(d["rank"].to_numpy(dtype=float), bins=edges)[0]
+        lo = binom.ppf(0.005, k, probs)
+        hi = binom.ppf(0.995, k, probs)
+        xs = edges / (n_ranks + 1)
+        bad = not (s["coverage_ok"] and s["ranks_ok"])
+        fill, edge = ("#f5b7b1", "#c0392b") if bad else ("#aed6f1", "#2471a3")
+        ax.stairs(counts, xs, fill=True, color=fill, zorder=1)
+        ax.stairs(counts, xs, color=edge, linewidth=1.6, zorder=2, label="replicates per rank bin")
+        ax.stairs(k * probs, xs, color="0.2", linestyle="--", zorder=3, label="expected if ranks are uniform")
+        ax.stairs(hi, xs, color="0.45", linestyle=":", linewidth=1.3, zorder=3, baseline=None,
+                  label="99% band if uniform")
+        ax.stairs(lo, xs, color="0.45", linestyle=":", linewidth=1.3, zorder=3, baseline=None)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, max(counts.max(), hi.max()) * 1.15 + 0.5)
+        ax.set_xlabel("rank of the truth, scaled (0: below all draws, 1: above all)", fontsize=8)
+        ax.set_ylabel("replicates")
+        status = "OFF" if not s["coverage_ok"] else "ok"
+        ax.set_title(f"{s['label']}\ncoverage {int(s['covered'])}/{k} ({status}; band "
+                     f"{s['band_lower']:.0%}-{s['band_upper']:.0%}), rank p = {s['rank_p']:.2g}", fontsize=9)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110)
