@@ -19,8 +19,8 @@ from mrp_formula.errors import Problem, SpecError, did_you_mean
 from mrp_formula.formula import FormulaInfo, describe
 from mrp_formula.poststrat import poststratify
 from mrp_formula.report import sha256_file, sha256_text, staged_dir, write_json, write_table
-from mrp_formula.spec import LoadedSpec, dotted, load_spec
-from mrp_formula.tables import Tables, prepare
+from mrp_formula.spec import LoadedSpec, dotted
+from mrp_formula.tables import Tables
 
 BINARY = ("bernoulli", "binomial")
 
@@ -112,14 +112,9 @@ def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
 
 def check(path, *, overrides=()) -> Plan:
     """Validate the spec, the files, columns, levels, terms and population coverage."""
-    from mrp_formula.model import build_model, plan_fit
+    from mrp_formula.fitting import plan_and_model
 
-    loaded = load_spec(path, tuple(overrides))
-    info = _spec_checks(loaded)
-    tables = prepare(loaded, info)
-    fit_plan = plan_fit(loaded, info, tables)
-    build_model(loaded, info, fit_plan)
-    return Plan(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan)
+    return plan_and_model(path, overrides)[0]
 
 
 def default_out(loaded: LoadedSpec) -> Path:
@@ -136,30 +131,19 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     spec and the fitted data are unchanged; ``refit=True`` forces a new fit.
     """
     from mrp_formula import model as model_mod
-    from mrp_formula.cache import CACHE_DIR, FitCache, fit_key
+    from mrp_formula.cache import CACHE_DIR
+    from mrp_formula.fitting import fit_or_reuse, plan_and_model
 
     timings = {}
     t0 = time.perf_counter()
-    loaded = load_spec(path, tuple(overrides))
-    info = _spec_checks(loaded)
-    tables = prepare(loaded, info)
-    fit_plan = model_mod.plan_fit(loaded, info, tables)
-    bmodel = model_mod.build_model(loaded, info, fit_plan)
-    plan = Plan(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan)
+    plan, bmodel = plan_and_model(path, overrides)
+    loaded, info, tables = plan.loaded, plan.info, plan.tables
     timings["prepare"] = time.perf_counter() - t0
 
     out_dir = Path(out) if out else default_out(loaded)
-    fit_cache = FitCache(out_dir.resolve().parent / CACHE_DIR)
-    key = fit_key(plan, model_mod.versions())
-    posterior, cache_note = (None, "") if (refit or not cache) else fit_cache.load(key)
-    if posterior is None:
-        fitted = model_mod.fit(bmodel, loaded, progress=progress)
-        if cache:
-            fit_cache.store(key, fitted.posterior, fitted.seconds)
-        cached = False
-    else:
-        fitted = model_mod.Fit(posterior=posterior, seconds=0.0, sampler=loaded.spec.fit.sampler)
-        cached = True
+    fitted_ = fit_or_reuse(plan, bmodel, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache,
+                           progress=progress)
+    fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
     timings["fit"] = fitted.seconds
 
     t1 = time.perf_counter()
@@ -191,7 +175,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     thresholds = Thresholds(rhat_max=spec.report.rhat_max, ess_min=spec.report.ess_min,
                             divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept)
     warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.startswith("sample ratio mismatch"))
-    cache_notes = (cache_note,) if cache_note and cache_note != "no cached fit" else ()
+    cache_notes = (cache_note,) if cache_note else ()
     notes = (plan.notes + cache_notes + tuple(cov.notes())
              + tuple(n for n in srm if not n.startswith("sample ratio mismatch")))
     manifest = _manifest(plan, fitted, diag, timings, notes + warnings_)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -53,7 +52,6 @@ def test_coverage_and_design_effect(ab_dir):
     _, info, tables = _tables(ab_dir)
     cov = coverage(tables, info, "bernoulli", None)
     assert cov.cells_without_sample == 0 and cov.n_units == 2000
-    f = 0.75  # share of women in the sample; weights 0.5/f and 0.5/(1-f)
     n = 2000
     data = pd.read_csv(ab_dir / "clicks.csv")
     nf = (data.gender == "female").sum()
