@@ -101,6 +101,18 @@ def decision_lines(df) -> list[str]:
     return out
 
 
+def _call(fn, as_json: bool, *args, **kwargs):
+    """Run a command's work: an interrupt leaves earlier results and exits 130; every failure
+    becomes a message and its exit code, never a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        err.print("interrupted: earlier results are untouched")
+        raise typer.Exit(130)
+    except (MrpError, Exception) as exc:  # noqa: BLE001 - the last line of defence
+        _fail(exc, as_json)
+
+
 @app.command()
 def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Validate a spec short of sampling: keys, files, columns, levels, terms, population coverage."""
@@ -140,14 +152,8 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
     from mrp_formula.errors import DiagnosticsError
     from mrp_formula.pipeline import run as do_run
 
-    try:
-        result = do_run(spec, out=out, overrides=tuple(set_ or ()), progress=progress and not as_json,
-                        refit=refit)
-    except KeyboardInterrupt:
-        err.print("interrupted: earlier results are untouched")
-        raise typer.Exit(130)
-    except (MrpError, Exception) as exc:
-        _fail(exc, as_json)
+    result = _call(do_run, as_json, spec, out=out, overrides=tuple(set_ or ()), progress=progress and not as_json,
+                   refit=refit)
     warnings_ = result.warnings
     strict_failed = bool(strict and result.failed)
     if as_json:
@@ -235,14 +241,8 @@ def recover_(spec: SpecArg,
         else:
             err.print(f"replicate {replicate} done ({done}/{total}, {seconds:.1f} s)", highlight=False)
 
-    try:
-        result = do_recover(spec, replicates=replicates, out=out, overrides=tuple(set_ or ()), jobs=jobs,
+    result = _call(do_recover, as_json, spec, replicates=replicates, out=out, overrides=tuple(set_ or ()), jobs=jobs,
                             source=source, on_replicate=tick)
-    except KeyboardInterrupt:
-        err.print("interrupted: earlier results are untouched")
-        raise typer.Exit(130)
-    except (MrpError, Exception) as exc:
-        _fail(exc, as_json)
     off = bool(result.coverage_off or result.ranks_off)
     failed_strict = strict and (off or bool(result.failed))
     if as_json:
@@ -290,13 +290,7 @@ def prior_(spec: SpecArg,
     _setup_logging(verbose)
     from mrp_formula.prior import prior as do_prior
 
-    try:
-        result = do_prior(spec, draws=draws, out=out, overrides=tuple(set_ or ()))
-    except KeyboardInterrupt:
-        err.print("interrupted: earlier results are untouched")
-        raise typer.Exit(130)
-    except (MrpError, Exception) as exc:
-        _fail(exc, as_json)
+    result = _call(do_prior, as_json, spec, draws=draws, out=out, overrides=tuple(set_ or ()))
     if as_json:
         from mrp_formula.report import table_records
 
@@ -330,14 +324,8 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
         err.print(f"{label}: {'cached fit' if reused else 'fitted'}, LOO done ({done}/{total}, {seconds:.1f} s)",
                   markup=False, highlight=False)
 
-    try:
-        result = do_compare(specs, out=out, overrides=tuple(set_ or ()), refit=refit,
+    result = _call(do_compare, as_json, specs, out=out, overrides=tuple(set_ or ()), refit=refit,
                             progress=progress and not as_json, on_spec=tick)
-    except KeyboardInterrupt:
-        err.print("interrupted: earlier results are untouched")
-        raise typer.Exit(130)
-    except (MrpError, Exception) as exc:
-        _fail(exc, as_json)
     if as_json:
         from mrp_formula.report import table_records
 
