@@ -209,7 +209,8 @@ def srm_check(tables: Tables, allocation: dict[str, dict[str, float]]) -> list[s
 def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predict, n_samples: int,
         ci_prob: float, ci_kind: str) -> pd.DataFrame:
     """Posterior predictive check by group: observed vs predicted mean outcome per level of each
-    categorical model variable, over the sample's own units."""
+    categorical model variable, over the sample's own units. For binary outcomes the interval is
+    that of a replicated observed share (binomial noise included), so small groups are judged fairly."""
     from mrp_formula.estimands import interval
     from mrp_formula.poststrat import Scenario, poststratify
 
@@ -221,6 +222,7 @@ def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predict, n_s
     variables = [v for v, var in tables.variables.items() if var.categorical]
     reqs = [Request(Scenario(), (v,)) for v in variables]
     reduced = poststratify(cells.reset_index(drop=True), predict, reqs, n_samples=n_samples)
+    rng = np.random.default_rng(20261124)
     for v, req in zip(variables, reqs):
         red = reduced[req]
         for gi, level in enumerate(red.groups[v]):
@@ -229,6 +231,9 @@ def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predict, n_s
             observed = (units.outcome[m] * c[:, None]).sum(0) / c.sum()
             for k, cat in enumerate(cats):
                 draws = red.values[:, gi, k] if red.values.ndim == 3 else red.values[:, gi]
+                if family in ("bernoulli", "binomial"):  # replicated observed share, not just its mean
+                    n_units = max(int(round(c.sum())), 1)
+                    draws = rng.binomial(n_units, np.clip(draws, 0, 1)) / n_units
                 lo, hi = interval(draws, ci_prob, ci_kind)
                 rows.append({"variable": v, "level": str(level), "category": cat or None, "units": float(c.sum()),
                              "observed": float(observed[k]), "predicted": float(np.mean(draws)),

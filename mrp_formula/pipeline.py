@@ -187,6 +187,11 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
         write_table(table, tmp / "estimands.csv")
         write_table(draws, tmp / "estimand_draws.parquet")
         write_table(ppc_table, tmp / "ppc.csv")
+        if spec.report.plots:
+            plot_note = _plots(tmp, table, draws, fitted.posterior, ppc_table, spec)
+            if plot_note:
+                notes = notes + (plot_note,)
+                manifest["notes"].append(plot_note)
         fitted.posterior.to_netcdf(tmp / "posterior.nc")
         (tmp / "spec.toml").write_text(loaded.text)
         timings["total"] = time.perf_counter() - t0
@@ -196,6 +201,19 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                      out=out_dir, notes=notes, manifest=manifest, warnings=warnings_,
                      failed=tuple(diag.problems(thresholds)) + tuple(w for w in warnings_ if "mismatch" in w),
                      ppc=ppc_table)
+
+
+def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
+    """Write the PNGs; a plot that fails costs a note, never the results."""
+    try:
+        from mrp_formula.plots import write_plots
+
+        ropes = {n: tuple(e.rope) for n, e in spec.estimands.items() if e.rope is not None}
+        write_plots(folder, estimands=table, draws=draws, posterior=posterior, ppc=ppc_table,
+                    ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind, ropes=ropes)
+    except Exception as exc:  # plotting is a report, not a result
+        return f"plots were not written ({type(exc).__name__}: {exc}); the tables are complete"
+    return ""
 
 
 SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_direction", "p_in_rope",
