@@ -278,10 +278,6 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         if spec.data.weights not in sample.columns:
             problems.add(f"weights column '{spec.data.weights}' is not a column of the sample", key="data.weights",
                          line=loaded.line("data", "weights"), hint=did_you_mean(spec.data.weights, sample.columns))
-        elif spec.model.family not in BINARY_FAMILIES:
-            problems.add(f"observation weights are frequency weights, supported for bernoulli and binomial "
-                         f"models (not {spec.model.family})", key="data.weights",
-                         line=loaded.line("data", "weights"), hint="remove `weights`, or expand the rows")
         else:
             w = pd.to_numeric(sample[spec.data.weights], errors="coerce")
             if w.isna().any() or (w < 0).any() or (np.mod(w.fillna(0), 1) != 0).any():
@@ -319,6 +315,14 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     problems.raise_if_any(DataError)
 
     _check_response(sample, info, spec.model.family, loaded, problems)
+    if weights and spec.model.family not in BINARY_FAMILIES:
+        # Frequency weights for families fitted row by row: each row repeated that many times
+        # (exact; binary families sum them into cells instead).
+        w = sample[weights].to_numpy(dtype=np.int64)
+        sample = sample.loc[sample.index.repeat(w)].drop(columns=[weights]).reset_index(drop=True)
+        count = np.ones(len(sample))
+        notes.append(f"frequency weights in '{weights}': {len(sample)} weighted rows fitted")
+        weights = None
 
     # variable roles
     variables: dict[str, Variable] = {}

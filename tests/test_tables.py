@@ -1,0 +1,65 @@
+"""Preparing the tables: frequency weights, missing values, levels matched by value."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula.pipeline import _spec_checks
+from mrp_formula.spec import load_spec
+from mrp_formula.tables import prepare
+
+SPEC = """
+name = "w"
+[data]
+source = "{source}"
+{extra}
+[model]
+formula = "y ~ g"
+family = "{family}"
+[population]
+source = "pop.csv"
+weight = "n"
+[estimands.m]
+"""
+
+
+def _prepare(tmp_path, name, source, family, extra=""):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(SPEC.format(source=source, family=family, extra=extra)))
+    loaded = load_spec(path)
+    return prepare(loaded, _spec_checks(loaded))
+
+
+def test_frequency_weights_equal_repeated_rows(tmp_path):
+    pd.DataFrame({"g": ["a", "b"], "n": [1.0, 1.0]}).to_csv(tmp_path / "pop.csv", index=False)
+    d = pd.DataFrame({"y": [1.5, 2.0, 3.0], "g": ["a", "b", "b"], "w": [2, 1, 3]})
+    d.to_csv(tmp_path / "w.csv", index=False)
+    d.loc[d.index.repeat(d.w)].drop(columns="w").to_csv(tmp_path / "long.csv", index=False)
+    weighted = _prepare(tmp_path, "a.toml", "w.csv", "gaussian", 'weights = "w"')
+    long = _prepare(tmp_path, "b.toml", "long.csv", "gaussian")
+    pd.testing.assert_frame_equal(weighted.sample, long.sample)
+    assert weighted.stats["sample_rows_used"] == 6 and weighted.weights is None
+
+
+def test_missing_rows_are_counted_through_distinct_row_counts(tmp_path):
+    pd.DataFrame({"g": ["a", "b"], "n": [1.0, 1.0]}).to_csv(tmp_path / "pop.csv", index=False)
+    pd.DataFrame({"y": [1, 1, 1, 0, 1], "g": ["a", "a", None, None, "b"]}).to_csv(tmp_path / "d.csv", index=False)
+    t = _prepare(tmp_path, "a.toml", "d.csv", "bernoulli", 'missing = "drop"')
+    assert t.weights == "mrp_rows"  # read as counted distinct rows
+    assert t.stats["dropped_missing"] == {"g": 2} and t.stats["sample_rows_used"] == 3
+    assert any("dropped 2 of 5 sample rows" in n for n in t.notes)
+
+
+def test_levels_match_by_value(tmp_path):
+    pd.DataFrame({"g": [1, 2], "n": [1.0, 1.0]}).to_csv(tmp_path / "pop.csv", index=False)  # 1, 2
+    pd.DataFrame({"y": [1, 0, 1], "g": [1.0, 2.0, 2.0]}).to_csv(tmp_path / "d.csv", index=False)  # 1.0, 2.0
+    path = tmp_path / "s.toml"
+    path.write_text(textwrap.dedent(SPEC.format(source="d.csv", family="bernoulli", extra=""))
+                    .replace('formula = "y ~ g"', 'formula = "y ~ (1|g)"'))
+    loaded = load_spec(path)
+    t = prepare(loaded, _spec_checks(loaded))
+    assert t.new_levels == {} and sorted(t.population["g"]) == ["1", "2"]
+    assert np.isclose(t.population["__weight"].sum(), 2.0)
