@@ -73,8 +73,8 @@ class DataSpec(_Frozen):
         "error", description="Rows with a missing model variable: drop them (counted) or stop."
     )
     weights: str | None = Field(
-        None, description="Column of frequency weights (whole numbers: a row counts that many times); "
-                          "bernoulli and binomial models. Not survey weights: MRP does the weighting.")
+        None, description="Column of frequency weights (whole numbers: a row counts that many times). "
+                          "Not survey weights: MRP does the weighting.")
     allocation: dict[str, dict[str, float]] | None = Field(
         None, description="Planned share of each arm, e.g. `{ treatment = { control = 0.5, treatment = 0.5 } }`: "
                           "checked for a sample ratio mismatch.")
