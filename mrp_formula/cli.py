@@ -167,7 +167,10 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
                                      "notes": list(result.notes)}, indent=2) + "\n")
     else:
         for note in result.notes:
-            err.print(f"note: {note}", markup=False, highlight=False)
+            if note.startswith("warning: "):
+                err.print(f"[yellow]warning[/]: {escape(note.removeprefix('warning: '))}", highlight=False)
+            else:
+                err.print(f"note: {note}", markup=False, highlight=False)
         for w in warnings_:
             err.print(f"[yellow]warning[/]: {w}", highlight=False)
         ci = result.estimands.iloc[0]

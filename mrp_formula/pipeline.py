@@ -180,6 +180,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
              + tuple(n for n in srm if not n.startswith("sample ratio mismatch")))
     manifest = _manifest(plan, fitted, diag, timings, notes + warnings_)
     manifest["fit_cache"] = {"key": key, "reused": cached}
+    manifest["spec"]["overrides"] = list(overrides)  # spec.toml is the file; these were applied on top
     manifest["coverage"] = cov.to_json()
     manifest["diagnostics"]["failed"] = diag.problems(thresholds)
     manifest["warnings"] = list(warnings_)
@@ -193,7 +194,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                 notes = notes + (plot_note,)
                 manifest["notes"].append(plot_note)
         fitted.posterior.to_netcdf(tmp / "posterior.nc")
-        (tmp / "spec.toml").write_text(loaded.text)
+        (tmp / "spec.toml").write_text(loaded.text + "".join(f"\n# applied with --set: {o}" for o in overrides))
         timings["total"] = time.perf_counter() - t0
         manifest["timings_seconds"] = timings
         write_json(manifest, tmp / "manifest.json")

@@ -172,6 +172,10 @@ class EstimandSpec(_Frozen):
                 raise ValueError(f"`contrast.{var}` needs two different levels (got {lv})")
             if var in self.at:
                 raise ValueError(f"`{var}` is both in `contrast` and in `at`; keep one")
+        for var in set(self.by) & (set(self.at) | set(self.contrast or {})):
+            where = "contrast" if self.contrast and var in self.contrast else "at"
+            raise ValueError(f"`{var}` is both in `by` and in `{where}`; a variable is either broken down by "
+                             f"or set, not both: remove it from one")
         if self.rope is not None and self.rope[0] >= self.rope[1]:
             raise ValueError(f"`rope` must be [low, high] with low < high (got {list(self.rope)})")
         if self.rope is not None and self.contrast is None:

@@ -7,6 +7,7 @@ Every problem found is collected and raised at once as a :class:`DataError`
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -388,7 +389,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         raise DataError(problems.items + data_problems.items)
     problems.raise_if_any(SpecError)
 
-    new_levels, shares = _new_levels(info, sample, population, loaded, problems)
+    new_levels, shares = _new_levels(info, sample, population, loaded, problems, notes)
     problems.raise_if_any(DataError)
     for factor, levels in new_levels.items():
         notes.append(f"{len(levels)} population level(s) of '{factor}' have no sample "
@@ -630,7 +631,7 @@ def _check_estimands(loaded, info, variables, population, problems, data_problem
                              + f"recode them onto sample levels, or model '{var}' as a group term (1|{var})")
 
 
-def _new_levels(info, sample, population, loaded, problems):
+def _new_levels(info, sample, population, loaded, problems, notes):
     """Population levels of each group factor that the sample lacks, and their weight share."""
     new, shares = {}, {}
     total = population[WEIGHT].sum()
@@ -644,6 +645,14 @@ def _new_levels(info, sample, population, loaded, problems):
             levels = tuple(_natural_sort(set(pop_keys[mask])))
             new[g.factor] = levels
             shares[g.factor] = float(population.loc[mask, WEIGHT].sum() / total)
+            unweighted = sorted(seen - set(pop_keys))  # sample levels the population never names
+            for lv in levels:
+                close = [s for s in unweighted if s.lower() == lv.lower()] or \
+                    difflib.get_close_matches(lv, unweighted, n=1, cutoff=0.75)
+                if close:
+                    notes.append(f"warning: population level '{lv}' of '{g.factor}' is not in the sample, and sample "
+                                 f"level '{close[0]}' is not in the population: a typo? recode one onto the "
+                                 f"other, or the level is treated as new")
             if loaded.spec.population.new_levels == "error":
                 problems.add(f"population levels of '{g.factor}' absent from the sample: "
                              f"{', '.join(levels[:10])}", key="population.new_levels",

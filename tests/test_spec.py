@@ -48,6 +48,9 @@ BAD = [
      'model.priors."1|gender"', "no parameter 'sd'; expected one of 'mu', 'sigma'"),
     ("[population.margins]\ngender = { female = 0.5, male = 0.5 }\n", "", "population", "required key is missing"),
     ('name = "ab"', 'name = "ab"\ncolour = "red"', "colour", "unknown key"),
+    ('at = { treatment = ["control", "treatment"] }', 'at = { treatment = ["control", "treatment"] }\nby = ["treatment"]',
+     "estimands.click_rate", "both in `by` and in `at`"),
+    ('scale = "ratio"', 'scale = "ratio"\nby = ["treatment"]', "estimands.lift", "both in `by` and in `contrast`"),
 ]
 
 

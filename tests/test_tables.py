@@ -63,3 +63,15 @@ def test_levels_match_by_value(tmp_path):
     t = prepare(loaded, _spec_checks(loaded))
     assert t.new_levels == {} and sorted(t.population["g"]) == ["1", "2"]
     assert np.isclose(t.population["__weight"].sum(), 2.0)
+
+
+def test_new_level_that_looks_like_a_typo_is_warned(tmp_path):
+    pd.DataFrame({"g": ["north", "South"], "n": [1.0, 1.0]}).to_csv(tmp_path / "pop.csv", index=False)
+    pd.DataFrame({"y": [1, 0, 1], "g": ["north", "south", "south"]}).to_csv(tmp_path / "d.csv", index=False)
+    path = tmp_path / "s.toml"
+    path.write_text(textwrap.dedent(SPEC.format(source="d.csv", family="bernoulli", extra=""))
+                    .replace('formula = "y ~ g"', 'formula = "y ~ (1|g)"'))
+    loaded = load_spec(path)
+    t = prepare(loaded, _spec_checks(loaded))
+    assert t.new_levels == {"g": ("South",)}
+    assert any(n.startswith("warning: population level 'South'") and "'south'" in n for n in t.notes), t.notes
