@@ -201,6 +201,22 @@ def _scale_name(scale: str | None) -> str:
     return (scale or "estimate").replace("_", " ")
 
 
+def panel_grid(n: int, *, width: float, height: float, ncols: int = 3):
+    """A figure with ``n`` panels, ``ncols`` to a line (unused panels hidden): (figure, axes)."""
+    import math
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=DPI, facecolor="white")

@@ -116,17 +116,10 @@ def _label(row: pd.Series) -> str:
 
 def plot_prior(draws: np.ndarray, table: pd.DataFrame, labels: list[str], path: Path, *, title: str) -> None:
     """One histogram per estimand row with its interval shaded and its mean marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from mrp_formula.plots import panel_grid
 
     n = len(labels)
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.1 * nrows + 0.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(n, width=4.2, height=3.1)
     for i, ax in enumerate(axes.flat[:n]):
         x = draws[i][np.isfinite(draws[i])]
         row = table.iloc[i]

@@ -553,18 +553,11 @@ def _summarise(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_kind: 
 
 def plot_rank_histogram(reps: pd.DataFrame, summary: pd.DataFrame, path: Path, *, title: str) -> None:
     """One panel per estimand row: binned ranks, the uniform expectation and its 99% band."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from scipy.stats import binom
+    from mrp_formula.plots import panel_grid
 
     n = len(summary)
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows + 0.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(n, width=4.2, height=3.3)
     for ax, (_, s) in zip(axes.flat, summary.iterrows()):
         d = reps[reps["row"] == s["row"]]
         k, bins, n_ranks = int(s["replicates"]), int(s["rank_bins"]), int(s["rank_draws"])
