@@ -448,6 +448,10 @@ def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overri
                       "dict_type", "list_type", "tuple_type", "int_from_float", "bool_parsing",
                       "greater_than", "less_than", "greater_than_equal", "less_than_equal", "too_short"):
             got = repr(err.get("input"))
+            if loc and loc[-1] in ("ci_prob", "target_accept"):
+                hint = "a probability strictly between 0 and 1, e.g. 0.95"
+            elif kind.startswith(("greater", "less")):
+                hint = f"use a number {msg.removeprefix('Input should be ')}"
         problems.append(Problem(msg, key=key, file=where_file, line=line, got=got, hint=hint))
     return problems
 
