@@ -382,9 +382,9 @@ def case_mrp_poststrat(p: dict) -> dict:
     _quiet()
     import pandas as pd
     from mrp_formula import estimands as est_mod
-    from mrp_formula import model as model_mod
     from mrp_formula.population import WEIGHT
     from mrp_formula.poststrat import DEFAULT_BLOCK, poststratify
+    from mrp_formula.predict import predictor as make_predictor
 
     plan, bmodel, posterior = _load_fitted(p["spec"], p["run_dir"])
     pop = pd.read_parquet(p["population"], columns=["gender", "age", "region", "N"])
@@ -394,10 +394,11 @@ def case_mrp_poststrat(p: dict) -> dict:
     rss_before = _vm_rss_mb()
     hwm_before = _vm_hwm_mb()
     setup = time.time()
-    predictor = model_mod.CellPredictor(bmodel, posterior, plan.tables, plan.info, seed=plan.loaded.spec.fit.seed)
+    predictor = make_predictor(plan.fit_plan, plan.loaded.spec.model.link, posterior, plan.tables, plan.info,
+                               seed=plan.loaded.spec.fit.seed)
     pieces = est_mod.plan(plan.loaded.spec.estimands, ("gender", "age", "region"))
     t1 = time.time()
-    reduced = poststratify(cells, predictor.predict, est_mod.requests(pieces), n_samples=predictor.n_samples)
+    reduced = poststratify(cells, predictor, est_mod.requests(pieces), n_samples=predictor.n_samples)
     t2 = time.time()
     peak = _vm_hwm_mb()
     vals = {dict(r.scenario.settings).get("treatment"): v.values[:, 0] for r, v in reduced.items()}

@@ -53,7 +53,7 @@ class FitCache:
 
     def load(self, key: str):
         """The cached posterior DataTree, or None (with the reason) when absent, stale or corrupt."""
-        import arviz as az
+        import xarray as xr
 
         d = self.entry(key)
         meta_path, nc = d / "meta.json", d / "posterior.nc"
@@ -65,7 +65,7 @@ class FitCache:
                 return None, "cached fit is stale (key mismatch)"
             if sha256_file(nc) != meta.get("sha256"):
                 return None, "cached fit is corrupt (checksum mismatch); refitting"
-            dt = az.from_netcdf(nc).load()
+            dt = xr.open_datatree(nc, engine="h5netcdf").load()
             dt.close() if hasattr(dt, "close") else None
             return dt, "reused the cached fit (model and data unchanged; --refit to force a new one)"
         except Exception as exc:  # unreadable: treat as corrupt

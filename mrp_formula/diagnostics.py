@@ -1,6 +1,6 @@
 """Convergence diagnostics of the fit and of the estimands, with advice.
 
-Pure functions over the posterior DataTree and numpy arrays (arviz does the maths).
+Pure functions over the posterior DataTree and numpy arrays.
 """
 
 from __future__ import annotations
@@ -18,17 +18,114 @@ ESS_MIN_PER_CHAIN = 100
 
 def ess_rhat(x: np.ndarray) -> tuple[float, float]:
     """Bulk ESS and rank-normalised R-hat of one quantity given as (chains, draws)."""
-    import arviz as az
+    x = np.asarray(x, dtype=float)
+    return ess_bulk(x), (rhat(x) if x.shape[0] > 1 else math.nan)
 
-    da = xr.DataArray(np.asarray(x, dtype=float), dims=("chain", "draw"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ess = float(az.ess(da, method="bulk"))
-            rhat = float(az.rhat(da)) if x.shape[0] > 1 else math.nan
-        except Exception:
-            return math.nan, math.nan
-    return ess, rhat
+
+# Rank-normalised split R-hat and bulk/tail ESS (Vehtari, Gelman, Simpson, Carpenter and
+# Burkner 2021), the same arithmetic as arviz-stats; tests/test_diagnostics.py checks them against
+# it. Written out here so that a run whose fit is cached does not import arviz.
+
+
+def _split(x: np.ndarray) -> np.ndarray:
+    half = x.shape[1] // 2
+    return np.vstack((x[:, :half], x[:, -half:]))
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of the values of ``x`` (same shape), ties given their average rank."""
+    _, inverse, counts = np.unique(np.ravel(x), return_inverse=True, return_counts=True)
+    before = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    return (before + (counts + 1) / 2.0)[inverse].reshape(np.shape(x))
+
+
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    """Normal scores of the average ranks (Blom's offset 3/8)."""
+    from scipy.special import ndtri
+
+    return ndtri((average_ranks(x) - 0.375) / (x.size + 0.25))
+
+
+def _valid(x: np.ndarray, min_chains: int) -> bool:
+    return x.ndim == 2 and x.shape[0] >= min_chains and x.shape[1] >= 4 and not np.isnan(x).any()
+
+
+def _rhat_plain(x: np.ndarray) -> float:
+    n = x.shape[1]
+    between = n * np.var(x.mean(axis=1), ddof=1)
+    within = np.mean(np.var(x, axis=1, ddof=1))
+    return float(np.sqrt((between / within + n - 1) / n))
+
+
+def rhat(x: np.ndarray) -> float:
+    """Rank-normalised split R-hat: the larger of the bulk and the folded (tail) value."""
+    x = np.asarray(x, dtype=float)
+    if not _valid(x, 2):
+        return math.nan
+    s = _split(x)
+    return max(_rhat_plain(_z_scale(s)), _rhat_plain(_z_scale(np.abs(s - np.median(s)))))
+
+
+def _autocov(x: np.ndarray) -> np.ndarray:
+    n = x.shape[1]
+    m = 1 << (2 * n - 1).bit_length()
+    f = np.fft.rfft(x - x.mean(axis=1, keepdims=True), n=m, axis=1)
+    return np.fft.irfft(f * np.conjugate(f), n=m, axis=1)[:, :n] / n
+
+
+def _ess(x: np.ndarray) -> float:
+    """ESS of (chains, draws) by Geyer's initial monotone sequence."""
+    if np.max(x) - np.min(x) < np.finfo(float).resolution:
+        return float(x.size)
+    n_chain, n_draw = x.shape
+    acov = _autocov(x)
+    mean_var = np.mean(acov[:, 0]) * n_draw / (n_draw - 1.0)
+    var_plus = mean_var * (n_draw - 1.0) / n_draw
+    if n_chain > 1:
+        var_plus += np.var(x.mean(axis=1), ddof=1)
+    rho = np.zeros(n_draw)
+    mean_acov = acov.mean(axis=0)
+    even, odd = 1.0, 1.0 - (mean_var - mean_acov[1]) / var_plus
+    rho[0], rho[1] = even, odd
+    t = 1
+    while t < n_draw - 3 and even + odd > 0.0:
+        even = 1.0 - (mean_var - mean_acov[t + 1]) / var_plus
+        odd = 1.0 - (mean_var - mean_acov[t + 2]) / var_plus
+        if even + odd >= 0:
+            rho[t + 1], rho[t + 2] = even, odd
+        t += 2
+    max_t = t - 2
+    if even > 0:
+        rho[max_t + 1] = even
+    t = 1
+    while t <= max_t - 2:
+        if rho[t + 1] + rho[t + 2] > rho[t - 1] + rho[t]:
+            rho[t + 1] = rho[t + 2] = (rho[t - 1] + rho[t]) / 2.0
+        t += 2
+    size = n_chain * n_draw
+    tau = -1.0 + 2.0 * np.sum(rho[:max_t + 1]) + np.sum(rho[max_t + 1:max_t + 2])
+    tau = max(tau, 1 / np.log10(size))
+    return math.nan if np.isnan(rho).any() else float(size / tau)
+
+
+def ess_bulk(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=float)
+    return _ess(_z_scale(_split(x))) if _valid(x, 1) else math.nan
+
+
+def ess_tail(x: np.ndarray, probs: tuple[float, float] = (0.05, 0.95)) -> float:
+    """The smaller ESS of the indicators of being below the 5% and the 95% quantiles."""
+    x = np.asarray(x, dtype=float)
+    if not _valid(x, 1):
+        return math.nan
+    return min(_ess(_split((x <= np.quantile(x, p)).astype(float))) for p in probs)
+
+
+def _per_element(da: xr.DataArray) -> np.ndarray:
+    """A parameter's draws as (elements, chains, draws)."""
+    da = da.transpose("chain", "draw", ...)
+    arr = da.to_numpy()
+    return np.moveaxis(arr.reshape(arr.shape[0], arr.shape[1], -1), 2, 0)
 
 
 @dataclass(frozen=True)
@@ -103,10 +200,18 @@ class Diagnostics:
                 "worst_parameters": {k: [num(a), num(b)] for k, (a, b) in self.worst.items()}}
 
 
+def _nanmin(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return min(values) if values else math.inf
+
+
+def _nanmax(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return max(values) if values else math.nan
+
+
 def fit_diagnostics(dt, estimand_draws: np.ndarray | None = None, n_chains: int = 1,
                     n_draws: int = 1) -> Diagnostics:
-    import arviz as az
-
     post = dt["posterior"].to_dataset()
     stats = dt["sample_stats"].to_dataset() if "sample_stats" in dt.children else None
     divergences = int(stats["diverging"].sum()) if stats is not None and "diverging" in stats else 0
@@ -120,19 +225,20 @@ def fit_diagnostics(dt, estimand_draws: np.ndarray | None = None, n_chains: int 
         e = stats["energy"].to_numpy()
         bfmi = float(np.min(np.sum(np.diff(e, axis=1) ** 2, axis=1) / np.sum((e - e.mean(axis=1, keepdims=True)) ** 2,
                                                                            axis=1)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rhat = az.rhat(post) if post.sizes.get("chain", 1) > 1 else None
-        ess = az.ess(post, method="bulk")
-        ess_t = az.ess(post, method="tail")
+    chains = post.sizes.get("chain", 1)
     rmax, emin, etmin, worst = 1.0, math.inf, math.inf, {}
-    for name in post.data_vars:
-        e = float(np.nanmin(ess[name].to_numpy())) if ess[name].size else math.inf
-        et = float(np.nanmin(ess_t[name].to_numpy())) if ess_t[name].size else math.inf
-        r = float(np.nanmax(rhat[name].to_numpy())) if rhat is not None and rhat[name].size else math.nan
-        worst[name] = (r, e)
-        rmax = max(rmax, r) if not math.isnan(r) else rmax
-        emin, etmin = min(emin, e), min(etmin, et)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        for name in post.data_vars:
+            elements = _per_element(post[name])
+            if not len(elements):
+                continue
+            e = _nanmin([ess_bulk(x) for x in elements])
+            et = _nanmin([ess_tail(x) for x in elements])
+            r = _nanmax([rhat(x) for x in elements]) if chains > 1 else math.nan
+            worst[name] = (r, e)
+            rmax = max(rmax, r) if not math.isnan(r) else rmax
+            emin, etmin = min(emin, e), min(etmin, et)
     worst = dict(sorted(worst.items(), key=lambda kv: kv[1][1])[:5])
     est_r, est_e = math.nan, math.nan
     if estimand_draws is not None and len(estimand_draws):

@@ -1,5 +1,5 @@
 """A spec's model and its posterior, the way ``pipeline.run`` gets them: the prepared plan and
-the Bambi model, then the posterior from the fit cache when the model part of the spec and the
+the Bambi model (only when it must be fitted), then the posterior from the fit cache when the model part of the spec and the
 fitted data are unchanged, else sampled (and stored in the cache).
 
 Commands other than ``run`` that need fitted specs (``mrp compare``) call these instead of
@@ -23,8 +23,8 @@ class Fitted:
     note: str  # the cache's message ("" when nothing worth saying)
 
 
-def plan_and_model(path, overrides=()):
-    """The checked spec with its prepared tables (``pipeline.Plan``) and the Bambi model."""
+def prepared_plan(path, overrides=()):
+    """The checked spec with its prepared tables and fit plan (``pipeline.Plan``)."""
     from mrp_formula import model as model_mod
     from mrp_formula.pipeline import Plan, _spec_checks
     from mrp_formula.spec import load_spec
@@ -34,15 +34,23 @@ def plan_and_model(path, overrides=()):
     info = _spec_checks(loaded)
     tables = prepare(loaded, info)
     fit_plan = model_mod.plan_fit(loaded, info, tables)
-    bmodel = model_mod.build_model(loaded, info, fit_plan)
-    return Plan(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan), bmodel
+    return Plan(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan)
+
+
+def plan_and_model(path, overrides=()):
+    """The prepared plan and the Bambi model."""
+    from mrp_formula import model as model_mod
+
+    plan = prepared_plan(path, overrides)
+    return plan, model_mod.build_model(plan.loaded, plan.info, plan.fit_plan)
 
 
 def fit_or_reuse(plan, bmodel, cache_roots: Sequence[Path], *, refit: bool = False, cache: bool = True,
                  progress: bool = False) -> Fitted:
     """The posterior of ``plan``: from the first cache in ``cache_roots`` that holds a matching fit,
     else sampled and stored in ``cache_roots[0]``. ``refit`` samples anyway; ``cache=False``
-    neither reads nor writes the cache."""
+    neither reads nor writes the cache. ``bmodel`` (the Bambi model) is built here when it is
+    None and a fit is needed, so a cached run never imports Bambi or PyMC."""
     from mrp_formula import model as model_mod
     from mrp_formula.cache import FitCache, fit_key
 
@@ -57,6 +65,8 @@ def fit_or_reuse(plan, bmodel, cache_roots: Sequence[Path], *, refit: bool = Fal
                 return Fitted(fit=fit, key=key, reused=True, note=note)
             if note != "no cached fit" and not why:
                 why = note
+    if bmodel is None:
+        bmodel = model_mod.build_model(plan.loaded, plan.info, plan.fit_plan)
     fit = model_mod.fit(bmodel, plan.loaded, progress=progress)
     if cache and caches:
         caches[0].store(key, fit.posterior, fit.seconds)

@@ -1,10 +1,8 @@
 """Tables -> model -> posterior. The only module that imports bambi and pymc.
 
-It builds the Bambi model (on unique cells when the family allows it), samples, and turns
-the posterior into a :class:`CellPredictor`: the expected outcome of any population cells,
-per posterior draw, computed from the posterior directly so that population levels the
-sample lacks get their own draws from the fitted group distribution, the same draws in
-every chunk and every counterfactual.
+It plans the fit (on unique binomial cells when the family allows it, and the
+parameterization of each group term), builds the Bambi model and samples. Predicting from
+the posterior is :mod:`mrp_formula.predict`'s, which needs neither Bambi nor PyMC.
 """
 
 from __future__ import annotations
@@ -21,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import FitError, Problem, SpecError
-from mrp_formula.formula import FormulaInfo, GroupTerm, with_response
+from mrp_formula.formula import FormulaInfo, with_response
+from mrp_formula.predict import TRANSFORMS
 from mrp_formula.priors import PriorSpec
 from mrp_formula.spec import LoadedSpec
 from mrp_formula.tables import Tables, factor_keys
@@ -134,13 +133,6 @@ def _bmb_prior(prior: PriorSpec, noncentered: bool | None = None):
     return bmb.Prior(prior.dist, **params)
 
 
-def _transforms() -> dict:
-    return {
-        "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp,
-        "sqrt": np.sqrt, "abs": np.abs,
-    }
-
-
 def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
     """The Bambi model; prior names are checked here, against the model's own terms."""
     import bambi as bmb
@@ -162,7 +154,7 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
         with warnings.catch_warnings(), _quiet_loggers():
             warnings.simplefilter("ignore")
             return bmb.Model(plan.formula, plan.data, family=family, priors=priors, link=spec.link,
-                             extra_namespace=_transforms(), dropna=False)
+                             extra_namespace=dict(TRANSFORMS), dropna=False)
     except Exception as exc:
         raise SpecError(Problem(f"Bambi cannot build this model: {exc}", key="model", file=str(loaded.path),
                                 line=loaded.line("model"),
@@ -222,173 +214,16 @@ def _cores(chains: int) -> int:
     return max(1, min(chains, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-# ----------------------------------------------------------------------------- predicting
-
-
-class CellPredictor:
-    """Expected outcome of population cells for every posterior draw.
-
-    ``predict(cells)`` is (S, n) for one-parameter outcomes; for categorical and cumulative
-    families it is (S, n, K) with one probability per category (``categories``), and for
-    cumulative one more column: the expected category value ("mean").
-    """
-
-    def __init__(self, model, posterior, tables: Tables, info: FormulaInfo, *, seed: int):
-        self._family = model.family.name
-        parent = model.family.likelihood.parent
-        self._component = model.parameters[parent]
-        self._linkinv = model.family.link[parent].linkinv
-        self._tables = tables
-        self._info = info
-        post = posterior["posterior"].to_dataset() if hasattr(posterior["posterior"], "to_dataset") \
-            else posterior["posterior"]
-        self.n_chains = post.sizes["chain"]
-        self.n_draws = post.sizes["draw"]
-        self.n_samples = self.n_chains * self.n_draws
-        self._post = post
-        self.categories: tuple[str, ...] | None = None
-        self._resp_dim = None
-        self._threshold = None
-        if self._family in ("categorical", "cumulative"):
-            levels = [str(x) for x in model.response_term.levels]
-            self.categories = tuple(levels) + (("mean",) if self._family == "cumulative" else ())
-            self._values = _category_values(levels)
-            if self._family == "categorical":
-                self._resp_dim = f"{model.response_term.name}_reduced_dim"
-            else:
-                self._threshold = post["threshold"].to_numpy().reshape(self.n_samples, -1)
-        design = self._component.design
-        self._common_slices = dict(design.common.slices) if design.common else {}
-        self._group_terms = {g.name: g for g in info.group_terms}
-        self._group_design = design.group.terms if design.group else {}
-        self._beta = {name: self._flat(name) for name in self._common_slices}
-        rng = np.random.default_rng([seed, 7919])
-        self._u: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
-        for g in info.group_terms:
-            self._u[g.name] = self._group_draws(g, rng)
-
-    def _flat(self, name: str) -> np.ndarray:
-        """Draws of a common term as (S, columns, R); R is 1, or K-1 for a categorical response."""
-        da = self._post[name]
-        resp = [d for d in da.dims if d == self._resp_dim]
-        others = [d for d in da.dims if d not in ("chain", "draw", *resp)]
-        da = da.transpose("chain", "draw", *others, *resp)
-        r = da.sizes[resp[0]] if resp else 1
-        return da.to_numpy().reshape(self.n_samples, -1, r)
-
-    def _group_draws(self, g: GroupTerm, rng) -> tuple[np.ndarray, dict[str, int]]:
-        """Draws (S, k, R, L + new) of a group term; new population levels drawn from N(0, sigma)."""
-        da = self._post[g.name]
-        factor_dim = [d for d in da.dims if d.endswith("__factor_dim")][0]
-        resp = [d for d in da.dims if d == self._resp_dim]
-        others = [d for d in da.dims if d not in ("chain", "draw", factor_dim, *resp)]
-        da = da.transpose("chain", "draw", *others, *resp, factor_dim)
-        labels = [str(x) for x in da.coords[factor_dim].to_numpy()]
-        r = da.sizes[resp[0]] if resp else 1
-        u = da.to_numpy().reshape(self.n_samples, -1, r, len(labels))
-        index = {lab: i for i, lab in enumerate(labels)}
-        new = [lv for lv in self._tables.new_levels.get(g.factor, ()) if lv not in index]
-        if new:
-            sd = self._post[f"{g.name}_sigma"]
-            sd_resp = [d for d in sd.dims if d == self._resp_dim]
-            sd_other = [d for d in sd.dims if d not in ("chain", "draw", *sd_resp)]
-            sd = sd.transpose("chain", "draw", *sd_other, *sd_resp).to_numpy()
-            sd = sd.reshape(self.n_samples, -1 if sd_other else 1, r if sd_resp else 1)
-            sd = np.broadcast_to(sd, u.shape[:3])
-            extra = rng.standard_normal(u.shape[:3] + (len(new),)) * sd[..., None]
-            u = np.concatenate([u, extra], axis=3)
-            for j, lv in enumerate(new):
-                index[lv] = len(labels) + j
-        return u, index
-
-    def linear_predictor(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
-        """(S, n, R): R = 1, or K-1 for a categorical response."""
-        cells = self._typed(cells)
-        n = len(cells)
-        r = next(iter(self._beta.values())).shape[2] if self._beta else \
-            (next(iter(self._u.values()))[0].shape[2] if self._u else 1)
-        eta = np.zeros((self.n_samples, n, r))
-        if self._common_slices:
-            X = np.asarray(self._component.design.common.evaluate_new_data(cells).design_matrix, dtype=float)
-            for name, slc in self._common_slices.items():
-                if name in exclude:
-                    continue
-                eta += np.einsum("scr,nc->snr", self._beta[name], X[:, slc], optimize=True)
-        for name, g in self._group_terms.items():
-            if name in exclude:
-                continue
-            u, index = self._u[name]
-            keys = factor_keys(cells, g.factor_vars)
-            idx = keys.map(index)
-            if idx.isna().any():
-                missing = sorted(set(keys[idx.isna()]))
-                raise FitError(f"no draws for level(s) {missing[:5]} of '{g.factor}'")
-            idx = idx.to_numpy(dtype=np.int64)
-            if g.expr_vars:
-                xi = np.asarray(self._group_design[name].expr.eval_new_data(cells), dtype=float)
-                xi = xi.reshape(n, -1)
-                for k in range(xi.shape[1]):
-                    eta += u[:, k, :, idx].transpose(1, 0, 2) * xi[None, :, k, None]
-            else:
-                eta += u[:, 0, :, idx].transpose(1, 0, 2)
-        return eta
-
-    def predict(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
-        """Expected outcome on the response scale: (S, n), or (S, n, K) per category."""
-        eta = self.linear_predictor(cells, exclude)
-        if self._family == "categorical":
-            full = np.concatenate([np.zeros(eta.shape[:2] + (1,)), eta], axis=2)
-            full -= full.max(axis=2, keepdims=True)
-            p = np.exp(full)
-            return p / p.sum(axis=2, keepdims=True)
-        if self._family == "cumulative":
-            cdf = np.asarray(self._linkinv(self._threshold[:, None, :] - eta[:, :, :1]), dtype=float)
-            p = np.diff(cdf, axis=2, prepend=0.0, append=1.0)
-            mean = p @ self._values
-            return np.concatenate([p, mean[..., None]], axis=2)
-        return np.asarray(self._linkinv(eta[:, :, 0]), dtype=float)
-
-    def _typed(self, cells: pd.DataFrame) -> pd.DataFrame:
-        out = {}
-        for var in self._info.rhs_vars:
-            v = self._tables.variables[var]
-            if var not in cells:  # only used by excluded terms: any valid value will do
-                col = pd.Series([v.levels[0] if v.categorical else 0.0] * len(cells))
-            else:
-                col = cells[var]
-            if v.categorical and var in self._info.common_vars:
-                out[var] = pd.Categorical(col.astype(str), categories=list(v.levels), ordered=True)
-            elif v.categorical:
-                out[var] = col.astype(str).to_numpy()
-            else:
-                out[var] = col.to_numpy(dtype=float)
-        return pd.DataFrame(out, index=range(len(cells)))
-
-
-def _category_values(levels) -> np.ndarray:
-    """Numeric category values for the mean category: the levels themselves when numeric, else 1..K."""
-    try:
-        return np.array([float(x) for x in levels])
-    except ValueError:
-        return np.arange(1, len(levels) + 1, dtype=float)
-
-
 def versions() -> dict[str, str]:
-    import arviz
-    import bambi
-    import formulae
-    import pymc
-    import pytensor
+    """Versions of the stack, read from the installed packages' metadata (nothing is imported)."""
+    from importlib import metadata
 
-    out = {"python": sys.version.split()[0], "bambi": bambi.__version__, "pymc": pymc.__version__,
-           "pytensor": pytensor.__version__, "arviz": arviz.__version__, "formulae": formulae.__version__,
-           "numpy": np.__version__, "pandas": pd.__version__}
-    try:
-        import nutpie
-
-        out["nutpie"] = nutpie.__version__
-    except Exception:  # pragma: no cover - optional
-        pass
+    out = {"python": sys.version.split()[0]}
+    for name in ("bambi", "pymc", "pytensor", "arviz", "formulae", "numpy", "pandas", "nutpie"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:  # pragma: no cover - nutpie is optional
+            pass
     return out
 
 
@@ -400,7 +235,7 @@ def sample_prior(model, *, draws: int, seed: int):
 
     Returns a DataTree whose ``"posterior"`` group holds the prior draws (one chain, ``draws``
     draws) of every free parameter and deterministic that has no observation dimension, so it
-    can be handed to :class:`CellPredictor` as if it were a posterior. The response is not
+    can be handed to :class:`~mrp_formula.predict.CellPredictor` as if it were a posterior. The response is not
     simulated (it would cost memory for nothing). Priors the spec does not give are Bambi's
     defaults, which Bambi scales to the data.
     """
@@ -435,7 +270,7 @@ def _uncenter_intercept(model, draws):
 
     Bambi samples the intercept of mean-centred common predictors and shifts it back only in
     ``fit`` (``backend._clean_results``); prior draws come out still centred, and handed to
-    :class:`CellPredictor` (which uses the raw design) they would imply other rates than the
+    :class:`~mrp_formula.predict.CellPredictor` (which uses the raw design) they would imply other rates than the
     model. The same shift is applied here: ``Intercept - mean(X) @ coefficients``.
     """
     from bambi.utils import get_aliased_name

@@ -130,28 +130,29 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     The posterior is reused from the cache beside the run folder while the model part of the
     spec and the fitted data are unchanged; ``refit=True`` forces a new fit.
     """
-    from mrp_formula import model as model_mod
     from mrp_formula.cache import CACHE_DIR
-    from mrp_formula.fitting import fit_or_reuse, plan_and_model
+    from mrp_formula.fitting import fit_or_reuse, prepared_plan
+    from mrp_formula.predict import predictor as make_predictor
 
     timings = {}
     t0 = time.perf_counter()
-    plan, bmodel = plan_and_model(path, overrides)
+    plan = prepared_plan(path, overrides)
     loaded, info, tables = plan.loaded, plan.info, plan.tables
     timings["prepare"] = time.perf_counter() - t0
 
     out_dir = Path(out) if out else default_out(loaded)
-    fitted_ = fit_or_reuse(plan, bmodel, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache,
+    fitted_ = fit_or_reuse(plan, None, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache,
                            progress=progress)
     fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
     timings["fit"] = fitted.seconds
 
     t1 = time.perf_counter()
-    predictor = model_mod.CellPredictor(bmodel, fitted.posterior, tables, info, seed=loaded.spec.fit.seed)
+    predictor = make_predictor(plan.fit_plan, loaded.spec.model.link, fitted.posterior, tables, info,
+                               seed=loaded.spec.fit.seed)
     spec = loaded.spec
     pieces = est_mod.plan(spec.estimands, tables.population_vars)
     kwargs = {"block": block} if block else {}
-    reduced = poststratify(tables.population, predictor.predict, est_mod.requests(pieces),
+    reduced = poststratify(tables.population, predictor, est_mod.requests(pieces),
                            n_samples=predictor.n_samples, **kwargs)
     group_cols = est_mod.group_columns(spec.estimands)
     ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,

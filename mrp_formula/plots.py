@@ -294,9 +294,16 @@ def _reference(ax, rows: list[_Row], ropes: dict) -> None:
 # ----------------------------------------------------------------------------- estimands
 
 
-def _kde(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    from scipy.stats import gaussian_kde
+def gaussian_kde(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian kernel density of ``x`` on ``grid`` with Scott's bandwidth (scipy's gaussian_kde)."""
+    bw = np.std(x, ddof=1) * len(x) ** (-1 / 5)
+    if not np.isfinite(bw) or bw <= 0:
+        raise ValueError("no spread")
+    z = (grid[:, None] - x[None, :]) / bw
+    return np.exp(-0.5 * z * z).sum(axis=1) / (len(x) * bw * np.sqrt(2 * np.pi))
 
+
+def _kde(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     x = _finite(x)
     if len(x) < 5 or np.ptp(x) <= 0:
         return None
@@ -306,7 +313,7 @@ def _kde(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     pad = 0.03 * (hi - lo)
     grid = np.linspace(max(lo - pad, x.min()), min(hi + pad, x.max()), 256)
     try:
-        return grid, gaussian_kde(x)(grid)
+        return grid, gaussian_kde(x, grid)
     except (np.linalg.LinAlgError, ValueError):
         return None
 
@@ -628,9 +635,9 @@ def _hyperparameters(ds) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
 
 
 def _trace(posterior, plots: Path) -> list[Path]:
-    from scipy.stats import binom, rankdata
+    from scipy.special import bdtr
 
-    from mrp_formula.diagnostics import RHAT_MAX, Thresholds, ess_rhat
+    from mrp_formula.diagnostics import RHAT_MAX, Thresholds, average_ranks, ess_rhat
 
     ess_min = Thresholds().ess_min  # the report's default thresholds colour the titles
 
@@ -664,10 +671,11 @@ def _trace(posterior, plots: Path) -> list[Path]:
         ax_t.set_xlim(0, draws - 1)
         _style(ax_t)
         if chains > 1 and np.isfinite(x).all():
-            ranks = (rankdata(x.ravel()).reshape(chains, draws) - 1) / (chains * draws)
+            ranks = (average_ranks(x) - 1) / (chains * draws)
             edges = np.linspace(0, 1, bins + 1)
             p = 1 / bins
-            lo, hi = binom.ppf([0.005, 0.995], draws, p)
+            cdf = bdtr(np.arange(draws + 1), draws, p)  # binomial quantiles 0.5% and 99.5%
+            lo, hi = np.searchsorted(cdf, [0.005, 0.995])
             ax_r.axhspan(lo, hi, color="#e9e9e9", lw=0)
             ax_r.axhline(draws * p, color=NULL_LINE, ls="--", lw=0.8)
             top = hi

@@ -59,37 +59,66 @@ def _natural_key(col: pd.Series) -> pd.Series:
     return col
 
 
-def poststratify(cells: pd.DataFrame, predict: Predict, requests: Iterable[Request], *,
+def poststratify(cells: pd.DataFrame, predictor, requests: Iterable[Request], *,
                  n_samples: int, block: int = DEFAULT_BLOCK) -> dict[Request, Reduced]:
-    """Cell-weighted means of the predictions per draw, for every request, in one pass."""
+    """Cell-weighted means of the predictions per draw, for every request, in one pass.
+
+    ``predictor`` is a plain ``predict(cells, exclude)`` callable, or an object with
+    ``weighted_sums`` (see :func:`plain_weighted_sums`) and ``row_cost``, the values it holds
+    per cell of a chunk; a chunk has ``block // row_cost`` cells.
+    """
     requests = list(dict.fromkeys(requests))
     weights = cells[WEIGHT].to_numpy(dtype=float)
-    bys = {r.by for r in requests}
+    bys = list(dict.fromkeys(r.by for r in requests))
     codes, groups = {}, {}
     for by in bys:
         codes[by], groups[by] = group_codes(cells, by)
     scenarios = list(dict.fromkeys(r.scenario for r in requests))
-    sums: dict[Request, np.ndarray] = {}
-    chunk = max(1, block // max(n_samples, 1))
+    needs = [sorted({bys.index(r.by) for r in requests if r.scenario == sc}) for sc in scenarios]
+    if hasattr(predictor, "weighted_sums"):
+        sums_of, row_cost = predictor.weighted_sums, max(1, int(predictor.row_cost))
+    else:
+        sums_of, row_cost = _plain(predictor), max(n_samples, 1)
+    sums: list[dict[int, np.ndarray]] = [{} for _ in scenarios]
+    chunk = max(1, block // row_cost)
     n = len(cells)
     for start in range(0, n, chunk):
         part = cells.iloc[start:start + chunk]
-        w = weights[start:start + chunk]
-        for scenario in scenarios:
-            frame = part.assign(**dict(scenario.settings)) if scenario.settings else part
-            pred = predict(frame, scenario.exclude)
-            weighted = pred * (w[:, None] if pred.ndim == 3 else w)
-            for req in requests:
-                if req.scenario != scenario:
-                    continue
-                c = codes[req.by][start:start + chunk]
-                add = _group_sum(weighted, c, len(groups[req.by]))
-                sums[req] = add if req not in sums else sums[req] + add
+        grouping = [(codes[by][start:start + chunk], len(groups[by])) for by in bys]
+        got = sums_of(part, weights[start:start + chunk], scenarios, grouping, needs)
+        for s, need in enumerate(needs):
+            for g in need:
+                sums[s][g] = got[s][g] if g not in sums[s] else sums[s][g] + got[s][g]
     out = {}
     for req in requests:
+        s, g = scenarios.index(req.scenario), bys.index(req.by)
         totals = np.bincount(codes[req.by], weights=weights, minlength=len(groups[req.by]))
-        vals = sums[req] / (totals[:, None] if sums[req].ndim == 3 else totals)
+        total = sums[s][g]
+        vals = total / (totals[:, None] if total.ndim == 3 else totals)
         out[req] = Reduced(groups=groups[req.by], values=vals, weight=totals)
+    return out
+
+
+def _plain(predict: Predict):
+    def sums_of(part, weights, scenarios, groupings, needs):
+        return plain_weighted_sums(predict, part, weights, scenarios, groupings, needs)
+    return sums_of
+
+
+def plain_weighted_sums(predict: Predict, cells: pd.DataFrame, weights: np.ndarray, scenarios, groupings,
+                        needs) -> list[dict[int, np.ndarray]]:
+    """``out[s][g]``: (S, G[, K]) sums of weight x prediction per group of grouping ``g`` (a pair
+    of codes per cell and number of groups) under scenario ``s``, for ``g`` in ``needs[s]``;
+    the predictions of a whole chunk at once."""
+    out = []
+    for scenario, need in zip(scenarios, needs):
+        if not need:
+            out.append({})
+            continue
+        frame = cells.assign(**dict(scenario.settings)) if scenario.settings else cells
+        pred = predict(frame, scenario.exclude)
+        weighted = pred * (weights[:, None] if pred.ndim == 3 else weights)
+        out.append({g: _group_sum(weighted, *groupings[g]) for g in need})
     return out
 
 

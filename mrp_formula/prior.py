@@ -46,6 +46,7 @@ def prior(path, *, draws: int = 1000, out=None, overrides=()) -> PriorResult:
     (default ``runs/<name>/prior``)."""
     from mrp_formula import model as model_mod
     from mrp_formula.pipeline import _spec_checks, default_out
+    from mrp_formula.predict import predictor as make_predictor
     from mrp_formula.spec import load_spec
     from mrp_formula.tables import prepare
 
@@ -61,9 +62,9 @@ def prior(path, *, draws: int = 1000, out=None, overrides=()) -> PriorResult:
     seed = spec.fit.seed
     dt = model_mod.sample_prior(bmodel, draws=draws, seed=seed)
 
-    predictor = model_mod.CellPredictor(bmodel, dt, tables, info, seed=seed)
+    predictor = make_predictor(fit_plan, spec.model.link, dt, tables, info, seed=seed)
     pieces = est_mod.plan(spec.estimands, tables.population_vars)
-    reduced = poststratify(tables.population, predictor.predict, est_mod.requests(pieces),
+    reduced = poststratify(tables.population, predictor, est_mod.requests(pieces),
                            n_samples=predictor.n_samples)
     ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
                           group_columns=est_mod.group_columns(spec.estimands), categories=predictor.categories)

@@ -198,7 +198,7 @@ def expected_by_row(predictor, sample: pd.DataFrame, keys) -> np.ndarray:
 def _estimand_draws(predictor, tables, spec, poststratify_fn):
     """Poststratify a predictor and assemble the estimand draws, as ``pipeline.run`` does."""
     pieces = est_mod.plan(spec.estimands, tables.population_vars)
-    reduced = poststratify_fn(tables.population, predictor.predict, est_mod.requests(pieces),
+    reduced = poststratify_fn(tables.population, predictor, est_mod.requests(pieces),
                               n_samples=predictor.n_samples)
     return est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
                             group_columns=est_mod.group_columns(spec.estimands),
@@ -234,15 +234,6 @@ def _init_worker(ctx: _Context) -> None:
     _WORKER["ctx"] = ctx
 
 
-def _original_model(ctx: _Context):
-    from mrp_formula import model as model_mod
-
-    if _WORKER.get("model_for") is not ctx:
-        _WORKER["model"] = model_mod.build_model(ctx.loaded, ctx.info, ctx.fit_plan)
-        _WORKER["model_for"] = ctx
-    return _WORKER["model"]
-
-
 def _worker_run(task: _Task) -> dict:
     return run_replicate(_WORKER["ctx"], task)
 
@@ -252,6 +243,7 @@ def run_replicate(ctx: _Context, task: _Task) -> dict:
     fit; the error is returned instead."""
     from mrp_formula import model as model_mod
     from mrp_formula.diagnostics import fit_diagnostics
+    from mrp_formula.predict import predictor as make_predictor
 
     t0 = time.perf_counter()
     loaded, info, tables = ctx.loaded, ctx.info, ctx.tables
@@ -259,8 +251,8 @@ def run_replicate(ctx: _Context, task: _Task) -> dict:
     family = spec.model.family
     try:
         # truth: one draw, the sample's outcomes simulated from it, its population estimands
-        truth_pred = model_mod.CellPredictor(_original_model(ctx), {"posterior": task.truth}, tables, info,
-                                             seed=task.predictor_seed)
+        truth_pred = make_predictor(ctx.fit_plan, spec.model.link, {"posterior": task.truth}, tables, info,
+                                    seed=task.predictor_seed)
         mu = expected_by_row(truth_pred, tables.sample, info.rhs_vars)
         sigma = None
         if family == "gaussian":
@@ -277,7 +269,7 @@ def run_replicate(ctx: _Context, task: _Task) -> dict:
         plan_r = model_mod.plan_fit(loaded_r, info, sim_tables)
         model_r = model_mod.build_model(loaded_r, info, plan_r)
         fitted = model_mod.fit(model_r, loaded_r, progress=False)
-        pred = model_mod.CellPredictor(model_r, fitted.posterior, sim_tables, info, seed=task.fit_seed)
+        pred = make_predictor(plan_r, spec.model.link, fitted.posterior, sim_tables, info, seed=task.fit_seed)
         ed = _estimand_draws(pred, sim_tables, spec, poststrat.poststratify)
         table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
         diag = fit_diagnostics(fitted.posterior, ed.draws, pred.n_chains, pred.n_draws)

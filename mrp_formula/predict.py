@@ -1,0 +1,547 @@
+"""Posterior draws -> the expected outcome of population cells, per draw, and its weighted sums.
+
+The fitted model is seen through a :class:`Design`, built with formulae alone exactly as Bambi
+builds it for the fit (same formula, data, transforms and calls), so that a cached posterior is
+used without importing Bambi or PyMC. :class:`CellPredictor` computes predictions from the
+posterior directly: population levels the sample lacks get their own draws from the fitted group
+distribution, the same draws in every chunk and every counterfactual.
+
+How ``weighted_sums`` is fast (one-parameter families; categorical and cumulative take the plain
+route of ``predict`` then sum): each term of the linear predictor is a small table of per-draw
+values, one row per level of a group factor or per distinct row of the common design, gathered
+for a micro-block of about 2**17 values (1 MB, so every pass stays in cache). For the logit and
+log links the tables are exponentiated once, so the per-value work is products and, for logit,
+one reciprocal: ``p = 1 / (1 + exp(-a) exp(-b) ...)``. Micro-blocks are reduced to weighted sums
+per group at once and spread over threads in fixed tasks, so the arithmetic and its order do not
+depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula.errors import FitError
+from mrp_formula.formula import FormulaInfo, GroupTerm
+from mrp_formula.poststrat import Scenario, plain_weighted_sums
+from mrp_formula.tables import Tables, factor_keys
+
+EPS = np.finfo(np.float64).eps
+
+# Transforms a formula may call beyond formulae's own (the allowlist is formula.ALLOWED_CALLS).
+TRANSFORMS = {
+    "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp,
+    "sqrt": np.sqrt, "abs": np.abs,
+}
+
+
+def _unit(x):
+    """Keep probabilities inside (0, 1), as Bambi's inverse links do."""
+    return np.clip(x, EPS, 1 - EPS)
+
+
+def _inv_probit(eta):
+    from scipy import special
+
+    return _unit(0.5 + 0.5 * special.erf(eta / 2**0.5))
+
+
+def _inv_logit(eta):
+    from scipy import special
+
+    return _unit(special.expit(eta))
+
+
+# Inverse links by name (Bambi's names and definitions).
+LINKINV = {
+    "identity": lambda eta: eta,
+    "log": np.exp,
+    "logit": _inv_logit,
+    "probit": _inv_probit,
+    "cloglog": lambda eta: _unit(1 - np.exp(-np.exp(eta))),
+    "inverse": lambda eta: 1 / eta,
+    "inverse_squared": lambda eta: 1 / np.sqrt(eta),
+}
+DEFAULT_LINK = {"bernoulli": "logit", "binomial": "logit", "gaussian": "identity", "poisson": "log",
+                "negativebinomial": "log", "categorical": "softmax", "cumulative": "logit"}
+# Links whose inverse is a product of per-term factors: exp(sign * eta) = prod exp(sign * term).
+_PRODUCT_SIGN = {"logit": -1.0, "log": 1.0}
+
+MICRO_BLOCK = 2**17  # values of one (cells x draws) micro-block: 1 MB of float64
+BLOCKS_PER_TASK = 32  # micro-blocks per thread task (fixed, so results do not depend on threads)
+TABLE_MAX = 2**22  # largest per-draw table of distinct common-design rows (32 MB)
+
+
+# ----------------------------------------------------------------------------- the fitted design
+
+
+@dataclass(frozen=True)
+class Design:
+    """What predicting needs of the fitted model, built without Bambi."""
+
+    family: str  # Bambi's family of the fit (binomial for aggregated cells)
+    link: str
+    common: object | None  # formulae CommonEffectsMatrix of the fitted data
+    group: Mapping[str, object]  # group term name -> formulae GroupEffectsTerm
+    response_name: str
+    response_levels: tuple[str, ...] | None  # categorical and cumulative responses
+
+
+def design(data: pd.DataFrame, formula: str, family: str, link: str | None) -> Design:
+    """The design matrices of the fit, made by the same formulae calls as ``bambi.Model``."""
+    import formulae as fm
+
+    link = link or DEFAULT_LINK[family]
+    text = data.select_dtypes("object").columns  # Bambi turns object columns into categories
+    if len(text):
+        data = data.copy()
+        data[list(text)] = data[list(text)].apply(lambda x: x.astype("category"))
+    if family == "cumulative":  # Bambi adds the intercept, then drops it (the cutpoints take its place)
+        dm = fm.design_matrices(formula + " + 1", data, "error", 0, dict(TRANSFORMS))
+        dm.common.terms.pop("Intercept")
+        sl = dm.common.slices.pop("Intercept")
+        dm.common.design_matrix = np.delete(dm.common.design_matrix, sl, axis=1)
+    else:
+        dm = fm.design_matrices(formula, data, "error", 0, dict(TRANSFORMS))
+    levels = None
+    if family in ("categorical", "cumulative"):
+        levels = tuple(str(x) for x in dm.response.levels)
+    return Design(family=family, link=link, common=dm.common, group=dict(dm.group.terms) if dm.group else {},
+                  response_name=dm.response.name, response_levels=levels)
+
+
+# ----------------------------------------------------------------------------- terms of a chunk
+
+
+@dataclass(frozen=True)
+class _Gather:
+    """A term given as a table of per-draw values (rows x S) and the row of every cell."""
+
+    table: np.ndarray  # C-contiguous (rows, S), already in the combining space
+    rows: np.ndarray  # (n,) int64
+
+    def write(self, out, a, e):
+        np.take(self.table, self.rows[a:e], axis=0, out=out)
+
+
+@dataclass(frozen=True)
+class _Direct:
+    """A term computed per micro-block: ``x @ coef`` or ``coef[rows] * x``, then into the
+    combining space."""
+
+    x: np.ndarray  # (n, c)
+    coef: np.ndarray  # (c, S), or (L, S) with rows
+    rows: np.ndarray | None
+    sign: float | None  # exp(sign * value) for product links, None for sums
+
+    def write(self, out, a, e):
+        if self.rows is None:
+            np.matmul(self.x[a:e], self.coef, out=out)
+        else:
+            np.take(self.coef, self.rows[a:e], axis=0, out=out)
+            np.multiply(out, self.x[a:e, :1], out=out)
+        if self.sign is not None:
+            if self.sign != 1.0:
+                np.multiply(out, self.sign, out=out)
+            np.exp(out, out=out)
+
+
+def predictor(plan, link: str | None, posterior, tables: Tables, info: FormulaInfo, *, seed: int,
+              threads: int | None = None) -> "CellPredictor":
+    """The predictor of a fit planned as ``plan`` (``model.FitPlan``) with this posterior."""
+    return CellPredictor(design(plan.data, plan.formula, plan.family, link), posterior, tables, info,
+                         seed=seed, threads=threads)
+
+
+class CellPredictor:
+    """Expected outcome of population cells for every posterior draw.
+
+    ``predict(cells)`` is (S, n) for one-parameter outcomes; for categorical and cumulative
+    families it is (S, n, K) with one probability per category (``categories``), and for
+    cumulative one more column: the expected category value ("mean"). ``weighted_sums`` is
+    what poststratification calls: the cell-weighted sums of the predictions per group.
+    """
+
+    def __init__(self, design: Design, posterior, tables: Tables, info: FormulaInfo, *, seed: int,
+                 threads: int | None = None):
+        self._design = design
+        self._family = design.family
+        self._link = design.link
+        self._tables = tables
+        self._info = info
+        post = posterior["posterior"]
+        post = post.to_dataset() if hasattr(post, "to_dataset") else post
+        self.n_chains = post.sizes["chain"]
+        self.n_draws = post.sizes["draw"]
+        self.n_samples = self.n_chains * self.n_draws
+        self._post = post
+        self.categories: tuple[str, ...] | None = None
+        self._resp_dim = None
+        self._threshold = None
+        if self._family in ("categorical", "cumulative"):
+            levels = list(design.response_levels)
+            self.categories = tuple(levels) + (("mean",) if self._family == "cumulative" else ())
+            self._values = _category_values(levels)
+            if self._family == "categorical":
+                self._resp_dim = f"{design.response_name}_reduced_dim"
+            else:
+                self._threshold = post["threshold"].to_numpy().reshape(self.n_samples, -1)
+        else:
+            self._linkinv = LINKINV[self._link]
+        self._common_slices = dict(design.common.slices) if design.common is not None else {}
+        self._group_terms = {g.name: g for g in info.group_terms}
+        self._beta = {name: self._flat(name) for name in self._common_slices}
+        rng = np.random.default_rng([seed, 7919])
+        self._u: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
+        for g in info.group_terms:
+            self._u[g.name] = self._group_draws(g, rng)
+        self.fast = self._family not in ("categorical", "cumulative")
+        self._sign = _PRODUCT_SIGN.get(self._link) if self.fast else None
+        self._tables_f: dict[tuple[str, int], np.ndarray] = {}  # group draws in the combining space
+        self._threads = threads or _usable_cpus()
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ draws
+
+    def _flat(self, name: str) -> np.ndarray:
+        """Draws of a common term as (S, columns, R); R is 1, or K-1 for a categorical response."""
+        da = self._post[name]
+        resp = [d for d in da.dims if d == self._resp_dim]
+        others = [d for d in da.dims if d not in ("chain", "draw", *resp)]
+        da = da.transpose("chain", "draw", *others, *resp)
+        r = da.sizes[resp[0]] if resp else 1
+        return da.to_numpy().reshape(self.n_samples, -1, r)
+
+    def _group_draws(self, g: GroupTerm, rng) -> tuple[np.ndarray, dict[str, int]]:
+        """Draws (S, k, R, L + new) of a group term; new population levels drawn from N(0, sigma)."""
+        da = self._post[g.name]
+        factor_dim = [d for d in da.dims if d.endswith("__factor_dim")][0]
+        resp = [d for d in da.dims if d == self._resp_dim]
+        others = [d for d in da.dims if d not in ("chain", "draw", factor_dim, *resp)]
+        da = da.transpose("chain", "draw", *others, *resp, factor_dim)
+        labels = [str(x) for x in da.coords[factor_dim].to_numpy()]
+        r = da.sizes[resp[0]] if resp else 1
+        u = da.to_numpy().reshape(self.n_samples, -1, r, len(labels))
+        index = {lab: i for i, lab in enumerate(labels)}
+        new = [lv for lv in self._tables.new_levels.get(g.factor, ()) if lv not in index]
+        if new:
+            sd = self._post[f"{g.name}_sigma"]
+            sd_resp = [d for d in sd.dims if d == self._resp_dim]
+            sd_other = [d for d in sd.dims if d not in ("chain", "draw", *sd_resp)]
+            sd = sd.transpose("chain", "draw", *sd_other, *sd_resp).to_numpy()
+            sd = sd.reshape(self.n_samples, -1 if sd_other else 1, r if sd_resp else 1)
+            sd = np.broadcast_to(sd, u.shape[:3])
+            extra = rng.standard_normal(u.shape[:3] + (len(new),)) * sd[..., None]
+            u = np.concatenate([u, extra], axis=3)
+            for j, lv in enumerate(new):
+                index[lv] = len(labels) + j
+        return u, index
+
+    def _level_rows(self, cells: pd.DataFrame, g: GroupTerm) -> np.ndarray:
+        _, index = self._u[g.name]
+        keys = factor_keys(cells, g.factor_vars)
+        idx = keys.map(index)
+        if idx.isna().any():
+            missing = sorted(set(keys[idx.isna()]))
+            raise FitError(f"no draws for level(s) {missing[:5]} of '{g.factor}'")
+        return idx.to_numpy(dtype=np.int64)
+
+    def _slopes(self, cells: pd.DataFrame, name: str, n: int) -> np.ndarray:
+        xi = np.asarray(self._design.group[name].expr.eval_new_data(cells), dtype=float)
+        return xi.reshape(n, -1)
+
+    def _common_matrix(self, cells: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self._design.common.evaluate_new_data(cells).design_matrix, dtype=float)
+
+    # ------------------------------------------------------------------ plain prediction
+
+    def linear_predictor(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
+        """(S, n, R): R = 1, or K-1 for a categorical response."""
+        cells = self._typed(cells)
+        n = len(cells)
+        r = next(iter(self._beta.values())).shape[2] if self._beta else \
+            (next(iter(self._u.values()))[0].shape[2] if self._u else 1)
+        eta = np.zeros((self.n_samples, n, r))
+        if self._common_slices:
+            X = self._common_matrix(cells)
+            for name, slc in self._common_slices.items():
+                if name in exclude:
+                    continue
+                eta += np.einsum("scr,nc->snr", self._beta[name], X[:, slc], optimize=True)
+        for name, g in self._group_terms.items():
+            if name in exclude:
+                continue
+            u, _ = self._u[name]
+            idx = self._level_rows(cells, g)
+            if g.expr_vars:
+                xi = self._slopes(cells, name, n)
+                for k in range(xi.shape[1]):
+                    eta += u[:, k, :, idx].transpose(1, 0, 2) * xi[None, :, k, None]
+            else:
+                eta += u[:, 0, :, idx].transpose(1, 0, 2)
+        return eta
+
+    def predict(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
+        """Expected outcome on the response scale: (S, n), or (S, n, K) per category."""
+        eta = self.linear_predictor(cells, exclude)
+        if self._family == "categorical":
+            full = np.concatenate([np.zeros(eta.shape[:2] + (1,)), eta], axis=2)
+            full -= full.max(axis=2, keepdims=True)
+            p = np.exp(full)
+            return p / p.sum(axis=2, keepdims=True)
+        if self._family == "cumulative":
+            cdf = np.asarray(LINKINV[self._link](self._threshold[:, None, :] - eta[:, :, :1]), dtype=float)
+            p = np.diff(cdf, axis=2, prepend=0.0, append=1.0)
+            mean = p @ self._values
+            return np.concatenate([p, mean[..., None]], axis=2)
+        return np.asarray(self._linkinv(eta[:, :, 0]), dtype=float)
+
+    def _typed(self, cells: pd.DataFrame) -> pd.DataFrame:
+        out = {}
+        for var in self._info.rhs_vars:
+            v = self._tables.variables[var]
+            if var not in cells:  # only used by excluded terms: any valid value will do
+                col = pd.Series([v.levels[0] if v.categorical else 0.0] * len(cells))
+            else:
+                col = cells[var]
+            if v.categorical and var in self._info.common_vars:
+                out[var] = pd.Categorical(col.astype(str), categories=list(v.levels), ordered=True)
+            elif v.categorical:
+                out[var] = col.astype(str).to_numpy()
+            else:
+                out[var] = col.to_numpy(dtype=float)
+        return pd.DataFrame(out, index=range(len(cells)))
+
+    # ------------------------------------------------------------------ weighted sums
+
+    @property
+    def row_cost(self) -> int:
+        """Values held per cell of a chunk by ``weighted_sums`` (what bounds a chunk's memory)."""
+        if not self.fast:
+            return self.n_samples * (len(self.categories) if self.categories else 1)
+        return 4 * (len(self._common_slices) + 2 * len(self._group_terms) + 4)
+
+    def weighted_sums(self, cells: pd.DataFrame, weights: np.ndarray, scenarios: Sequence[Scenario],
+                      groupings: Sequence[tuple[np.ndarray, int]], needs: Sequence[Sequence[int]]):
+        """``out[s][g]``: (S, G) sums over cells of weight x prediction per group of grouping
+        ``g`` (codes, number of groups), under scenario ``s``, for every ``g`` in ``needs[s]``."""
+        if not self.fast:
+            return plain_weighted_sums(self.predict, cells, weights, scenarios, groupings, needs)
+        n = len(cells)
+        order = np.lexsort([c for c, _ in reversed(groupings)]) if groupings else np.arange(n)
+        cells = cells.iloc[order].reset_index(drop=True)
+        weights = np.ascontiguousarray(weights[order], dtype=float)
+        codes = [np.ascontiguousarray(c[order]) for c, _ in groupings]
+        terms = self._chunk_terms(cells, scenarios)
+        shared = [t for t in terms[0] if all(any(t is u for u in ts) for ts in terms[1:])]
+        own = [[t for t in ts if not any(t is u for u in shared)] for ts in terms]
+        b = max(1, MICRO_BLOCK // self.n_samples)
+        starts = list(range(0, n, b))
+        tasks = [starts[i:i + BLOCKS_PER_TASK] for i in range(0, len(starts), BLOCKS_PER_TASK)]
+        job = _Job(cells=cells, weights=weights, codes=codes, sizes=[g for _, g in groupings], needs=needs,
+                   scenarios=scenarios, shared=shared, own=own, block=b, n=n)
+        if self._threads > 1 and len(tasks) > 1:
+            with ThreadPoolExecutor(self._threads) as pool:
+                parts = list(pool.map(lambda t: self._run_task(job, t), tasks))
+        else:
+            parts = [self._run_task(job, t) for t in tasks]
+        out = parts[0]
+        for part in parts[1:]:  # in task order: the same sums whatever the number of threads
+            for s, need in enumerate(needs):
+                for g in need:
+                    out[s][g] += part[s][g]
+        return [{g: out[s][g].T for g in need} for s, need in enumerate(needs)]
+
+    def _chunk_terms(self, cells: pd.DataFrame, scenarios: Sequence[Scenario]) -> list[list]:
+        """The terms of every scenario's linear predictor; a term that a scenario leaves
+        unchanged is the same object in every scenario (computed once per micro-block)."""
+        made: dict = {}
+        out = []
+        for sc in scenarios:
+            settings = dict(sc.settings)
+            frame = self._typed(cells.assign(**settings) if settings else cells)
+            terms = []
+            common = tuple(nm for nm in self._common_slices if nm not in sc.exclude)
+            if common:
+                key = ("common", common, _relevant(settings, self._info.common_vars))
+                if key not in made:
+                    made[key] = self._common_term(frame, common)
+                terms.append(made[key])
+            for name, g in self._group_terms.items():
+                if name in sc.exclude:
+                    continue
+                key = (name, _relevant(settings, g.factor_vars + g.expr_vars))
+                if key not in made:
+                    made[key] = self._group_term(frame, g)
+                terms.extend(made[key])
+            out.append(terms)
+        return out
+
+    def _common_term(self, frame: pd.DataFrame, names: tuple[str, ...]):
+        X = self._common_matrix(frame)
+        cols = np.concatenate([np.arange(X.shape[1])[self._common_slices[nm]] for nm in names])
+        X = np.ascontiguousarray(X[:, cols])
+        coef = np.concatenate([self._beta[nm][:, :, 0] for nm in names], axis=1).T  # (c, S)
+        coef = np.ascontiguousarray(coef)
+        rows, uniq = _distinct_rows(X)
+        if len(uniq) * self.n_samples <= TABLE_MAX and len(uniq) <= max(1, len(X) // 4):
+            return _Gather(table=self._to_space(uniq @ coef), rows=rows)
+        return _Direct(x=X, coef=coef, rows=None, sign=self._sign)
+
+    def _group_term(self, frame: pd.DataFrame, g: GroupTerm) -> list:
+        u, _ = self._u[g.name]
+        rows = self._level_rows(frame, g)
+        if not g.expr_vars:
+            return [_Gather(table=self._group_table(g.name, 0), rows=rows)]
+        xi = self._slopes(frame, g.name, len(frame))
+        terms = []
+        for k in range(xi.shape[1]):
+            draws = np.ascontiguousarray(u[:, k, 0, :].T)  # (L, S)
+            x = xi[:, k]
+            pair, first = _distinct_rows(np.column_stack([rows, x]))
+            if len(first) * self.n_samples <= TABLE_MAX and len(first) <= max(1, len(x) // 4):
+                table = draws[first[:, 0].astype(np.int64)] * first[:, 1:2]
+                terms.append(_Gather(table=self._to_space(table), rows=pair))
+            else:
+                terms.append(_Direct(x=np.ascontiguousarray(x[:, None]), coef=draws, rows=rows, sign=self._sign))
+        return terms
+
+    def _group_table(self, name: str, k: int) -> np.ndarray:
+        key = (name, k)
+        if key not in self._tables_f:
+            u, _ = self._u[name]
+            self._tables_f[key] = self._to_space(np.ascontiguousarray(u[:, k, 0, :].T))
+        return self._tables_f[key]
+
+    def _to_space(self, values: np.ndarray) -> np.ndarray:
+        """Values of the linear predictor -> the space terms are combined in."""
+        values = np.ascontiguousarray(values, dtype=float)
+        if self._sign is None:
+            return values
+        with np.errstate(over="ignore"):  # inf is right: it makes p exactly 0 (or exp(eta) inf)
+            return np.exp(self._sign * values)
+
+    def _buffers(self, b: int):
+        loc = self._local
+        if getattr(loc, "shape", None) != (b, self.n_samples):
+            loc.shape = (b, self.n_samples)
+            loc.bufs = [np.empty((b, self.n_samples)) for _ in range(3)]
+        return loc.bufs
+
+    def _run_task(self, job: "_Job", starts: list[int]):
+        """Sums of one task's micro-blocks: out[s][g] is (G, S)."""
+        with np.errstate(over="ignore", invalid="ignore"):  # inf * 0 is caught and recomputed
+            return self._run_blocks(job, starts)
+
+    def _run_blocks(self, job: "_Job", starts: list[int]):
+        S = self.n_samples
+        base_buf, acc_buf, tmp_buf = self._buffers(job.block)
+        out = [{g: np.zeros((job.sizes[g], S)) for g in need} for need in job.needs]
+        combine = np.multiply if self._sign is not None else np.add
+        for a in starts:
+            e = min(a + job.block, job.n)
+            m = e - a
+            base, acc, tmp = base_buf[:m], acc_buf[:m], tmp_buf[:m]
+            if job.shared:
+                _accumulate(job.shared, base, tmp, a, e, combine)
+            for s, need in enumerate(job.needs):
+                if not need:
+                    continue
+                if job.shared and job.own[s]:
+                    np.copyto(acc, base)
+                    for t in job.own[s]:
+                        t.write(tmp, a, e)
+                        combine(acc, tmp, out=acc)
+                elif job.shared:
+                    np.copyto(acc, base)
+                elif job.own[s]:
+                    _accumulate(job.own[s], acc, tmp, a, e, combine)
+                else:
+                    acc.fill(1.0 if self._sign is not None else 0.0)
+                self._finish(acc)
+                if self._sign is not None and np.isnan(acc).any():  # inf * 0: recompute plainly
+                    sc = job.scenarios[s]
+                    part = job.cells.iloc[a:e]
+                    part = part.assign(**dict(sc.settings)) if sc.settings else part
+                    acc[:] = self.predict(part, sc.exclude).T
+                w = job.weights[a:e]
+                for g in need:
+                    _reduce(out[s][g], acc, w, job.codes[g][a:e])
+        return out
+
+    def _finish(self, acc: np.ndarray) -> None:
+        if self._link == "logit":  # acc = exp(-eta): p = 1 / (1 + acc)
+            np.add(acc, 1.0, out=acc)
+            np.reciprocal(acc, out=acc)
+        elif self._sign is None and self._link != "identity":
+            acc[:] = self._linkinv(acc)
+
+
+@dataclass(frozen=True)
+class _Job:
+    cells: pd.DataFrame
+    weights: np.ndarray
+    codes: list
+    sizes: list
+    needs: Sequence[Sequence[int]]
+    scenarios: Sequence[Scenario]
+    shared: list
+    own: list
+    block: int
+    n: int
+
+
+def _accumulate(terms, acc, tmp, a, e, combine) -> None:
+    terms[0].write(acc, a, e)
+    for t in terms[1:]:
+        t.write(tmp, a, e)
+        combine(acc, tmp, out=acc)
+
+
+def _reduce(out: np.ndarray, values: np.ndarray, w: np.ndarray, codes: np.ndarray) -> None:
+    """out[g] += sum of w * values over the rows of group g (rows sorted by group, mostly)."""
+    if codes[0] == codes[-1] and (len(codes) < 3 or (codes == codes[0]).all()):
+        out[codes[0]] += w @ values
+        return
+    cut = np.flatnonzero(np.diff(codes)) + 1
+    if len(cut) < 8:
+        for lo, hi in zip(np.r_[0, cut], np.r_[cut, len(codes)]):
+            out[codes[lo]] += w[lo:hi] @ values[lo:hi]
+        return
+    groups, inv = np.unique(codes, return_inverse=True)
+    dense = np.zeros((len(groups), len(codes)))
+    dense[inv, np.arange(len(codes))] = w
+    out[groups] += dense @ values
+
+
+def _distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row of the distinct table for every row of X, the distinct rows)."""
+    if X.shape[1] == 0:
+        return np.zeros(len(X), dtype=np.int64), X[:1]
+    codes, uniq = pd.MultiIndex.from_arrays([X[:, j] for j in range(X.shape[1])]).factorize()
+    first = np.asarray(uniq.to_list(), dtype=float).reshape(len(uniq), X.shape[1])
+    return codes.astype(np.int64), first
+
+
+def _relevant(settings: dict, variables) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in settings.items() if k in variables))
+
+
+def _category_values(levels) -> np.ndarray:
+    """Numeric category values for the mean category: the levels themselves when numeric, else 1..K."""
+    try:
+        return np.array([float(x) for x in levels])
+    except ValueError:
+        return np.arange(1, len(levels) + 1, dtype=float)
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
