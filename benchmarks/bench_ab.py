@@ -979,9 +979,11 @@ def observations(res: dict) -> list[str]:
     if ps:
         per = [r["poststratify_seconds"] / (r["draws"] * r["cells"] * 2) * 1e9 for r in ps]
         out.append(f"mrp-formula's chunked poststratification costs {min(per):.0f}–{max(per):.0f} ns per draw x cell x "
-                   "scenario (2 scenarios here: control and treatment) in `CellPredictor.predict` and the weighted "
-                   "sums, so its time is linear in the number of rows it is given. Its memory stays flat "
-                   "(one block of draws x cells at a time). A full `mrp run` never hands it the raw table: the "
+                   "scenario (2 scenarios here: control and treatment) in `CellPredictor.weighted_sums` (per-term "
+                   "tables of exponentiated draws gathered for cache-sized micro-blocks, multiplied, one reciprocal, "
+                   "reduced at once, on both cores), so its time is linear in the number of rows it is given. Its "
+                   "memory stays flat (a chunk's design columns and one micro-block per thread). A full `mrp run` "
+                   "never hands it the raw table: the "
                    "population is first collapsed to the distinct combinations of the model's (and `by`) "
                    "variables, 600 here, which is why the cached full run over the same table is fast.")
     b = [r for r in res["poststrat"]["bambi"] if r.get("status") == "ok"]
@@ -1005,8 +1007,8 @@ def observations(res: dict) -> list[str]:
         r = rr[0]
         tm = r["timings"]
         out.append(f"Cached re-run, first change: {r['wall_seconds']:.1f} s in all; the manifest's timings: "
-                   f"prepare {tm.get('prepare', 0):.1f} s (spec, reading and collapsing the sample, and building "
-                   f"the Bambi model, which is where bambi/pymc/arviz get imported), poststratify "
+                   f"prepare {tm.get('prepare', 0):.1f} s (spec, reading and collapsing the sample; a cached run "
+                   f"imports neither bambi, pymc nor arviz), poststratify "
                    f"{tm.get('poststratify', 0):.2f} s, checks {tm.get('checks', 0):.2f} s, run total "
                    f"{tm.get('total', 0):.1f} s; the remaining {r['wall_seconds'] - tm.get('total', 0):.1f} s are "
                    "interpreter start-up, the CLI's own imports and printing.")
@@ -1049,7 +1051,7 @@ def write_report(res: dict, path: Path) -> None:
     L.append("* **mrp-formula**: a generated spec (`benchmarks/out/specs/`) run with `mrp_formula.run(spec, "
              "refit=True)`: DuckDB reads the Parquet sample as counted distinct rows, the model is fitted on "
              "binomial cells with nutpie (4 chains x 1,000 draws after 1,000 tuning steps, target_accept 0.9, "
-             "chains on 2 cores), then poststratified (estimands: click rate per arm and the lift) and the "
+             "low-rank mass matrix (`fit.mass_matrix`, the default), chains on 2 cores), then poststratified (estimands: click rate per arm and the lift) and the "
              "run folder written (`report.plots = false`: neither side draws plots). Priors are mrp-formula's defaults (Bambi's for common terms, "
              "Normal(0, HalfNormal(1)) for group terms).")
     L.append("* **Plain Bambi**: `bmb.Model(formula, rows, family=\"bernoulli\").fit(inference_method=...)` on "
@@ -1146,8 +1148,8 @@ def write_report(res: dict, path: Path) -> None:
              f"Both prediction cases run under an address-space limit (`RLIMIT_AS`) of {MEM_LIMIT_GB:.0f} GB.")
     L.append("")
     L.append("* **mrp poststratify**: `mrp_formula.poststrat.poststratify` over the rows as given (no collapse) "
-             "with the real `CellPredictor` and the default block "
-             "(`DEFAULT_BLOCK` = 1e7 draw x cell elements per chunk).")
+             "with the real `CellPredictor` (its `weighted_sums`) and the default block "
+             "(`DEFAULT_BLOCK` = 1e7 values held per chunk).")
     L.append("* **Bambi predict**: `model.predict(posterior, kind=\"response_params\", data=table, "
              "inplace=False)` per arm on the same Bambi model (the aggregated one mrp-formula fitted) and the same "
              "posterior, then the weighted mean per draw in numpy.")

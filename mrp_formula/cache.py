@@ -37,6 +37,7 @@ def fit_key(plan, versions: dict[str, str]) -> str:
         "link": spec.model.link,
         "priors": {k: str(v) for k, v in sorted(spec.model.priors.items())},
         "parameterization": fp.parameterization,
+        "mass_matrix": fp.mass_matrix,
         "fit": spec.fit.model_dump(),
         "versions": {k: versions.get(k) for k in ("bambi", "pymc", "nutpie", "pytensor")},
         "mrp_formula": __version__,

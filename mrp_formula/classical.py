@@ -206,11 +206,12 @@ def srm_check(tables: Tables, allocation: dict[str, dict[str, float]]) -> list[s
     return notes
 
 
-def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predict, n_samples: int,
+def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predictor, n_samples: int,
         ci_prob: float, ci_kind: str) -> pd.DataFrame:
     """Posterior predictive check by group: observed vs predicted mean outcome per level of each
     categorical model variable, over the sample's own units. For binary outcomes the interval is
-    that of a replicated observed share (binomial noise included), so small groups are judged fairly."""
+    that of a replicated observed share (binomial noise included), so small groups are judged fairly.
+    ``predictor`` is what ``poststratify`` takes (a CellPredictor or a predict callable)."""
     from mrp_formula.estimands import interval
     from mrp_formula.poststrat import Scenario, poststratify
 
@@ -221,7 +222,7 @@ def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predict, n_s
     rows = []
     variables = [v for v, var in tables.variables.items() if var.categorical]
     reqs = [Request(Scenario(), (v,)) for v in variables]
-    reduced = poststratify(cells.reset_index(drop=True), predict, reqs, n_samples=n_samples)
+    reduced = poststratify(cells.reset_index(drop=True), predictor, reqs, n_samples=n_samples)
     rng = np.random.default_rng(20261124)
     for v, req in zip(variables, reqs):
         red = reduced[req]

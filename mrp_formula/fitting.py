@@ -67,7 +67,7 @@ def fit_or_reuse(plan, bmodel, cache_roots: Sequence[Path], *, refit: bool = Fal
                 why = note
     if bmodel is None:
         bmodel = model_mod.build_model(plan.loaded, plan.info, plan.fit_plan)
-    fit = model_mod.fit(bmodel, plan.loaded, progress=progress)
+    fit = model_mod.fit(bmodel, plan.loaded, mass_matrix=plan.fit_plan.mass_matrix, progress=progress)
     if cache and caches:
         caches[0].store(key, fit.posterior, fit.seconds)
     return Fitted(fit=fit, key=key, reused=False, note=why)

@@ -42,6 +42,8 @@ class Plan:
             extra.append(f"fitting {fp.cells} binomial cells instead of {fp.rows_in} rows (same likelihood)")
         for term, choice in fp.parameterization.items():
             extra.append(f"group term {term}: {choice} ({fp.parameterization_reason[term]})")
+        if fp.mass_matrix_reason and self.loaded.spec.fit.sampler == "nutpie":
+            extra.append(f"mass matrix: {fp.mass_matrix.replace('_', '-')} ({fp.mass_matrix_reason})")
         return self.tables.notes + tuple(extra)
 
 
@@ -166,7 +168,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     table = pd.concat([table, classical.raw_and_weighted(pieces, tables, info, family, predictor.categories,
                                                          group_cols)], axis=1)
     table = _ordered(table, group_cols)
-    ppc_table = classical.ppc(tables, info, family, predictor.categories, predictor.predict,
+    ppc_table = classical.ppc(tables, info, family, predictor.categories, predictor,
                               predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind)
     cov = classical.coverage(tables, info, family, predictor.categories)
     srm = classical.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
@@ -247,7 +249,8 @@ def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> di
         "inputs": {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in files.items() if p.exists()},
         "seed": spec.fit.seed,
         "sampler": {"name": spec.fit.sampler, "draws": spec.fit.draws, "tune": spec.fit.tune,
-                    "chains": spec.fit.chains, "target_accept": spec.fit.target_accept},
+                    "chains": spec.fit.chains, "target_accept": spec.fit.target_accept,
+                    "mass_matrix": fp.mass_matrix, "mass_matrix_reason": fp.mass_matrix_reason},
         "model": {"formula": spec.model.formula, "fitted_formula": fp.formula, "family": fp.family,
                   "aggregated": fp.aggregated, "rows_in": fp.rows_in, "cells_fitted": fp.cells,
                   "parameterization": fp.parameterization},

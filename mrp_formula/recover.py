@@ -268,7 +268,7 @@ def run_replicate(ctx: _Context, task: _Task) -> dict:
         loaded_r = loaded.model_copy(update={"spec": spec.model_copy(update={"fit": fit_spec})})
         plan_r = model_mod.plan_fit(loaded_r, info, sim_tables)
         model_r = model_mod.build_model(loaded_r, info, plan_r)
-        fitted = model_mod.fit(model_r, loaded_r, progress=False)
+        fitted = model_mod.fit(model_r, loaded_r, mass_matrix=plan_r.mass_matrix, progress=False)
         pred = make_predictor(plan_r, spec.model.link, fitted.posterior, sim_tables, info, seed=task.fit_seed)
         ed = _estimand_draws(pred, sim_tables, spec, poststrat.poststratify)
         table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
@@ -372,7 +372,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
             posterior, _ = fit_cache.load(key)
             reused = posterior is not None
         if posterior is None:
-            fitted = model_mod.fit(bmodel, loaded, progress=False)
+            fitted = model_mod.fit(bmodel, loaded, mass_matrix=fit_plan.mass_matrix, progress=False)
             posterior = fitted.posterior
             if fit_cache is not None:
                 fit_cache.store(key, posterior, fitted.seconds)

@@ -118,6 +118,12 @@ class FitSpec(_Frozen):
     chains: int = Field(4, gt=0, description="Number of chains.")
     seed: int = Field(20260101, ge=0, description="Random seed: same spec and seed, same numbers.")
     target_accept: float = Field(0.9, gt=0, lt=1, description="NUTS target acceptance rate.")
+    mass_matrix: Literal["auto", "low_rank", "diagonal"] = Field(
+        "auto", description="Mass matrix nutpie adapts. `low_rank` also learns the strongest correlations "
+        "between parameters (an intercept and group effects that trade off when cells hold a lot of data), so "
+        "large samples mix far better; `diagonal` is the classic one, safer on thin hierarchical data; `auto` "
+        "takes `low_rank` when a group term's median information per level is at least 500. The run reports "
+        "the choice. Other samplers use a diagonal one.")
 
 
 class PopulationSpec(_Frozen):

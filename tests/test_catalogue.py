@@ -327,6 +327,8 @@ CASES: list[Case] = [
       edits=S('family = "bernoulli"', 'family = "logistic"'), at="family ="),
     C("enum_sampler", 3, "did you mean 'nutpie'", key="fit.sampler",
       edits=S('sampler = "nutpie"', 'sampler = "nutpy"'), at="sampler ="),
+    C("enum_mass_matrix", 3, "did you mean 'low_rank'", key="fit.mass_matrix",
+      edits=S('sampler = "nutpie"', 'sampler = "nutpie"\nmass_matrix = "lowrank"'), at="mass_matrix ="),
     C("enum_ci_kind_hpd", 3, "did you mean 'hdi'", key="report.ci_kind",
       edits=S('ci_kind = "eti"', 'ci_kind = "hpd"'), at="ci_kind ="),
     C("enum_scale", 3, "did you mean 'odds_ratio'", key="estimands.lift.scale",

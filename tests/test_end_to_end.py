@@ -72,6 +72,8 @@ def test_run_folder_contents(ab_run):
     assert est.loc[est.estimand == "lift", "mean"].iloc[0] == pytest.approx(lift.mean())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 1
+    # 20,000 rows in 4 cells: each gender level holds thousands of rows' information
+    assert manifest["sampler"]["mass_matrix"] == "low_rank" and "information" in manifest["sampler"]["mass_matrix_reason"]
     assert manifest["model"]["aggregated"] is True and manifest["model"]["cells_fitted"] == 4
     assert manifest["model"]["rows_in"] == 20_000
     assert len(manifest["inputs"]["data"]["sha256"]) == 64

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 import mrp_formula
@@ -58,3 +59,18 @@ def test_duckdb_collapsed_read_equals_pandas_read(ab_dir):
         lambda d: (d["clicked"] * d["mrp_rows"]).sum() / d["mrp_rows"].sum())
     want = plain.sample.groupby(["treatment", "gender"], observed=True)["clicked"].mean()
     pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
+
+
+@pytest.mark.parametrize("setting, sampler, info, expected", [
+    ("auto", "nutpie", {"1|age": 40.0, "1|region": 3.0}, "diagonal"),  # thin data: diagonal
+    ("auto", "nutpie", {"1|age": 2400.0, "1|region": 30.0}, "low_rank"),  # cells hold a lot of data
+    ("auto", "nutpie", {}, "diagonal"),  # no group terms
+    ("diagonal", "nutpie", {"1|age": 1e6}, "diagonal"),  # the spec decides
+    ("low_rank", "nutpie", {"1|age": 1.0}, "low_rank"),
+    ("low_rank", "pymc", {"1|age": 1e6}, "diagonal"),  # only nutpie has a low-rank mass matrix
+])
+def test_mass_matrix_choice(setting, sampler, info, expected):
+    from mrp_formula.model import choose_mass_matrix
+
+    choice, reason = choose_mass_matrix(setting, sampler, info)
+    assert choice == expected and reason
