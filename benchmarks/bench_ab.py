@@ -302,7 +302,7 @@ def case_mrp_fit(p: dict) -> dict:
         return out
 
     model_mod.fit = timed_fit
-    res = mrp_formula.run(p["spec"], out=p["run_dir"], refit=True)
+    res = mrp_formula.run(p["spec"], out=p["run_dir"], refit=True, overrides=p.get("overrides", ()))
     done = time.time()
     peak = _vm_hwm_mb()
     t = res.manifest["timings_seconds"]
@@ -314,6 +314,7 @@ def case_mrp_fit(p: dict) -> dict:
            "checks_seconds": t["checks"], "total_seconds": t["total"], "peak_rss_mb_self": peak,
            "cells_fitted": res.manifest["model"]["cells_fitted"], "rows": res.manifest["model"]["rows_in"],
            "parameterization": res.manifest["model"]["parameterization"],
+           "mass_matrix": res.manifest["sampler"].get("mass_matrix", "diagonal"),
            "estimates": {"control": float(cr.iloc[0]["mean"]), "treatment": float(cr.iloc[1]["mean"]),
                          "lift": float(est.loc["lift", "mean"]), "lift_sd": float(est.loc["lift", "sd"])}}
     out.update(posterior_diagnostics(res.posterior))
@@ -686,6 +687,13 @@ def orchestrate(args) -> dict:
         r["n"] = n
         results["mrp_fit"].append(r)
         save()
+    # the same fits with the mass matrix forced diagonal, where "auto" chose low-rank
+    for n in [n for n in cfg["fit_sizes"] if n >= 100_000][::2]:
+        r = run_case({"case": "mrp_fit", "spec": str(specs / f"ab_{n}.toml"), "run_dir": str(runs / f"mrp_{n}_diagonal"),
+                      "overrides": ['fit.mass_matrix="diagonal"']}, timeout=3 * budget, label=f"mrp_fit_{n}_diagonal")
+        r["n"] = n
+        results.setdefault("mrp_fit_diagonal", []).append(r)
+        save()
 
     # --- plain Bambi fits, capped by the time budget
     for sampler in ("nutpie", "pymc"):
@@ -896,7 +904,7 @@ def verdicts(res: dict) -> list[tuple[str, str, str]]:
 
 
 def _all_cases(res: dict) -> list[dict]:
-    out = list(res["mrp_fit"])
+    out = list(res["mrp_fit"]) + list(res.get("mrp_fit_diagonal", []))
     for v in res["bambi_fit"].values():
         out += [r for r in v if "wall_seconds" in r]
     for k, v in res["poststrat"].items():
@@ -944,12 +952,29 @@ def observations(res: dict) -> list[str]:
         txt = "; ".join(f"{_n(r['n'])}: min ESS {r['min_ess_bulk']:.0f} (`{r['min_ess_param']}`), R-hat "
                         f"{r['max_rhat']:.3f}, {r['mean_steps_per_draw']:.0f} leapfrog steps/draw, estimand ESS "
                         f"{r['estimand_min_ess']:,.0f}" for r in big)
-        line = (f"Mixing of the model parameters gets worse as N grows (at {_n(small['n'])}: min ESS "
-                f"{small['min_ess_bulk']:.0f}, {small['mean_steps_per_draw']:.0f} steps/draw; {txt}): with more "
-                "data each cell's rate is pinned down while the intercept and the group effects still trade off "
-                "against each other, a long narrow ridge for NUTS" + _ridge_text(res, [small["n"], big[-1]["n"]])
-                + ". The estimands, which are what an MRP run reports, keep a high ESS; mrp-formula's own "
-                "diagnostics say so in the run's warnings.")
+        diag_big = [r for r in big if r.get("mass_matrix", "diagonal") == "diagonal"]
+        if diag_big:  # a diagonal mass matrix at large N: the ridge shows in the parameters
+            line = (f"Mixing of the model parameters gets worse as N grows (at {_n(small['n'])}: min ESS "
+                    f"{small['min_ess_bulk']:.0f}, {small['mean_steps_per_draw']:.0f} steps/draw; {txt}): with "
+                    "more data each cell's rate is pinned down while the intercept and the group effects still trade "
+                    "off against each other, a long narrow ridge for NUTS" + _ridge_text(res, [small["n"], big[-1]["n"]])
+                    + ". The estimands, which are what an MRP run reports, keep a high ESS; mrp-formula's own "
+                    "diagnostics say so in the run's warnings.")
+        else:
+            low = [r for r in mrp.values() if r.get("mass_matrix") == "low_rank"]
+            first = min(r["n"] for r in low) if low else big[0]["n"]
+            line = (f"With more data each cell's rate is pinned down while the intercept and the group effects still "
+                    "trade off against each other, a long narrow ridge for NUTS" + _ridge_text(res, [small["n"], big[-1]["n"]])
+                    + f". From {_n(first)} rows on, a group term's median information per level is >= 500, so "
+                    "`fit.mass_matrix = \"auto\"` takes nutpie's low-rank mass matrix, which learns that ridge, and "
+                    f"mixing does not degrade with N (at {_n(small['n'])}, diagonal: min ESS "
+                    f"{small['min_ess_bulk']:.0f}, {small['mean_steps_per_draw']:.0f} steps/draw; low-rank: {txt}).")
+            diag_rows = [r for r in res.get("mrp_fit_diagonal", []) if r.get("status") == "ok"]
+            if diag_rows:
+                line += (" The same fits with `fit.mass_matrix = \"diagonal\"`: " + "; ".join(
+                    f"{_n(r['n'])}: min ESS {r['min_ess_bulk']:.0f} (`{r['min_ess_param']}`), R-hat "
+                    f"{r['max_rhat']:.3f}, {r['mean_steps_per_draw']:.0f} leapfrog steps/draw, fit "
+                    f"{r['fit_seconds']:.1f} s, estimand ESS {r['estimand_min_ess']:,.0f}" for r in diag_rows) + ".")
         b5 = [(name, r) for name, rows in (("Bambi + nutpie", res["bambi_fit"]["nutpie"]),
                                           ("Bambi + PyMC NUTS", res["bambi_fit"]["pymc"]))
               for r in rows if r.get("status") == "ok" and r["n"] == big[0]["n"]]
@@ -1051,7 +1076,8 @@ def write_report(res: dict, path: Path) -> None:
     L.append("* **mrp-formula**: a generated spec (`benchmarks/out/specs/`) run with `mrp_formula.run(spec, "
              "refit=True)`: DuckDB reads the Parquet sample as counted distinct rows, the model is fitted on "
              "binomial cells with nutpie (4 chains x 1,000 draws after 1,000 tuning steps, target_accept 0.9, "
-             "low-rank mass matrix (`fit.mass_matrix`, the default), chains on 2 cores), then poststratified (estimands: click rate per arm and the lift) and the "
+             "the mass matrix chosen by `fit.mass_matrix = \"auto\"` (see the table by step), chains on 2 cores), "
+             "then poststratified (estimands: click rate per arm and the lift) and the "
              "run folder written (`report.plots = false`: neither side draws plots). Priors are mrp-formula's defaults (Bambi's for common terms, "
              "Normal(0, HalfNormal(1)) for group terms).")
     L.append("* **Plain Bambi**: `bmb.Model(formula, rows, family=\"bernoulli\").fit(inference_method=...)` on "
@@ -1117,14 +1143,14 @@ def write_report(res: dict, path: Path) -> None:
     if mrp_ok:
         L.append("mrp-formula's time by step (seconds; from the run's manifest, plus the import time):")
         L.append("")
-        L.append("| rows | import | prepare (read + collapse + build) | fit | poststratify | checks | run total | "
-                 "parameterization |")
-        L.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        L.append("| rows | import | prepare (read + collapse) | fit (build + compile + sample) | poststratify | "
+                 "checks | run total | parameterization | mass matrix |")
+        L.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
         for r in mrp_ok:
             par = ", ".join(f"{_code(k)}: {v}" for k, v in r["parameterization"].items())
             L.append(f"| {_n(r['n'])} | {_f(r['import_seconds'])} | {_f(r['prepare_seconds'])} | "
                      f"{_f(r['fit_seconds'])} | {_f(r['poststratify_seconds'])} | {_f(r['checks_seconds'])} | "
-                     f"{_f(r['total_seconds'])} | {par} |")
+                     f"{_f(r['total_seconds'])} | {par} | {r.get('mass_matrix', 'diagonal').replace('_', '-')} |")
         L.append("")
     b_ok = [r for v in res["bambi_fit"].values() for r in v if r.get("status") == "ok"]
     if b_ok:

@@ -1,6 +1,6 @@
-"""A spec's model and its posterior, the way ``pipeline.run`` gets them: the prepared plan and
-the Bambi model (only when it must be fitted), then the posterior from the fit cache when the model part of the spec and the
-fitted data are unchanged, else sampled (and stored in the cache).
+"""A spec's model and its posterior, the way ``pipeline.run`` gets them: the prepared plan, then
+the posterior from the fit cache when the model part of the spec and the fitted data are
+unchanged, else sampled (and stored in the cache); the Bambi model is built only to sample.
 
 Commands other than ``run`` that need fitted specs (``mrp compare``) call these instead of
 repeating the steps; ``pipeline.run`` could delegate to them too.
