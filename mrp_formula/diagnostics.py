@@ -114,7 +114,8 @@ def ess_bulk(x: np.ndarray) -> float:
 
 
 def ess_tail(x: np.ndarray, probs: tuple[float, float] = (0.05, 0.95)) -> float:
-    """The smaller ESS of the indicators of being below the 5% and the 95% quantiles."""
+    """The smaller ESS of the indicators of being below the 5% and the 95% quantiles (as in
+    Vehtari et al. and Stan; arviz-stats 1.x takes its ``ci_prob``, 0.89, unless told)."""
     x = np.asarray(x, dtype=float)
     if not _valid(x, 1):
         return math.nan

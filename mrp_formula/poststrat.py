@@ -64,10 +64,12 @@ def poststratify(cells: pd.DataFrame, predictor, requests: Iterable[Request], *,
     """Cell-weighted means of the predictions per draw, for every request, in one pass.
 
     ``predictor`` is a plain ``predict(cells, exclude)`` callable, or an object with
-    ``weighted_sums`` (see :func:`plain_weighted_sums`) and ``row_cost``, the values it holds
-    per cell of a chunk; a chunk has ``block // row_cost`` cells.
+    ``weighted_sums`` (see :func:`plain_weighted_sums`) and ``row_cost(n_scenarios)``, the
+    values it holds per cell of a chunk; a chunk has ``block // row_cost`` cells.
     """
     requests = list(dict.fromkeys(requests))
+    if not requests:
+        return {}
     weights = cells[WEIGHT].to_numpy(dtype=float)
     bys = list(dict.fromkeys(r.by for r in requests))
     codes, groups = {}, {}
@@ -76,7 +78,7 @@ def poststratify(cells: pd.DataFrame, predictor, requests: Iterable[Request], *,
     scenarios = list(dict.fromkeys(r.scenario for r in requests))
     needs = [sorted({bys.index(r.by) for r in requests if r.scenario == sc}) for sc in scenarios]
     if hasattr(predictor, "weighted_sums"):
-        sums_of, row_cost = predictor.weighted_sums, max(1, int(predictor.row_cost))
+        sums_of, row_cost = predictor.weighted_sums, max(1, int(predictor.row_cost(len(scenarios))))
     else:
         sums_of, row_cost = _plain(predictor), max(n_samples, 1)
     sums: list[dict[int, np.ndarray]] = [{} for _ in scenarios]

@@ -195,6 +195,7 @@ class CellPredictor:
         else:
             self._linkinv = LINKINV[self._link]
         self._common_slices = dict(design.common.slices) if design.common is not None else {}
+        self._n_common = sum(sl.stop - sl.start for sl in self._common_slices.values())
         self._group_terms = {g.name: g for g in info.group_terms}
         self._beta = {name: self._flat(name) for name in self._common_slices}
         rng = np.random.default_rng([seed, 7919])
@@ -320,12 +321,12 @@ class CellPredictor:
 
     # ------------------------------------------------------------------ weighted sums
 
-    @property
-    def row_cost(self) -> int:
+    def row_cost(self, n_scenarios: int = 1) -> int:
         """Values held per cell of a chunk by ``weighted_sums`` (what bounds a chunk's memory)."""
-        if not self.fast:
+        if not self.fast:  # one scenario's (draws x cells) predictions at a time
             return self.n_samples * (len(self.categories) if self.categories else 1)
-        return 4 * (len(self._common_slices) + 2 * len(self._group_terms) + 4)
+        width = self._n_common + sum(u.shape[1] for u, _ in self._u.values())
+        return max(1, n_scenarios) * (width + len(self._u) + 4) + 8  # designs, row indices, typed frames
 
     def weighted_sums(self, cells: pd.DataFrame, weights: np.ndarray, scenarios: Sequence[Scenario],
                       groupings: Sequence[tuple[np.ndarray, int]], needs: Sequence[Sequence[int]]):
@@ -333,6 +334,8 @@ class CellPredictor:
         ``g`` (codes, number of groups), under scenario ``s``, for every ``g`` in ``needs[s]``."""
         if not self.fast:
             return plain_weighted_sums(self.predict, cells, weights, scenarios, groupings, needs)
+        if not scenarios:
+            return []
         n = len(cells)
         order = np.lexsort([c for c, _ in reversed(groupings)]) if groupings else np.arange(n)
         cells = cells.iloc[order].reset_index(drop=True)
@@ -346,16 +349,23 @@ class CellPredictor:
         tasks = [starts[i:i + BLOCKS_PER_TASK] for i in range(0, len(starts), BLOCKS_PER_TASK)]
         job = _Job(cells=cells, weights=weights, codes=codes, sizes=[g for _, g in groupings], needs=needs,
                    scenarios=scenarios, shared=shared, own=own, block=b, n=n)
+        out = [{g: np.zeros((job.sizes[g], self.n_samples)) for g in need} for need in needs]
+        redo = []
         if self._threads > 1 and len(tasks) > 1:
             with ThreadPoolExecutor(self._threads) as pool:
-                parts = list(pool.map(lambda t: self._run_task(job, t), tasks))
+                parts = pool.map(lambda t: self._run_task(job, t), tasks)
+                for part in parts:  # in task order: the same sums whatever the number of threads
+                    redo += _add_part(out, part)
         else:
-            parts = [self._run_task(job, t) for t in tasks]
-        out = parts[0]
-        for part in parts[1:]:  # in task order: the same sums whatever the number of threads
-            for s, need in enumerate(needs):
-                for g in need:
-                    out[s][g] += part[s][g]
+            for t in tasks:
+                redo += _add_part(out, self._run_task(job, t))
+        for s, a, e in redo:  # blocks whose product form over- or underflowed: the plain way, here
+            sc = job.scenarios[s]
+            part = job.cells.iloc[a:e]
+            part = part.assign(**dict(sc.settings)) if sc.settings else part
+            values = np.ascontiguousarray(self.predict(part, sc.exclude).T)
+            for g in needs[s]:
+                _reduce(out[s][g], values, weights[a:e], codes[g][a:e])
         return [{g: out[s][g].T for g in need} for s, need in enumerate(needs)]
 
     def _chunk_terms(self, cells: pd.DataFrame, scenarios: Sequence[Scenario]) -> list[list]:
@@ -435,14 +445,20 @@ class CellPredictor:
         return loc.bufs
 
     def _run_task(self, job: "_Job", starts: list[int]):
-        """Sums of one task's micro-blocks: out[s][g] is (G, S)."""
-        with np.errstate(over="ignore", invalid="ignore"):  # inf * 0 is caught and recomputed
+        with np.errstate(over="ignore", invalid="ignore"):  # inf * 0 is caught and redone
             return self._run_blocks(job, starts)
 
     def _run_blocks(self, job: "_Job", starts: list[int]):
+        """Sums of one task's micro-blocks, for the groups its cells touch: ``(touched, sums, redo)``
+        with ``touched[g]`` the group codes, ``sums[s][g]`` (len(touched[g]), S), and ``redo``
+        the blocks (scenario, start, end) left to the plain way."""
         S = self.n_samples
         base_buf, acc_buf, tmp_buf = self._buffers(job.block)
-        out = [{g: np.zeros((job.sizes[g], S)) for g in need} for need in job.needs]
+        lo, hi = starts[0], min(starts[-1] + job.block, job.n)
+        touched = {g: np.unique(job.codes[g][lo:hi]) for need in job.needs for g in need}
+        local = {g: np.searchsorted(t, job.codes[g][lo:hi]) for g, t in touched.items()}
+        sums = [{g: np.zeros((len(touched[g]), S)) for g in need} for need in job.needs]
+        redo = []
         combine = np.multiply if self._sign is not None else np.add
         for a in starts:
             e = min(a + job.block, job.n)
@@ -464,23 +480,28 @@ class CellPredictor:
                     _accumulate(job.own[s], acc, tmp, a, e, combine)
                 else:
                     acc.fill(1.0 if self._sign is not None else 0.0)
-                self._finish(acc)
-                if self._sign is not None and np.isnan(acc).any():  # inf * 0: recompute plainly
-                    sc = job.scenarios[s]
-                    part = job.cells.iloc[a:e]
-                    part = part.assign(**dict(sc.settings)) if sc.settings else part
-                    acc[:] = self.predict(part, sc.exclude).T
+                if not self._finish(acc):
+                    redo.append((s, a, e))
+                    continue
                 w = job.weights[a:e]
                 for g in need:
-                    _reduce(out[s][g], acc, w, job.codes[g][a:e])
-        return out
+                    _reduce(sums[s][g], acc, w, local[g][a - lo:e - lo])
+        return touched, sums, redo
 
-    def _finish(self, acc: np.ndarray) -> None:
+    def _finish(self, acc: np.ndarray) -> bool:
+        """The combined terms -> the expected outcome, in place; False when the product form
+        over- or underflowed (inf * 0, or inf * a subnormal) and the block must be redone."""
         if self._link == "logit":  # acc = exp(-eta): p = 1 / (1 + acc)
             np.add(acc, 1.0, out=acc)
             np.reciprocal(acc, out=acc)
+            if not acc.min() > 0.0:  # nan, or p = 0 from an infinite product
+                return False
+            np.minimum(acc, 1 - EPS, out=acc)  # as Bambi's inverse logit keeps p below 1
+        elif self._link == "log":
+            return bool(np.isfinite(acc.max()) and np.isfinite(acc.min()))
         elif self._sign is None and self._link != "identity":
             acc[:] = self._linkinv(acc)
+        return True
 
 
 @dataclass(frozen=True)
@@ -495,6 +516,15 @@ class _Job:
     own: list
     block: int
     n: int
+
+
+def _add_part(out, part) -> list:
+    """Add a task's sums over the groups it touched; return its blocks left to redo."""
+    touched, sums, redo = part
+    for s, by_g in enumerate(sums):
+        for g, values in by_g.items():
+            out[s][g][touched[g]] += values
+    return redo
 
 
 def _accumulate(terms, acc, tmp, a, e, combine) -> None:

@@ -53,6 +53,8 @@ CASES = {
     "identity link, categorical slope": ("score", "gaussian", None, "score ~ treatment + (treatment|age) + (1|region)"),
     "probit link (plain inverse link)": ("y", "bernoulli", "probit", "y ~ treatment + x + (1|region)"),
     "interacted group factor": ("y", "bernoulli", None, "y ~ treatment + (1|age:gender) + (1|region)"),
+    "cloglog link, continuous slope": ("y", "bernoulli", "cloglog", "y ~ treatment + (1|age) + (scale(x)|region)"),
+    "log link, interacted slope factor": ("count", "poisson", None, "count ~ x + (treatment|age:gender) + (1|region)"),
 }
 ESTIMANDS = """
 [estimands.rate]
@@ -101,7 +103,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(predict, "BLOCKS_PER_TASK", 4)
 
 
-def _posterior(dsg, n_chains=2, n_draws=50, scale=0.7, extreme=False):
+def _posterior(dsg, n_chains=2, n_draws=50, scale=0.7, shift=None):
     """Draws named and shaped as Bambi names and shapes them."""
     rng = np.random.default_rng(5)
     data = {}
@@ -109,14 +111,14 @@ def _posterior(dsg, n_chains=2, n_draws=50, scale=0.7, extreme=False):
         width = sl.stop - sl.start
         dims = ("chain", "draw") + ((f"{name}_dim",) if width > 1 else ())
         shape = (n_chains, n_draws) + ((width,) if width > 1 else ())
-        data[name] = (dims, rng.normal(0, scale, shape) + (800.0 if extreme and name == "Intercept" else 0.0))
+        data[name] = (dims, rng.normal(0, scale, shape) + (shift or {}).get(name, 0.0))
     for name, term in dsg.group.items():
         groups = [str(g) for g in term.groups]
         k = term.data.shape[1] // len(groups)
         fdim = f"{name.split('|')[1]}__factor_dim"
         dims = ("chain", "draw") + ((f"{name}__expr_dim",) if k > 1 else ()) + (fdim,)
         shape = (n_chains, n_draws) + ((k,) if k > 1 else ()) + (len(groups),)
-        values = rng.normal(0, scale, shape) - (800.0 if extreme and name == "1|region" else 0.0)
+        values = rng.normal(0, scale, shape) + (shift or {}).get(name, 0.0)
         data[name] = (dims, values)
         sd_dims = ("chain", "draw") + ((f"{name}__expr_dim",) if k > 1 else ())
         data[f"{name}_sigma"] = (sd_dims, np.abs(rng.normal(0.5, 0.1, shape[:-1])))
@@ -125,10 +127,10 @@ def _posterior(dsg, n_chains=2, n_draws=50, scale=0.7, extreme=False):
     return xr.DataTree.from_dict({"posterior": ds.assign_coords(coords)})
 
 
-def _predictor(plan, threads=1, extreme=False):
+def _predictor(plan, threads=1, shift=None):
     fp = plan.fit_plan
     dsg = design(fp.data, fp.formula, fp.family, plan.loaded.spec.model.link)
-    return CellPredictor(dsg, _posterior(dsg, extreme=extreme), plan.tables, plan.info, seed=3, threads=threads)
+    return CellPredictor(dsg, _posterior(dsg, shift=shift), plan.tables, plan.info, seed=3, threads=threads)
 
 
 def _reduced(plan, predictor, block=None, n_samples=100):
@@ -160,8 +162,8 @@ def test_results_do_not_depend_on_threads_or_chunks(case):
         np.testing.assert_allclose(one[req].values, small_chunks[req].values, rtol=1e-12)
 
 
-def test_overflowing_terms_fall_back_to_the_plain_sum(tmp_path):
-    """exp(-800) * exp(800) is 0 * inf in the product form; such blocks are recomputed plainly."""
+@pytest.fixture
+def simple_plan(tmp_path):
     sample, pop = _frames()
     sample.to_csv(tmp_path / "sample.csv", index=False)
     pop.to_csv(tmp_path / "pop.csv", index=False)
@@ -177,17 +179,59 @@ def test_overflowing_terms_fall_back_to_the_plain_sum(tmp_path):
         weight = "N"
         [estimands.rate]
         at = { treatment = ["control", "treatment"] }
+        [estimands.by_region]
+        by = ["region"]
         """))
-    plan = prepared_plan(tmp_path / "spec.toml")
-    predictor = _predictor(plan, extreme=True)
-    fast, plain = _reduced(plan, predictor), _reduced(plan, predictor.predict)
+    return prepared_plan(tmp_path / "spec.toml")
+
+
+@pytest.mark.parametrize("shift", [
+    {"Intercept": 800.0, "1|region": -800.0},  # exp(-800) * exp(800) = 0 * inf = nan
+    {"Intercept": 740.0, "1|region": -760.0},  # a subnormal times inf = inf: p would be 0, truly 1
+    {"Intercept": -800.0},  # p underflows to 0 for every cell (kept at EPS, as Bambi does)
+    {"Intercept": 60.0},  # p rounds to 1 (kept at 1 - EPS)
+])
+def test_overflowing_products_are_redone_the_plain_way(simple_plan, shift):
+    predictor = _predictor(simple_plan, threads=2, shift=shift)
+    fast, plain = _reduced(simple_plan, predictor), _reduced(simple_plan, predictor.predict)
     for req in fast:
         assert np.isfinite(fast[req].values).all()
-        np.testing.assert_allclose(fast[req].values, plain[req].values, rtol=1e-9)
+        np.testing.assert_allclose(fast[req].values, plain[req].values, rtol=1e-9, atol=0)
+
+
+def test_one_cell_and_no_requests(simple_plan):
+    predictor = _predictor(simple_plan)
+    pieces = est_mod.plan(simple_plan.loaded.spec.estimands, simple_plan.tables.population_vars)
+    one = simple_plan.tables.population.iloc[:1]
+    fast = poststratify(one, predictor, est_mod.requests(pieces), n_samples=100)
+    plain = poststratify(one, predictor.predict, est_mod.requests(pieces), n_samples=100)
+    for req in fast:
+        np.testing.assert_allclose(fast[req].values, plain[req].values, rtol=1e-12)
+    assert poststratify(one, predictor, [], n_samples=100) == {}
+    assert predictor.weighted_sums(one, np.ones(1), [], [], []) == []
+
+
+def test_many_groups_keep_task_memory_small(simple_plan, monkeypatch):
+    """A task returns sums only for the groups its cells touch, and cells are sorted by group, so
+    the tasks' sums together hold about G rows, not G per task."""
+    from mrp_formula import predict
+
+    predictor = _predictor(simple_plan)
+    seen = []
+    real = predictor._run_task
+
+    def spy(job, starts):
+        touched, sums, redo = real(job, starts)
+        seen.append(max(len(t) for t in touched.values()))  # the region grouping
+        return touched, sums, redo
+
+    monkeypatch.setattr(predictor, "_run_task", spy)
+    _reduced(simple_plan, predictor)
+    assert len(seen) > 1 and sum(seen) <= 45 + len(seen)  # 45 regions
 
 
 @pytest.mark.parametrize("family, response, formula", [
-    ("bernoulli", "y", "y ~ treatment*gender + scale(x) + (1|age) + (x|region)"),
+    ("bernoulli", "y", "y ~ treatment*gender + scale(x) + (1|age) + (scale(x)|region) + (treatment|age:gender)"),
     ("poisson", "count", "count ~ C(age) + log1p(x ** 2) + (1|region)"),
     ("categorical", "age", "age ~ treatment + x + (1|region)"),
     ("cumulative", "age", "age ~ treatment + x + (1|region)"),
@@ -211,6 +255,8 @@ def test_design_is_the_one_bambi_builds(family, response, formula):
     assert list(mine.group) == list(theirs.group.terms)
     for name, term in mine.group.items():
         assert [str(g) for g in term.groups] == [str(g) for g in theirs.group.terms[name].groups]
+        np.testing.assert_array_equal(np.asarray(term.expr.eval_new_data(new)),
+                                      np.asarray(theirs.group.terms[name].expr.eval_new_data(new)))
     if family in ("categorical", "cumulative"):
         assert mine.response_levels == tuple(str(x) for x in model.response_term.levels)
         assert mine.response_name == model.response_term.name
