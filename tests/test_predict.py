@@ -214,8 +214,6 @@ def test_one_cell_and_no_requests(simple_plan):
 def test_many_groups_keep_task_memory_small(simple_plan, monkeypatch):
     """A task returns sums only for the groups its cells touch, and cells are sorted by group, so
     the tasks' sums together hold about G rows, not G per task."""
-    from mrp_formula import predict
-
     predictor = _predictor(simple_plan)
     seen = []
     real = predictor._run_task
