@@ -206,25 +206,26 @@ plots = false
 # =============================================================================== helpers (children)
 
 
-def _vm_hwm_mb() -> float:
-    """Peak RSS of this process so far (Linux), in MB."""
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (Linux), in MB; None where there is none."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def _vm_hwm_mb() -> float:
+    """Peak RSS of this process so far, in MB."""
+    peak = _proc_status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _vm_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    rss = _proc_status_mb("VmRSS")
+    return rss if rss is not None else float("nan")
 
 
 def _cpu_seconds() -> float:
@@ -332,7 +333,6 @@ def case_bambi_fit(p: dict) -> dict:
     t_import = time.time()
     _quiet()
     import bambi as bmb
-    import numpy as np
     import pandas as pd
 
     imported = time.time()
@@ -413,7 +413,6 @@ def case_bambi_predict(p: dict) -> dict:
     """Bambi's predict(kind="response_params") on the same table and the same posterior."""
     t0 = time.time()
     _quiet()
-    import numpy as np
     import pandas as pd
 
     plan, bmodel, posterior = _load_fitted(p["spec"], p["run_dir"])
@@ -963,7 +962,7 @@ def observations(res: dict) -> list[str]:
         else:
             low = [r for r in mrp.values() if r.get("mass_matrix") == "low_rank"]
             first = min(r["n"] for r in low) if low else big[0]["n"]
-            line = (f"With more data each cell's rate is pinned down while the intercept and the group effects still "
+            line = ("With more data each cell's rate is pinned down while the intercept and the group effects still "
                     "trade off against each other, a long narrow ridge for NUTS" + _ridge_text(res, [small["n"], big[-1]["n"]])
                     + f". From {_n(first)} rows on, a group term's median information per level is >= 500, so "
                     "`fit.mass_matrix = \"auto\"` takes nutpie's low-rank mass matrix, which learns that ridge, and "

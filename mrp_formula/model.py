@@ -58,9 +58,10 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
                                            force=spec.aggregate == "always" or bool(weights))
         if aggregated:
             family, formula = "binomial", with_response(info, f"p({SUCCESSES}, {TRIALS})")
-    param, reason = choose_parameterization(data, info, spec.parameterization, family, aggregated)
     fit = loaded.spec.fit
-    info_by_term = information(data, info, family, aggregated) if fit.mass_matrix == "auto" else {}
+    needed = spec.parameterization == "auto" or fit.mass_matrix == "auto"
+    info_by_term = information(data, info, family, aggregated) if needed else {}
+    param, reason = choose_parameterization(info, spec.parameterization, info_by_term)
     mass, mass_reason = choose_mass_matrix(fit.mass_matrix, fit.sampler, info_by_term)
     return FitPlan(data=data, formula=formula, family=family, aggregated=aggregated,
                    rows_in=int(tables.stats.get("sample_rows_used", len(sample))), cells=len(data), parameterization=param,
@@ -121,10 +122,10 @@ def information(data, info, family, aggregated) -> dict[str, float]:
     return out
 
 
-def choose_parameterization(data, info, setting, family, aggregated):
-    """Centred when the data pin down each level's effect well; non-centred when data are thin."""
+def choose_parameterization(info, setting: str, info_by_term: dict[str, float]):
+    """Centred when the data pin down each level's effect well (``info_by_term``, from
+    :func:`information`); non-centred when data are thin."""
     choice, reason = {}, {}
-    info_by_term = information(data, info, family, aggregated) if setting == "auto" else {}
     for g in info.group_terms:
         if setting != "auto":
             choice[g.name], reason[g.name] = setting, "set in model.parameterization"

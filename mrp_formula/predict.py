@@ -204,7 +204,7 @@ class CellPredictor:
             self._u[g.name] = self._group_draws(g, rng)
         self.fast = self._family not in ("categorical", "cumulative")
         self._sign = _PRODUCT_SIGN.get(self._link) if self.fast else None
-        self._tables_f: dict[tuple[str, int], np.ndarray] = {}  # group draws in the combining space
+        self._level_tables: dict[tuple[str, int], np.ndarray] = {}  # group draws in the combining space
         self._threads = threads or _usable_cpus()
         self._local = threading.local()
 
@@ -424,10 +424,10 @@ class CellPredictor:
 
     def _group_table(self, name: str, k: int) -> np.ndarray:
         key = (name, k)
-        if key not in self._tables_f:
+        if key not in self._level_tables:
             u, _ = self._u[name]
-            self._tables_f[key] = self._to_space(np.ascontiguousarray(u[:, k, 0, :].T))
-        return self._tables_f[key]
+            self._level_tables[key] = self._to_space(np.ascontiguousarray(u[:, k, 0, :].T))
+        return self._level_tables[key]
 
     def _to_space(self, values: np.ndarray) -> np.ndarray:
         """Values of the linear predictor -> the space terms are combined in."""
