@@ -1,4 +1,4 @@
-"""The MRP primer by spec alone (Kastellec, Lax & Phillips): runs where the shared data exist."""
+"""The MRP primer by spec alone (Kastellec, Lax & Phillips), on the data shipped with the example."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ import pytest
 import mrp_formula
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "mrp-primer"
 SPEC = ROOT / "examples" / "mrp_primer" / "primer.toml"
-
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"the MRP primer data is not at {DATA}")
 
 
 @pytest.fixture(scope="module")

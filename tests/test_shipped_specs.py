@@ -12,7 +12,6 @@ from mrp_formula.pipeline import check
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted(ROOT.glob("specs/*.toml")) + sorted(ROOT.glob("examples/*/*.toml"))
-PRIMER = ROOT.parent / "shared" / "data" / "mrp-primer"
 
 
 def _ensure_example_data():
@@ -22,9 +21,6 @@ def _ensure_example_data():
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_spec_validates(spec):
-    text = spec.read_text()
-    if "mrp-primer" in text and not PRIMER.exists():
-        pytest.skip(f"the MRP primer data is not at {PRIMER}")
     _ensure_example_data()
     plan = check(spec)
     assert plan.loaded.spec.estimands
