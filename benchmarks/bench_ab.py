@@ -290,7 +290,7 @@ def case_mrp_fit(p: dict) -> dict:
     t_import = time.time()
     _quiet()
     import mrp_formula
-    from mrp_formula import model as model_mod
+    from mrp_formula.model import sampler as model_mod
 
     imported = time.time()
     cpu = {}
@@ -368,7 +368,7 @@ def case_bambi_fit(p: dict) -> dict:
 def _load_fitted(spec: str, run_dir: str):
     """The plan of the spec, its Bambi model and the posterior saved by an earlier run."""
     import arviz as az
-    from mrp_formula import model as model_mod
+    from mrp_formula.model import sampler as model_mod
     from mrp_formula.pipeline import check
 
     plan = check(spec)
@@ -378,14 +378,14 @@ def _load_fitted(spec: str, run_dir: str):
 
 
 def case_mrp_poststrat(p: dict) -> dict:
-    """mrp_formula.poststrat.poststratify with the real CellPredictor over m population rows."""
+    """mrp_formula.poststrat.sums.poststratify with the real CellPredictor over m population rows."""
     t0 = time.time()
     _quiet()
     import pandas as pd
-    from mrp_formula import estimands as est_mod
-    from mrp_formula.population import WEIGHT
-    from mrp_formula.poststrat import DEFAULT_BLOCK, poststratify
-    from mrp_formula.predict import predictor as make_predictor
+    from mrp_formula.poststrat import estimands as est_mod
+    from mrp_formula.data.population import WEIGHT
+    from mrp_formula.poststrat.sums import DEFAULT_BLOCK, poststratify
+    from mrp_formula.predict.cells import predictor as make_predictor
 
     plan, bmodel, posterior = _load_fitted(p["spec"], p["run_dir"])
     pop = pd.read_parquet(p["population"], columns=["gender", "age", "region", "N"])

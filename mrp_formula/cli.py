@@ -157,7 +157,7 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
     warnings_ = result.warnings
     strict_failed = bool(strict and result.failed)
     if as_json:
-        from mrp_formula.report import table_records
+        from mrp_formula.output.files import table_records
 
         sys.stdout.write(json.dumps({"ok": not strict_failed, "out": str(result.out),
                                      **({"exit_code": 5, "failed": list(result.failed)} if strict_failed else {}),
@@ -189,7 +189,7 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
 def schema_(output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write it to FILE, not stdout.")] = None,
             ) -> None:
     """Print the JSON Schema of a spec, for TOML editors (Taplo, Even Better TOML)."""
-    from mrp_formula.schema import schema_text, write_text_atomic
+    from mrp_formula.spec.schema import schema_text, write_text_atomic
 
     text = schema_text()
     if output is None:
@@ -207,7 +207,7 @@ def schema_(output: Annotated[Optional[Path], typer.Option("-o", "--output", hel
 def init_(file: Annotated[Path, typer.Argument(help="The spec file to write, e.g. ab.mrp.toml.")],
           force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False) -> None:
     """Write a commented starter spec whose first line points editors at the JSON Schema."""
-    from mrp_formula.schema import starter_spec, write_text_atomic
+    from mrp_formula.spec.schema import starter_spec, write_text_atomic
 
     if file.exists() and not force:
         err.print(f"error: {file} already exists; pass --force to overwrite it", markup=False, highlight=False)
@@ -236,7 +236,7 @@ def recover_(spec: SpecArg,
     """Simulate data from known parameters, refit, and check that the intervals cover the truth."""
     _setup_logging(verbose)
     from mrp_formula.errors import DiagnosticsError
-    from mrp_formula.recover import recover as do_recover
+    from mrp_formula.commands.recover import recover as do_recover
 
     def tick(done, total, replicate, seconds, error):
         if error:
@@ -250,7 +250,7 @@ def recover_(spec: SpecArg,
     failed_strict = strict and (off or bool(result.failed))
     if as_json:
         from mrp_formula.errors import EXIT_DIAGNOSTICS
-        from mrp_formula.report import table_records
+        from mrp_formula.output.files import table_records
 
         doc = {"ok": not failed_strict, "out": str(result.out), "coverage_ok": not result.coverage_off,
                "coverage_off": list(result.coverage_off), "ranks_off": list(result.ranks_off),
@@ -291,11 +291,11 @@ def prior_(spec: SpecArg,
            ) -> None:
     """The estimands the priors imply, before the data: the prior predictive distribution."""
     _setup_logging(verbose)
-    from mrp_formula.prior import prior as do_prior
+    from mrp_formula.commands.prior import prior as do_prior
 
     result = _call(do_prior, as_json, spec, draws=draws, out=out, overrides=tuple(set_ or ()))
     if as_json:
-        from mrp_formula.report import table_records
+        from mrp_formula.output.files import table_records
 
         sys.stdout.write(json.dumps({"ok": True, "out": str(result.out), "draws": draws,
                                      "estimands": table_records(result.estimands),
@@ -321,7 +321,7 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
     _setup_logging(verbose)
     from rich.markup import escape
 
-    from mrp_formula.compare import compare as do_compare
+    from mrp_formula.commands.compare import compare as do_compare
 
     def tick(done, total, label, reused, seconds):
         err.print(f"{label}: {'cached fit' if reused else 'fitted'}, LOO done ({done}/{total}, {seconds:.1f} s)",
@@ -330,7 +330,7 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
     result = _call(do_compare, as_json, specs, out=out, overrides=tuple(set_ or ()), refit=refit,
                             progress=progress and not as_json, on_spec=tick)
     if as_json:
-        from mrp_formula.report import table_records
+        from mrp_formula.output.files import table_records
 
         sys.stdout.write(json.dumps({"ok": True, "out": str(result.out), "loo_unit": result.unit,
                                      "n_obs": result.n_obs, "n_loo": result.n_loo,

@@ -25,10 +25,10 @@ class Fitted:
 
 def prepared_plan(path, overrides=()):
     """The checked spec with its prepared tables and fit plan (``pipeline.Plan``)."""
-    from mrp_formula import model as model_mod
+    from mrp_formula.model import sampler as model_mod
     from mrp_formula.pipeline import Plan, _spec_checks
-    from mrp_formula.spec import load_spec
-    from mrp_formula.tables import prepare
+    from mrp_formula.spec.tree import load_spec
+    from mrp_formula.data.tables import prepare
 
     loaded = load_spec(path, tuple(overrides))
     info = _spec_checks(loaded)
@@ -39,7 +39,7 @@ def prepared_plan(path, overrides=()):
 
 def plan_and_model(path, overrides=()):
     """The prepared plan and the Bambi model."""
-    from mrp_formula import model as model_mod
+    from mrp_formula.model import sampler as model_mod
 
     plan = prepared_plan(path, overrides)
     return plan, model_mod.build_model(plan.loaded, plan.info, plan.fit_plan)
@@ -51,8 +51,8 @@ def fit_or_reuse(plan, bmodel, cache_roots: Sequence[Path], *, refit: bool = Fal
     else sampled and stored in ``cache_roots[0]``. ``refit`` samples anyway; ``cache=False``
     neither reads nor writes the cache. ``bmodel`` (the Bambi model) is built here when it is
     None and a fit is needed, so a cached run never imports Bambi or PyMC."""
-    from mrp_formula import model as model_mod
-    from mrp_formula.cache import FitCache, fit_key
+    from mrp_formula.model import sampler as model_mod
+    from mrp_formula.model.cache import FitCache, fit_key
 
     key = fit_key(plan, model_mod.versions())
     caches = [FitCache(Path(r)) for r in dict.fromkeys(Path(r) for r in cache_roots)]

@@ -12,15 +12,15 @@ from pathlib import Path
 import pandas as pd
 
 from mrp_formula import __version__
-from mrp_formula import estimands as est_mod
-from mrp_formula import classical
-from mrp_formula.diagnostics import Diagnostics, Thresholds, fit_diagnostics
+from mrp_formula.poststrat import estimands as est_mod
+from mrp_formula.poststrat import classical as classical
+from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.errors import Problem, SpecError, did_you_mean
-from mrp_formula.formula import FormulaInfo, describe
-from mrp_formula.poststrat import poststratify
-from mrp_formula.report import sha256_file, sha256_text, staged_dir, write_json, write_table
-from mrp_formula.spec import LoadedSpec, dotted
-from mrp_formula.tables import Tables
+from mrp_formula.spec.formula import FormulaInfo, describe
+from mrp_formula.poststrat.sums import poststratify
+from mrp_formula.output.files import sha256_file, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.spec.tree import LoadedSpec, dotted
+from mrp_formula.data.tables import Tables
 
 BINARY = ("bernoulli", "binomial")
 
@@ -63,7 +63,7 @@ class RunResult:
 
 def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     """Checks that need the formula but not the data: all problems at once."""
-    from mrp_formula.priors import POSITIVE, PriorSpec
+    from mrp_formula.spec.priors import POSITIVE, PriorSpec
 
     spec = loaded.spec
     file = str(loaded.path)
@@ -132,9 +132,9 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     The posterior is reused from the cache beside the run folder while the model part of the
     spec and the fitted data are unchanged; ``refit=True`` forces a new fit.
     """
-    from mrp_formula.cache import CACHE_DIR
+    from mrp_formula.model.cache import CACHE_DIR
     from mrp_formula.fitting import fit_or_reuse, prepared_plan
-    from mrp_formula.predict import predictor as make_predictor
+    from mrp_formula.predict.cells import predictor as make_predictor
 
     timings = {}
     t0 = time.perf_counter()
@@ -210,7 +210,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
 def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
     """Write the PNGs; a plot that fails costs a note, never the results."""
     try:
-        from mrp_formula.plots import write_plots
+        from mrp_formula.output.plots import write_plots
 
         ropes = {n: tuple(e.rope) for n, e in spec.estimands.items() if e.rope is not None}
         write_plots(folder, estimands=table, draws=draws, posterior=posterior, ppc=ppc_table,
@@ -232,7 +232,7 @@ def _ordered(table: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
 
 
 def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> dict:
-    from mrp_formula.model import versions
+    from mrp_formula.model.sampler import versions
 
     loaded = plan.loaded
     spec = loaded.spec

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mrp_formula.classical import rake_weights, srm_check, coverage, raw_and_weighted
-from mrp_formula import estimands as E
+from mrp_formula.poststrat.classical import rake_weights, srm_check, coverage, raw_and_weighted
+from mrp_formula.poststrat import estimands as E
 from mrp_formula.cli import app
-from mrp_formula.diagnostics import Diagnostics, Thresholds
+from mrp_formula.checks.diagnostics import Diagnostics, Thresholds
 from mrp_formula.pipeline import _spec_checks
-from mrp_formula.population import WEIGHT
-from mrp_formula.spec import load_spec
-from mrp_formula.tables import prepare
+from mrp_formula.data.population import WEIGHT
+from mrp_formula.spec.tree import load_spec
+from mrp_formula.data.tables import prepare
 
 
 def test_rake_weights_hit_the_margins():

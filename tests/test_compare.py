@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mrp_formula.cli import app
-from mrp_formula.compare import COLUMNS
+from mrp_formula.commands.compare import COLUMNS
 
 runner = CliRunner()
 FAST = ["--set", "fit.draws=200", "--set", "fit.tune=200", "--set", "fit.chains=2"]
@@ -110,9 +110,9 @@ def test_table_on_stderr_reuses_the_cached_fits(strong):
 
 def test_distinct_row_loo_equals_arviz_on_every_row(strong):
     """Identical rows are scored once and expanded: the same numbers as arviz on all rows."""
-    from mrp_formula import model as model_mod
-    from mrp_formula.cache import CACHE_DIR
-    from mrp_formula.compare import _loo, _patterns
+    from mrp_formula.model import sampler as model_mod
+    from mrp_formula.model.cache import CACHE_DIR
+    from mrp_formula.commands.compare import _loo, _patterns
     from mrp_formula.fitting import fit_or_reuse, plan_and_model
 
     d, with_t, _, first = strong

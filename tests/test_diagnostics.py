@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from mrp_formula.diagnostics import ess_bulk, ess_tail, fit_diagnostics, rhat
+from mrp_formula.checks.diagnostics import ess_bulk, ess_tail, fit_diagnostics, rhat
 
 
 def _ar1(rng, chains, draws, phi, shift=0.0):

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrp_formula import estimands as E
-from mrp_formula.poststrat import Reduced
-from mrp_formula.spec import EstimandSpec
+from mrp_formula.poststrat import estimands as E
+from mrp_formula.poststrat.sums import Reduced
+from mrp_formula.spec.tree import EstimandSpec
 
 
 def test_interval_eti_and_hdi():

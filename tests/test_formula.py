@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mrp_formula.errors import SpecError
-from mrp_formula.formula import check_safe, describe
+from mrp_formula.spec.formula import check_safe, describe
 
 
 def test_describe_terms_and_vars():

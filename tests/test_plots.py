@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from mrp_formula import plots as P
-from mrp_formula.estimands import NULL, interval
+from mrp_formula.output import plots as P
+from mrp_formula.poststrat.estimands import NULL, interval
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CHAINS, DRAWS = 2, 200

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mrp_formula.poststrat import Request, Scenario, poststratify
-from mrp_formula.population import WEIGHT
+from mrp_formula.poststrat.sums import Request, Scenario, poststratify
+from mrp_formula.data.population import WEIGHT
 
 CELLS = pd.DataFrame({
     "gender": ["f", "f", "m", "m"],

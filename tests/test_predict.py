@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from mrp_formula import estimands as est_mod
+from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.fitting import prepared_plan
-from mrp_formula.poststrat import poststratify
-from mrp_formula.predict import CellPredictor, design
+from mrp_formula.poststrat.sums import poststratify
+from mrp_formula.predict.cells import CellPredictor, design
 
 RNG = np.random.default_rng(20261124)
 N_SAMPLE, N_POP = 400, 3000
@@ -97,7 +97,7 @@ def case(request, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Micro-blocks of 20 cells, 4 to a task: many blocks, tasks and group boundaries."""
-    from mrp_formula import predict
+    from mrp_formula.predict import cells as predict
 
     monkeypatch.setattr(predict, "MICRO_BLOCK", 2000)
     monkeypatch.setattr(predict, "BLOCKS_PER_TASK", 4)
@@ -238,7 +238,7 @@ def test_design_is_the_one_bambi_builds(family, response, formula):
     """The prediction design is made without Bambi; on new cells it must give Bambi's matrices."""
     import bambi as bmb
 
-    from mrp_formula.predict import TRANSFORMS
+    from mrp_formula.predict.cells import TRANSFORMS
 
     sample, pop = _frames()
     if family == "cumulative":

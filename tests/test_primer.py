@@ -12,6 +12,7 @@ import mrp_formula
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "mrp_primer" / "primer.toml"
+DATA = SPEC.parent / "data"
 
 
 @pytest.fixture(scope="module")

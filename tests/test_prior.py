@@ -10,7 +10,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from mrp_formula.cli import app
-from mrp_formula.prior import prior
+from mrp_formula.commands.prior import prior
 
 runner = CliRunner()
 DRAWS = 2000
@@ -76,7 +76,7 @@ def test_prior_draws_are_shifted_to_the_uncentred_intercept(ab_dir):
     """Bambi samples the intercept of centred predictors; a posterior reports it uncentred, and
     the prior draws must too (CellPredictor uses the raw design): Intercept = a - xbar * b,
     so Intercept and the treatment effect are correlated, by -xbar sd(b) / sd(Intercept)."""
-    from mrp_formula import model as model_mod
+    from mrp_formula.model import sampler as model_mod
     from mrp_formula.pipeline import check
 
     plan = check(ab_dir / "ab.toml")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mrp_formula.priors import PriorSpec, PriorSyntaxError, parse_prior
+from mrp_formula.spec.priors import PriorSpec, PriorSyntaxError, parse_prior
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -17,11 +17,11 @@ from scipy.stats import binom
 from typer.testing import CliRunner
 
 from generate import simulate
-from mrp_formula import poststrat
-from mrp_formula import recover as rec
+from mrp_formula.poststrat import sums as poststrat
+from mrp_formula.commands import recover as rec
 from mrp_formula.cli import app
 from mrp_formula.errors import SpecError, UsageError
-from mrp_formula.population import WEIGHT
+from mrp_formula.data.population import WEIGHT
 
 FAST = ["fit.draws=200", "fit.tune=200", "fit.chains=2"]
 runner = CliRunner()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mrp_formula.report import staged_dir
+from mrp_formula.output.files import staged_dir
 
 
 def test_replaces_and_keeps_other_subfolders(tmp_path):

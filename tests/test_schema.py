@@ -12,8 +12,8 @@ import tomli as tomllib  # TOML 1.1, as spec.py reads it (the primer uses a mult
 from typer.testing import CliRunner
 
 from mrp_formula.cli import app
-from mrp_formula.schema import SCHEMA_FILE, json_schema, reference_markdown
-from mrp_formula.spec import Spec, _inner_model, load_spec
+from mrp_formula.spec.schema import SCHEMA_FILE, json_schema, reference_markdown
+from mrp_formula.spec.tree import Spec, _inner_model, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAMMAR = ROOT.parent / "shared" / "design" / "spec-language.md"
@@ -45,7 +45,7 @@ def test_packaged_schema_is_current():
 
 
 def test_docs_reference_is_current():
-    stale = "stale: run `.venv/bin/python -m mrp_formula.schema --markdown docs/spec.md`"
+    stale = "stale: run `.venv/bin/python -m mrp_formula.spec.schema --markdown docs/spec.md`"
     path = ROOT / "docs" / "spec.md"
     assert path.exists() and path.read_text() == reference_markdown(), stale
 

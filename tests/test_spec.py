@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mrp_formula.errors import SpecError
-from mrp_formula.spec import load_spec
+from mrp_formula.spec.tree import load_spec
 
 from conftest import AB_SPEC
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.pipeline import _spec_checks
-from mrp_formula.spec import load_spec
-from mrp_formula.tables import prepare
+from mrp_formula.spec.tree import load_spec
+from mrp_formula.data.tables import prepare
 
 SPEC = """
 name = "w"

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from mrp_formula.population import WEIGHT
+from mrp_formula.data.population import WEIGHT
 
 Predict = Callable[[pd.DataFrame, tuple[str, ...]], np.ndarray]  # (cells, exclude) -> (S, n[, K])
 

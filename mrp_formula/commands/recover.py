@@ -44,10 +44,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from mrp_formula import estimands as est_mod
-from mrp_formula import poststrat
+from mrp_formula.poststrat import estimands as est_mod
+from mrp_formula.poststrat import sums as poststrat
 from mrp_formula.errors import FitError, Problem, SpecError, UsageError
-from mrp_formula.report import sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.files import sha256_text, staged_dir, write_json, write_table
 
 SUPPORTED = ("bernoulli", "binomial", "poisson", "gaussian")
 SOURCES = ("posterior", "prior")
@@ -241,9 +241,9 @@ def _worker_run(task: _Task) -> dict:
 def run_replicate(ctx: _Context, task: _Task) -> dict:
     """Simulate, compute the truth, refit and compare: one replicate. Never raises for a failed
     fit; the error is returned instead."""
-    from mrp_formula import model as model_mod
-    from mrp_formula.diagnostics import fit_diagnostics
-    from mrp_formula.predict import predictor as make_predictor
+    from mrp_formula.model import sampler as model_mod
+    from mrp_formula.checks.diagnostics import fit_diagnostics
+    from mrp_formula.predict.cells import predictor as make_predictor
 
     t0 = time.perf_counter()
     loaded, info, tables = ctx.loaded, ctx.info, ctx.tables
@@ -327,11 +327,11 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
 
     ``on_replicate(done, total, replicate, seconds, error)`` is called as replicates finish.
     """
-    from mrp_formula import model as model_mod
-    from mrp_formula.cache import CACHE_DIR, FitCache, fit_key
+    from mrp_formula.model import sampler as model_mod
+    from mrp_formula.model.cache import CACHE_DIR, FitCache, fit_key
     from mrp_formula.pipeline import Plan, _spec_checks, default_out
-    from mrp_formula.spec import load_spec
-    from mrp_formula.tables import prepare
+    from mrp_formula.spec.tree import load_spec
+    from mrp_formula.data.tables import prepare
 
     t0 = time.perf_counter()
     if source not in SOURCES:
@@ -546,7 +546,7 @@ def _summarise(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_kind: 
 def plot_rank_histogram(reps: pd.DataFrame, summary: pd.DataFrame, path: Path, *, title: str) -> None:
     """One panel per estimand row: binned ranks, the uniform expectation and its 99% band."""
     from scipy.stats import binom
-    from mrp_formula.plots import panel_grid
+    from mrp_formula.output.plots import panel_grid
 
     n = len(summary)
     fig, axes = panel_grid(n, width=4.2, height=3.3)

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import DataError, Problem, ProblemList, SpecError, did_you_mean
-from mrp_formula.formula import FormulaInfo
-from mrp_formula.levels import canon, canon_series
-from mrp_formula.population import WEIGHT, independent_joint, rake
-from mrp_formula.spec import LoadedSpec
+from mrp_formula.spec.formula import FormulaInfo
+from mrp_formula.spec.levels import canon, canon_series
+from mrp_formula.data.population import WEIGHT, independent_joint, rake
+from mrp_formula.spec.tree import LoadedSpec
 
 BINARY_FAMILIES = ("bernoulli", "binomial")
 FREQ = "mrp_rows"  # count of identical sample rows, when DuckDB collapsed them on reading

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import FitError
-from mrp_formula.formula import FormulaInfo, GroupTerm
-from mrp_formula.poststrat import Scenario, plain_weighted_sums
-from mrp_formula.tables import Tables, factor_keys
+from mrp_formula.spec.formula import FormulaInfo, GroupTerm
+from mrp_formula.poststrat.sums import Scenario, plain_weighted_sums
+from mrp_formula.data.tables import Tables, factor_keys
 
 EPS = np.finfo(np.float64).eps
 

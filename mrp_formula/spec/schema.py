@@ -2,10 +2,10 @@
 
 ``json_schema()`` is what ``mrp schema`` prints and what ``mrp_formula/mrp-spec.schema.json`` holds
 (Taplo / Even Better TOML read it through a ``#:schema`` first line); ``reference_markdown()`` is
-``docs/spec.md``. Regenerate both after changing ``spec.py``::
+``docs/spec.md``. Regenerate both after changing ``spec/tree.py``::
 
     .venv/bin/mrp schema -o mrp_formula/mrp-spec.schema.json
-    .venv/bin/python -m mrp_formula.schema --markdown docs/spec.md
+    .venv/bin/python -m mrp_formula.spec.schema --markdown docs/spec.md
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import get_origin
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
-from mrp_formula.priors import DISTRIBUTIONS
-from mrp_formula.spec import Spec, _inner_model, _level, _prior
+from mrp_formula.spec.priors import DISTRIBUTIONS
+from mrp_formula.spec.tree import Spec, _inner_model, _level, _prior
 
-SCHEMA_FILE = Path(__file__).with_name("mrp-spec.schema.json")
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "mrp-spec.schema.json"  # beside the package: specs point editors at it
 TITLE = "mrp-formula spec"
 DESCRIPTION = ("A multilevel regression and poststratification analysis: the sample, the model, "
                "how to fit it, the population and the estimands to report.")
@@ -129,8 +129,8 @@ INTRO = """\
 # Spec reference
 
 A spec is one TOML file; this page lists every key it may hold. It is generated from the field
-descriptions in `mrp_formula/spec.py`: edit those, then run
-`.venv/bin/python -m mrp_formula.schema --markdown docs/spec.md` (a test fails while this page
+descriptions in `mrp_formula/spec/tree.py`: edit those, then run
+`.venv/bin/python -m mrp_formula.spec.schema --markdown docs/spec.md` (a test fails while this page
 is stale). The grammar with worked examples is in `shared/design/spec-language.md`.
 
 Start a spec with `mrp init NAME.toml`. Its first line, `#:schema <path>/mrp-spec.schema.json`,
@@ -333,7 +333,7 @@ def schema_text() -> str:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mrp_formula.schema", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mrp_formula.spec.schema", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="FILE", help="write the JSON Schema to FILE")
     parser.add_argument("--markdown", metavar="FILE", help="write the key reference to FILE")
     args = parser.parse_args(argv)

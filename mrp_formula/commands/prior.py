@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrp_formula import estimands as est_mod
+from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.errors import Problem, UsageError
-from mrp_formula.poststrat import poststratify
-from mrp_formula.report import sha256_text, staged_dir, write_json, write_table
+from mrp_formula.poststrat.sums import poststratify
+from mrp_formula.output.files import sha256_text, staged_dir, write_json, write_table
 
 BINARY = ("bernoulli", "binomial")
 EXTREME = 0.01  # binary outcomes: a rate below 1% or above 99% counts as extreme
@@ -44,11 +44,11 @@ def prior(path, *, draws: int = 1000, out=None, overrides=()) -> PriorResult:
     """Sample the prior, poststratify it and write ``prior_estimands.csv`` and
     ``prior_estimands.png`` (and ``manifest.json``) atomically into ``out``
     (default ``runs/<name>/prior``)."""
-    from mrp_formula import model as model_mod
+    from mrp_formula.model import sampler as model_mod
     from mrp_formula.pipeline import _spec_checks, default_out
-    from mrp_formula.predict import predictor as make_predictor
-    from mrp_formula.spec import load_spec
-    from mrp_formula.tables import prepare
+    from mrp_formula.predict.cells import predictor as make_predictor
+    from mrp_formula.spec.tree import load_spec
+    from mrp_formula.data.tables import prepare
 
     t0 = time.perf_counter()
     if draws < 2:
@@ -117,7 +117,7 @@ def _label(row: pd.Series) -> str:
 
 def plot_prior(draws: np.ndarray, table: pd.DataFrame, labels: list[str], path: Path, *, title: str) -> None:
     """One histogram per estimand row with its interval shaded and its mean marked."""
-    from mrp_formula.plots import panel_grid
+    from mrp_formula.output.plots import panel_grid
 
     n = len(labels)
     fig, axes = panel_grid(n, width=4.2, height=3.1)

@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import FitError, Problem, SpecError
-from mrp_formula.formula import FormulaInfo, with_response
-from mrp_formula.predict import TRANSFORMS
-from mrp_formula.priors import PriorSpec
-from mrp_formula.spec import LoadedSpec
-from mrp_formula.tables import Tables, factor_keys
+from mrp_formula.spec.formula import FormulaInfo, with_response
+from mrp_formula.predict.cells import TRANSFORMS
+from mrp_formula.spec.priors import PriorSpec
+from mrp_formula.spec.tree import LoadedSpec
+from mrp_formula.data.tables import Tables, factor_keys
 
 SUCCESSES, TRIALS = "mrp_successes", "mrp_trials"
 log = logging.getLogger("mrp_formula")

@@ -35,7 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mrp_formula.estimands import NULL, interval
+from mrp_formula.poststrat.estimands import NULL, interval
 
 DPI = 120
 MANY = 12  # an estimand with more rows than this goes to the forest plot, not to the densities
@@ -637,7 +637,7 @@ def _hyperparameters(ds) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
 def _trace(posterior, plots: Path) -> list[Path]:
     from scipy.special import bdtr
 
-    from mrp_formula.diagnostics import RHAT_MAX, Thresholds, average_ranks, ess_rhat
+    from mrp_formula.checks.diagnostics import RHAT_MAX, Thresholds, average_ranks, ess_rhat
 
     ess_min = Thresholds().ess_min  # the report's default thresholds colour the titles
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mrp_formula import __version__
-from mrp_formula.report import sha256_file
+from mrp_formula.output.files import sha256_file
 
 CACHE_DIR = ".mrp-cache"
 

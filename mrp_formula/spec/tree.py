@@ -22,9 +22,9 @@ from pydantic import (
 )
 
 from mrp_formula.errors import Problem, SpecError, UsageError, did_you_mean
-from mrp_formula.levels import canon
-from mrp_formula.priors import PriorSpec, PriorSyntaxError, parse_prior
-from mrp_formula.tomlpos import key_lines, line_of, syntax_error_position
+from mrp_formula.spec.levels import canon
+from mrp_formula.spec.priors import PriorSpec, PriorSyntaxError, parse_prior
+from mrp_formula.spec.tomlpos import key_lines, line_of, syntax_error_position
 
 FAMILIES = ("bernoulli", "binomial", "gaussian", "poisson", "negativebinomial", "categorical", "cumulative")
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "vi")
@@ -262,7 +262,7 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> 
         problems.extend(_pydantic_problems(exc, str(path), origins, overridden))
     formula = raw.get("model", {}).get("formula") if isinstance(raw.get("model"), dict) else None
     if isinstance(formula, str):
-        from mrp_formula.formula import describe
+        from mrp_formula.spec.formula import describe
 
         try:
             describe(formula, file=str(path), line=line_of(lines, ("model", "formula")))
@@ -284,7 +284,7 @@ def _read_toml(path: Path) -> tuple[dict, str]:
         line, msg = syntax_error_position(exc)
         hint = "fix the TOML syntax (quotes, brackets, `key = value`)"
         if "overwrite" in msg.lower() and line:
-            from mrp_formula.tomlpos import _parse_key
+            from mrp_formula.spec.tomlpos import _parse_key
 
             parsed = _parse_key(text.splitlines()[line - 1].strip(), 0)
             if parsed:

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import DataError, Problem, SpecError, UsageError
-from mrp_formula.levels import canon_series
-from mrp_formula.report import sha256_text, staged_dir, write_json, write_table
+from mrp_formula.spec.levels import canon_series
+from mrp_formula.output.files import sha256_text, staged_dir, write_json, write_table
 
 METHOD = "stacking"
 COLUMNS = ["model", "rank", "elpd_loo", "se", "p_loo", "elpd_diff", "diff_se", "p_worse", "weight", "loo_unit",
@@ -87,8 +87,8 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
     seconds)`` is called as each spec is fitted and scored.
     """
     from mrp_formula import __version__
-    from mrp_formula import model as model_mod
-    from mrp_formula.cache import CACHE_DIR
+    from mrp_formula.model import sampler as model_mod
+    from mrp_formula.model.cache import CACHE_DIR
     from mrp_formula.fitting import fit_or_reuse, plan_and_model
     from mrp_formula.pipeline import default_out
 
@@ -238,7 +238,7 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
 
     # the fitted rows (or cells) themselves
     if first.fp.aggregated:
-        from mrp_formula.model import SUCCESSES, TRIALS
+        from mrp_formula.model.sampler import SUCCESSES, TRIALS
 
         keys = sorted(first.plan.info.rhs_vars)
         cols = keys + [SUCCESSES, TRIALS]

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mrp_formula import estimands as est_mod
-from mrp_formula.formula import FormulaInfo
-from mrp_formula.poststrat import Reduced, Request
-from mrp_formula.population import WEIGHT
-from mrp_formula.tables import Tables
+from mrp_formula.poststrat import estimands as est_mod
+from mrp_formula.spec.formula import FormulaInfo
+from mrp_formula.poststrat.sums import Reduced, Request
+from mrp_formula.data.population import WEIGHT
+from mrp_formula.data.tables import Tables
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def rake_weights(frame: pd.DataFrame, count: np.ndarray, population: pd.DataFram
 
 def _group_values(units: Units, population: pd.DataFrame, req: Request, post_vars: list[str]) -> Reduced:
     """(2, G[, K]) values: raw and raked means per group of ``req.by`` under its settings."""
-    from mrp_formula.poststrat import group_codes
+    from mrp_formula.poststrat.sums import group_codes
 
     pop_groups = population if not req.by else population
     _, groups = group_codes(pop_groups, req.by)
@@ -212,8 +212,8 @@ def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predictor, n
     categorical model variable, over the sample's own units. For binary outcomes the interval is
     that of a replicated observed share (binomial noise included), so small groups are judged fairly.
     ``predictor`` is what ``poststratify`` takes (a CellPredictor or a predict callable)."""
-    from mrp_formula.estimands import interval
-    from mrp_formula.poststrat import Scenario, poststratify
+    from mrp_formula.poststrat.estimands import interval
+    from mrp_formula.poststrat.sums import Scenario, poststratify
 
     units = sample_units(tables, info, family, categories)
     cells = tables.sample.copy()

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mrp_formula.poststrat import Reduced, Request, Scenario
-from mrp_formula.spec import EstimandSpec
+from mrp_formula.poststrat.sums import Reduced, Request, Scenario
+from mrp_formula.spec.tree import EstimandSpec
 
 SCALES = {
     "difference": lambda a, b: a - b,
@@ -194,7 +194,7 @@ def interval(x: np.ndarray, prob: float, kind: str) -> tuple[float, float]:
 
 def summarise(ed: EstimandDraws, estimands: dict[str, EstimandSpec], *, ci_prob: float,
               ci_kind: str) -> pd.DataFrame:
-    from mrp_formula.diagnostics import ess_rhat
+    from mrp_formula.checks.diagnostics import ess_rhat
 
     out = []
     for i, row in ed.rows.iterrows():
