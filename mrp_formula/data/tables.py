@@ -469,7 +469,10 @@ def _population(loaded, info, sample, variables, problems, join_cache):
                              line=loaded.line("population", "margins", v), hint='use joint = "independent"')
             if problems:
                 return pd.DataFrame(), notes, stats
-            seed_cells = sample.assign(**{WEIGHT: 1.0}).groupby(list(margins), observed=True)[WEIGHT].sum()
+            # the seed counts respondents: a row collapsed by DuckDB or frequency-weighted stands for many
+            counted = next((c for c in (FREQ, spec.data.weights) if c and c in sample.columns), None)
+            seed = sample[counted].astype(float) if counted else 1.0
+            seed_cells = sample.assign(**{WEIGHT: seed}).groupby(list(margins), observed=True)[WEIGHT].sum()
             seed_cells = seed_cells.reset_index()
             for v in margins:
                 seed_cells[v] = seed_cells[v].astype(str)

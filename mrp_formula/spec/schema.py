@@ -131,7 +131,7 @@ INTRO = """\
 A spec is one TOML file; this page lists every key it may hold. It is generated from the field
 descriptions in `mrp_formula/spec/tree.py`: edit those, then run
 `.venv/bin/python -m mrp_formula.spec.schema --markdown docs/spec.md` (a test fails while this page
-is stale). The grammar with worked examples is in `shared/design/spec-language.md`.
+is stale). The grammar with worked examples is in `docs/spec-language.md`.
 
 Start a spec with `mrp init NAME.toml`. Its first line, `#:schema <path>/mrp-spec.schema.json`,
 points TOML editors (Taplo, VS Code's Even Better TOML) at the JSON Schema shipped in the package,
