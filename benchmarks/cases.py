@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from benchmarks.data import ARMS, FORMULA, SEED
-from benchmarks.measure import cpu_seconds, estimand_ess, posterior_diagnostics, vm_hwm_mb, vm_rss_mb
+from benchmarks.measure import (cpu_seconds, estimand_ess, intercept_group_corr, posterior_diagnostics, vm_hwm_mb,
+                                vm_rss_mb)
 
 
 def _quiet() -> None:
@@ -65,9 +66,14 @@ def case_mrp_fit(p: dict) -> dict:
            "cells_fitted": res.manifest["model"]["cells_fitted"], "rows": res.manifest["model"]["rows_in"],
            "parameterization": res.manifest["model"]["parameterization"],
            "mass_matrix": res.manifest["sampler"].get("mass_matrix", "diagonal"),
+           "sampler_settings": res.manifest["sampler"],
            "estimates": {"control": float(cr.iloc[0]["mean"]), "treatment": float(cr.iloc[1]["mean"]),
                          "lift": float(est.loc["lift", "mean"]), "lift_sd": float(est.loc["lift", "sd"])}}
     out.update(posterior_diagnostics(res.posterior))
+    try:  # for the report's note on the ridge; a fit without these terms just has none
+        out["intercept_group_corr"] = intercept_group_corr(res.posterior["posterior"])
+    except KeyError:
+        out["intercept_group_corr"] = None
     d = res.draws
     arrays = {}
     for (name, arm), g in d.groupby(["estimand", "treatment"]):

@@ -18,6 +18,9 @@ GENDERS = ["female", "male"]
 ARMS = ["control", "treatment"]
 AGES = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
 REGIONS = [f"r{i:02d}" for i in range(1, 51)]
+REGION_SD = 0.35  # the region effects are drawn from N(0, REGION_SD)
+POPULATION_SIZE = 10_000_000  # people in the population cells
+FIT = dict(draws=1000, tune=1000, chains=4)  # the [fit] table of the generated specs
 
 
 def truth():
@@ -31,7 +34,7 @@ def truth():
         "gender": -0.40,  # male vs female
         "treatment:gender": 0.15,
         "age": np.array([0.45, 0.25, 0.05, -0.10, -0.25, -0.40]),
-        "region": rng.normal(0.0, 0.35, len(REGIONS)),
+        "region": rng.normal(0.0, REGION_SD, len(REGIONS)),
     }
 
 
@@ -93,7 +96,7 @@ def population_cells():
     comp = _compositions()["population"]
     g, a, r = np.meshgrid(np.arange(2), np.arange(len(AGES)), np.arange(len(REGIONS)), indexing="ij")
     g, a, r = g.ravel(), a.ravel(), r.ravel()
-    n = np.round(10_000_000 * comp["gender"][g] * comp["age"][a] * comp["region"][r]).astype(np.int64)
+    n = np.round(POPULATION_SIZE * comp["gender"][g] * comp["age"][a] * comp["region"][r]).astype(np.int64)
     return pd.DataFrame({"gender": np.array(GENDERS)[g], "age": np.array(AGES)[a],
                          "region": np.array(REGIONS)[r], "N": n}), (g, a, r)
 
@@ -107,6 +110,24 @@ def true_estimands() -> dict:
     c = float(np.average(_prob(t, 0, g, a, r), weights=w))
     tr = float(np.average(_prob(t, 1, g, a, r), weights=w))
     return {"control": c, "treatment": tr, "lift": tr - c}
+
+
+def design() -> dict:
+    """The simulated design in numbers, for the report: what the data were made from."""
+    t, comp = truth(), _compositions()
+    pop, _ = population_cells()
+    young = [AGES.index("18-24"), AGES.index("25-34")]
+
+    def shares(c):
+        return {"female": float(c["gender"][0]), "male": float(c["gender"][1]),
+                "under_35": float(c["age"][young].sum()), "largest_region": float(c["region"].max())}
+
+    return {"formula": FORMULA, "family": "bernoulli", "seed": SEED,
+            "levels": {"treatment": len(ARMS), "gender": len(GENDERS), "age": len(AGES), "region": len(REGIONS)},
+            "effects": {k: float(t[k]) for k in ("treatment", "gender", "treatment:gender")},
+            "region_sd": REGION_SD, "sample": shares(comp["sample"]),
+            "population": dict(shares(comp["population"]), cells=len(pop), people=int(pop["N"].sum())),
+            "scenarios": list(ARMS), "fit": dict(FIT)}
 
 
 def write_big_population(m: int, path: Path) -> None:
@@ -149,9 +170,9 @@ levels.treatment = ["control", "treatment"]
 levels.gender = ["female", "male"]
 
 [fit]
-draws = 1000
-tune = 1000
-chains = 4
+draws = {FIT["draws"]}
+tune = {FIT["tune"]}
+chains = {FIT["chains"]}
 seed = {SEED}
 
 [population]

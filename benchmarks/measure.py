@@ -72,6 +72,16 @@ def posterior_diagnostics(dt) -> dict:
             "mean_steps_per_draw": steps, "ess_by_param": ess}
 
 
+def intercept_group_corr(post) -> float:
+    """Posterior correlation of the intercept with the mean age effect + mean region effect (the
+    ridge along which they trade off); ``post`` is the posterior group of a fit."""
+    import numpy as np
+
+    icpt = np.asarray(post["Intercept"].values).ravel()
+    total = sum(np.asarray(post[v].values).reshape(icpt.size, -1).mean(axis=1) for v in ("1|age", "1|region"))
+    return float(np.corrcoef(icpt, total)[0, 1])
+
+
 def estimand_ess(arrays: dict) -> dict:
     """Bulk ESS of per-draw estimands given as (chains, draws) arrays; the minimum and each."""
     import arviz as az
@@ -105,6 +115,13 @@ def tree_rss_mb(pid: int) -> float:
     return total
 
 
+def child_env() -> dict:
+    """The environment of a case or CLI run: this checkout's mrp_formula first on the path, so the
+    code measured is the code hashed by ``package_files``."""
+    path = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+
+
 def run_case(params: dict, *, logs: Path, timeout: float, mem_limit_gb: float | None = None, label: str) -> dict:
     """Run one case in a fresh interpreter; wall time, peak memory and the case's own numbers."""
     logs.mkdir(parents=True, exist_ok=True)
@@ -117,7 +134,7 @@ def run_case(params: dict, *, logs: Path, timeout: float, mem_limit_gb: float | 
         if limit:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(child_env(), PYTHONUNBUFFERED="1")
     load0 = os.getloadavg()[0]
     log = open(logs / f"{label}.log", "w")
     params["t_launch"] = time.time()
@@ -166,7 +183,7 @@ def run_cli(args: list[str], *, logs: Path, label: str) -> dict:
     """`.venv/bin/mrp ...` as a subprocess: wall time includes interpreter start and imports."""
     exe = Path(sys.executable).parent / "mrp"
     start = time.perf_counter()
-    proc = subprocess.run([str(exe), *args], cwd=str(ROOT), capture_output=True, text=True)
+    proc = subprocess.run([str(exe), *args], cwd=str(ROOT), capture_output=True, text=True, env=child_env())
     wall = time.perf_counter() - start
     (logs / f"{label}.log").write_text(proc.stderr)
     out = {"label": label, "wall_seconds": wall, "exit_code": proc.returncode, "args": args}
@@ -183,12 +200,17 @@ def run_cli(args: list[str], *, logs: Path, label: str) -> dict:
 # ------------------------------------------------------------------------------- the machine
 
 
-def mem_available_gb() -> float:
+def _meminfo_gb(field: str) -> float | None:
+    """A line of /proc/meminfo (Linux), in GB; None where there is none."""
     try:
         return int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                        if line.startswith("MemAvailable"))) / 1024 ** 2
+                        if line.startswith(field + ":"))) / 1024 ** 2
     except (OSError, StopIteration):
-        return 0.0
+        return None
+
+
+def mem_available_gb() -> float:
+    return _meminfo_gb("MemAvailable") or 0.0
 
 
 def package_files() -> dict:
@@ -196,7 +218,8 @@ def package_files() -> dict:
     import hashlib
 
     pkg = ROOT / "mrp_formula"
-    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in sorted(pkg.glob("*.py"))}
+    return {f.relative_to(pkg).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+            for f in sorted(pkg.rglob("*.py"))}
 
 
 def machine() -> dict:
@@ -206,11 +229,9 @@ def machine() -> dict:
                                  Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    try:
-        info["mem_total_gb"] = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                                        if line.startswith("MemTotal"))) / 1024 ** 2
-    except (OSError, StopIteration):
-        pass
+    total = _meminfo_gb("MemTotal")
+    if total is not None:
+        info["mem_total_gb"] = total
     try:
         from importlib.metadata import version
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from benchmarks.data import generate, true_estimands, write_spec
+from benchmarks.data import design, generate, true_estimands, write_spec
 from benchmarks.measure import machine, mem_available_gb, package_files, run_case, run_cli
 from benchmarks.settings import BIG_LIMIT_GB, FULL, MEM_LIMIT_GB, OUT, QUICK, results_path
 
@@ -34,6 +34,7 @@ def orchestrate(args) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     results = {"quick": args.quick, "budget_seconds": budget, "mem_limit_gb": MEM_LIMIT_GB, "config": cfg,
                "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "truth": true_estimands(),
+               "design": design(),
                "mrp_fit": [], "bambi_fit": {"nutpie": [], "pymc": []}, "skipped": [],
                "poststrat": {"mrp": [], "bambi": [], "run": []}, "rerun": [], "package_start": package_files()}
     save = lambda: results_path(args.quick).write_text(json.dumps(results, indent=1, default=str))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmarks.data import FORMULA, SEED
+from benchmarks.data import design as current_design
+from benchmarks.measure import intercept_group_corr
 from benchmarks.settings import MEM_LIMIT_GB, OUT
 
 
@@ -26,6 +27,29 @@ def _code(name: str) -> str:
 
 def _n(n):
     return f"1e{int(round(math.log10(n)))}" if n and 10 ** round(math.log10(n)) == n else f"{n:,}"
+
+
+def _list(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _span(values: list[float], fmt: str = "{:.1f}") -> str:
+    """The range of some measured values as text: "1.1–1.3", or one value when they round alike."""
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _cpu_per_wall(rows: list[dict]) -> str | None:
+    """Fit CPU time / fit wall time over the successful fits: how many cores the fit kept busy on average."""
+    ratios = [r["fit_cpu_seconds"] / r["fit_seconds"] for r in rows
+              if r.get("status") == "ok" and r.get("fit_cpu_seconds") and r.get("fit_seconds")]
+    return _span(ratios) if ratios else None
+
+
+def _design(res: dict) -> dict:
+    """The simulated design the run recorded; results from before it did: the current code's (benchmarks/data.py)."""
+    return res.get("design") or current_design()
 
 
 def _status(r):
@@ -92,11 +116,14 @@ def verdicts(res: dict) -> list[tuple[str, str, str]]:
         holds = all(r >= 3 for r in default) if default else all(r >= 3 for *_, r in rows)
         basis = "against Bambi's default sampler" if default else "no default-sampler run; against Bambi + nutpie"
         big = [r for k, r in sorted(mrp.items()) if k >= 100_000]
+        compared = sorted({n for _, n, *_ in rows})
+        alone = [_n(r["n"]) for r in big if r["n"] not in compared]
         txt += (". mrp-formula alone: " + "; ".join(
             f"{_n(r['n'])}: min ESS {r['min_ess_bulk']:.0f} ({_code(r['min_ess_param'])}), "
             f"{r['min_ess_bulk'] / r['fit_seconds']:.1f} ESS/s, max R-hat {r['max_rhat']:.3f}" for r in big))
         out.append(("min bulk ESS/s at N >= 1e5 >= 3x Bambi's default", txt,
-                    f"{yes(holds)} at 1e5 ({basis}); no Bambi run above 1e5 to compare with"))
+                    f"{yes(holds)} at {_list([_n(n) for n in compared])} ({basis})"
+                    + (f"; no Bambi run at {_list(alone)} to compare with" if alone else "")))
     else:
         out.append(("min bulk ESS/s at N >= 1e5 >= 3x Bambi's default", "no Bambi run at N >= 1e5", "n/a"))
     ps = {r["m"]: r for r in res["poststrat"]["mrp"]}
@@ -113,8 +140,8 @@ def verdicts(res: dict) -> list[tuple[str, str, str]]:
     if m in ps and ps[m].get("status") == "ok":
         r = ps[m]
         ok = r["poststratify_seconds"] < 60 and r["peak_rss_mb"] < 1.5 * 1024
-        out.append(("(b) the same, but as 1e6 *distinct* cells: `poststratify` + `CellPredictor` on every row "
-                    "(what a model with 1e6 distinct cells would cost)",
+        out.append(("(b) the same, but as 1e6 *distinct* cells: `poststratify` + `CellPredictor` on every row, "
+                    "without the collapse (the poststratification step alone)",
                     f"{r['poststratify_seconds']:.1f} s (+ {r['predictor_seconds']:.2f} s to set up the "
                     f"predictor), peak RSS {_mb(r['peak_rss_mb'])} (process total; {_mb(r['rss_before_mb'])} "
                     "before poststratifying)", yes(ok)))
@@ -133,6 +160,46 @@ def verdicts(res: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+BAMBI = (("nutpie", "Bambi + nutpie"), ("pymc", "Bambi + PyMC NUTS"))
+
+
+def side_by_side(res: dict) -> list[str]:
+    """One row per size with both tools: end-to-end time and min bulk ESS/s, and their ratios to mrp-formula's."""
+    mrp = {r["n"]: r for r in res["mrp_fit"]}
+    bambi = {s: {r["n"]: r for r in res["bambi_fit"][s]} for s, _ in BAMBI}
+    sizes = sorted(set(mrp) | {n for b in bambi.values() for n in b})
+
+    def rate(r):
+        return r["min_ess_bulk"] / r["fit_seconds"]
+
+    def shown(x):
+        return _f(x, 2 if x < 10 else 1)
+
+    L = ["| rows | mrp-formula end to end | " + " | ".join(f"{name} end to end (x mrp)" for _, name in BAMBI)
+         + " | mrp-formula min ESS/s | " + " | ".join(f"{name} min ESS/s (mrp x)" for _, name in BAMBI) + " |",
+         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for n in sizes:
+        m = mrp.get(n)
+        m_ok = m is not None and m.get("status") == "ok"
+        times, rates = [], []
+        for s, _ in BAMBI:
+            b = bambi[s].get(n)
+            if b is None:
+                times.append("not run")
+                rates.append("")
+            elif _status(b):
+                times.append(_status(b))
+                rates.append("")
+            else:
+                times.append(f"{_f(b['e2e_seconds'])} s"
+                             + (f" ({b['e2e_seconds'] / m['e2e_seconds']:.1f}x)" if m_ok else ""))
+                rates.append(shown(rate(b)) + (f" ({rate(m) / rate(b):.1f}x)" if m_ok else ""))
+        m_time = f"{_f(m['e2e_seconds'])} s" if m_ok else (_status(m) if m else "not run")
+        m_rate = shown(rate(m)) if m_ok else ""
+        L.append(f"| {_n(n)} | {m_time} | {' | '.join(times)} | {m_rate} | {' | '.join(rates)} |")
+    return L
+
+
 def _all_cases(res: dict) -> list[dict]:
     out = list(res["mrp_fit"]) + list(res.get("mrp_fit_diagonal", []))
     for v in res["bambi_fit"].values():
@@ -143,75 +210,120 @@ def _all_cases(res: dict) -> list[dict]:
 
 
 def _ridge_text(res: dict, sizes: list[int]) -> str:
-    """Posterior correlation of the intercept with the mean group effects, from the saved run folders."""
+    """Posterior correlation of the intercept with the mean group effects: recorded by the fit case, or, for
+    results from before it was, read from the saved run folders; nothing where neither has it."""
+    fits = {r["n"]: r for r in res["mrp_fit"] if r.get("status") == "ok"}
     try:
-        import arviz as az
-        import numpy as np
-
         parts = []
         for n in sizes:
-            runs = OUT / ("runs-quick" if res.get("quick") else "runs")
-            post = az.from_netcdf(runs / f"mrp_{n}" / "posterior.nc")["posterior"]
-            icpt = post["Intercept"].values.ravel()
-            total = sum(post[v].values.reshape(icpt.size, -1).mean(axis=1) for v in ("1|age", "1|region"))
-            parts.append(f"{np.corrcoef(icpt, total)[0, 1]:+.3f} at {_n(n)}")
+            corr = fits.get(n, {}).get("intercept_group_corr")
+            if corr is None:
+                import arviz as az
+
+                runs = OUT / ("runs-quick" if res.get("quick") else "runs")
+                corr = intercept_group_corr(az.from_netcdf(runs / f"mrp_{n}" / "posterior.nc")["posterior"])
+            parts.append(f"{corr:+.3f} at {_n(n)}")
         return (" (posterior correlation of `Intercept` with the mean age effect + mean region effect: "
                 + ", ".join(parts) + ")")
-    except Exception:  # run folders gone: say nothing
+    except Exception:  # neither recorded nor a run folder left: say nothing
         return ""
+
+
+RIDGE = ("with more data each cell's rate is pinned down while the intercept and the group effects still trade off "
+         "against each other, a long narrow ridge for NUTS")
+
+
+def _mixing(res: dict, mrp: dict) -> str | None:
+    """How the mixing of mrp-formula's fits changes with N, and the mass matrix "auto" chose."""
+    big = [r for k, r in sorted(mrp.items()) if k >= 100_000]
+    if not big:
+        return None
+    small = mrp[min(mrp)]
+    txt = "; ".join(f"{_n(r['n'])}: min ESS {r['min_ess_bulk']:.0f} (`{r['min_ess_param']}`), R-hat "
+                    f"{r['max_rhat']:.3f}, {r['mean_steps_per_draw']:.0f} leapfrog steps/draw, estimand ESS "
+                    f"{r['estimand_min_ess']:,.0f}" for r in big)
+    ridge = _ridge_text(res, [small["n"], big[-1]["n"]])  # the ridge is named only where its correlation is shown
+    falls = min(r["min_ess_bulk"] for r in big) < small["min_ess_bulk"]
+    at_small = (f"at {_n(small['n'])}, {small.get('mass_matrix', 'diagonal').replace('_', '-')}: min ESS "
+                f"{small['min_ess_bulk']:.0f}, {small['mean_steps_per_draw']:.0f} steps/draw")
+    diag_big = [r for r in big if r.get("mass_matrix", "diagonal") == "diagonal"]
+    if diag_big:  # a diagonal mass matrix at large N
+        line = (f"The minimum ESS of the model parameters is {'lower' if falls else 'not lower'} at N >= 1e5 than at "
+                f"{_n(small['n'])} ({at_small}; {txt})" + (f": {RIDGE}{ridge}" if ridge else "") + ". The estimands' minimum ESS "
+                f"(what an MRP run reports) is {_span([r['estimand_min_ess'] for r in big], '{:,.0f}')} at "
+                f"N >= 1e5.")
+    else:
+        low = [r for r in mrp.values() if r.get("mass_matrix") == "low_rank"]
+        first = min(r["n"] for r in low) if low else big[0]["n"]
+        reason = next((r["sampler_settings"].get("mass_matrix_reason") for r in sorted(low, key=lambda r: r["n"])
+                       if r.get("sampler_settings")), None)
+        line = ((RIDGE[0].upper() + RIDGE[1:] + ridge + ". " if ridge else "")
+                + f"From {_n(first)} rows on, `fit.mass_matrix = \"auto\"` took nutpie's low-rank mass matrix"
+                + (f" (the manifest's reason at {_n(first)}: {reason})" if reason else "")
+                + f", and the minimum ESS {'fell below' if falls else 'did not fall below'} that of the "
+                f"{_n(small['n'])} fit ({at_small}; low-rank: {txt}).")
+        diag_rows = [r for r in res.get("mrp_fit_diagonal", []) if r.get("status") == "ok"]
+        if diag_rows:
+            line += (" The same fits with `fit.mass_matrix = \"diagonal\"`: " + "; ".join(
+                f"{_n(r['n'])}: min ESS {r['min_ess_bulk']:.0f} (`{r['min_ess_param']}`), R-hat "
+                f"{r['max_rhat']:.3f}, {r['mean_steps_per_draw']:.0f} leapfrog steps/draw, fit "
+                f"{r['fit_seconds']:.1f} s, estimand ESS {r['estimand_min_ess']:,.0f}" for r in diag_rows) + ".")
+    b5 = [(name, r) for name, rows in (("Bambi + nutpie", res["bambi_fit"]["nutpie"]),
+                                      ("Bambi + PyMC NUTS", res["bambi_fit"]["pymc"]))
+          for r in rows if r.get("status") == "ok" and r["n"] == big[0]["n"]]
+    if b5:
+        line += " Plain Bambi at the same N: " + "; ".join(
+            f"{name} min ESS {r['min_ess_bulk']:.0f}, R-hat {r['max_rhat']:.3f}, "
+            f"{r['mean_steps_per_draw']:.0f} steps/draw" for name, r in b5) + "."
+    return line
+
+
+def _poststrat_cost(res: dict) -> str | None:
+    """What mrp-formula's poststratification of distinct rows cost, and what a full run hands it."""
+    ps = sorted((r for r in res["poststrat"]["mrp"] if r.get("status") == "ok"), key=lambda r: r["cells"])
+    if not ps:
+        return None
+    scenarios = _design(res)["scenarios"]
+    per = [r["poststratify_seconds"] / (r["draws"] * r["cells"] * len(scenarios)) * 1e9 for r in ps]
+    line = (f"mrp-formula's chunked poststratification (`CellPredictor.weighted_sums`) cost "
+            f"{_span(per, '{:.0f}')} ns per draw x cell x scenario ({len(scenarios)} scenarios here: "
+            f"{_list(scenarios)}) at {_list([_n(r['cells']) for r in ps])} rows")
+    mem = [f"{_mb(r['peak_rss_mb'])} against {_mb(r['rss_before_mb'])} at {_n(r['cells'])} rows" for r in ps
+           if r.get("peak_rss_mb") is not None and r.get("rss_before_mb") is not None]
+    if mem:
+        line += ". The process's peak memory against its memory before the step: " + "; ".join(mem)
+    runs = [r for r in res["poststrat"]["run"] if r.get("status") == "ok"]
+    if runs:
+        cells = sorted({r["population_cells"] for r in runs})
+        line += (". A full `mrp run` does not hand it the raw table: it first collapses the population to the "
+                 "distinct combinations of the model's (and `by`) variables, "
+                 f"{_list([f'{c:,}' for c in cells])} cells here from "
+                 f"{_list([f'{r['population_rows']:,}' for r in runs])} rows (its manifest), and its poststratify "
+                 f"step took {_span([r['poststratify_seconds'] for r in runs], '{:.2f}')} s")
+    return line + "."
 
 
 def observations(res: dict) -> list[str]:
     out = []
     loads = [r["load_before"] for r in _all_cases(res) if r.get("load_before") is not None]
     if loads:
-        out.append(f"The 1-minute load average before the cases (it includes the benchmark's own previous case) "
-                   f"ranged from {min(loads):.1f} to {max(loads):.1f} on {res['machine'].get('cpus')} cores; other "
-                   "people's processes were running too, so wall times (and ESS/s) are noisier than on an idle "
-                   "machine. The CPU-time columns are less affected.")
+        out.append(f"The 1-minute load average before the cases ranged from {min(loads):.1f} to {max(loads):.1f} on "
+                   f"{res['machine'].get('cpus')} cores. It counts the benchmark's own previous case as well as "
+                   "anything else running on the machine (the benchmark does not tell them apart); wall times "
+                   "and ESS/s depend on it, while the CPU-time columns count the case's own process only.")
     mrp = {r["n"]: r for r in res["mrp_fit"] if r.get("status") == "ok"}
     if mrp:
         share = [r["fit_seconds"] / r["e2e_seconds"] for r in mrp.values()]
         cells = sorted({r["cells_fitted"] for r in mrp.values()})
-        out.append(f"mrp-formula fits {cells[0]:,}–{cells[-1]:,} binomial cells whatever the number of rows, so its "
-                   f"time hardly grows with N; the fit call (mostly nutpie's model compilation, then sampling) is "
-                   f"{min(share):.0%}–{max(share):.0%} of the end-to-end time.")
-    big = [r for k, r in sorted(mrp.items()) if k >= 100_000]
-    if big and mrp.get(min(mrp)):
-        small = mrp[min(mrp)]
-        txt = "; ".join(f"{_n(r['n'])}: min ESS {r['min_ess_bulk']:.0f} (`{r['min_ess_param']}`), R-hat "
-                        f"{r['max_rhat']:.3f}, {r['mean_steps_per_draw']:.0f} leapfrog steps/draw, estimand ESS "
-                        f"{r['estimand_min_ess']:,.0f}" for r in big)
-        diag_big = [r for r in big if r.get("mass_matrix", "diagonal") == "diagonal"]
-        if diag_big:  # a diagonal mass matrix at large N: the ridge shows in the parameters
-            line = (f"Mixing of the model parameters gets worse as N grows (at {_n(small['n'])}: min ESS "
-                    f"{small['min_ess_bulk']:.0f}, {small['mean_steps_per_draw']:.0f} steps/draw; {txt}): with "
-                    "more data each cell's rate is pinned down while the intercept and the group effects still trade "
-                    "off against each other, a long narrow ridge for NUTS" + _ridge_text(res, [small["n"], big[-1]["n"]])
-                    + ". The estimands, which are what an MRP run reports, keep a high ESS; mrp-formula's own "
-                    "diagnostics say so in the run's warnings.")
-        else:
-            low = [r for r in mrp.values() if r.get("mass_matrix") == "low_rank"]
-            first = min(r["n"] for r in low) if low else big[0]["n"]
-            line = ("With more data each cell's rate is pinned down while the intercept and the group effects still "
-                    "trade off against each other, a long narrow ridge for NUTS" + _ridge_text(res, [small["n"], big[-1]["n"]])
-                    + f". From {_n(first)} rows on, a group term's median information per level is >= 500, so "
-                    "`fit.mass_matrix = \"auto\"` takes nutpie's low-rank mass matrix, which learns that ridge, and "
-                    f"mixing does not degrade with N (at {_n(small['n'])}, diagonal: min ESS "
-                    f"{small['min_ess_bulk']:.0f}, {small['mean_steps_per_draw']:.0f} steps/draw; low-rank: {txt}).")
-            diag_rows = [r for r in res.get("mrp_fit_diagonal", []) if r.get("status") == "ok"]
-            if diag_rows:
-                line += (" The same fits with `fit.mass_matrix = \"diagonal\"`: " + "; ".join(
-                    f"{_n(r['n'])}: min ESS {r['min_ess_bulk']:.0f} (`{r['min_ess_param']}`), R-hat "
-                    f"{r['max_rhat']:.3f}, {r['mean_steps_per_draw']:.0f} leapfrog steps/draw, fit "
-                    f"{r['fit_seconds']:.1f} s, estimand ESS {r['estimand_min_ess']:,.0f}" for r in diag_rows) + ".")
-        b5 = [(name, r) for name, rows in (("Bambi + nutpie", res["bambi_fit"]["nutpie"]),
-                                          ("Bambi + PyMC NUTS", res["bambi_fit"]["pymc"]))
-              for r in rows if r.get("status") == "ok" and r["n"] == big[0]["n"]]
-        if b5:
-            line += " Plain Bambi at the same N: " + "; ".join(
-                f"{name} min ESS {r['min_ess_bulk']:.0f}, R-hat {r['max_rhat']:.3f}, "
-                f"{r['mean_steps_per_draw']:.0f} steps/draw" for name, r in b5) + "."
+        lo, hi = mrp[min(mrp)], mrp[max(mrp)]
+        growth = (f"; its end-to-end time was {lo['e2e_seconds']:.1f} s at {_n(lo['n'])} rows and "
+                  f"{hi['e2e_seconds']:.1f} s at {_n(hi['n'])}" if len(mrp) > 1 else "")
+        out.append(f"mrp-formula fitted {_span(cells, '{:,}')} binomial cells for "
+                   f"{_list([_n(n) for n in sorted(mrp)])} rows{growth}. The fit call (model build, compilation "
+                   f"and sampling; the run does not time them apart) is {_span(share, '{:.0%}')} of the end-to-end "
+                   "time.")
+    line = _mixing(res, mrp) if mrp else None
+    if line:
         out.append(line)
     t = res["truth"]
     ests = [(f"mrp {_n(r['n'])}", r["estimates"]["lift"], r["estimates"]["lift_sd"]) for r in mrp.values()]
@@ -230,28 +342,26 @@ def observations(res: dict) -> list[str]:
                    f"({t['lift']:.4f})" + (f"; at the same N, mrp-formula's and plain Bambi's posterior means of the "
                                           f"lift differ by at most {max(diffs):.2f} posterior sd" if diffs else "")
                    + ".")
-    ps = [r for r in res["poststrat"]["mrp"] if r.get("status") == "ok"]
-    if ps:
-        per = [r["poststratify_seconds"] / (r["draws"] * r["cells"] * 2) * 1e9 for r in ps]
-        out.append(f"mrp-formula's chunked poststratification costs {min(per):.0f}–{max(per):.0f} ns per draw x cell x "
-                   "scenario (2 scenarios here: control and treatment) in `CellPredictor.weighted_sums` (per-term "
-                   "tables of exponentiated draws gathered for cache-sized micro-blocks, multiplied, one reciprocal, "
-                   "reduced at once, on both cores), so its time is linear in the number of rows it is given. Its "
-                   "memory stays flat (a chunk's design columns and one micro-block per thread). A full `mrp run` "
-                   "never hands it the raw table: the "
-                   "population is first collapsed to the distinct combinations of the model's (and `by`) "
-                   "variables, 600 here, which is why the cached full run over the same table is fast.")
+    line = _poststrat_cost(res)
+    if line:
+        out.append(line)
     b = [r for r in res["poststrat"]["bambi"] if r.get("status") == "ok"]
     big = res["poststrat"].get("bambi_big_limit")
     if big and big.get("status") == "ok":
-        out.append(f"With a {big['mem_limit_gb']:.0f} GB address-space limit instead of {MEM_LIMIT_GB:.0f} GB, Bambi's "
+        same = next((r for r in res["poststrat"]["mrp"] if r.get("status") == "ok" and r["cells"] == big["m"]), None)
+        agree = (f"lift {big['estimates']['lift']:.4f} (mrp-formula's poststratification of the same table with the "
+                 f"same posterior: {same['estimates']['lift']:.4f})" if same
+                 else f"lift {big['estimates']['lift']:.4f}")
+        draws = big.get("draws")
+        arrays = (f" ({draws:,} x {big['m']:,} = {draws * big['m'] * 8 / 1e6:,.0f} MB each)" if draws else "")
+        limit = res.get("mem_limit_gb") or MEM_LIMIT_GB
+        out.append(f"With a {big['mem_limit_gb']:.0f} GB address-space limit instead of {limit:.0f} GB, Bambi's "
                    f"predict on {big['m']:,} cells finished in {big['seconds']:.1f} s with a peak of "
-                   f"{_mb(big['peak_rss_mb'])}; it agrees with mrp-formula's poststratification (lift "
-                   f"{big['estimates']['lift']:.5f}). Bambi builds the whole (draws x cells) linear predictor at once "
-                   "(`xr.dot` for the common terms, a pydata-`sparse` product for the group terms) and then the "
-                   f"response with `apply_ufunc`, so several (draws x cells) float64 arrays (4,000 x {big['m']:,} = "
-                   f"{4000 * big['m'] * 8 / 1e6:,.0f} MB each) and the sparse product's intermediates are alive at "
-                   "once.")
+                   f"{_mb(big['peak_rss_mb'])}; {agree}. Why it needs that much comes from reading Bambi's source, "
+                   "not from this run: it builds the whole (draws x cells) linear predictor at once (`xr.dot` for "
+                   "the common terms, a pydata-`sparse` product for the group terms) and then the response with "
+                   f"`apply_ufunc`, so several (draws x cells) float64 arrays{arrays} and the sparse product's "
+                   "intermediates are alive at once.")
     elif big:
         out.append(f"Bambi's predict at {big['m']:,} cells failed even with a {big['mem_limit_gb']:.0f} GB limit "
                    f"({_status(big)}).")
@@ -262,12 +372,73 @@ def observations(res: dict) -> list[str]:
         r = rr[0]
         tm = r["timings"]
         out.append(f"Cached re-run, first change: {r['wall_seconds']:.1f} s in all; the manifest's timings: "
-                   f"prepare {tm.get('prepare', 0):.1f} s (spec, reading and collapsing the sample; a cached run "
-                   f"imports neither bambi, pymc nor arviz), poststratify "
+                   f"prepare {tm.get('prepare', 0):.1f} s (spec, reading and collapsing the sample), poststratify "
                    f"{tm.get('poststratify', 0):.2f} s, checks {tm.get('checks', 0):.2f} s, run total "
-                   f"{tm.get('total', 0):.1f} s; the remaining {r['wall_seconds'] - tm.get('total', 0):.1f} s are "
-                   "interpreter start-up, the CLI's own imports and printing.")
+                   f"{tm.get('total', 0):.1f} s; the remaining {r['wall_seconds'] - tm.get('total', 0):.1f} s of the "
+                   "CLI process fall outside the run's own timings (interpreter start-up, imports, printing).")
     return out
+
+
+def _setup(res: dict) -> list[str]:
+    """The set-up bullets: the design from the results (or the simulation code), the run settings the
+    results recorded, and where a statement rests on a library's defaults, that it does."""
+    d = _design(res)
+    t = res["truth"]
+    lv, eff, smp, pop = d["levels"], d["effects"], d["sample"], d["population"]
+    cells = math.prod(lv.values())
+    mrp = [r for r in res["mrp_fit"] if r.get("status") == "ok"]
+    bambi = [r for v in res["bambi_fit"].values() for r in v if r.get("status") == "ok"]
+    settings = next((r["sampler_settings"] for r in mrp if r.get("sampler_settings")), None)
+    fit = dict(d["fit"], **(settings or {}))
+    chains, draws = (mrp[0]["chains"], mrp[0]["draws"]) if mrp else (fit["chains"], fit["draws"])
+    accept = f"target_accept {settings['target_accept']}" if settings else "mrp-formula's default target_accept"
+    busy = _cpu_per_wall(mrp)
+    b_busy = _cpu_per_wall(bambi)
+    b_chains = _span([r["chains"] for r in bambi], "{:d}") if bambi else None
+    b_draws = _span([r["draws"] for r in bambi], "{:,}") if bambi else None
+    before = [r["rss_before_mb"] for k in ("mrp", "bambi") for r in res["poststrat"][k]
+              if r.get("rss_before_mb") is not None]
+    L = []
+    L.append(f"* Model: `{d['formula']}`, {d['family']}; {' x '.join(str(v) for v in lv.values())} = {cells:,} "
+             f"predictor cells. Data simulated with a fixed seed ({d['seed']}) from known effects (treatment "
+             f"{eff['treatment']:+.2f}, male {eff['gender']:+.2f}, interaction {eff['treatment:gender']:+.2f} on the "
+             f"logit scale, {lv['age']} age effects, {lv['region']} region effects drawn from N(0, "
+             f"{d['region_sd']})). The sample is {smp['female'] * 100:.0f} % women, {smp['under_35'] * 100:.0f} % "
+             f"under 35, and its largest region holds {smp['largest_region'] * 100:.0f} % of it; the population "
+             f"({pop['cells']:,} gender x age x region cells, {pop['people'] / 1e6:.0f} M people) is "
+             f"{pop['male'] * 100:.0f} % men, {pop['under_35'] * 100:.0f} % under 35, largest region "
+             f"{pop['largest_region'] * 100:.0f} %.")
+    L.append(f"* True population click rates: control {t['control']:.4f}, treatment {t['treatment']:.4f}, "
+             f"lift (difference) {t['lift']:.4f}.")
+    L.append("* **mrp-formula**: a generated spec (`benchmarks/out/specs/`) run with `mrp_formula.run(spec, "
+             "refit=True)`: DuckDB reads the Parquet sample as counted distinct rows, the model is fitted on "
+             f"binomial cells with nutpie ({chains} chains x {draws:,} draws after {fit['tune']:,} tuning steps, "
+             f"{accept}, the mass matrix chosen by `fit.mass_matrix = \"auto\"` (see the table by step), the "
+             "chains in parallel" + (f"; the fit's CPU time / wall time was {busy}" if busy else "")
+             + "), then poststratified (estimands: click rate per arm and the lift) and the run folder written "
+             "(`report.plots = false`: neither side draws plots). Priors are mrp-formula's defaults (Bambi's for "
+             "common terms, Normal(0, HalfNormal(1)) for group terms).")
+    L.append("* **Plain Bambi**: `bmb.Model(formula, rows, family=\"bernoulli\").fit(inference_method=...)` on "
+             "the row-level data with Bambi's defaults otherwise"
+             + (f": **{b_chains} chains** of {b_draws} draws (as the posteriors record them)" if bambi else "")
+             + "; tuning steps, target_accept, cores and priors are left to Bambi and PyMC (from their source: "
+             "1,000 tuning steps, target_accept 0.8, `cores = min(4, cpu_count // 2)`, `chains = max(2, cores)`; "
+             "the run does not record them)"
+             + (f"; the fit's CPU time / wall time was {b_busy}" if b_busy else "")
+             + ". Then `model.predict(idata, kind=\"response_params\", data=population, inplace=False)` for each "
+             "arm and the weighted mean per draw in numpy. Two variants: `inference_method=\"nutpie\"` and Bambi's "
+             "default `inference_method=\"pymc\"` (PyMC's NUTS).")
+    L.append("* Each case runs in a fresh Python process. *End to end* is from launching the process to "
+             "having the estimates (imports, reading, building, compiling, sampling, predicting; for "
+             "mrp-formula also writing the run folder). *Fit* is the wall time of the fit call (model "
+             "compilation + tuning + sampling). *Peak memory* is the peak RSS of the process (the larger of "
+             "`ru_maxrss` from `wait4` and the process tree's RSS sampled every 0.1 s); it includes the "
+             "interpreter and the imported libraries"
+             + (f" (for scale: the prediction cases below held {_mb(min(before))} to {_mb(max(before))} before "
+                "their step, with the imports, the posterior and the table loaded)" if before else "")
+             + ". Bambi sizes whose predicted time (fixed cost + cost per row, from the two largest measured "
+             f"sizes) exceeded the budget of {res['budget_seconds'] / 60:.0f} minutes were skipped.")
+    return L
 
 
 def write_report(res: dict, path: Path) -> None:
@@ -277,15 +448,18 @@ def write_report(res: dict, path: Path) -> None:
     L.append("")
     L.append(f"Generated by `{'.venv/bin/python benchmarks/bench_ab.py --quick' if res['quick'] else 'make bench'}`"
              f" (`benchmarks/bench_ab.py`), {res['started']} – {res.get('finished', 'unfinished')}. "
-             "Every number below comes from that one run; nothing was tuned after the fact.")
+             "The measured numbers below come from that one run; the set-up figures from the simulated design "
+             "(`benchmarks/data.py`).")
+    if res.get("note"):
+        L.append("")
+        L.append(f"**Note:** {res['note']}")
     L.append("")
     L.append(f"**Machine:** {m.get('cpus')} cores ({m.get('cpu_model', '?')}), "
              f"{m.get('mem_total_gb', 0):.0f} GB RAM, Python {m.get('python')}; "
              + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
-             + ". The machine is shared: other people's processes were running during the benchmark "
-             "(the 1-minute load average before each case is in the raw JSON, "
-             f"`benchmarks/out/results{'-quick' if res['quick'] else ''}.json`), so wall times are noisy, "
-             "and with 2 cores anything that runs chains in parallel competes with them.")
+             + ". Wall times depend on whatever else ran on the machine: the 1-minute load average before "
+             f"each case is in the raw JSON (`benchmarks/out/results{'-quick' if res['quick'] else ''}.json`) and "
+             "summed up under Observations.")
     L.append("")
     start, end = res.get("package_start"), res.get("package_end")
     if start and end and start != end:
@@ -295,36 +469,7 @@ def write_report(res: dict, path: Path) -> None:
         L.append("")
     L.append("## Set-up")
     L.append("")
-    L.append(f"* Model: `{FORMULA}`, bernoulli; 2 x 2 x 6 x 50 = 2,400 predictor cells. Data simulated with "
-             f"a fixed seed ({SEED}) from known effects (treatment +0.35, male -0.40, interaction +0.15 on the "
-             "logit scale, 6 age effects, 50 region effects drawn from N(0, 0.35)). The sample is 70 % women, "
-             "skewed young and towards some regions; the population (600 gender x age x region cells, "
-             "10 M people) is 51 % men and older.")
-    t = res["truth"]
-    L.append(f"* True population click rates: control {t['control']:.4f}, treatment {t['treatment']:.4f}, "
-             f"lift (difference) {t['lift']:.4f}.")
-    L.append("* **mrp-formula**: a generated spec (`benchmarks/out/specs/`) run with `mrp_formula.run(spec, "
-             "refit=True)`: DuckDB reads the Parquet sample as counted distinct rows, the model is fitted on "
-             "binomial cells with nutpie (4 chains x 1,000 draws after 1,000 tuning steps, target_accept 0.9, "
-             "the mass matrix chosen by `fit.mass_matrix = \"auto\"` (see the table by step), chains on 2 cores), "
-             "then poststratified (estimands: click rate per arm and the lift) and the "
-             "run folder written (`report.plots = false`: neither side draws plots). Priors are mrp-formula's defaults (Bambi's for common terms, "
-             "Normal(0, HalfNormal(1)) for group terms).")
-    L.append("* **Plain Bambi**: `bmb.Model(formula, rows, family=\"bernoulli\").fit(inference_method=...)` on "
-             "the row-level data with Bambi's defaults otherwise: 1,000 draws, 1,000 tuning steps, "
-             "**2 chains, 1 core** (PyMC's defaults on this 2-core machine: `cores = cpu_count // 2`), "
-             "target_accept 0.8, Bambi's default priors. Then `model.predict(idata, "
-             "kind=\"response_params\", data=population, inplace=False)` for each arm and the weighted mean per "
-             "draw in numpy. Two variants: `inference_method=\"nutpie\"` and Bambi's default "
-             "`inference_method=\"pymc\"` (PyMC's NUTS).")
-    L.append(f"* Each case runs in a fresh Python process. *End to end* is from launching the process to "
-             "having the estimates (imports, reading, building, compiling, sampling, predicting; for "
-             "mrp-formula also writing the run folder). *Fit* is the wall time of the fit call (model "
-             "compilation + tuning + sampling). *Peak memory* is the peak RSS of the process (the larger of "
-             "`ru_maxrss` from `wait4` and the process tree's RSS sampled every 0.1 s); it includes the "
-             "interpreter and the imported libraries (about 0.3–0.5 GB). "
-             f"Bambi sizes whose predicted time (fixed cost + cost per row, from the two largest measured "
-             f"sizes) exceeded the budget of {res['budget_seconds'] / 60:.0f} minutes were skipped.")
+    L += _setup(res)
     L.append("")
     L.append("## Targets")
     L.append("")
@@ -334,11 +479,20 @@ def write_report(res: dict, path: Path) -> None:
         L.append(f"| {target} | {measured} | {verdict} |")
     L.append("")
 
+    L.append("## Side by side: both tools at each size")
+    L.append("")
+    L.append("Each tool in a fresh process, *end to end* as defined above; min ESS/s = the smallest bulk ESS of "
+             "any model parameter per second of fit wall time (details in the next section). *x mrp* = that "
+             "Bambi time / mrp-formula's; *mrp x* = mrp-formula's ESS/s / that Bambi ESS/s.")
+    L.append("")
+    L += side_by_side(res)
+    L.append("")
+
     L.append("## Fitting: wall time, peak memory, sampling efficiency")
     L.append("")
     L.append("min ESS = the smallest bulk ESS over every element of every model parameter (`az.ess`, "
              "method bulk); ESS/s divides it by the fit wall time; ESS/CPU-s by the CPU time (user + system) "
-             "of the fit, which corrects for mrp-formula using both cores. Leapfrog steps/draw = mean `n_steps` "
+             "of the fit, which corrects for how many cores each tool kept busy. Leapfrog steps/draw = mean `n_steps` "
              "of the kept draws (the cost of one draw in gradient evaluations). Estimand min ESS = the smallest "
              "bulk ESS of the per-draw click rates and lift (what an MRP analysis reports).")
     L.append("")
@@ -367,7 +521,7 @@ def write_report(res: dict, path: Path) -> None:
                      f"{r['max_rhat']:.3f} | {r['divergences']} | {_f(r.get('mean_steps_per_draw'))} | "
                      f"{_f(r.get('estimand_min_ess'), 0)} | {e['lift']:.4f} ({e['lift_sd']:.4f}) |")
     L.append("")
-    L.append(f"(truth: lift {t['lift']:.4f})")
+    L.append(f"(truth: lift {res['truth']['lift']:.4f})")
     L.append("")
     mrp_ok = [r for r in res["mrp_fit"] if r.get("status") == "ok"]
     if mrp_ok:
@@ -395,22 +549,32 @@ def write_report(res: dict, path: Path) -> None:
                              f"{_f(r['build_seconds'])} | {_f(r['fit_seconds'])} | {_f(r['poststratify_seconds'])} |")
         L.append("")
 
-    L.append("## Poststratification of big populations (4,000 draws)")
+    d = _design(res)
+    base = next((r for r in res["mrp_fit"] if r["n"] == res.get("base_n") and r.get("status") == "ok"), None)
+    counted = [r["draws"] for k in ("mrp", "bambi") for r in res["poststrat"][k] if r.get("draws")]
+    draws = (f"{_span(counted, '{:,}')} draws" if counted
+             else f"{base['chains'] * base['draws']:,} draws" if base else "the posterior's draws")
+    L.append(f"## Poststratification of big populations ({draws})")
     L.append("")
-    L.append(f"Posterior: the {res.get('poststrat_posterior', '?')} above (4 chains x 1,000 draws). The population "
+    L.append(f"Posterior: the {res.get('poststrat_posterior', '?')} above"
+             + (f" ({base['chains']} chains x {base['draws']:,} draws)" if base else "") + ". The population "
              "tables have the model's variables plus columns the model does not use (a district id, household "
              "type, income band), one row per district, so each row is a distinct cell of the table. "
-             "Two scenarios per cell (control, treatment), as the spec's estimands need. "
-             f"Both prediction cases run under an address-space limit (`RLIMIT_AS`) of {MEM_LIMIT_GB:.0f} GB.")
+             f"Each cell is predicted under {len(d['scenarios'])} scenarios ({', '.join(d['scenarios'])}), as the "
+             "spec's estimands need. "
+             "Both prediction cases run under an address-space limit (`RLIMIT_AS`) of "
+             f"{res.get('mem_limit_gb') or MEM_LIMIT_GB:.0f} GB.")
     L.append("")
+    block = next((r["block"] for r in res["poststrat"]["mrp"] if r.get("block")), None)
     L.append("* **mrp poststratify**: `mrp_formula.poststrat.poststratify` over the rows as given (no collapse) "
-             "with the real `CellPredictor` (its `weighted_sums`) and the default block "
-             "(`DEFAULT_BLOCK` = 1e7 values held per chunk).")
+             "with the real `CellPredictor` (its `weighted_sums`) and the default block"
+             + (f" (`DEFAULT_BLOCK` = {_n(block)} values held per chunk)" if block else "") + ".")
     L.append("* **Bambi predict**: `model.predict(posterior, kind=\"response_params\", data=table, "
              "inplace=False)` per arm on the same Bambi model (the aggregated one mrp-formula fitted) and the same "
              "posterior, then the weighted mean per draw in numpy.")
     L.append("* **mrp run (cached fit)**: a full `mrp_formula.run` of a spec whose `population.source` is the "
-             "big table: it reads it, collapses it to the model's variables (≤ 600 cells) and poststratifies; "
+             "big table: it reads it, collapses it to the model's variables (at most "
+             f"{d['population']['cells']:,} cells, one per gender x age x region) and poststratifies; "
              "the fit comes from the cache.")
     L.append("")
     L.append("| population rows | method | time | peak memory | memory before the step | lift |")
