@@ -1,4 +1,4 @@
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test check lint docs bench clean
 PY := .venv/bin/python
 
 setup:
@@ -10,6 +10,18 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# the quick loop: lint and the tests that do not sample (under a minute)
+check: setup lint
+	$(PY) -m pytest -q -m "not slow" tests
+
+lint: setup
+	.venv/bin/ruff check mrp_formula tests benchmarks examples scripts
+
+# regenerate the generated files: the JSON Schema and the key reference
+docs: setup
+	.venv/bin/mrp schema -o mrp_formula/mrp-spec.schema.json
+	$(PY) -m mrp_formula.spec.schema --markdown docs/spec.md
 
 bench: setup
 	$(PY) benchmarks/bench_ab.py

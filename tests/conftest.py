@@ -86,3 +86,19 @@ def simulate_survey(n=4000, seed=12):
     truth = (truth["p"] / truth["count"]).to_dict()
     overall = float((p * pop["count"]).sum() / pop["count"].sum())
     return sample, pop, truth, overall
+
+
+@pytest.fixture(autouse=True)
+def _sampling_needs_the_slow_marker(request, monkeypatch):
+    """A test that samples (posterior or prior) must be marked ``slow``: `make check` leaves those
+    out to stay under a minute. Unmarked tests that reach the sampler fail here, naming the fix."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    from mrp_formula.model import sampler
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError(f"{request.node.nodeid} samples: mark it @pytest.mark.slow "
+                             "(or `pytestmark = pytest.mark.slow` for the whole file)")
+
+    monkeypatch.setattr(sampler, "fit", refuse)
+    monkeypatch.setattr(sampler, "sample_prior", refuse)
