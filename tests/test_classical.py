@@ -82,6 +82,7 @@ def test_divergences_and_poor_estimands_give_advice():
     assert "The estimands are fine" in ok.warnings(t)[0] and "Judge the run by the estimands" in ok.warnings(t)[0]
 
 
+@pytest.mark.slow
 def test_strict_exits_5_when_a_check_fails(ab_dir, tmp_path):
     r = CliRunner().invoke(app, ["run", str(ab_dir / "ab.toml"), "--out", str(tmp_path / "o"), "--strict",
                                  "--set", "report.ess_min=1e9", "--set", "fit.draws=200", "--set", "fit.tune=200"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from mrp_formula.cli import app
@@ -60,6 +62,7 @@ def test_usage_error_exit_2():
     assert r.exit_code == 2
 
 
+@pytest.mark.slow
 def test_run_json_stdout_is_only_json(ab_dir, tmp_path):
     r = runner.invoke(app, ["run", str(ab_dir / "ab.toml"), "--json", "--out", str(tmp_path / "out"),
                             "--set", "fit.draws=200", "--set", "fit.tune=200"])

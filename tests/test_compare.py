@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from mrp_formula.cli import app
 from mrp_formula.commands.compare import COLUMNS
 
+pytestmark = pytest.mark.slow  # every test here samples
+
 runner = CliRunner()
 FAST = ["--set", "fit.draws=200", "--set", "fit.tune=200", "--set", "fit.chains=2"]
 ROWS = ["--set", "model.aggregate=never"]

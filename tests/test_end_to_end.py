@@ -17,6 +17,8 @@ import mrp_formula
 from conftest import AB_SPEC, simulate_survey
 from generate import simulate, truth
 
+pytestmark = pytest.mark.slow  # every test here samples
+
 FAST = ["fit.draws=400", "fit.tune=400", "fit.chains=2"]
 
 

@@ -17,6 +17,8 @@ from scipy.special import expit, softmax
 
 import mrp_formula
 
+pytestmark = pytest.mark.slow  # every test here samples
+
 LEVELS = np.array(["a", "b", "c", "d"])
 EFFECT = np.array([-0.5, 0.0, 0.3, 0.8])
 POP_W = np.array([1.0, 2.0, 3.0, 4.0])

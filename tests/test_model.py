@@ -22,6 +22,7 @@ def test_aggregate_cells_sums_successes_and_trials():
     assert weighted[["mrp_successes", "mrp_trials"]].values.tolist() == [[1, 3], [2, 5]]
 
 
+@pytest.mark.slow
 def test_cells_fit_equals_row_fit_within_monte_carlo_error(ab_dir):
     cells = mrp_formula.run(ab_dir / "ab.toml", out=ab_dir / "cells", overrides=FAST, cache=False)
     rows = mrp_formula.run(ab_dir / "ab.toml", out=ab_dir / "rows", cache=False,
@@ -37,6 +38,7 @@ def test_cells_fit_equals_row_fit_within_monte_carlo_error(ab_dir):
     assert ((sd_ratio > 0.8) & (sd_ratio < 1.25)).all(), sd_ratio
 
 
+@pytest.mark.slow
 def test_chunked_prediction_equals_one_block(ab_dir):
     one = mrp_formula.run(ab_dir / "ab.toml", out=ab_dir / "one", overrides=FAST)
     tiny = mrp_formula.run(ab_dir / "ab.toml", out=ab_dir / "tiny", overrides=FAST, block=1)  # one cell a chunk

@@ -10,6 +10,8 @@ import pytest
 
 import mrp_formula
 
+pytestmark = pytest.mark.slow  # every test here samples
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "mrp_primer" / "primer.toml"
 DATA = SPEC.parent / "data"

@@ -7,10 +7,13 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from mrp_formula.cli import app
 from mrp_formula.commands.prior import prior
+
+pytestmark = pytest.mark.slow  # every test here samples
 
 runner = CliRunner()
 DRAWS = 2000

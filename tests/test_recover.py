@@ -132,6 +132,7 @@ def test_unsupported_family_and_bad_options(write):
 # ----------------------------------------------------------------------------- with sampling
 
 
+@pytest.mark.slow
 def test_recovery_of_the_ab_spec_is_plausible_and_reproducible(ab_dir):
     """10 replicates through the CLI on 2 worker processes; then 2 replicates in-process
     must give exactly the same numbers (seeds come from the spec seed and the index)."""
@@ -171,6 +172,7 @@ def test_recovery_of_the_ab_spec_is_plausible_and_reproducible(ab_dir):
                                   check_dtype=False)
 
 
+@pytest.mark.slow
 def test_a_pipeline_that_ignores_the_population_is_caught(ab_dir, monkeypatch):
     """The sample is 75% women, the population 50/50. A poststratification that ignores the
     population weights (and so averages over the sample's make-up) must be flagged, while the
