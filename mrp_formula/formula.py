@@ -242,6 +242,20 @@ def describe(text: str, *, key: str = "model.formula", file: str = "", line: int
     )
 
 
+_NAME = r"(?:[A-Za-z_][A-Za-z0-9_]*|`[^`]*`)"
+
+
+def transformed_response(text: str) -> tuple[int, int] | None:
+    """Where the response (left of '~') is more than a column or ``p(successes, trials)`` over two
+    columns: the span of ``text`` to mark; None when it is plain."""
+    lhs = text.split("~", 1)[0]
+    stripped = lhs.strip()
+    if re.fullmatch(_NAME, stripped) or re.fullmatch(rf"p\(\s*{_NAME}\s*,\s*{_NAME}\s*\)", stripped):
+        return None
+    start = len(lhs) - len(lhs.lstrip())
+    return start, start + len(stripped)
+
+
 def _locate(text: str) -> tuple[int, int, str]:
     """Where a formula that formulae cannot parse goes wrong: an unclosed '(', a stray ')',
     or a dangling operator; the whole formula otherwise."""
