@@ -260,6 +260,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
                           group_columns=group_cols, categories=predictor.categories)
     table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
+    table = est_mod.with_loss_unit(table, est_mod.outcome_unit(spec.model.family, info.response_vars))
     draws = est_mod.long_draws(ed)
     timings["poststratify"] = time.perf_counter() - t1
 
@@ -321,7 +322,7 @@ def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
 
 
 SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_direction", "p_in_rope",
-           "chance_to_win", "expected_loss_first", "expected_loss_second", "raw", "weighted", "ess_bulk", "r_hat"]
+           "chance_to_win", "expected_loss_first", "expected_loss_second", "expected_loss_unit", "raw", "weighted", "ess_bulk", "r_hat"]
 
 
 def _ordered(table: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
