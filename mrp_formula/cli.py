@@ -71,7 +71,7 @@ def _fmt(v) -> str:
 
 def print_table(df, title: str) -> None:
     hidden = ("ci_prob", "ci_kind", "scale", "median", "sd", "r_hat", "ess_bulk", "chance_to_win",
-              "expected_loss_first", "expected_loss_second")
+              "expected_loss_first", "expected_loss_second", "expected_loss_unit")
     cols = [c for c in df.columns if c not in hidden]
     cols = [c for c in cols if not df[c].isna().all()]
     table = Table(title=title, show_lines=False)
@@ -95,9 +95,13 @@ def decision_lines(df) -> list[str]:
         first, second = labels[0].split(" vs ", 1)
         groups = ", ".join(f"{c}={row[c]}" for c in label_cols
                            if isinstance(row[c], str) and row[c] and " vs " not in row[c])
+        unit = row.get("expected_loss_unit")
+        unit = unit if isinstance(unit, str) and unit else "outcome units"
+        ratio = f", not {row['scale'].replace('_', ' ')} units" if row.get("scale") in ("ratio", "odds_ratio") else ""
         out.append(f"{row['estimand']}{' [' + groups + ']' if groups else ''}: chance that {first} beats "
                    f"{second} {row['chance_to_win']:.1%}; expected loss if you choose {first}: "
-                   f"{row['expected_loss_first']:.3g}, if you choose {second}: {row['expected_loss_second']:.3g}")
+                   f"{row['expected_loss_first']:.3g}, if you choose {second}: {row['expected_loss_second']:.3g} "
+                   f"(in {unit}{ratio})")
     return out
 
 

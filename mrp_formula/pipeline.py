@@ -4,7 +4,9 @@ estimands -> report. ``check`` stops before sampling; ``run`` does everything.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import classical as classical
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.errors import Problem, SpecError, did_you_mean
-from mrp_formula.spec.formula import FormulaInfo, describe
+from mrp_formula.spec.formula import FormulaInfo, describe, mark, transformed_response
 from mrp_formula.poststrat.sums import poststratify
 from mrp_formula.output.files import sha256_file, sha256_text, staged_dir, write_json, write_table
 from mrp_formula.spec.tree import LoadedSpec, dotted
@@ -61,16 +63,24 @@ class RunResult:
     ppc: pd.DataFrame | None = None
 
 
+# Priors of a family's own parameters (the names Bambi gives them), besides the terms of the formula.
+AUXILIARY = {"gaussian": ("sigma",), "negativebinomial": ("alpha",), "cumulative": ("threshold",)}
+
+
 def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     """Checks that need the formula but not the data: all problems at once."""
-    from mrp_formula.spec.priors import POSITIVE, PriorSpec
+    from mrp_formula.spec.priors import POSITIVE, POSITIVE_DISTRIBUTIONS, support, values_text
 
     spec = loaded.spec
     file = str(loaded.path)
     info = describe(spec.model.formula, file=file, line=loaded.line("model", "formula"))
     problems: list[Problem] = []
     family = spec.model.family
-    if family == "binomial" and not info.is_proportion:
+    transformed = transformed_response(info.text)
+    if transformed:
+        problems.append(_transformed_response_problem(info, family, transformed, file,
+                                                      loaded.line("model", "formula")))
+    elif family == "binomial" and not info.is_proportion:
         problems.append(Problem("the binomial family needs the response written p(successes, trials)",
                                 key="model.formula", file=file, line=loaded.line("model", "formula"),
                                 got=repr(info.response), hint=f'e.g. "p(clicks, visits) ~ {info.rhs}"'))
@@ -90,26 +100,116 @@ def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
                                 key="fit.sampler", file=file, line=loaded.line("fit", "sampler"),
                                 hint=f"pip install {needs} (jax-based samplers: pip install 'bambi[jax]'), "
                                      f"or use sampler = \"nutpie\" or \"pymc\""))
-    valid = set(info.prior_names) | {"sigma", "alpha", "threshold"}
+    auxiliary = AUXILIARY.get(family, ())
+    valid = set(info.prior_names) | set(auxiliary)
     groups = {g.name for g in info.group_terms}
+    unknown = []  # prior keys that are not terms of the model
     for name, prior in spec.model.priors.items():
         where = {"key": dotted(("model", "priors", name)), "file": file,
                  "line": loaded.line("model", "priors", name)}
         if name not in valid:
-            problems.append(Problem(f"'{name}' is not a term of the model", hint=did_you_mean(name, valid),
-                                    **where))
+            unknown.append((name, where))
         elif name in groups:
-            sd = prior.param("sigma")
-            if prior.dist != "Normal" or sd is None:
+            if prior.dist != "Normal" or prior.param("sigma") is None:
                 problems.append(Problem("a group term's prior is Normal(0, <scale prior>)", got=str(prior),
                                         hint='e.g. "Normal(0, HalfNormal(1))"', **where))
-            elif isinstance(sd, PriorSpec) and sd.dist not in POSITIVE:
-                problems.append(Problem(f"the group standard deviation needs a positive distribution, not {sd.dist}",
-                                        got=str(prior), hint=f"use one of {', '.join(sorted(POSITIVE))}",
-                                        **where))
+        elif prior.nested:
+            what = f"the {family} family's {name}" if name in auxiliary else f"'{name}' is a common term"
+            problems.append(Problem(f"a prior inside a prior (a hyperprior) is for group terms only; {what}",
+                                    got=str(prior), hint="give its parameters as numbers, e.g. \"Normal(0, 1)\"",
+                                    **where))
+        elif name in ("sigma", "alpha") and not POSITIVE.covers(support(prior)):
+            problems.append(Problem(f"the {family} family's {name} is positive, and a {prior.dist} prior takes "
+                                    f"{values_text(support(prior))}", got=str(prior),
+                                    hint=f"use a prior on positive values: {', '.join(POSITIVE_DISTRIBUTIONS)}",
+                                    **where))
+    if unknown:
+        problems += _unknown_prior_keys(loaded, info, unknown, valid, problems)
     if problems:
         raise SpecError(problems)
     return info
+
+
+def _transformed_response_problem(info: FormulaInfo, family: str, span: tuple[int, int], file: str,
+                                  line: int | None) -> Problem:
+    """A response written as a transform: its estimands would be on the transform's scale while
+    raw, weighted and the plots are on the column's, so it is refused with the family that fits."""
+    expr = info.text[span[0]:span[1]]
+    names = [] if info.is_proportion else [v for v in info.response_vars if v.isidentifier()]
+    var = names[0] if len(names) == 1 else None
+    plain = f'"{var} ~ {info.rhs}"' if var else f'"<column> ~ {info.rhs}"'
+    if family in BINARY:
+        hint = ("make the 0/1 (or successes and trials) columns in the data, e.g. data.query = "
+                "\"SELECT *, CAST(revenue > 0 AS INTEGER) AS converted FROM source\", and write "
+                f'"converted ~ {info.rhs}"' if family == "bernoulli" else
+                f'write p(successes, trials) over two columns, e.g. "p(clicks, visits) ~ {info.rhs}"; '
+                "derive columns in data.query")
+    elif family in ("poisson", "negativebinomial"):
+        hint = (f"model the count itself: {plain}; the {family} family's log link already models "
+                "the logarithm of its mean")
+    elif family in ("categorical", "cumulative"):
+        hint = (f"write the column itself: {plain}; the {family} family treats its values as categories "
+                f"(their order: model.levels.{var or '<column>'})")
+    else:
+        hint = (f"model the outcome on its own scale: {plain} with family = \"gaussian\" (the estimands are then "
+                "means in its units; there is no gamma or lognormal family), or for whole-number counts "
+                "family = \"poisson\" or \"negativebinomial\", whose log link already models the log of the mean")
+    of = f", not of {var}, while raw, weighted and the plots are in {var}" if var else \
+        ", while raw, weighted and the plots are on the scale of the data"
+    return Problem(f"a transformed response is not supported: the estimands would be population means of {expr}{of}",
+                   key="model.formula", file=file, line=line, got=repr(expr), hint=hint,
+                   snippet=mark(info.text, *span))
+
+
+_DID_YOU_MEAN = re.compile(r"did you mean '(.+)'\?")
+
+
+def _unknown_prior_keys(loaded: LoadedSpec, info: FormulaInfo, unknown, valid: set[str],
+                        spec_problems: list[Problem]) -> list[Problem]:
+    """Problems of prior keys that are not terms of the model.
+
+    A key close to a term may be right while the formula holds the typo (a group term on a
+    misspelt column, with the prior written for the column's name): then the data are read to
+    tell. When they lack a column of the formula, that problem is raised first, a key that is what
+    the formula would have once the column is fixed is not reported, and a term naming a missing
+    column is never suggested.
+    """
+    from mrp_formula.errors import MrpError
+    from mrp_formula.data.tables import prepare
+
+    term_vars = dict(info.common_term_vars)
+    term_vars.update({g.name: g.expr_vars + g.factor_vars for g in info.group_terms})
+    data_exc, fixes = None, {}  # fixes: a formula variable that is not a column -> the column it may mean
+    if any(difflib.get_close_matches(name, valid, n=1, cutoff=0.6) for name, _ in unknown):
+        try:
+            prepare(loaded, info)
+        except MrpError as exc:
+            data_exc = exc
+            for p in exc.problems:
+                for var in info.response_vars + info.rhs_vars:
+                    if p.key == "model.formula" and f"'{var}' is not a column" in p.message:
+                        m = _DID_YOU_MEAN.search(p.hint)
+                        fixes[var] = m.group(1) if m else None
+        except Exception:  # noqa: BLE001 - only a probe; the spec's own problems are reported below
+            pass
+    broken = {t for t, vs in term_vars.items() if set(vs) & set(fixes)}
+    out = []
+    for name, where in unknown:
+        if any(_fixed_term(t, fixes) == name.replace(" ", "") for t in broken):
+            continue  # the key names the term the formula means; the formula's problem says so
+        out.append(Problem(f"'{name}' is not a term of the model", hint=did_you_mean(name, valid - broken),
+                           **where))
+    if data_exc is not None:
+        first = [p for p in data_exc.problems if p.key == "model.formula"]
+        rest = [p for p in data_exc.problems if p.key != "model.formula"]
+        raise type(data_exc)(first + rest + spec_problems + out)
+    return out
+
+
+def _fixed_term(term: str, fixes: dict[str, str | None]) -> str:
+    """A term's name with each misspelt column replaced by the column it may mean."""
+    parts = re.split(r"(\W)", term)
+    return "".join(fixes.get(p) or p for p in parts)
 
 
 def check(path, *, overrides=()) -> Plan:
@@ -160,6 +260,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
                           group_columns=group_cols, categories=predictor.categories)
     table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
+    table = est_mod.with_loss_unit(table, est_mod.outcome_unit(spec.model.family, info.response_vars))
     draws = est_mod.long_draws(ed)
     timings["poststratify"] = time.perf_counter() - t1
 
@@ -221,7 +322,7 @@ def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
 
 
 SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_direction", "p_in_rope",
-           "chance_to_win", "expected_loss_first", "expected_loss_second", "raw", "weighted", "ess_bulk", "r_hat"]
+           "chance_to_win", "expected_loss_first", "expected_loss_second", "expected_loss_unit", "raw", "weighted", "ess_bulk", "r_hat"]
 
 
 def _ordered(table: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:

@@ -238,13 +238,13 @@ def test_design_is_the_one_bambi_builds(family, response, formula):
     """The prediction design is made without Bambi; on new cells it must give Bambi's matrices."""
     import bambi as bmb
 
-    from mrp_formula.predict.cells import TRANSFORMS
+    from mrp_formula.spec.formula import call_in_namespace
 
     sample, pop = _frames()
     if family == "cumulative":
         sample["age"] = pd.Categorical(sample["age"], ordered=True)
     mine = design(sample, formula, family, None)
-    model = bmb.Model(formula, sample, family=family, extra_namespace=dict(TRANSFORMS), dropna=False)
+    model = call_in_namespace(bmb.Model, formula, sample, family=family, dropna=False)  # as model.build_model
     theirs = model.parameters[model.family.likelihood.parent].design
     assert dict(mine.common.slices) == dict(theirs.common.slices)
     new = pop.head(200).assign(age=pd.Categorical(pop["age"].head(200), categories=sample["age"].unique()))

@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import FitError, Problem, SpecError
-from mrp_formula.spec.formula import FormulaInfo, with_response
-from mrp_formula.predict.cells import TRANSFORMS
+from mrp_formula.spec.formula import FormulaInfo, call_in_namespace, with_response
 from mrp_formula.spec.priors import PriorSpec
 from mrp_formula.spec.tree import LoadedSpec
 from mrp_formula.data.tables import Tables, factor_keys
@@ -186,8 +185,9 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
     try:
         with warnings.catch_warnings(), _quiet_loggers():
             warnings.simplefilter("ignore")
-            return bmb.Model(plan.formula, plan.data, family=family, priors=priors, link=spec.link,
-                             extra_namespace=dict(TRANSFORMS), dropna=False)
+            # Bambi evaluates the formula in its caller's frame: call it from one holding only the allowlist
+            return call_in_namespace(bmb.Model, plan.formula, plan.data, family=family, priors=priors,
+                                     link=spec.link, dropna=False)
     except Exception as exc:
         raise SpecError(Problem(f"Bambi cannot build this model: {exc}", key="model", file=str(loaded.path),
                                 line=loaded.line("model"),

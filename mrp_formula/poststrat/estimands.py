@@ -143,7 +143,8 @@ DECISION = ("chance_to_win", "expected_loss_first", "expected_loss_second")
 
 def _decision(sides, gi: int, k: int | None) -> dict:
     """A/B decision numbers on the outcome scale: the chance that the first level is higher, and
-    the expected loss (outcome given up, per draw) of choosing the first or the second level."""
+    the expected loss (outcome given up, per draw) of choosing the first or the second level. They
+    are in outcome units whatever the contrast's scale (:func:`with_loss_unit` says so)."""
     if sides is None:
         return {}
     a, b = (x[:, gi] if k is None else x[:, gi, k] for x in sides)
@@ -152,6 +153,33 @@ def _decision(sides, gi: int, k: int | None) -> dict:
     return {"chance_to_win": float(np.mean(a > b)),
             "expected_loss_first": float(np.mean(np.maximum(b - a, 0))),
             "expected_loss_second": float(np.mean(np.maximum(a - b, 0)))}
+
+
+def outcome_unit(family: str, response: tuple[str, ...]) -> str:
+    """What the outcome's numbers are: the unit of the decision numbers (the expected losses are
+    differences of population-averaged outcomes whatever the contrast's scale), and of a difference."""
+    if family == "bernoulli":
+        return f"probability that {response[0]} = 1"
+    if family == "binomial":
+        return f"proportion {response[0]} / {response[1]}"
+    if family in ("categorical", "cumulative"):
+        return "probability of the category"
+    if family in ("poisson", "negativebinomial"):
+        return f"mean count of {response[0]}"
+    return f"mean of {response[0]}, in its units"
+
+
+LOSS_UNIT = "expected_loss_unit"
+
+
+def with_loss_unit(table: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """The table with :data:`LOSS_UNIT` beside the expected losses: outcome units, also where the
+    contrast itself is a ratio or an odds ratio."""
+    if "expected_loss_first" not in table:
+        return table
+    table = table.copy()
+    table[LOSS_UNIT] = [f"outcome units: {unit}" if pd.notna(v) else None for v in table["expected_loss_first"]]
+    return table
 
 
 def group_columns(estimands: dict[str, EstimandSpec]) -> list[str]:

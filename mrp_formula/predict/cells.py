@@ -28,18 +28,11 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import FitError
-from mrp_formula.spec.formula import FormulaInfo, GroupTerm
+from mrp_formula.spec.formula import FormulaInfo, GroupTerm, environment
 from mrp_formula.poststrat.sums import Scenario, plain_weighted_sums
 from mrp_formula.data.tables import Tables, factor_keys
 
 EPS = np.finfo(np.float64).eps
-
-# Transforms a formula may call beyond formulae's own (the allowlist is formula.ALLOWED_CALLS).
-TRANSFORMS = {
-    "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp,
-    "sqrt": np.sqrt, "abs": np.abs,
-}
-
 
 def _unit(x):
     """Keep probabilities inside (0, 1), as Bambi's inverse links do."""
@@ -103,12 +96,12 @@ def design(data: pd.DataFrame, formula: str, family: str, link: str | None) -> D
         data = data.copy()
         data[list(text)] = data[list(text)].apply(lambda x: x.astype("category"))
     if family == "cumulative":  # Bambi adds the intercept, then drops it (the cutpoints take its place)
-        dm = fm.design_matrices(formula + " + 1", data, "error", 0, dict(TRANSFORMS))
+        dm = fm.design_matrices(formula + " + 1", data, "error", environment())
         dm.common.terms.pop("Intercept")
         sl = dm.common.slices.pop("Intercept")
         dm.common.design_matrix = np.delete(dm.common.design_matrix, sl, axis=1)
     else:
-        dm = fm.design_matrices(formula, data, "error", 0, dict(TRANSFORMS))
+        dm = fm.design_matrices(formula, data, "error", environment())
     levels = None
     if family in ("categorical", "cumulative"):
         levels = tuple(str(x) for x in dm.response.levels)

@@ -11,25 +11,64 @@ import keyword
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from mrp_formula.errors import Problem, did_you_mean
 
-# Transforms a formula may call. Everything else is refused before formulae sees the text.
-ALLOWED_CALLS = {
-    "C": "categorical, e.g. C(age)",
-    "I": "arithmetic on columns, e.g. I(age ** 2)",
-    "scale": "centre and divide by the standard deviation",
-    "center": "subtract the mean",
-    "standardize": "same as scale",
-    "log": "natural logarithm",
-    "log2": "base-2 logarithm",
-    "log10": "base-10 logarithm",
-    "log1p": "log(1 + x)",
-    "exp": "exponential",
-    "sqrt": "square root",
-    "abs": "absolute value",
-    "p": "binomial response p(successes, trials)",
-    "Treatment": "reference level inside C(), e.g. C(arm, Treatment('control'))",
+# Transforms a formula may call, with what each does and the function that does it (None: formulae's
+# own, which formulae resolves before anything else). Everything else is refused before formulae
+# sees the text, and this table is the whole namespace formulas are evaluated in
+# (:func:`namespace`, :func:`environment`, :func:`call_in_namespace`).
+ALLOWED_CALLS: dict[str, tuple[str, object]] = {
+    "C": ("categorical, e.g. C(age)", None),
+    "I": ("arithmetic on columns, e.g. I(age ** 2)", None),
+    "scale": ("centre and divide by the standard deviation", None),
+    "center": ("subtract the mean", None),
+    "standardize": ("same as scale", None),
+    "log": ("natural logarithm", np.log),
+    "log2": ("base-2 logarithm", np.log2),
+    "log10": ("base-10 logarithm", np.log10),
+    "log1p": ("log(1 + x)", np.log1p),
+    "exp": ("exponential", np.exp),
+    "sqrt": ("square root", np.sqrt),
+    "abs": ("absolute value", np.abs),
+    "p": ("binomial response p(successes, trials)", None),
+    "Treatment": ("reference level inside C(), e.g. C(arm, Treatment('control'))", None),
 }
+
+
+def namespace() -> dict[str, object]:
+    """The functions formulas call beyond formulae's own: exactly those of :data:`ALLOWED_CALLS`."""
+    return {name: fn for name, (_, fn) in ALLOWED_CALLS.items() if fn is not None}
+
+
+def environment():
+    """The formulae evaluation environment of a formula: the allowed calls and nothing else (no
+    module's globals, so no name of this package can shadow a transform, as a logger named
+    ``log`` once did)."""
+    from formulae.environment import Environment
+
+    return Environment([namespace()])
+
+
+def _clean_caller():
+    # A function whose frame holds only dunder locals (which formulas cannot name) and whose
+    # globals are the allowed calls: Bambi evaluates a formula in the frame that calls bambi.Model.
+    scope = {"__builtins__": {}, **namespace()}
+    exec(compile("def _call(__fn, __args, __kwargs):\n    return __fn(*__args, **__kwargs)\n",
+                 "<formula namespace>", "exec"), scope)
+    return scope.pop("_call")
+
+
+_CALLER = _clean_caller()
+
+
+def call_in_namespace(fn, /, *args, **kwargs):
+    """``fn(*args, **kwargs)`` called from a frame whose namespace is :func:`namespace` only: for
+    ``bambi.Model``, which evaluates the formula in its caller's frame (its locals, then its
+    module's globals, then its ``extra_namespace``)."""
+    return _CALLER(fn, args, kwargs)
+
 
 # Spellings from R and elsewhere, with what to write instead.
 R_STYLE = {
@@ -201,6 +240,20 @@ def describe(text: str, *, key: str = "model.formula", file: str = "", line: int
         group_terms=tuple(groups),
         common_term_vars=tuple(term_vars),
     )
+
+
+_NAME = r"(?:[A-Za-z_][A-Za-z0-9_]*|`[^`]*`)"
+
+
+def transformed_response(text: str) -> tuple[int, int] | None:
+    """Where the response (left of '~') is more than a column or ``p(successes, trials)`` over two
+    columns: the span of ``text`` to mark; None when it is plain."""
+    lhs = text.split("~", 1)[0]
+    stripped = lhs.strip()
+    if re.fullmatch(_NAME, stripped) or re.fullmatch(rf"p\(\s*{_NAME}\s*,\s*{_NAME}\s*\)", stripped):
+        return None
+    start = len(lhs) - len(lhs.lstrip())
+    return start, start + len(stripped)
 
 
 def _locate(text: str) -> tuple[int, int, str]:

@@ -20,7 +20,7 @@ from typing import get_origin
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
-from mrp_formula.spec.priors import DISTRIBUTIONS
+from mrp_formula.spec.priors import DISTRIBUTIONS, reference_markdown as distributions_markdown
 from mrp_formula.spec.tree import Spec, _inner_model, _level, _prior
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "mrp-spec.schema.json"  # beside the package: specs point editors at it
@@ -147,7 +147,8 @@ Value types:
   the same level.
 - **prior**: a string such as `"Normal(0, HalfNormal(0.5))"` or a table such as
   `{ dist = "Normal", mu = 0, sigma = { dist = "HalfNormal", sigma = 0.5 } }`; positional
-  arguments take the parameter names in PyMC's order. Distributions: {dists}.
+  arguments take the parameter names in PyMC's order. Distributions: {dists} (their parameters are
+  under [Distributions](#distributions)). A prior inside a prior (a hyperprior) is for group terms.
 - **table of X**: a TOML table whose keys you choose (variables, terms, estimand names).
 """
 
@@ -241,6 +242,11 @@ def reference_markdown() -> str:
         note = f" {NOTES[model.__name__]}" if model.__name__ in NOTES else ""
         out += ["", f"## `{header}`", "", f"{need}. {model.__doc__.strip()}{extra}{note}", ""]
         out += _table(model, defs[model.__name__]["properties"], list(model.model_fields))
+    out += ["", "## Distributions", "",
+            "Priors take these distributions (PyMC's names and parameters). A parameter is a number, or for "
+            "a group term's prior a prior itself whose values fit the parameter (`Normal(0, HalfNormal(1))`; "
+            "`Normal(0, Normal(0, 1))` is refused, a standard deviation is positive).", "",
+            distributions_markdown()]
     return "\n".join(out) + "\n"
 
 

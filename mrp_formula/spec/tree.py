@@ -91,7 +91,9 @@ class JoinSpec(_Frozen):
 class ModelSpec(_Frozen):
     """The multilevel model, in Bambi's formula syntax."""
 
-    formula: str = Field(description="e.g. `clicked ~ treatment + (1 | gender)`.")
+    formula: str = Field(description="e.g. `clicked ~ treatment + (1 | gender)`. The response is a column "
+                         "(`p(successes, trials)` for binomial), never a transform such as `log(revenue)`: "
+                         "the estimands are on the response's own scale. Transforms are for predictors.")
     family: Literal[FAMILIES] = Field(description="Response distribution.")
     link: str | None = Field(None, description="Link function; the family's default when omitted.")
     levels: dict[str, list[Level]] = Field(
