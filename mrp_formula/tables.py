@@ -693,13 +693,14 @@ def _check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo,
     one row per distinct combination), no continuous outcome repeated exactly w times, and for
     binary outcomes no more pure cells (every observation the same outcome) than chance gives.
     """
+    sample = sample.loc[sample[name].to_numpy(dtype=float) > 0]  # rows that count zero times say nothing
     w = sample[name].to_numpy(dtype=float)
     n_rows, total = len(w), float(w.sum())
     if n_rows == 0 or total < SURVEY_MEAN_WEIGHT * n_rows:
         return
     reasons = []
     model_cols = [c for c in dict.fromkeys(list(info.response_vars) + list(info.rhs_vars)) if c in sample.columns]
-    duplicated = sample.duplicated(model_cols, keep=False).to_numpy() & (w > 0)
+    duplicated = sample.duplicated(model_cols, keep=False).to_numpy()
     if duplicated.mean() >= 0.1:
         reasons.append(f"{duplicated.mean():.0%} of the rows repeat another row in every model column, which a "
                        f"table of counts would have merged")
