@@ -108,6 +108,8 @@ def test_statements_that_act_are_refused(folder, family, attack, kind):
     "SELECT * FROM source UNION ALL SELECT * FROM read_csv_auto('{secret}')",
     "SELECT * FROM read_text('{secret}')",
     "SELECT * FROM glob('{folder}/*')",
+    "SELECT * FROM sniff_csv('{secret}')",
+    "SELECT * FROM read_parquet('{secret}')",
 ])
 def test_a_select_cannot_read_files_the_spec_does_not_name(folder, family, query):
     r, _, text = _check(folder, query.format(secret=folder / "secret.csv", folder=folder), family=family)
