@@ -121,6 +121,7 @@ def _call(fn, as_json: bool, *args, **kwargs):
 def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Validate a spec short of sampling: keys, files, columns, levels, terms, population coverage."""
     _setup_logging(False)
+    from mrp_formula.poststrat import classical as classical
     from mrp_formula.pipeline import check as do_check
 
     try:
@@ -131,7 +132,11 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     summary = {"ok": True, "spec": str(spec), "formula": plan.info.text, "family": plan.loaded.spec.model.family,
                "sample_rows": plan.tables.stats.get("sample_rows_used"), "cells_fitted": fp.cells,
                "aggregated": fp.aggregated, "population_cells": len(plan.tables.population),
-               "estimands": list(plan.loaded.spec.estimands), "notes": list(plan.notes)}
+               "estimands": list(plan.loaded.spec.estimands), "notes": list(plan.notes),
+               "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
+               "coverage": plan.coverage.to_json() if plan.coverage is not None else None}
+    coverage_notes = ([] if plan.coverage is None else
+                      classical.coverage_lines(plan.coverage, plan.tables.new_levels))
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
@@ -141,6 +146,8 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
               f"population: {summary['population_cells']} cells", highlight=False)
     for note in plan.notes:
         err.print(f"  note: {note}", markup=False, highlight=False)
+    for note in coverage_notes:
+        err.print(f"  coverage: {note}", markup=False, highlight=False)
 
 
 @app.command()

@@ -8,7 +8,7 @@ import difflib
 import importlib.util
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +35,7 @@ class Plan:
     info: FormulaInfo
     tables: Tables
     fit_plan: object  # model.FitPlan
+    coverage: object = None  # classical.Coverage, filled in by ``check``
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -216,7 +217,9 @@ def check(path, *, overrides=()) -> Plan:
     """Validate the spec, the files, columns, levels, terms and population coverage."""
     from mrp_formula.fitting import plan_and_model
 
-    return plan_and_model(path, overrides)[0]
+    plan = plan_and_model(path, overrides)[0]
+    cov = classical.coverage(plan.tables, plan.info, plan.loaded.spec.model.family)
+    return replace(plan, coverage=cov)
 
 
 def default_out(loaded: LoadedSpec) -> Path:

@@ -6,7 +6,9 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from mrp_formula.errors import DataError
 from mrp_formula.pipeline import _spec_checks
 from mrp_formula.spec.tree import load_spec
 from mrp_formula.data.tables import prepare
@@ -65,13 +67,20 @@ def test_levels_match_by_value(tmp_path):
     assert np.isclose(t.population["__weight"].sum(), 2.0)
 
 
-def test_new_level_that_looks_like_a_typo_is_warned(tmp_path):
-    pd.DataFrame({"g": ["north", "South"], "n": [1.0, 1.0]}).to_csv(tmp_path / "pop.csv", index=False)
+def test_new_level_that_looks_like_a_typo_is_an_error_unless_declared(tmp_path):
+    pd.DataFrame({"g": ["north", "South"], "n": [1.0, 3.0]}).to_csv(tmp_path / "pop.csv", index=False)
     pd.DataFrame({"y": [1, 0, 1], "g": ["north", "south", "south"]}).to_csv(tmp_path / "d.csv", index=False)
     path = tmp_path / "s.toml"
-    path.write_text(textwrap.dedent(SPEC.format(source="d.csv", family="bernoulli", extra=""))
-                    .replace('formula = "y ~ g"', 'formula = "y ~ (1|g)"'))
+    text = (textwrap.dedent(SPEC.format(source="d.csv", family="bernoulli", extra=""))
+            .replace('formula = "y ~ g"', 'formula = "y ~ (1|g)"'))
+    path.write_text(text)
+    loaded = load_spec(path)
+    with pytest.raises(DataError) as exc:
+        prepare(loaded, _spec_checks(loaded))
+    msg = str(exc.value)
+    assert "population level 'South' of 'g' (75.0% of the population weight)" in msg and "'south'" in msg, msg
+    assert 'declared_new = { g = ["South"] }' in msg
+    path.write_text(text.replace('weight = "n"', 'weight = "n"\ndeclared_new = { g = ["South"] }'))
     loaded = load_spec(path)
     t = prepare(loaded, _spec_checks(loaded))
-    assert t.new_levels == {"g": ("South",)}
-    assert any(n.startswith("warning: population level 'South'") and "'south'" in n for n in t.notes), t.notes
+    assert t.new_levels == {"g": ("South",)} and t.new_level_share == {"g": 0.75}

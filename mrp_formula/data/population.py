@@ -39,22 +39,35 @@ def independent_joint(margins: dict[str, dict[str, float]]) -> pd.DataFrame:
 
 def rake(sample_cells: pd.DataFrame, margins: dict[str, dict[str, float]], *, tol: float = 1e-10,
          max_iter: int = 1000) -> RakeResult:
-    """Iterative proportional fitting of ``sample_cells`` (columns = margin vars + WEIGHT) to ``margins``."""
+    """Iterative proportional fitting of ``sample_cells`` (columns = margin vars + WEIGHT) to ``margins``.
+
+    The result keeps the seed's associations (its odds ratios) and matches every margin to ``tol``
+    (largest absolute error of a share) when it converges. Every level of a seed column must be
+    listed in its margin (a ValueError otherwise: an unlisted level could not be weighted); a margin
+    level without seed weight cannot be reached, and the result does not converge.
+    """
     cells = sample_cells.copy()
     w = cells[WEIGHT].to_numpy(dtype=float)
     w = w / w.sum()
-    targets = {n: normalise_margin(m) for n, m in margins.items()}
-    codes = {n: cells[n].astype(str).to_numpy() for n in margins}
+    parts = []  # (code per cell, target share per code)
+    for name, margin in margins.items():
+        target = normalise_margin(margin)
+        index = {level: i for i, level in enumerate(target)}
+        labels = cells[name].astype(str)
+        codes = labels.map(index)
+        if codes.isna().any():
+            unlisted = sorted(set(labels[codes.isna()]))
+            raise ValueError(f"level(s) {unlisted} of {name!r} are not in its margin")
+        parts.append((codes.to_numpy(dtype=np.int64), np.array(list(target.values()), dtype=float)))
     err = np.inf
     it = 0
     for it in range(1, max_iter + 1):
-        for name, target in targets.items():
-            for level, share in target.items():
-                mask = codes[name] == level
-                current = w[mask].sum()
-                if current > 0:
-                    w[mask] *= share / current
-        err = max(abs(w[codes[n] == lv].sum() - s) for n, t in targets.items() for lv, s in t.items())
+        for codes, target in parts:
+            current = np.bincount(codes, weights=w, minlength=len(target))
+            ratio = np.divide(target, current, out=np.ones_like(target), where=current > 0)
+            w = w * ratio[codes]
+        err = max((float(np.abs(np.bincount(codes, weights=w, minlength=len(target)) - target).max())
+                   for codes, target in parts), default=0.0)
         if err < tol:
             break
     cells[WEIGHT] = w

@@ -8,13 +8,14 @@ Every problem found is collected and raised at once as a :class:`DataError`
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mrp_formula.errors import DataError, Problem, ProblemList, SpecError, did_you_mean
+from mrp_formula.errors import DataError, MrpError, Problem, ProblemList, SpecError, did_you_mean
 from mrp_formula.spec.formula import FormulaInfo
 from mrp_formula.spec.levels import canon, canon_series
 from mrp_formula.data.population import WEIGHT, independent_joint, rake
@@ -63,7 +64,7 @@ def read_table(path: Path, query: str | None, *, key: str, file: str, line: int 
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt", ".tsv", ".gz"):
             return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", low_memory=False)
-    except DataError:
+    except MrpError:
         raise
     except Exception as exc:
         raise DataError(Problem(f"cannot read {path.name}: {exc}", key=key, file=file, line=line)) from None
@@ -80,26 +81,92 @@ def _duckdb_reader(path: Path) -> str:
     return f"read_csv({literal}, auto_type_candidates = ['BIGINT', 'DOUBLE', 'VARCHAR'])"
 
 
+QUERY_ALLOWED = ("one read-only SELECT (WITH ... SELECT, VALUES and FROM-first queries are SELECTs too) over "
+                 "the file the spec names")
+
+
+def check_query(query: str, *, key: str, file: str, line: int | None) -> str:
+    """The text of ``query`` when it is a single SELECT statement, by DuckDB's own parser; a
+    :class:`SpecError` otherwise (a spec is untrusted input: its SQL may only read).
+
+    A query DuckDB cannot parse is returned as it is: running it reports the syntax error
+    (nothing runs, as parsing precedes execution)."""
+    import duckdb
+
+    where = {"key": key, "file": file, "line": line}
+    hint = ("a query cannot write or copy files, attach databases, read files the spec does not name, install or "
+            "load extensions, or change settings (COPY, ATTACH, INSTALL, LOAD, PRAGMA, SET, CREATE, ... are refused)")
+    try:
+        statements = duckdb.extract_statements(query)
+    except Exception:  # a syntax error: reported with DuckDB's message when the query is run
+        return query
+    if not statements:
+        raise SpecError(Problem(f"the query is empty; it must be {QUERY_ALLOWED}", hint=hint, **where))
+    if len(statements) > 1:
+        kinds = ", ".join(_statement_kind(st) for st in statements)
+        raise SpecError(Problem(f"the query holds {len(statements)} statements ({kinds}); it must be "
+                                f"{QUERY_ALLOWED}", hint=hint, **where))
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise SpecError(Problem(f"the query is a {_statement_kind(statements[0])} statement; it must be "
+                                f"{QUERY_ALLOWED}", hint=hint, **where))
+    return statements[0].query.strip().rstrip(";").strip()
+
+
+def _statement_kind(statement) -> str:
+    """The statement's keyword as written (COPY, ATTACH, INSTALL, ...), else DuckDB's statement type."""
+    words = re.findall(r"[A-Za-z_]+", re.sub(r"--[^\n]*|/\*.*?\*/", " ", statement.query, flags=re.S))
+    return words[0].upper() if words else statement.type.name
+
+
+def _sandbox(path: Path):
+    """A DuckDB connection that can read ``path`` and nothing else: external access off except for
+    that one file, no extension installed or loaded on demand, configuration locked. A CSV or
+    Parquet file is the view ``source``; a DuckDB file is opened read-only."""
+    import duckdb
+
+    path = path.resolve()
+    settings = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    is_db = path.suffix.lower() in (".duckdb", ".db")
+    con = duckdb.connect(str(path), read_only=True, config=settings) if is_db else duckdb.connect(config=settings)
+    try:
+        if not is_db:
+            literal = "'" + str(path).replace("'", "''") + "'"
+            con.execute(f"SET allowed_paths = [{literal}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        if not is_db:
+            con.execute(f"CREATE TEMP VIEW source AS SELECT * FROM {_duckdb_reader(path)}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: int | None,
                  query_line: int | None = None) -> pd.DataFrame:
     import duckdb
 
     suffix = path.suffix.lower()
-    con = duckdb.connect(str(path), read_only=True) if suffix in (".duckdb", ".db") else duckdb.connect()
+    query_key = key.rsplit(".", 1)[0] + ".query"
+    if query is None and suffix in (".duckdb", ".db"):
+        raise DataError(Problem("a DuckDB database needs `query` to say what to read", key=key,
+                                file=file, line=line, hint='e.g. query = "SELECT * FROM survey"'))
+    query = check_query(query if query is not None else "SELECT * FROM source", key=query_key, file=file,
+                        line=query_line or line)
+    con = _sandbox(path)
     try:
-        if suffix not in (".duckdb", ".db"):
-            con.execute(f"CREATE VIEW source AS SELECT * FROM {_duckdb_reader(path)}")
-        if query is None:
-            raise DataError(Problem("a DuckDB database needs `query` to say what to read", key=key,
-                                    file=file, line=line, hint='e.g. query = "SELECT * FROM survey"'))
         return con.execute(query).df()
-    except DataError:
-        raise
+    except duckdb.PermissionException as exc:
+        msg = str(exc).split("\n")[0]
+        raise SpecError(Problem(f"the query may only read the file the spec names: {msg}", key=query_key,
+                                file=file, line=query_line or line,
+                                hint=f"it must be {QUERY_ALLOWED}: the table `source`, or the tables of the "
+                                     f"DuckDB file")) from None
     except Exception as exc:
         msg = str(exc).split("\n")[0]
         hint = ("the file is available as the table `source`, e.g. SELECT * FROM source"
                 if suffix not in (".duckdb", ".db") else "check the table and column names")
-        raise DataError(Problem(f"the query failed: {msg}", key=key.rsplit(".", 1)[0] + ".query",
+        raise DataError(Problem(f"the query failed: {msg}", key=query_key,
                                 file=file, line=query_line or line, hint=hint)) from None
     finally:
         con.close()
@@ -110,7 +177,8 @@ def _read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame
 
     Used for bernoulli/binomial models (whose likelihood only needs the counts), so a source of
     millions of rows never reaches pandas row by row. Returns None when it does not apply (other
-    families, user weights, aggregate = "never", a column missing: the plain path then reports it).
+    families, user weights, aggregate = "never", a column missing, a query that fails: the plain
+    path then reports it). Rows come in a fixed order (ORDER BY ALL), whatever DuckDB's threads do.
     """
     spec = loaded.spec
     if spec.model.family not in BINARY_FAMILIES or spec.data.weights or spec.model.aggregate == "never":
@@ -123,22 +191,20 @@ def _read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame
     for j in spec.join:
         wanted = [w for w in wanted if w not in j.columns] + list(j.on)
     cols = list(dict.fromkeys(back.get(c, c) for c in wanted))
-    import duckdb
-
     suffix = path.suffix.lower()
+    if suffix in (".duckdb", ".db") and spec.data.query is None:
+        return None
     try:
-        con = duckdb.connect(str(path), read_only=True) if suffix in (".duckdb", ".db") else duckdb.connect()
+        query = check_query(spec.data.query or "SELECT * FROM source", key="data.query", file=str(loaded.path),
+                            line=loaded.line("data", "query"))
+        con = _sandbox(path)
         try:
-            if suffix not in (".duckdb", ".db"):
-                con.execute(f"CREATE TEMP VIEW source AS SELECT * FROM {_duckdb_reader(path)}")
-            elif spec.data.query is None:
-                return None
-            con.execute(f"CREATE TEMP VIEW mrp_input AS {spec.data.query or 'SELECT * FROM source'}")
+            con.execute(f"CREATE TEMP VIEW mrp_input AS {query}")
             present = [r[0] for r in con.execute("DESCRIBE mrp_input").fetchall()]
             if any(c not in present for c in cols) or FREQ in present:
                 return None
             quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
-            df = con.execute(f"SELECT {quoted}, COUNT(*) AS {FREQ} FROM mrp_input GROUP BY ALL").df()
+            df = con.execute(f"SELECT {quoted}, COUNT(*) AS {FREQ} FROM mrp_input GROUP BY ALL ORDER BY ALL").df()
             return df, present
         finally:
             con.close()
@@ -253,6 +319,16 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     notes: list[str] = []
     join_cache: dict = {}
 
+    # --- the spec's SQL: one read-only SELECT each, checked before anything is read
+    for section in ("data", "population"):
+        query = getattr(spec, section).query
+        if query is not None:
+            try:
+                check_query(query, key=f"{section}.query", file=file, line=loaded.line(section, "query"))
+            except SpecError as exc:
+                problems.extend(exc.problems)
+    problems.raise_if_any(SpecError)
+
     # --- sample
     weights = spec.data.weights
     collapsed = _read_collapsed(loaded, info)  # identical rows counted by DuckDB, when the model allows it
@@ -284,7 +360,13 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
             if w.isna().any() or (w < 0).any() or (np.mod(w.fillna(0), 1) != 0).any():
                 problems.add(f"frequency weights in '{spec.data.weights}' must be whole numbers >= 0",
                              key="data.weights", line=loaded.line("data", "weights"),
-                             hint="a weight of 3 counts a row three times")
+                             hint="a weight of 3 counts a row three times; survey (design) weights are not "
+                                  "frequency weights: " + SURVEY_HINT)
+            elif w.sum() <= 0:
+                problems.add(f"the frequency weights in '{spec.data.weights}' sum to zero", key="data.weights",
+                             line=loaded.line("data", "weights"), hint="a weight of 3 counts a row three times")
+            else:
+                sample[spec.data.weights] = w
         needed.append(spec.data.weights)
     for var in needed:
         if var in sample.columns or var == weights:
@@ -297,7 +379,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
 
     # missing values
     na = sample.isna()
-    count = sample[FREQ].to_numpy() if weights == FREQ else np.ones(len(sample))
+    count = sample[weights].to_numpy(dtype=float) if weights else np.ones(len(sample))
     dropped = {c: int(count[na[c].to_numpy()].sum()) for c in na.columns if na[c].any()}
     if dropped:
         if spec.data.missing == "error":
@@ -316,6 +398,9 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     problems.raise_if_any(DataError)
 
     _check_response(sample, info, spec.model.family, loaded, problems, notes)
+    if spec.data.weights and spec.data.weights_kind != "frequency":
+        _check_frequency_weights(sample, spec.data.weights, info, spec.model.family, loaded, problems)
+        problems.raise_if_any(DataError)
     if weights and spec.model.family not in BINARY_FAMILIES:
         # Frequency weights for families fitted row by row: each row repeated that many times
         # (exact; binary families sum them into cells instead).
@@ -376,15 +461,22 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     for var, v in variables.items():
         if v.categorical:
             sample[var] = pd.Categorical(sample[var], categories=list(v.levels), ordered=True)
+    # One canonical form whatever the file's layout: binary outcomes as distinct rows with their count
+    # (however the rows were read, repeated or weighted), every sample in a fixed row order.
+    if spec.model.family in BINARY_FAMILIES and (weights or spec.model.aggregate != "never"):
+        sample, weights = count_identical(sample, weights), FREQ
+    sample = canonical_order(sample)
 
     # --- population
-    population, pop_notes, pop_stats = _population(loaded, info, sample, variables, problems, join_cache)
+    population, pop_notes, pop_stats = _population(loaded, info, sample, variables, problems, join_cache,
+                                                   weights)
     notes += pop_notes
     problems.raise_if_any(DataError)
 
     data_problems = ProblemList(file=file)
     _check_estimands(loaded, info, variables, population, problems, data_problems,
                      pop_stats.get("population_columns", []))
+    _check_declared_new(loaded, info, problems)
     if data_problems:
         raise DataError(problems.items + data_problems.items)
     problems.raise_if_any(SpecError)
@@ -491,7 +583,7 @@ def _outcome_kind(col: pd.Series) -> tuple[str, list, str]:
     return kind, values, str(shown)[:-1] + (", ...]" if len(values) > 5 else "]")
 
 
-def _population(loaded, info, sample, variables, problems, join_cache):
+def _population(loaded, info, sample, variables, problems, join_cache, weights=None):
     spec = loaded.spec
     pop_spec = spec.population
     notes, stats = [], {}
@@ -526,12 +618,21 @@ def _population(loaded, info, sample, variables, problems, join_cache):
             for v in absent:
                 problems.add(f"raking needs '{v}' in the sample", key=f"population.margins.{v}",
                              line=loaded.line("population", "margins", v), hint='use joint = "independent"')
+            for v, m in margins.items():
+                if v not in sample.columns:
+                    continue
+                unlisted = _natural_sort(set(sample[v].astype(str)) - set(m))
+                if unlisted:
+                    shown = ", ".join(f"'{lv}'" for lv in unlisted[:10]) + (" ..." if len(unlisted) > 10 else "")
+                    problems.add(f"sample level(s) {shown} of '{v}' are not in the margins, so raking cannot "
+                                 f"weight them", key=f"population.margins.{v}",
+                                 line=loaded.line("population", "margins", v),
+                                 hint=f"recode them onto listed levels (data.recode.{v} = {{ {unlisted[0]} = "
+                                      f"\"...\" }}), or add them to the margins with their population share")
             if problems:
                 return pd.DataFrame(), notes, stats
-            # the seed counts respondents: a row collapsed by DuckDB or frequency-weighted stands for many
-            counted = next((c for c in (FREQ, spec.data.weights) if c and c in sample.columns), None)
-            seed = sample[counted].astype(float) if counted else 1.0
-            seed_cells = sample.assign(**{WEIGHT: seed}).groupby(list(margins), observed=True)[WEIGHT].sum()
+            count = sample[weights].astype(float) if weights else pd.Series(1.0, index=sample.index)
+            seed_cells = sample.assign(**{WEIGHT: count}).groupby(list(margins), observed=True)[WEIGHT].sum()
             seed_cells = seed_cells.reset_index()
             for v in margins:
                 seed_cells[v] = seed_cells[v].astype(str)
@@ -593,11 +694,105 @@ def _population(loaded, info, sample, variables, problems, join_cache):
                              line=loaded.line("population"))
     if problems:
         return pd.DataFrame(), notes, stats
+    cells = canonical_order(cells)  # sums in a fixed order: the cells do not depend on the table's row order
     cells = cells.groupby(keep, observed=True, sort=True)[WEIGHT].sum().reset_index() if keep else \
         pd.DataFrame({WEIGHT: [cells[WEIGHT].sum()]})
     cells = cells.loc[cells[WEIGHT] > 0].reset_index(drop=True)
     stats["population_cells"] = int(len(cells))
     return cells, notes, stats
+
+
+def count_identical(sample: pd.DataFrame, weights: str | None) -> pd.DataFrame:
+    """Distinct rows with their count (``FREQ``): the sum of their frequency weights, or of 1 a row.
+    Rows that count zero times are dropped; categorical columns keep their levels."""
+    keys = [c for c in sample.columns if c not in (weights, FREQ)]
+    w = sample[weights].to_numpy(dtype=float) if weights else np.ones(len(sample))
+    out = (sample[keys].assign(**{FREQ: w})
+           .groupby(keys, observed=True, sort=True, dropna=False)[FREQ].sum().reset_index())
+    out = out.loc[out[FREQ] > 0].reset_index(drop=True)
+    out[FREQ] = out[FREQ].round().astype("int64")
+    for k in keys:
+        if isinstance(sample[k].dtype, pd.CategoricalDtype):
+            out[k] = pd.Categorical(out[k], categories=sample[k].cat.categories, ordered=sample[k].cat.ordered)
+    return out
+
+
+def canonical_order(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by every column (categoricals by level order, numbers by value, anything else
+    by its text), so that results do not depend on the order in which the rows were read."""
+    if len(df) < 2 or not len(df.columns):
+        return df.reset_index(drop=True)
+    keys = {}
+    for i, c in enumerate(df.columns):
+        col = df[c]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            keys[i] = col.cat.codes.to_numpy()
+        elif pd.api.types.is_bool_dtype(col.dtype) or pd.api.types.is_numeric_dtype(col.dtype):
+            keys[i] = col.to_numpy()
+        else:
+            keys[i] = col.map(lambda x: "" if x is None or (isinstance(x, float) and np.isnan(x))
+                              else f"{type(x).__name__}:{x}").to_numpy()
+    frame = pd.DataFrame(keys)
+    order = frame.sort_values(list(keys), kind="mergesort", na_position="last").index.to_numpy()
+    return df.iloc[order].reset_index(drop=True)
+
+
+SURVEY_HINT = ("MRP does the weighting itself: model the design variables (strata, the variables the weights "
+               "were built from) as predictors and let the population table weight the cells")
+SURVEY_MEAN_WEIGHT = 10  # from this mean weight on, the weights are checked for signs of survey weights
+
+
+def _check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo, family: str, loaded,
+                             problems: ProblemList) -> None:
+    """Refuse weights that cannot be frequency weights (a row of weight w is w identical observations).
+
+    Survey (expansion) weights multiply the trials and make every interval far too narrow, so when
+    the weights multiply the sample at least ``SURVEY_MEAN_WEIGHT``-fold they must also look like
+    counts of identical observations: rows distinct in the model's columns (a table of counts has
+    one row per distinct combination), no continuous outcome repeated exactly w times, and for
+    binary outcomes no more pure cells (every observation the same outcome) than chance gives.
+    """
+    sample = sample.loc[sample[name].to_numpy(dtype=float) > 0]  # rows that count zero times say nothing
+    w = sample[name].to_numpy(dtype=float)
+    n_rows, total = len(w), float(w.sum())
+    if n_rows == 0 or total < SURVEY_MEAN_WEIGHT * n_rows:
+        return
+    reasons = []
+    model_cols = [c for c in dict.fromkeys(list(info.response_vars) + list(info.rhs_vars)) if c in sample.columns]
+    duplicated = sample.duplicated(model_cols, keep=False).to_numpy()
+    if duplicated.mean() >= 0.1:
+        reasons.append(f"{duplicated.mean():.0%} of the rows repeat another row in every model column, which a "
+                       f"table of counts would have merged")
+    y = sample[info.response_vars[0]]
+    if family == "gaussian" or (pd.api.types.is_float_dtype(y.dtype) and family not in BINARY_FAMILIES):
+        distinct = y.nunique()
+        if distinct > 20 and distinct >= 0.5 * n_rows:
+            reasons.append(f"the outcome '{y.name}' takes {distinct} distinct values on {n_rows} rows, yet each "
+                           f"row would stand for about {total / n_rows:.0f} observations of exactly that value")
+    if family in BINARY_FAMILIES and info.rhs_vars:
+        rhs = [c for c in info.rhs_vars if c in sample.columns]
+        succ = y.to_numpy(dtype=float)
+        trials = np.ones(n_rows) if family == "bernoulli" else sample[info.response_vars[1]].to_numpy(dtype=float)
+        cells = (pd.DataFrame({"s": succ * w, "n": trials * w}).groupby(
+            [sample[c].astype(str).to_numpy() for c in rhs]).sum())
+        p = cells["s"].sum() / max(cells["n"].sum(), 1e-300)
+        big = cells[cells["n"] >= 20]
+        if len(big) and 0.02 < p < 0.98:
+            pure = (big["s"] <= 0) | (big["s"] >= big["n"])
+            observed = float(big.loc[pure, "n"].sum() / big["n"].sum())
+            with np.errstate(under="ignore"):
+                chance = float(((p ** big["n"] + (1 - p) ** big["n"]) * big["n"]).sum() / big["n"].sum())
+            if observed >= 0.5 and chance < 0.05:
+                reasons.append(f"{observed:.0%} of the weight in cells of 20 or more would be cells where every "
+                               f"observation has the same outcome, which at an overall rate of {p:.2f} happens "
+                               f"by chance to {chance:.1%}")
+    if reasons:
+        problems.add(f"the weights in '{name}' do not look like frequency weights: they would make "
+                     f"{total:.0f} observations of {n_rows} rows, and " + "; ".join(reasons),
+                     key="data.weights", line=loaded.line("data", "weights"),
+                     hint="survey (design) weights would make every interval far too narrow; " + SURVEY_HINT
+                          + '. If each row really stands for that many identical observations, say so: '
+                            'data.weights_kind = "frequency"')
 
 
 def _check_weights(col: pd.Series, name: str, loaded, problems) -> pd.Series:
@@ -693,8 +888,25 @@ def _check_estimands(loaded, info, variables, population, problems, data_problem
                              + f"recode them onto sample levels, or model '{var}' as a group term (1|{var})")
 
 
+def _check_declared_new(loaded, info, problems) -> None:
+    """``population.declared_new`` names group factors of the formula (a spec error otherwise)."""
+    factors = list(dict.fromkeys(g.factor for g in info.group_terms))
+    for factor in loaded.spec.population.declared_new:
+        if factor not in factors:
+            problems.add(f"'{factor}' is not a group factor of the formula", key=f"population.declared_new.{factor}",
+                         line=loaded.line("population", "declared_new", factor) or
+                         loaded.line("population", "declared_new"),
+                         hint=did_you_mean(factor, factors) if factors else "the formula has no group term (1|g)")
+
+
 def _new_levels(info, sample, population, loaded, problems, notes):
-    """Population levels of each group factor that the sample lacks, and their weight share."""
+    """Population levels of each group factor that the sample lacks, and their weight share.
+
+    A new level that looks like a typo of a sample level the population lacks (``R3`` vs ``R03``,
+    ``South`` vs ``south``) is an error unless ``population.declared_new`` lists it: its weight
+    would otherwise silently get a drawn effect instead of the sample level's."""
+    pop_spec = loaded.spec.population
+    declared = {f: {canon(lv) for lv in levels} for f, levels in pop_spec.declared_new.items()}
     new, shares = {}, {}
     total = population[WEIGHT].sum()
     for g in info.group_terms:
@@ -702,6 +914,21 @@ def _new_levels(info, sample, population, loaded, problems, notes):
             continue
         pop_keys = factor_keys(population, g.factor_vars)
         seen = set(factor_keys(sample, g.factor_vars))
+        single = len(g.factor_vars) == 1
+        if pop_spec.margins is not None and single and g.factor in pop_spec.margins:
+            where = {"key": f"population.margins.{g.factor}", "line": loaded.line("population", "margins", g.factor)}
+        else:
+            where = {"key": "population", "line": loaded.line("population")}
+        mine = declared.get(g.factor, set())
+        decl_where = {"key": f"population.declared_new.{g.factor}",
+                      "line": loaded.line("population", "declared_new", g.factor)
+                      or loaded.line("population", "declared_new")}
+        for lv in sorted(mine & seen):
+            problems.add(f"level '{lv}' of '{g.factor}' is declared new but occurs in the sample", **decl_where,
+                         hint="remove it from declared_new")
+        for lv in sorted(mine - seen - set(pop_keys)):
+            problems.add(f"level '{lv}' of '{g.factor}' is declared new but is not in the population", **decl_where,
+                         hint=did_you_mean(lv, sorted(set(pop_keys) - seen)) or "remove it from declared_new")
         mask = ~pop_keys.isin(seen)
         if mask.any():
             levels = tuple(_natural_sort(set(pop_keys[mask])))
@@ -709,17 +936,26 @@ def _new_levels(info, sample, population, loaded, problems, notes):
             shares[g.factor] = float(population.loc[mask, WEIGHT].sum() / total)
             unweighted = sorted(seen - set(pop_keys))  # sample levels the population never names
             for lv in levels:
+                if lv in mine:
+                    continue
                 close = [s for s in unweighted if s.lower() == lv.lower()] or \
                     difflib.get_close_matches(lv, unweighted, n=1, cutoff=0.75)
                 if close:
-                    notes.append(f"warning: population level '{lv}' of '{g.factor}' is not in the sample, and sample "
-                                 f"level '{close[0]}' is not in the population: a typo? recode one onto the "
-                                 f"other, or the level is treated as new")
-            if loaded.spec.population.new_levels == "error":
+                    share = float(population.loc[(pop_keys == lv).to_numpy(), WEIGHT].sum() / total)
+                    recode = (f"population.recode.{g.factor} = {{ {lv} = \"{close[0]}\" }}" if single
+                              else "population.recode")
+                    problems.add(f"population level '{lv}' of '{g.factor}' ({share:.1%} of the population weight) "
+                                 f"is not in the sample, and sample level '{close[0]}' is not in the population: "
+                                 f"a typo?", **where,
+                                 hint=f"recode one onto the other ({recode}), or, if '{lv}' really has no sample, "
+                                      f"declare it new: population.declared_new = {{ {g.factor} = [\"{lv}\"] }}")
+            undeclared = [lv for lv in levels if lv not in mine]
+            if pop_spec.new_levels == "error" and undeclared:
                 problems.add(f"population levels of '{g.factor}' absent from the sample: "
-                             f"{', '.join(levels[:10])}", key="population.new_levels",
+                             f"{', '.join(undeclared[:10])}", key="population.new_levels",
                              line=loaded.line("population", "new_levels"),
-                             hint='set new_levels = "sample" to draw their effects from the fitted distribution')
+                             hint='set new_levels = "sample" to draw their effects from the fitted distribution, '
+                                  'or list them in population.declared_new')
     return new, shares
 
 

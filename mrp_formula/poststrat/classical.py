@@ -16,7 +16,7 @@ import pandas as pd
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.spec.formula import FormulaInfo
 from mrp_formula.poststrat.sums import Reduced, Request
-from mrp_formula.data.population import WEIGHT
+from mrp_formula.data.population import WEIGHT, rake
 from mrp_formula.data.tables import Tables
 
 
@@ -29,14 +29,23 @@ class Units:
     count: np.ndarray
 
 
-def sample_units(tables: Tables, info: FormulaInfo, family: str, categories) -> Units:
+def _frame_and_count(tables: Tables, info: FormulaInfo, family: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The model variables of the sample's rows as text, and the units each row stands for."""
     s = tables.sample
     count = s[tables.weights].to_numpy(dtype=float) if tables.weights else np.ones(len(s))
+    if family == "binomial":
+        count = count * s[info.response_vars[1]].to_numpy(dtype=float)
+    frame = s[[c for c in s.columns if c in tables.variables]].astype(object).astype(str)
+    return frame, count
+
+
+def sample_units(tables: Tables, info: FormulaInfo, family: str, categories) -> Units:
+    s = tables.sample
+    frame, count = _frame_and_count(tables, info, family)
     y = s[info.response_vars[0]]
     if family == "binomial":
         trials = s[info.response_vars[1]].to_numpy(dtype=float)
         outcome = (y.to_numpy(dtype=float) / np.where(trials > 0, trials, 1))[:, None]
-        count = count * trials
     elif family in ("categorical", "cumulative"):
         levels = [c for c in categories if c != "mean"]
         text = y.astype(str).to_numpy()
@@ -46,7 +55,6 @@ def sample_units(tables: Tables, info: FormulaInfo, family: str, categories) -> 
             outcome = np.concatenate([outcome, (outcome @ values)[:, None]], axis=1)
     else:
         outcome = y.to_numpy(dtype=float)[:, None]
-    frame = s[[c for c in s.columns if c in tables.variables]].astype(object).astype(str)
     return Units(frame=frame, outcome=outcome, count=count)
 
 
@@ -58,37 +66,36 @@ def _values(levels):
 
 
 def rake_weights(frame: pd.DataFrame, count: np.ndarray, population: pd.DataFrame, vars_: list[str],
-                 *, tol: float = 1e-9, max_iter: int = 200) -> np.ndarray:
-    """Weights per row so that the weighted units match the population margins of ``vars_``.
+                 *, tol: float = 1e-10, max_iter: int = 1000) -> np.ndarray:
+    """Weights per row so that the weighted units match the population margins of ``vars_``:
+    the rows' joint of ``vars_`` (weighted by ``count``) raked by :func:`population.rake`.
 
     Rows whose level is absent from the population get weight 0; population levels absent from
     the rows cannot be reached and their share is spread over the rest (renormalised).
     """
-    w = np.ones(len(frame))
+    count = np.asarray(count, dtype=float)
     if not len(frame) or population[WEIGHT].sum() <= 0:
         return np.zeros(len(frame))
-    margins = []  # (codes per row, target share per code)
+    if not vars_:
+        return np.ones(len(frame))
+    labels = frame[list(vars_)].astype(str)
+    keep = np.ones(len(frame), bool)
+    pops = {v: population.groupby(population[v].astype(str))[WEIGHT].sum() for v in vars_}
     for v in vars_:
-        pop = population.groupby(population[v].astype(str))[WEIGHT].sum()
-        codes, levels = pd.factorize(frame[v])
-        target = pop.reindex(levels).fillna(0.0).to_numpy()
-        if target.sum() <= 0:
-            return np.zeros(len(frame))
-        margins.append((codes, target / target.sum()))
-        w[target[codes] == 0] = 0.0
-    for _ in range(max_iter):
-        worst = 0.0
-        for codes, target in margins:
-            current = np.bincount(codes, weights=w * count, minlength=len(target))
-            total = current.sum()
-            if total <= 0:
-                return w
-            share = current / total
-            worst = max(worst, float(np.abs(share - target).max()))
-            ratio = np.divide(target, share, out=np.zeros_like(target), where=share > 0)
-            w = w * ratio[codes]
-        if worst < tol:
-            break
+        keep &= labels[v].map(pops[v]).fillna(0.0).to_numpy() > 0
+    keep &= count > 0
+    if not keep.any():
+        return np.zeros(len(frame))
+    kept = labels.loc[keep]
+    margins = {v: pops[v].reindex(sorted(set(kept[v]))).to_dict() for v in vars_}
+    grouped = kept.groupby(list(vars_), sort=True)
+    ids = grouped.ngroup().to_numpy()
+    cells = grouped.size().reset_index()[list(vars_)]
+    seed = np.bincount(ids, weights=count[keep], minlength=len(cells))
+    cells[WEIGHT] = seed
+    raked = rake(cells, margins, tol=tol, max_iter=max_iter).cells[WEIGHT].to_numpy()
+    w = np.zeros(len(frame))
+    w[keep] = raked[ids] / seed[ids]
     return w
 
 
@@ -163,18 +170,34 @@ class Coverage:
         return out
 
 
-def coverage(tables: Tables, info: FormulaInfo, family: str, categories) -> Coverage:
-    units = sample_units(tables, info, family, categories)
-    post_vars = [v for v in tables.population_vars if v in units.frame.columns]
+def coverage_lines(cov: Coverage, new_levels: dict) -> list[str]:
+    """What ``mrp check`` prints of the coverage: cells and weight without sample, new levels and
+    their share of the weight, and the design effect of weighting."""
+    out = [f"{cov.cells - cov.cells_without_sample} of {cov.cells} population cells have sample; "
+           f"{cov.cells_without_sample} ({cov.weight_without_sample:.1%} of the population weight) have none"
+           + (": the model extrapolates there" if cov.cells_without_sample else "")]
+    for factor, share in cov.new_level_share.items():
+        levels = list(new_levels.get(factor, ()))
+        out.append(f"new levels of '{factor}' (no sample; effects drawn from the fitted group distribution): "
+                   f"{', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}, {share:.1%} of the population weight")
+    out.append(f"effective sample size {cov.effective_n:.0f} of {cov.n_units:.0f} after weighting to the "
+               f"population margins (design effect {cov.design_effect:.2f})")
+    return out
+
+
+def coverage(tables: Tables, info: FormulaInfo, family: str, categories=None) -> Coverage:
+    """Population cells and weight the sample does not reach, new levels, and the design effect of
+    raking the sample to the population (needs no posterior: ``mrp check`` reports it too)."""
+    frame, c = _frame_and_count(tables, info, family)
+    post_vars = [v for v in tables.population_vars if v in frame.columns]
     pop = tables.population
     if post_vars:
-        seen = set(map(tuple, units.frame[post_vars].to_numpy()))
+        seen = set(map(tuple, frame[post_vars].to_numpy()))
         keys = list(map(tuple, pop[post_vars].astype(str).to_numpy()))
         empty = np.array([k not in seen for k in keys])
     else:
         empty = np.zeros(len(pop), bool)
-    w = rake_weights(units.frame, units.count, pop, post_vars) if post_vars else np.ones(len(units.frame))
-    c = units.count
+    w = rake_weights(frame, c, pop, post_vars) if post_vars else np.ones(len(frame))
     n = float(c.sum())
     eff = float((w * c).sum() ** 2 / max((w * w * c).sum(), 1e-300))
     return Coverage(cells_without_sample=int(empty.sum()), cells=int(len(pop)),

@@ -74,7 +74,14 @@ class DataSpec(_Frozen):
     )
     weights: str | None = Field(
         None, description="Column of frequency weights (whole numbers: a row counts that many times). "
-                          "Not survey weights: MRP does the weighting.")
+                          "Not survey weights: MRP does the weighting (model the design variables, and let the "
+                          "population table weight the cells). Weights that multiply the sample at least "
+                          "tenfold are refused when they do not look like counts of identical observations "
+                          "(rows repeated in every model column, a continuous outcome, binary cells all of one "
+                          "outcome): survey weights would make every interval far too narrow.")
+    weights_kind: Literal["frequency"] | None = Field(
+        None, description='`"frequency"` declares that `weights` count identical observations, and skips the '
+                          "check that refuses weights looking like survey weights.")
     allocation: dict[str, dict[str, float]] | None = Field(
         None, description="Planned share of each arm, e.g. `{ treatment = { control = 0.5, treatment = 0.5 } }`: "
                           "checked for a sample ratio mismatch.")
@@ -146,6 +153,13 @@ class PopulationSpec(_Frozen):
     new_levels: Literal["sample", "error"] = Field(
         "sample", description="Population levels absent from the sample: draw their effect, or stop."
     )
+    declared_new: dict[str, list[Level]] = Field(
+        default_factory=dict,
+        description="Population levels of a group factor known to be absent from the sample, e.g. "
+                    '`{ region = ["R3"] }`: their effects are drawn from the fitted group distribution, even with '
+                    '`new_levels = "error"`. A new level that looks like a typo of a sample level the population '
+                    "lacks (`R3` vs `R03`) is an error unless it is declared here; a declared level must be in the "
+                    "population and not in the sample.")
 
     @model_validator(mode="after")
     def _one_source(self):
