@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mrp_formula.notes import Note
 from mrp_formula.errors import DataError, MrpError, Problem, ProblemList, SpecError, did_you_mean
 from mrp_formula.spec.formula import FormulaInfo
 from mrp_formula.spec.levels import canon, canon_series
@@ -42,7 +43,7 @@ class Tables:
     population_vars: tuple[str, ...]
     new_levels: dict[str, tuple[str, ...]]  # group factor -> population levels absent from the sample
     new_level_share: dict[str, float]  # group factor -> share of population weight on new levels
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
     stats: dict = field(default_factory=dict)
     weights: str | None = None  # column of frequency weights in `sample`, if any
 
@@ -216,7 +217,7 @@ def _read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame
 
 
 def _rename(df: pd.DataFrame, mapping: dict[str, str], section: str, loaded: LoadedSpec,
-            problems: ProblemList, notes: list[str]) -> pd.DataFrame:
+            problems: ProblemList, notes: list[Note]) -> pd.DataFrame:
     for src, dst in mapping.items():
         if src not in df.columns:
             problems.add(f"column '{src}' does not exist in the {section} table", key=f"{section}.rename",
@@ -224,7 +225,7 @@ def _rename(df: pd.DataFrame, mapping: dict[str, str], section: str, loaded: Loa
     ok = {s: d for s, d in mapping.items() if s in df.columns}
     replaced = [d for d in ok.values() if d in df.columns and d not in ok]
     if replaced:
-        notes.append(f"{section}.rename replaces existing column(s) {', '.join(map(repr, replaced))}")
+        notes.append(Note("data.rename", f"{section}.rename replaces existing column(s) {', '.join(map(repr, replaced))}"))
         df = df.drop(columns=replaced)
     return df.rename(columns=ok)
 
@@ -316,7 +317,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     spec = loaded.spec
     file = str(loaded.path)
     problems = ProblemList(file=file)
-    notes: list[str] = []
+    notes: list[Note] = []
     join_cache: dict = {}
 
     # --- the spec's SQL: one read-only SELECT each, checked before anything is read
@@ -336,10 +337,10 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         raw, present = collapsed
         replaced = [d for src, d in spec.data.rename.items() if d in present and src in present]
         if replaced:
-            notes.append(f"data.rename replaces existing column(s) {', '.join(map(repr, replaced))}")
+            notes.append(Note("data.rename", f"data.rename replaces existing column(s) {', '.join(map(repr, replaced))}"))
         weights = FREQ
         rows_in = int(raw[FREQ].sum())
-        notes.append(f"read {rows_in} sample rows as {len(raw)} distinct rows (DuckDB)")
+        notes.append(Note("data.collapsed", f"read {rows_in} sample rows as {len(raw)} distinct rows (DuckDB)"))
     else:
         raw = read_table(loaded.resolve(spec.data.source), spec.data.query, key="data.source", file=file,
                          line=loaded.line("data", "source"), query_line=loaded.line("data", "query"))
@@ -390,8 +391,8 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         else:
             keep = ~na.any(axis=1).to_numpy()
             sample = sample.loc[keep].reset_index(drop=True)
-            notes.append(f"dropped {int(count[~keep].sum())} of {rows_in} sample rows with missing values "
-                         f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})")
+            notes.append(Note("data.missing_dropped", f"dropped {int(count[~keep].sum())} of {rows_in} sample rows with missing values "
+                         f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})"))
             count = count[keep]
     if len(sample) == 0:
         problems.add("no sample rows left", key="data.source", line=loaded.line("data", "source"))
@@ -407,7 +408,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         w = sample[weights].to_numpy(dtype=np.int64)
         sample = sample.loc[sample.index.repeat(w)].drop(columns=[weights]).reset_index(drop=True)
         count = np.ones(len(sample))
-        notes.append(f"frequency weights in '{weights}': {len(sample)} weighted rows fitted")
+        notes.append(Note("data.frequency_weights", f"frequency weights in '{weights}': {len(sample)} weighted rows fitted"))
         weights = None
 
     # variable roles
@@ -484,10 +485,10 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     new_levels, shares = _new_levels(info, sample, population, loaded, problems, notes)
     problems.raise_if_any(DataError)
     for factor, levels in new_levels.items():
-        notes.append(f"{len(levels)} population level(s) of '{factor}' have no sample "
+        notes.append(Note("population.new_levels", f"{len(levels)} population level(s) of '{factor}' have no sample "
                      f"({', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}; "
                      f"{shares[factor]:.1%} of the population weight): their effects are drawn from the "
-                     f"fitted group distribution")
+                     f"fitted group distribution", "warning"))
     stats = {"sample_rows_in": rows_in, "sample_rows_used": int(count.sum()), "dropped_missing": dropped}
     stats.update(pop_stats)
     return Tables(sample=sample, population=population, variables=variables,
@@ -497,7 +498,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
 
 
 def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: LoadedSpec,
-                    problems: ProblemList, notes: list[str] | None = None) -> None:
+                    problems: ProblemList, notes: list[Note] | None = None) -> None:
     """Does the outcome fit the family? An error names what the outcome looks like and the family
     that fits it; a legal but doubtful choice (gaussian on a 0/1 outcome) is a note."""
     line = loaded.line("model", "formula")
@@ -540,8 +541,8 @@ def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded
                 problems.add(f"'{var}' must hold non-negative whole numbers for the {family} family; it {what}",
                              got=shown, hint=hint if family != "binomial" else "", **where)
             elif kind == "binary" and family != "binomial":
-                notes.append(f"the {family} response '{var}' holds only 0 and 1: family = \"bernoulli\" models a "
-                             f"0/1 outcome (a {family} rate is not held below 1)")
+                notes.append(Note("family.binary_outcome", f"the {family} response '{var}' holds only 0 and 1: family = \"bernoulli\" models a "
+                             f"0/1 outcome (a {family} rate is not held below 1)", "warning"))
         elif family == "gaussian":
             if kind == "text":
                 hint = (f'for two outcomes use family = "bernoulli" after data.recode.{var} = '
@@ -549,8 +550,8 @@ def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded
                         'for categories use family = "categorical" (or "cumulative" for ordered categories)')
                 problems.add(f"a gaussian response must be numeric; '{var}' is text", got=shown, hint=hint, **where)
             elif kind == "binary":
-                notes.append(f"the gaussian response '{var}' holds only 0 and 1: a linear probability model, "
-                             f"whose predictions can leave [0, 1]; family = \"bernoulli\" models a 0/1 outcome")
+                notes.append(Note("family.binary_outcome", f"the gaussian response '{var}' holds only 0 and 1: a linear probability model, "
+                             f"whose predictions can leave [0, 1]; family = \"bernoulli\" models a 0/1 outcome", "warning"))
         elif family in ("categorical", "cumulative") and kind == "continuous":
             problems.add(f"a {family} response is a set of categories; '{var}' looks continuous "
                          f"({len(values)} distinct values from {values[0]:g} to {values[-1]:g})",
@@ -638,8 +639,8 @@ def _population(loaded, info, sample, variables, problems, join_cache, weights=N
                 seed_cells[v] = seed_cells[v].astype(str)
             result = rake(seed_cells, margins)
             stats.update(rake_iterations=result.iterations, rake_max_error=result.max_error)
-            notes.append(f"raked the sample's joint of {', '.join(margins)} to the margins in "
-                         f"{result.iterations} iterations (max error {result.max_error:.1e})")
+            notes.append(Note("population.raked", f"raked the sample's joint of {', '.join(margins)} to the margins in "
+                         f"{result.iterations} iterations (max error {result.max_error:.1e})"))
             if not result.converged:
                 problems.add(f"raking did not converge (max error {result.max_error:.2e})",
                              key="population.joint", line=loaded.line("population", "joint"))
@@ -674,7 +675,7 @@ def _population(loaded, info, sample, variables, problems, join_cache, weights=N
     na = cells[keep].isna().any(axis=1)
     if na.any():
         if pop_spec.missing == "drop":
-            notes.append(f"dropped {int(na.sum())} population rows with missing values")
+            notes.append(Note("population.missing_dropped", f"dropped {int(na.sum())} population rows with missing values"))
             cells = cells.loc[~na]
         else:
             detail = ", ".join(f"{c}: {int(n)}" for c, n in cells[keep].isna().sum().items() if n)

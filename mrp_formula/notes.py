@@ -1,0 +1,52 @@
+"""Typed notes: what a step tells the user about the run, with a level and a stable code.
+
+A ``Note`` is a string (its text, so it prints, joins and serialises as before) that also
+carries ``level`` (``info`` or ``warning``) and ``code`` (a stable identifier such as
+``srm.mismatch``). Code that reacts to a note asks for its code or level, never its wording.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Literal
+
+Level = Literal["info", "warning"]
+
+
+class Note(str):
+    """A note's text, with its ``code`` and ``level``."""
+
+    code: str
+    level: Level
+
+    def __new__(cls, code: str, text: str, level: Level = "info") -> "Note":
+        obj = super().__new__(cls, text)
+        obj.code = code
+        obj.level = level
+        return obj
+
+    def __getnewargs__(self):  # pickling (recover's worker processes)
+        return (self.code, self.text, self.level)
+
+    @property
+    def text(self) -> str:
+        return str.__str__(self)
+
+    def to_json(self) -> dict:
+        return {"level": self.level, "code": self.code, "text": self.text}
+
+
+def info(code: str, text: str) -> Note:
+    return Note(code, text, "info")
+
+
+def warning(code: str, text: str) -> Note:
+    return Note(code, text, "warning")
+
+
+def as_note(value: str, code: str = "note") -> Note:
+    """A plain string as an info note (notes from places not yet typed)."""
+    return value if isinstance(value, Note) else Note(code, value)
+
+
+def with_code(notes: Iterable[str], code: str) -> list[Note]:
+    return [n for n in notes if isinstance(n, Note) and n.code == code]
