@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.notes import Note
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import DataError, MrpError, Problem, ProblemList, SpecError, did_you_mean
 from mrp_formula.spec.formula import FormulaInfo
 from mrp_formula.spec.levels import canon, canon_series
 from mrp_formula.data.population import WEIGHT, independent_joint, rake
 from mrp_formula.spec.tree import LoadedSpec
 
-BINARY_FAMILIES = ("bernoulli", "binomial")
 FREQ = "mrp_rows"  # count of identical sample rows, when DuckDB collapsed them on reading
 
 
@@ -182,7 +182,7 @@ def _read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame
     path then reports it). Rows come in a fixed order (ORDER BY ALL), whatever DuckDB's threads do.
     """
     spec = loaded.spec
-    if spec.model.family not in BINARY_FAMILIES or spec.data.weights or spec.model.aggregate == "never":
+    if not FAMILIES[spec.model.family].aggregatable or spec.data.weights or spec.model.aggregate == "never":
         return None
     path = loaded.resolve(spec.data.source)
     if not path.exists() or path.suffix.lower() not in (".csv", ".parquet", ".pq", ".duckdb", ".db"):
@@ -402,7 +402,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     if spec.data.weights and spec.data.weights_kind != "frequency":
         _check_frequency_weights(sample, spec.data.weights, info, spec.model.family, loaded, problems)
         problems.raise_if_any(DataError)
-    if weights and spec.model.family not in BINARY_FAMILIES:
+    if weights and not FAMILIES[spec.model.family].aggregatable:
         # Frequency weights for families fitted row by row: each row repeated that many times
         # (exact; binary families sum them into cells instead).
         w = sample[weights].to_numpy(dtype=np.int64)
@@ -438,7 +438,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
             variables[var] = Variable(var, True, tuple(order))
         else:
             variables[var] = Variable(var, False)
-    if spec.model.family in ("categorical", "cumulative"):
+    if FAMILIES[spec.model.family].has_categories:
         resp = info.response_vars[0]
         sample[resp] = canon_series(sample[resp])
         present = set(sample[resp])
@@ -464,7 +464,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
             sample[var] = pd.Categorical(sample[var], categories=list(v.levels), ordered=True)
     # One canonical form whatever the file's layout: binary outcomes as distinct rows with their count
     # (however the rows were read, repeated or weighted), every sample in a fixed row order.
-    if spec.model.family in BINARY_FAMILIES and (weights or spec.model.aggregate != "never"):
+    if FAMILIES[spec.model.family].aggregatable and (weights or spec.model.aggregate != "never"):
         sample, weights = count_identical(sample, weights), FREQ
     sample = canonical_order(sample)
 
@@ -765,12 +765,12 @@ def _check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo,
         reasons.append(f"{duplicated.mean():.0%} of the rows repeat another row in every model column, which a "
                        f"table of counts would have merged")
     y = sample[info.response_vars[0]]
-    if family == "gaussian" or (pd.api.types.is_float_dtype(y.dtype) and family not in BINARY_FAMILIES):
+    if family == "gaussian" or (pd.api.types.is_float_dtype(y.dtype) and not FAMILIES[family].binary):
         distinct = y.nunique()
         if distinct > 20 and distinct >= 0.5 * n_rows:
             reasons.append(f"the outcome '{y.name}' takes {distinct} distinct values on {n_rows} rows, yet each "
                            f"row would stand for about {total / n_rows:.0f} observations of exactly that value")
-    if family in BINARY_FAMILIES and info.rhs_vars:
+    if FAMILIES[family].binary and info.rhs_vars:
         rhs = [c for c in info.rhs_vars if c in sample.columns]
         succ = y.to_numpy(dtype=float)
         trials = np.ones(n_rows) if family == "bernoulli" else sample[info.response_vars[1]].to_numpy(dtype=float)

@@ -22,11 +22,12 @@ from pydantic import (
 )
 
 from mrp_formula.errors import Problem, SpecError, UsageError, did_you_mean
+from mrp_formula.spec.families import FAMILIES as FAMILY_TABLE
 from mrp_formula.spec.levels import canon
 from mrp_formula.spec.priors import PriorSpec, PriorSyntaxError, parse_prior
 from mrp_formula.spec.tomlpos import key_lines, line_of, syntax_error_position
 
-FAMILIES = ("bernoulli", "binomial", "gaussian", "poisson", "negativebinomial", "categorical", "cumulative")
+FAMILIES = tuple(FAMILY_TABLE)  # the names of the records in spec/families.py
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "vi")
 PATH_KEYS = (("data", "source"), ("population", "source"), ("report", "out"))
 
