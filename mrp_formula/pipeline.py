@@ -18,7 +18,7 @@ from mrp_formula.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.errors import Problem, SpecError, did_you_mean
 from mrp_formula.formula import FormulaInfo, describe
 from mrp_formula.poststrat import poststratify
-from mrp_formula.report import sha256_file, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.report import Origin, check_out, sha256_file, sha256_text, staged_dir, write_json, write_table
 from mrp_formula.spec import LoadedSpec, dotted
 from mrp_formula.tables import Tables
 
@@ -125,12 +125,36 @@ def default_out(loaded: LoadedSpec) -> Path:
     return Path.cwd() / "runs" / loaded.spec.name
 
 
+def out_origin(loaded: LoadedSpec, out) -> Origin:
+    """Who chose the output folder, for the message (and exit code) that refuses it."""
+    if out:
+        return Origin("--out")
+    if loaded.spec.report.out:
+        return Origin("report.out", file=str(loaded.path), line=loaded.line("report", "out"))
+    return Origin("")
+
+
+def out_notes(loaded: LoadedSpec) -> tuple[str, ...]:
+    """What `mrp check` says of the run folder: that `mrp run` would refuse it, before the run."""
+    from mrp_formula.errors import MrpError
+
+    try:
+        check_out(default_out(loaded), origin=out_origin(loaded, None))
+    except MrpError as exc:
+        p = exc.problems[0]
+        where = "report.out" if p.key == "report.out" else f"the default run folder {p.file}"
+        return (f"{where}: {p.message}; `mrp run` will refuse it unless you pass --out DIR or --into-existing",)
+    return ()
+
+
 def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
-        refit: bool = False, cache: bool = True) -> RunResult:
+        refit: bool = False, cache: bool = True, into_existing: bool = False) -> RunResult:
     """Run the spec end to end and write the run folder.
 
     The posterior is reused from the cache beside the run folder while the model part of the
-    spec and the fitted data are unchanged; ``refit=True`` forces a new fit.
+    spec and the fitted data are unchanged; ``refit=True`` forces a new fit. An existing folder
+    that mrp-formula did not write is refused before anything is fitted, unless
+    ``into_existing`` (then the run's files are added to it and nothing there is replaced).
     """
     from mrp_formula.cache import CACHE_DIR
     from mrp_formula.fitting import fit_or_reuse, prepared_plan
@@ -143,6 +167,8 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     timings["prepare"] = time.perf_counter() - t0
 
     out_dir = Path(out) if out else default_out(loaded)
+    origin = out_origin(loaded, out)
+    check_out(out_dir, into_existing=into_existing, origin=origin)
     fitted_ = fit_or_reuse(plan, None, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache,
                            progress=progress)
     fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
@@ -187,7 +213,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     manifest["coverage"] = cov.to_json()
     manifest["diagnostics"]["failed"] = diag.problems(thresholds)
     manifest["warnings"] = list(warnings_)
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(table, tmp / "estimands.csv")
         write_table(draws, tmp / "estimand_draws.parquet")
         write_table(ppc_table, tmp / "ppc.csv")
