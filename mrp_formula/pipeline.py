@@ -44,7 +44,34 @@ class Plan:
             extra.append(f"group term {term}: {choice} ({fp.parameterization_reason[term]})")
         if fp.mass_matrix_reason and self.loaded.spec.fit.sampler == "nutpie":
             extra.append(f"mass matrix: {fp.mass_matrix.replace('_', '-')} ({fp.mass_matrix_reason})")
+        extra += semantic_notes(self.loaded.spec, self.info, self.tables.population_vars)
         return self.tables.notes + tuple(extra)
+
+
+def semantic_notes(spec, info: FormulaInfo, population_vars) -> list[str]:
+    """What the model and the estimands mean where a user may assume otherwise (docs/outputs.md)."""
+    notes = []
+    slopes = [g for g in info.group_terms if g.expr_vars]
+    if slopes:
+        terms = ", ".join(f"{g.name}" + (f" with 1|{g.factor}" if any(
+            h.name == f"1|{g.factor}" for h in info.group_terms) else "") for g in slopes)
+        notes.append(f"group effects are independent: {terms}: each level's intercept and slopes are separate "
+                     f"normal effects with their own standard deviation, and no correlation between them is "
+                     f"estimated (lme4's (1 + x | g) estimates one)")
+    pop = set(population_vars)
+    for name, est in spec.estimands.items():
+        for var in est.contrast or {}:
+            if var in pop:
+                a, b = est.contrast[var]
+                notes.append(f"estimand {name}: the population table has '{var}', so the contrast compares two "
+                             f"subpopulations (its cells with {var} = {a} against those with {var} = {b}, each "
+                             f"with its own mix of the other variables), not the whole population under each "
+                             f"level; for that counterfactual, leave '{var}' out of the population table")
+        for var in est.at:
+            if var in pop:
+                notes.append(f"estimand {name}: at sets '{var}' to the listed level(s) in every population cell, "
+                             f"a counterfactual: the population's own shares of '{var}' are not used")
+    return notes
 
 
 @dataclass(frozen=True)
@@ -246,7 +273,7 @@ def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
     return ""
 
 
-SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_direction", "p_in_rope",
+SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_above_null", "p_in_rope",
            "chance_to_win", "expected_loss_first", "expected_loss_second", "raw", "weighted", "ess_bulk", "r_hat"]
 
 
