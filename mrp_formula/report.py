@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -93,13 +94,18 @@ def manifest_of(folder: Path) -> dict | None:
 
 
 def _ours(entry: Path) -> bool:
-    """A sub-folder mrp-formula wrote: another command's results (``recovery/``, ``prior/``) or
-    the cache of fits."""
+    """A sub-folder mrp-formula wrote: another command's results (``recovery/``, ``prior/``),
+    the cache of fits, or what an interrupted command left of its temporary folders."""
     from mrp_formula.cache import CACHE_DIR
 
     if entry.is_symlink() or not entry.is_dir():
         return False
-    return entry.name == CACHE_DIR or manifest_of(entry) is not None
+    return entry.name == CACHE_DIR or _leftover(entry.name) or manifest_of(entry) is not None
+
+
+def _leftover(name: str) -> bool:
+    """The name of a temporary folder of :func:`staged_dir` (``.NAME.tmp-XXXXXXXX``, ``.old-``)."""
+    return re.fullmatch(r"\..+\.(tmp|old)-[0-9a-f]{8}", name) is not None
 
 
 def inspect_folder(folder: Path) -> FolderState:
@@ -226,6 +232,8 @@ def _commit_swap(tmp: Path, final: Path, state: FolderState, origin: Origin) -> 
                 continue  # written again by this run (an earlier run's file)
             if state.owned and entry.name in state.owned:
                 continue  # the earlier run's file that this run no longer writes
+            if _leftover(entry.name) and entry.is_dir() and not entry.is_symlink():
+                continue  # a temporary folder an interrupted command left
             try:
                 _link_tree(entry, tmp / entry.name)
             except OSError as exc:

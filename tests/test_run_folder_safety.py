@@ -208,6 +208,8 @@ def test_a_folder_of_other_commands_results_is_ours(tmp_path):
     with staged_dir(out / "recovery") as tmp:
         (tmp / "recovery.csv").write_text("r")
     (out / ".mrp-cache").mkdir()
+    (out / ".prior.tmp-0badc0de").mkdir()  # what a killed `mrp prior` left of its temporary folder
+    (out / ".prior.tmp-0badc0de" / "prior_estimands.csv").write_text("half")
     assert inspect_folder(out).kind == "own"
     with staged_dir(out) as tmp:
         write_run(tmp)
