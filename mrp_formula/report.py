@@ -165,7 +165,7 @@ def check_out(folder: Path, *, into_existing: bool = False, origin: Origin = Ori
 
 @contextlib.contextmanager
 def staged_dir(final: Path, *, into_existing: bool = False, origin: Origin = Origin()):
-    """Yield a temporary folder beside ``final``; on success its files become ``final``.
+    """Yield a temporary folder; on success its files become ``final``.
 
     The temporary folder follows the user's umask (as ``mkdir`` does). On success it is stamped
     (``manifest.json`` gets the marker and the list of files written) and committed:
@@ -173,22 +173,24 @@ def staged_dir(final: Path, *, into_existing: bool = False, origin: Origin = Ori
     - ``final`` new, empty or mrp-formula's own: the new folder replaces it in one rename, and
       everything the earlier run did not write (other commands' sub-folders such as
       ``recovery/``, files the user added) is carried over (hard links, else copies);
-    - ``final`` holds other files and ``into_existing``: the run's files are moved into it one
-      by one, ``manifest.json`` last; a name that is already there is refused, never replaced.
+    - ``final`` holds other files and ``into_existing``: the run's files (written in a temporary
+      folder inside it) are moved into it one by one, ``manifest.json`` last; a name that is
+      already there is refused, never replaced.
 
     A failure before the commit (or an interrupt) removes the temporary folder and leaves
     ``final`` as it was."""
     final = Path(os.path.abspath(final))
     if final.is_symlink():
         final = final.resolve()
-    check_out(final, into_existing=into_existing, origin=origin)
+    into = check_out(final, into_existing=into_existing, origin=origin).kind == "foreign"
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_dir(final.parent, f".{final.name}.tmp-")
+    # into someone's folder: the temporary folder inside it (where writing is allowed anyway)
+    tmp = _new_dir(final if into else final.parent, f".{final.name}.tmp-")
     try:
         yield tmp
         _stamp(tmp)
         state = check_out(final, into_existing=into_existing, origin=origin)  # it may have changed since
-        if state.kind == "foreign":
+        if into or state.kind == "foreign":
             _commit_into(tmp, final, origin)
         else:
             _commit_swap(tmp, final, state, origin)

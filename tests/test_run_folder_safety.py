@@ -119,6 +119,7 @@ def test_into_existing_adds_and_keeps_everything(tmp_path):
     out = someones_work(tmp_path / "work")
     before = tree(out)
     with staged_dir(out, into_existing=True) as tmp:
+        assert tmp.parent == out  # written inside the folder: its parent need not be writable
         write_run(tmp, ("estimands.csv", "ppc.csv"))
     after = tree(out)
     assert {k: v for k, v in after.items() if k in before} == before  # every file kept, byte for byte
