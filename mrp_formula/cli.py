@@ -29,6 +29,10 @@ err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() els
 SpecArg = Annotated[Path, typer.Argument(help="The spec file (TOML).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set fit.draws=200.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+IntoOpt = Annotated[bool, typer.Option("--into-existing",
+                                       help="Write into an existing folder that holds files mrp-formula did not "
+                                            "write: the run's files are added, nothing there is removed or "
+                                            "replaced (without it such a folder is refused).")]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -122,17 +126,18 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Validate a spec short of sampling: keys, files, columns, levels, terms, population coverage."""
     _setup_logging(False)
     from mrp_formula.poststrat import classical as classical
-    from mrp_formula.pipeline import check as do_check
+    from mrp_formula.pipeline import check as do_check, out_notes
 
     try:
         plan = do_check(spec, overrides=tuple(set_ or ()))
     except (MrpError, Exception) as exc:  # every failure becomes a message
         _fail(exc, as_json)
     fp = plan.fit_plan
+    notes = plan.notes + out_notes(plan.loaded)
     summary = {"ok": True, "spec": str(spec), "formula": plan.info.text, "family": plan.loaded.spec.model.family,
                "sample_rows": plan.tables.stats.get("sample_rows_used"), "cells_fitted": fp.cells,
                "aggregated": fp.aggregated, "population_cells": len(plan.tables.population),
-               "estimands": list(plan.loaded.spec.estimands), "notes": list(plan.notes),
+               "estimands": list(plan.loaded.spec.estimands), "notes": list(notes),
                "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
                "coverage": plan.coverage.to_json() if plan.coverage is not None else None}
     coverage_notes = ([] if plan.coverage is None else
@@ -144,7 +149,7 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     err.print(f"  model: {plan.info.text}  ({summary['family']})", markup=False, highlight=False)
     err.print(f"  sample: {summary['sample_rows']} rows -> {fp.cells} fitted rows/cells; "
               f"population: {summary['population_cells']} cells", highlight=False)
-    for note in plan.notes:
+    for note in notes:
         err.print(f"  note: {note}", markup=False, highlight=False)
     for note in coverage_notes:
         err.print(f"  coverage: {note}", markup=False, highlight=False)
@@ -157,6 +162,7 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
         progress: Annotated[bool, typer.Option(help="Show the sampler's progress bar (stderr).")] = True,
         verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
         refit: Annotated[bool, typer.Option(help="Sample again even when a cached fit matches.")] = False,
+        into_existing: IntoOpt = False,
         ) -> None:
     """Fit, poststratify and report: writes the run folder and prints the estimand table."""
     _setup_logging(verbose)
@@ -164,7 +170,7 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
     from mrp_formula.pipeline import run as do_run
 
     result = _call(do_run, as_json, spec, out=out, overrides=tuple(set_ or ()), progress=progress and not as_json,
-                   refit=refit)
+                   refit=refit, into_existing=into_existing)
     warnings_ = result.warnings
     strict_failed = bool(strict and result.failed)
     if as_json:
@@ -243,6 +249,7 @@ def recover_(spec: SpecArg,
              as_json: JsonOpt = False,
              strict: Annotated[bool, typer.Option(help="Exit 5 when coverage or ranks are off.")] = False,
              verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+             into_existing: IntoOpt = False,
              ) -> None:
     """Simulate data from known parameters, refit, and check that the intervals cover the truth."""
     _setup_logging(verbose)
@@ -256,7 +263,7 @@ def recover_(spec: SpecArg,
             err.print(f"replicate {replicate} done ({done}/{total}, {seconds:.1f} s)", highlight=False)
 
     result = _call(do_recover, as_json, spec, replicates=replicates, out=out, overrides=tuple(set_ or ()), jobs=jobs,
-                            source=source, on_replicate=tick)
+                            source=source, on_replicate=tick, into_existing=into_existing)
     off = bool(result.coverage_off or result.ranks_off)
     failed_strict = strict and (off or bool(result.failed))
     if as_json:
@@ -299,12 +306,14 @@ def prior_(spec: SpecArg,
            out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/<name>/prior).")] = None,
            set_: SetOpt = None, as_json: JsonOpt = False,
            verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+           into_existing: IntoOpt = False,
            ) -> None:
     """The estimands the priors imply, before the data: the prior predictive distribution."""
     _setup_logging(verbose)
     from mrp_formula.commands.prior import prior as do_prior
 
-    result = _call(do_prior, as_json, spec, draws=draws, out=out, overrides=tuple(set_ or ()))
+    result = _call(do_prior, as_json, spec, draws=draws, out=out, overrides=tuple(set_ or ()),
+                   into_existing=into_existing)
     if as_json:
         from mrp_formula.output.files import table_records
 
@@ -327,6 +336,7 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
              progress: Annotated[bool, typer.Option(help="Show the sampler's progress bar (stderr).")] = True,
              refit: Annotated[bool, typer.Option(help="Sample again even when a cached fit matches.")] = False,
              verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+             into_existing: IntoOpt = False,
              ) -> None:
     """Compare specs fitted on the same data by PSIS-LOO: elpd, differences, stacking weights."""
     _setup_logging(verbose)
@@ -339,7 +349,7 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
                   markup=False, highlight=False)
 
     result = _call(do_compare, as_json, specs, out=out, overrides=tuple(set_ or ()), refit=refit,
-                            progress=progress and not as_json, on_spec=tick)
+                            progress=progress and not as_json, on_spec=tick, into_existing=into_existing)
     if as_json:
         from mrp_formula.output.files import table_records
 

@@ -20,7 +20,7 @@ from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnost
 from mrp_formula.errors import Problem, SpecError, did_you_mean
 from mrp_formula.spec.formula import FormulaInfo, describe, mark, transformed_response
 from mrp_formula.poststrat.sums import poststratify
-from mrp_formula.output.files import sha256_file, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.files import Origin, check_out, sha256_file, sha256_text, staged_dir, write_json, write_table
 from mrp_formula.spec.tree import LoadedSpec, dotted
 from mrp_formula.data.tables import Tables
 
@@ -47,7 +47,34 @@ class Plan:
             extra.append(f"group term {term}: {choice} ({fp.parameterization_reason[term]})")
         if fp.mass_matrix_reason and self.loaded.spec.fit.sampler == "nutpie":
             extra.append(f"mass matrix: {fp.mass_matrix.replace('_', '-')} ({fp.mass_matrix_reason})")
+        extra += semantic_notes(self.loaded.spec, self.info, self.tables.population_vars)
         return self.tables.notes + tuple(extra)
+
+
+def semantic_notes(spec, info: FormulaInfo, population_vars) -> list[str]:
+    """What the model and the estimands mean where a user may assume otherwise (docs/outputs.md)."""
+    notes = []
+    slopes = [g for g in info.group_terms if g.expr_vars]
+    if slopes:
+        terms = ", ".join(f"{g.name}" + (f" with 1|{g.factor}" if any(
+            h.name == f"1|{g.factor}" for h in info.group_terms) else "") for g in slopes)
+        notes.append(f"group effects are independent: {terms}: each level's intercept and slopes are separate "
+                     f"normal effects with their own standard deviation, and no correlation between them is "
+                     f"estimated (lme4's (1 + x | g) estimates one)")
+    pop = set(population_vars)
+    for name, est in spec.estimands.items():
+        for var in est.contrast or {}:
+            if var in pop:
+                a, b = est.contrast[var]
+                notes.append(f"estimand {name}: the population table has '{var}', so the contrast compares two "
+                             f"subpopulations (its cells with {var} = {a} against those with {var} = {b}, each "
+                             f"with its own mix of the other variables), not the whole population under each "
+                             f"level; for that counterfactual, leave '{var}' out of the population table")
+        for var in est.at:
+            if var in pop:
+                notes.append(f"estimand {name}: at sets '{var}' to the listed level(s) in every population cell, "
+                             f"a counterfactual: the population's own shares of '{var}' are not used")
+    return notes
 
 
 @dataclass(frozen=True)
@@ -228,12 +255,36 @@ def default_out(loaded: LoadedSpec) -> Path:
     return Path.cwd() / "runs" / loaded.spec.name
 
 
+def out_origin(loaded: LoadedSpec, out) -> Origin:
+    """Who chose the output folder, for the message (and exit code) that refuses it."""
+    if out:
+        return Origin("--out")
+    if loaded.spec.report.out:
+        return Origin("report.out", file=str(loaded.path), line=loaded.line("report", "out"))
+    return Origin("")
+
+
+def out_notes(loaded: LoadedSpec) -> tuple[str, ...]:
+    """What `mrp check` says of the run folder: that `mrp run` would refuse it, before the run."""
+    from mrp_formula.errors import MrpError
+
+    try:
+        check_out(default_out(loaded), origin=out_origin(loaded, None))
+    except MrpError as exc:
+        p = exc.problems[0]
+        where = "report.out" if p.key == "report.out" else f"the default run folder {p.file}"
+        return (f"{where}: {p.message}; `mrp run` will refuse it unless you pass --out DIR or --into-existing",)
+    return ()
+
+
 def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
-        refit: bool = False, cache: bool = True) -> RunResult:
+        refit: bool = False, cache: bool = True, into_existing: bool = False) -> RunResult:
     """Run the spec end to end and write the run folder.
 
     The posterior is reused from the cache beside the run folder while the model part of the
-    spec and the fitted data are unchanged; ``refit=True`` forces a new fit.
+    spec and the fitted data are unchanged; ``refit=True`` forces a new fit. An existing folder
+    that mrp-formula did not write is refused before anything is fitted, unless
+    ``into_existing`` (then the run's files are added to it and nothing there is replaced).
     """
     from mrp_formula.model.cache import CACHE_DIR
     from mrp_formula.fitting import fit_or_reuse, prepared_plan
@@ -246,6 +297,8 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     timings["prepare"] = time.perf_counter() - t0
 
     out_dir = Path(out) if out else default_out(loaded)
+    origin = out_origin(loaded, out)
+    check_out(out_dir, into_existing=into_existing, origin=origin)
     fitted_ = fit_or_reuse(plan, None, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache,
                            progress=progress)
     fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
@@ -291,7 +344,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     manifest["coverage"] = cov.to_json()
     manifest["diagnostics"]["failed"] = diag.problems(thresholds)
     manifest["warnings"] = list(warnings_)
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(table, tmp / "estimands.csv")
         write_table(draws, tmp / "estimand_draws.parquet")
         write_table(ppc_table, tmp / "ppc.csv")
@@ -324,8 +377,9 @@ def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
     return ""
 
 
-SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_direction", "p_in_rope",
-           "chance_to_win", "expected_loss_first", "expected_loss_second", "expected_loss_unit", "raw", "weighted", "ess_bulk", "r_hat"]
+SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_above_null", "p_in_rope",
+           "chance_to_win", "expected_loss_first", "expected_loss_second", "expected_loss_unit", "raw", "weighted",
+           "ess_bulk", "r_hat"]
 
 
 def _ordered(table: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:

@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import mrp_formula
 from mrp_formula.model.sampler import plan_fit
 from mrp_formula.pipeline import _spec_checks
-from mrp_formula.data.population import WEIGHT
 from mrp_formula.spec.tree import load_spec
 from mrp_formula.data.tables import canonical_order, prepare
 

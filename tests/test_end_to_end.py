@@ -53,7 +53,7 @@ def test_ab_intervals_cover_truth_while_raw_rates_do_not(ab_run):
         assert abs(raw.mean() - t[arm]) > 2 * se  # the raw sample rate is biased by the 75% women
     lift = _row(table, estimand="lift")
     assert lift["lower"] < 1.5 < lift["upper"]
-    assert lift["p_direction"] > 0.99
+    assert lift["p_above_null"] > 0.99
     assert 0 <= lift["p_in_rope"] < 0.05
 
 
@@ -64,7 +64,7 @@ def test_run_folder_contents(ab_run):
         assert (out / name).exists(), name
     est = pd.read_csv(out / "estimands.csv")
     assert {"estimand", "treatment", "mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind",
-            "p_direction", "p_in_rope"} <= set(est.columns)
+            "p_above_null", "p_in_rope"} <= set(est.columns)
     assert (est["ci_kind"] == "hdi").all() and (est["ci_prob"] == 0.95).all()
     draws = pd.read_parquet(out / "estimand_draws.parquet")
     assert list(draws.columns[:3]) == ["chain", "draw", "estimand"]

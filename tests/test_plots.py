@@ -43,9 +43,9 @@ def tables(spec, *, ci_prob=0.9, ci_kind="eti", group_cols=(), categories=False,
         if categories:
             rec["category"] = cat
         rec.update(scale=scale or "", mean=x.mean(), median=float(np.median(x)), sd=x.std(), lower=lo, upper=hi,
-                   ci_prob=ci_prob, ci_kind=ci_kind, p_direction=np.nan, p_in_rope=np.nan)
+                   ci_prob=ci_prob, ci_kind=ci_kind, p_above_null=np.nan, p_in_rope=np.nan)
         if scale:
-            rec["p_direction"] = float(np.mean(x > NULL[scale]))
+            rec["p_above_null"] = float(np.mean(x > NULL[scale]))
             if est in ropes:
                 rec["p_in_rope"] = float(np.mean((x >= ropes[est][0]) & (x <= ropes[est][1])))
         shift = RNG.normal(0, 0.03)

@@ -64,7 +64,7 @@ def test_prior_estimands_match_an_independent_monte_carlo(ab_dir):
         if key == "lift":  # heavy tailed: compare P(lift > 1), a proportion
             p = float(np.mean(x > 1))
             se = np.sqrt(p * (1 - p) / DRAWS)
-            assert abs(float(row["p_direction"]) - p) < 4 * se, (row["p_direction"], p)
+            assert abs(float(row["p_above_null"]) - p) < 4 * se, (row["p_above_null"], p)
         else:
             se = x.std() / np.sqrt(DRAWS)
             assert abs(float(row["mean"]) - x.mean()) < 4 * se, (key, row["mean"], x.mean())

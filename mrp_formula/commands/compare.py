@@ -27,7 +27,7 @@ import pandas as pd
 
 from mrp_formula.errors import DataError, Problem, SpecError, UsageError
 from mrp_formula.spec.levels import canon_series
-from mrp_formula.output.files import sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.files import Origin, check_out, sha256_text, staged_dir, write_json, write_table
 
 METHOD = "stacking"
 COLUMNS = ["model", "rank", "elpd_loo", "se", "p_loo", "elpd_diff", "diff_se", "p_worse", "weight", "loo_unit",
@@ -77,7 +77,7 @@ class _Entry:
 
 
 def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cache: bool = True,
-            progress: bool = False,
+            progress: bool = False, into_existing: bool = False,
             on_spec: Callable[[int, int, str, bool, float], None] | None = None) -> CompareResult:
     """Fit every spec (or reuse its cached fit), compute PSIS-LOO and compare.
 
@@ -106,6 +106,8 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
     n_obs, n_loo = int(first.fp.rows_in), len(first.fp.data)
 
     out_dir = Path(out) if out else Path.cwd() / "runs" / "compare"
+    origin = Origin("--out" if out else "")
+    check_out(out_dir, into_existing=into_existing, origin=origin)  # before any fit
     primary = out_dir.resolve().parent / CACHE_DIR
     loos, fits = {}, {}
     for i, e in enumerate(entries):
@@ -165,7 +167,7 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
         "notes": notes,
         "seconds": round(seconds, 2),
     }
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(table, tmp / "compare.csv")
         write_json(manifest, tmp / "manifest.json")
     return CompareResult(table=table, out=out_dir, unit=unit, n_obs=n_obs, n_loo=n_loo, warnings=tuple(warns),

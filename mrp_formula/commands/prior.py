@@ -20,7 +20,7 @@ import pandas as pd
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.errors import Problem, UsageError
 from mrp_formula.poststrat.sums import poststratify
-from mrp_formula.output.files import sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
 
 BINARY = ("bernoulli", "binomial")
 EXTREME = 0.01  # binary outcomes: a rate below 1% or above 99% counts as extreme
@@ -40,12 +40,12 @@ class PriorResult:
     manifest: dict = field(default_factory=dict)
 
 
-def prior(path, *, draws: int = 1000, out=None, overrides=()) -> PriorResult:
+def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: bool = False) -> PriorResult:
     """Sample the prior, poststratify it and write ``prior_estimands.csv`` and
     ``prior_estimands.png`` (and ``manifest.json``) atomically into ``out``
     (default ``runs/<name>/prior``)."""
     from mrp_formula.model import sampler as model_mod
-    from mrp_formula.pipeline import _spec_checks, default_out
+    from mrp_formula.pipeline import _spec_checks, default_out, out_origin
     from mrp_formula.predict.cells import predictor as make_predictor
     from mrp_formula.spec.tree import load_spec
     from mrp_formula.data.tables import prepare
@@ -57,6 +57,9 @@ def prior(path, *, draws: int = 1000, out=None, overrides=()) -> PriorResult:
     spec = loaded.spec
     info = _spec_checks(loaded)
     tables = prepare(loaded, info)
+    out_dir = Path(out) if out else default_out(loaded) / "prior"
+    origin = out_origin(loaded, out)
+    check_out(out_dir, into_existing=into_existing, origin=origin)  # before any sampling
     fit_plan = model_mod.plan_fit(loaded, info, tables)
     bmodel = model_mod.build_model(loaded, info, fit_plan)
     seed = spec.fit.seed
@@ -93,12 +96,11 @@ def prior(path, *, draws: int = 1000, out=None, overrides=()) -> PriorResult:
             if share > EXTREME_SHARE:
                 notes.append(f"the priors put {share:.0%} of {label} below {EXTREME:.0%} or above "
                              f"{1 - EXTREME:.0%}: they may be wider than you believe")
-    out_dir = Path(out) if out else default_out(loaded) / "prior"
     manifest = {"name": spec.name, "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
                 "overrides": list(overrides), "draws": draws, "seed": seed,
                 "ci_prob": spec.report.ci_prob, "ci_kind": spec.report.ci_kind,
                 "priors": {k: str(v) for k, v in spec.model.priors.items()}, "notes": notes}
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(table, tmp / "prior_estimands.csv")
         plot_prior(ed.draws, table, labels, tmp / "prior_estimands.png",
                    title=f"{spec.name}: prior predictive distribution of the estimands ({draws} draws, "

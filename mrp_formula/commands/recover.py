@@ -47,7 +47,7 @@ import pandas as pd
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import sums as poststrat
 from mrp_formula.errors import FitError, Problem, SpecError, UsageError
-from mrp_formula.output.files import sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
 
 SUPPORTED = ("bernoulli", "binomial", "poisson", "gaussian")
 SOURCES = ("posterior", "prior")
@@ -319,7 +319,7 @@ def row_label(row: pd.Series) -> str:
 
 
 def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None = None,
-            source: str = "posterior", cache: bool = True,
+            source: str = "posterior", cache: bool = True, into_existing: bool = False,
             on_replicate: Callable[[int, int, int, float, str | None], None] | None = None) -> RecoveryResult:
     """Run the simulation study and write ``recovery.csv``, ``recovery_replicates.csv`` and
     ``rank_histogram.png`` (plus ``manifest.json``) atomically into ``out``
@@ -329,7 +329,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
     """
     from mrp_formula.model import sampler as model_mod
     from mrp_formula.model.cache import CACHE_DIR, FitCache, fit_key
-    from mrp_formula.pipeline import Plan, _spec_checks, default_out
+    from mrp_formula.pipeline import Plan, _spec_checks, default_out, out_origin
     from mrp_formula.spec.tree import load_spec
     from mrp_formula.data.tables import prepare
 
@@ -356,6 +356,8 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
     fit_plan = model_mod.plan_fit(loaded, info, tables)
     bmodel = model_mod.build_model(loaded, info, fit_plan)
     out_dir = Path(out) if out else default_out(loaded) / "recovery"
+    origin = out_origin(loaded, out)
+    check_out(out_dir, into_existing=into_existing, origin=origin)  # before any sampling
     timings = {"prepare": time.perf_counter() - t0}
     notes: list[str] = []
 
@@ -446,7 +448,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
         "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
         "notes": notes,
     }
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(summary, tmp / "recovery.csv")
         write_table(reps, tmp / "recovery_replicates.csv")
         plot_rank_histogram(reps, summary, tmp / "rank_histogram.png",

@@ -71,7 +71,7 @@ class _Row:
     median: float
     lower: float
     upper: float
-    p_direction: float
+    p_above_null: float
     p_in_rope: float
     raw: float
     weighted: float
@@ -160,7 +160,7 @@ def _rows(estimands: pd.DataFrame, draws: pd.DataFrame | None) -> list[_Row]:
             groups=tuple((c, _text(rec.get(c))) for c in group_cols if _text(rec.get(c))),
             category=cat or None, scale=scale,
             median=_num(rec, "median"), lower=_num(rec, "lower"), upper=_num(rec, "upper"),
-            p_direction=_num(rec, "p_direction"), p_in_rope=_num(rec, "p_in_rope"),
+            p_above_null=_num(rec, "p_above_null"), p_in_rope=_num(rec, "p_in_rope"),
             raw=_num(rec, "raw"), weighted=_num(rec, "weighted"),
             draws=by_key.get(key, np.zeros(0)),
         ))
@@ -322,8 +322,8 @@ def _density_panel(ax, r: _Row, ci_prob: float, ci_kind: str, rope) -> None:
     ci = _ci_name(ci_prob, ci_kind)
     lines = [r.title, f"median {_fmt(r.median)}, {ci} [{_fmt(r.lower)}, {_fmt(r.upper)}]"]
     if r.is_contrast:
-        op = "<" if np.isfinite(r.p_direction) and r.p_direction < 0.5 else ">"
-        p = r.p_direction if op == ">" else 1 - r.p_direction
+        op = "<" if np.isfinite(r.p_above_null) and r.p_above_null < 0.5 else ">"
+        p = r.p_above_null if op == ">" else 1 - r.p_above_null
         lines.append(f"P({_scale_name(r.scale)} {op} {_fmt(r.null)}) = {_pct(p)}")
     wrapped = [textwrap.fill(lines[0], 44)] + lines[1:]
     ax.set_title("\n".join(wrapped), fontsize=9, loc="left")
@@ -707,7 +707,7 @@ def write_plots(folder: Path, *, estimands: pd.DataFrame, draws: pd.DataFrame, p
     """Write the PNGs of a run into ``folder/plots/`` and return their paths.
 
     ``estimands`` is the summary table (estimand, group columns, [category], scale, median,
-    lower, upper, p_direction, p_in_rope, raw, weighted, ...), ``draws`` the long draws (chain,
+    lower, upper, p_above_null, p_in_rope, raw, weighted, ...), ``draws`` the long draws (chain,
     draw, estimand, group columns, [category], value), ``posterior`` an ``xarray.DataTree`` (or
     None), ``ppc`` the PPC table or None, ``ropes`` the ROPE of each contrast estimand by name.
     """

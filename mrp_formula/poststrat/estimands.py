@@ -234,14 +234,14 @@ def summarise(ed: EstimandDraws, estimands: dict[str, EstimandSpec], *, ci_prob:
                    lower=lo, upper=hi, ci_prob=ci_prob, ci_kind=ci_kind)
         if est.contrast is not None:
             null = NULL[est.scale]
-            rec["p_direction"] = float(np.mean(x > null))
+            rec["p_above_null"] = float(np.mean(x > null))
             if est.rope is not None:
                 rec["p_in_rope"] = float(np.mean((x >= est.rope[0]) & (x <= est.rope[1])))
         ess, rhat = ess_rhat(x.reshape(ed.n_chains, ed.n_draws))
         rec.update(ess_bulk=ess, r_hat=rhat)
         out.append(rec)
     table = pd.DataFrame(out)
-    for col in ("p_direction", "p_in_rope"):
+    for col in ("p_above_null", "p_in_rope"):
         if col not in table.columns:
             table[col] = np.nan
     return table

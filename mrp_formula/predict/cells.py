@@ -13,7 +13,9 @@ for a micro-block of about 2**17 values (1 MB, so every pass stays in cache). Fo
 log links the tables are exponentiated once, so the per-value work is products and, for logit,
 one reciprocal: ``p = 1 / (1 + exp(-a) exp(-b) ...)``. Micro-blocks are reduced to weighted sums
 per group at once and spread over threads in fixed tasks, so the arithmetic and its order do not
-depend on the number of threads.
+depend on the number of threads. A task's sums are added to the running totals in task order;
+poststratification hands chunks of whole tasks (``sum_unit``) in a canonical cell order and the
+totals of the chunk before, so the sums do not depend on the chunk size or the row order either.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pandas as pd
 
 from mrp_formula.errors import FitError
 from mrp_formula.spec.formula import FormulaInfo, GroupTerm, environment
-from mrp_formula.poststrat.sums import Scenario, plain_weighted_sums
+from mrp_formula.poststrat.sums import PLAIN_UNIT, Scenario, plain_weighted_sums
 from mrp_formula.data.tables import Tables, factor_keys
 
 EPS = np.finfo(np.float64).eps
@@ -321,12 +323,21 @@ class CellPredictor:
         width = self._n_common + sum(u.shape[1] for u, _ in self._u.values())
         return max(1, n_scenarios) * (width + len(self._u) + 4) + 8  # designs, row indices, typed frames
 
-    def weighted_sums(self, cells: pd.DataFrame, weights: np.ndarray, scenarios: Sequence[Scenario],
-                      groupings: Sequence[tuple[np.ndarray, int]], needs: Sequence[Sequence[int]]):
-        """``out[s][g]``: (S, G) sums over cells of weight x prediction per group of grouping
-        ``g`` (codes, number of groups), under scenario ``s``, for every ``g`` in ``needs[s]``."""
+    def sum_unit(self) -> int:
+        """Cells summed as one unit (a task): chunks of whole units give the same sums, bit for
+        bit, whatever their size."""
         if not self.fast:
-            return plain_weighted_sums(self.predict, cells, weights, scenarios, groupings, needs)
+            return PLAIN_UNIT
+        return BLOCKS_PER_TASK * max(1, MICRO_BLOCK // self.n_samples)
+
+    def weighted_sums(self, cells: pd.DataFrame, weights: np.ndarray, scenarios: Sequence[Scenario],
+                      groupings: Sequence[tuple[np.ndarray, int]], needs: Sequence[Sequence[int]], *,
+                      into=None):
+        """``out[s][g]``: (S, G) sums over cells of weight x prediction per group of grouping
+        ``g`` (codes, number of groups), under scenario ``s``, for every ``g`` in ``needs[s]``;
+        added onto ``into`` (the result for the chunk before) when given."""
+        if not self.fast:
+            return plain_weighted_sums(self.predict, cells, weights, scenarios, groupings, needs, into=into)
         if not scenarios:
             return []
         n = len(cells)
@@ -342,24 +353,31 @@ class CellPredictor:
         tasks = [starts[i:i + BLOCKS_PER_TASK] for i in range(0, len(starts), BLOCKS_PER_TASK)]
         job = _Job(cells=cells, weights=weights, codes=codes, sizes=[g for _, g in groupings], needs=needs,
                    scenarios=scenarios, shared=shared, own=own, block=b, n=n)
-        out = [{g: np.zeros((job.sizes[g], self.n_samples)) for g in need} for need in needs]
-        redo = []
+        if into is not None:  # the running totals, (S, G) views of (G, S) arrays
+            out = [{g: into[s][g].T for g in need} for s, need in enumerate(needs)]
+        else:
+            out = [{g: np.zeros((job.sizes[g], self.n_samples)) for g in need} for need in needs]
         if self._threads > 1 and len(tasks) > 1:
             with ThreadPoolExecutor(self._threads) as pool:
                 parts = pool.map(lambda t: self._run_task(job, t), tasks)
                 for part in parts:  # in task order: the same sums whatever the number of threads
-                    redo += _add_part(out, part)
+                    self._redo(job, out, _add_part(out, part))
         else:
             for t in tasks:
-                redo += _add_part(out, self._run_task(job, t))
-        for s, a, e in redo:  # blocks whose product form over- or underflowed: the plain way, here
-            sc = job.scenarios[s]
-            part = job.cells.iloc[a:e]
-            part = part.assign(**dict(sc.settings)) if sc.settings else part
-            values = np.ascontiguousarray(self.predict(part, sc.exclude).T)
-            for g in needs[s]:
-                _reduce(out[s][g], values, weights[a:e], codes[g][a:e])
+                part = self._run_task(job, t)
+                self._redo(job, out, _add_part(out, part))
         return [{g: out[s][g].T for g in need} for s, need in enumerate(needs)]
+
+    def _redo(self, job: "_Job", out, redo) -> None:
+        """Blocks whose product form over- or underflowed: the plain way, here (in the main
+        thread), right after their task's sums."""
+        for s, a, e in redo:
+            sc = job.scenarios[s]
+            cells = job.cells.iloc[a:e]
+            cells = cells.assign(**dict(sc.settings)) if sc.settings else cells
+            values = np.ascontiguousarray(self.predict(cells, sc.exclude).T)
+            for g in job.needs[s]:
+                _reduce(out[s][g], values, job.weights[a:e], job.codes[g][a:e])
 
     def _chunk_terms(self, cells: pd.DataFrame, scenarios: Sequence[Scenario]) -> list[list]:
         """The terms of every scenario's linear predictor; a term that a scenario leaves

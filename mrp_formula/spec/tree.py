@@ -112,7 +112,9 @@ class ModelSpec(_Frozen):
         description='Per term: `"Normal(0, 1)"` or `{ dist = "Normal", mu = 0, sigma = 1 }`.',
     )
     aggregate: Literal["auto", "always", "never"] = Field(
-        "auto", description="Fit bernoulli/binomial models on unique cells with summed successes and trials."
+        "auto", description="Fit bernoulli/binomial models on unique cells with summed successes and trials "
+                            "(the same likelihood; Bambi's centring and data-scaled default priors are then "
+                            "computed on the cells)."
     )
     parameterization: Literal["auto", "centered", "noncentered"] = Field(
         "auto", description="Of group effects; auto chooses per group term from the data."
@@ -175,13 +177,18 @@ class EstimandSpec(_Frozen):
     """A population quantity computed per posterior draw."""
 
     at: dict[str, list[Level]] = Field(
-        default_factory=dict, description="Set a variable to each level for the whole population."
+        default_factory=dict, description="Set a variable to each level in every population cell (a "
+                                          "counterfactual population); one row per level."
     )
     by: list[str] = Field(default_factory=list, description="Population variables to break down by.")
     contrast: dict[str, list[Level]] | None = Field(
-        None, description="`{ VAR = [\"a\", \"b\"] }`: compares a with b."
+        None, description="`{ VAR = [\"a\", \"b\"] }`: compares a with b. A variable the population table "
+                          "lacks: the whole population under a vs under b (counterfactual). A variable it has: "
+                          "the cells with a vs the cells with b (two subpopulations)."
     )
-    scale: Literal["difference", "ratio", "odds_ratio"] = Field("difference", description="Of a contrast.")
+    scale: Literal["difference", "ratio", "odds_ratio"] = Field(
+        "difference", description="Of a contrast, per draw between the population-averaged outcomes a and b: "
+                                  "a - b, a / b, or the marginal odds ratio (not exp(beta)).")
     rope: tuple[float, float] | None = Field(None, description="Region of practical equivalence, on `scale`.")
     exclude: list[str] = Field(default_factory=list, description="Model terms left out when predicting.")
 
