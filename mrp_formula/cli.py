@@ -127,7 +127,8 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     summary = {"ok": True, "spec": str(spec), "formula": plan.info.text, "family": plan.loaded.spec.model.family,
                "sample_rows": plan.tables.stats.get("sample_rows_used"), "cells_fitted": fp.cells,
                "aggregated": fp.aggregated, "population_cells": len(plan.tables.population),
-               "estimands": list(plan.loaded.spec.estimands), "notes": list(plan.notes)}
+               "estimands": list(plan.loaded.spec.estimands), "notes": list(plan.notes),
+               "priors": [p.to_json() for p in fp.priors], "prior_scale": fp.prior_scale}
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
@@ -135,8 +136,23 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     err.print(f"  model: {plan.info.text}  ({summary['family']})", markup=False, highlight=False)
     err.print(f"  sample: {summary['sample_rows']} rows -> {fp.cells} fitted rows/cells; "
               f"population: {summary['population_cells']} cells", highlight=False)
+    for line in prior_lines(fp.priors):
+        err.print(line, markup=False, highlight=False)
     for note in plan.notes:
         err.print(f"  note: {note}", markup=False, highlight=False)
+
+
+def prior_lines(priors) -> list[str]:
+    """The priors of the fit, one term a line: term, distribution, spec or default (and how)."""
+    if not priors:
+        return []
+    out = ["  priors (spec: from model.priors; default: computed from the sample rows):"]
+    width = max(len(p.term) for p in priors)
+    dwidth = max(len(str(p.prior)) for p in priors)
+    for p in priors:
+        how = f"default: {p.basis}" if p.source == "default" and p.basis else p.source
+        out.append(f"    {p.term:<{width}}  {str(p.prior):<{dwidth}}  {how}")
+    return out
 
 
 @app.command()

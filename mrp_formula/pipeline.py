@@ -44,6 +44,10 @@ class Plan:
             extra.append(f"group term {term}: {choice} ({fp.parameterization_reason[term]})")
         if fp.mass_matrix_reason and self.loaded.spec.fit.sampler == "nutpie":
             extra.append(f"mass matrix: {fp.mass_matrix.replace('_', '-')} ({fp.mass_matrix_reason})")
+        defaults = [p.term for p in fp.priors if p.source == "default"]
+        if defaults:
+            extra.append(f"priors not in model.priors take defaults ({', '.join(defaults)}): {fp.prior_scale}; "
+                         f"`mrp check` lists every prior, manifest.json records them")
         return self.tables.notes + tuple(extra)
 
 
@@ -63,6 +67,7 @@ class RunResult:
 
 def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     """Checks that need the formula but not the data: all problems at once."""
+    from mrp_formula.model import AUXILIARY
     from mrp_formula.priors import POSITIVE, PriorSpec
 
     spec = loaded.spec
@@ -90,19 +95,30 @@ def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
                                 key="fit.sampler", file=file, line=loaded.line("fit", "sampler"),
                                 hint=f"pip install {needs} (jax-based samplers: pip install 'bambi[jax]'), "
                                      f"or use sampler = \"nutpie\" or \"pymc\""))
-    valid = set(info.prior_names) | {"sigma", "alpha", "threshold"}
+    aux = AUXILIARY.get(family)
+    valid = set(info.prior_names) | ({aux} if aux else set())
+    if family == "cumulative":
+        valid.discard("Intercept")  # the thresholds take the intercept's place
     groups = {g.name for g in info.group_terms}
     for name, prior in spec.model.priors.items():
         where = {"key": dotted(("model", "priors", name)), "file": file,
                  "line": loaded.line("model", "priors", name)}
-        if name not in valid:
+        if name in set(AUXILIARY.values()) - valid:
+            problems.append(Problem(f"'{name}' is not a parameter of the {family} family",
+                                    hint=f"its parameter is '{aux}'" if aux else "remove it: the family has none",
+                                    **where))
+        elif name not in valid:
             problems.append(Problem(f"'{name}' is not a term of the model", hint=did_you_mean(name, valid),
                                     **where))
         elif name in groups:
-            sd = prior.param("sigma")
+            sd, mu = prior.param("sigma"), prior.param("mu")
             if prior.dist != "Normal" or sd is None:
                 problems.append(Problem("a group term's prior is Normal(0, <scale prior>)", got=str(prior),
                                         hint='e.g. "Normal(0, HalfNormal(1))"', **where))
+            elif mu is not None and (isinstance(mu, PriorSpec) or float(mu) != 0):
+                problems.append(Problem("a group term's effects have mean 0 (the intercept and common terms carry "
+                                        "the mean)", got=str(prior), hint='e.g. "Normal(0, HalfNormal(1))"',
+                                        **where))
             elif isinstance(sd, PriorSpec) and sd.dist not in POSITIVE:
                 problems.append(Problem(f"the group standard deviation needs a positive distribution, not {sd.dist}",
                                         got=str(prior), hint=f"use one of {', '.join(sorted(POSITIVE))}",
@@ -254,6 +270,8 @@ def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> di
         "model": {"formula": spec.model.formula, "fitted_formula": fp.formula, "family": fp.family,
                   "aggregated": fp.aggregated, "rows_in": fp.rows_in, "cells_fitted": fp.cells,
                   "parameterization": fp.parameterization},
+        "priors": [p.to_json() for p in fp.priors],
+        "prior_scale": fp.prior_scale,
         "tables": plan.tables.stats,
         "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
         "new_level_weight_share": plan.tables.new_level_share,

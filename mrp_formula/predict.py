@@ -93,11 +93,10 @@ class Design:
     response_levels: tuple[str, ...] | None  # categorical and cumulative responses
 
 
-def design(data: pd.DataFrame, formula: str, family: str, link: str | None) -> Design:
-    """The design matrices of the fit, made by the same formulae calls as ``bambi.Model``."""
+def design_matrices(data: pd.DataFrame, formula: str, family: str):
+    """formulae's design matrices of ``data``, made by the same calls as ``bambi.Model``."""
     import formulae as fm
 
-    link = link or DEFAULT_LINK[family]
     text = data.select_dtypes("object").columns  # Bambi turns object columns into categories
     if len(text):
         data = data.copy()
@@ -109,6 +108,13 @@ def design(data: pd.DataFrame, formula: str, family: str, link: str | None) -> D
         dm.common.design_matrix = np.delete(dm.common.design_matrix, sl, axis=1)
     else:
         dm = fm.design_matrices(formula, data, "error", 0, dict(TRANSFORMS))
+    return dm
+
+
+def design(data: pd.DataFrame, formula: str, family: str, link: str | None) -> Design:
+    """The design matrices of the fit, made by the same formulae calls as ``bambi.Model``."""
+    link = link or DEFAULT_LINK[family]
+    dm = design_matrices(data, formula, family)
     levels = None
     if family in ("categorical", "cumulative"):
         levels = tuple(str(x) for x in dm.response.levels)
