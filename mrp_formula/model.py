@@ -70,6 +70,9 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
     param, reason = choose_parameterization(info, spec.parameterization, info_by_term)
     mass, mass_reason = choose_mass_matrix(fit.mass_matrix, fit.sampler, info_by_term)
     priors, scale = resolve_priors(loaded, info, tables)
+    for tp in priors:  # a fixed sd leaves nothing to reparameterize
+        if tp.role == "group" and not any(isinstance(v, Dist) for _, v in tp.prior.params):
+            param[tp.term], reason[tp.term] = "centered", "its prior fixes the sd of its effects"
     return FitPlan(data=data, formula=formula, family=family, aggregated=aggregated,
                    rows_in=int(tables.stats.get("sample_rows_used", len(sample))), cells=len(data), parameterization=param,
                    parameterization_reason=reason, mass_matrix=mass, mass_matrix_reason=mass_reason,
@@ -408,11 +411,22 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
     import bambi as bmb
 
     spec = loaded.spec.model
+    priors = bambi_priors(plan)
+    # Bambi refuses a group prior without a hyperprior, but N(0, sd) effects with a fixed sd are a
+    # legal model: build with a placeholder, then set the fixed prior on the term itself.
+    fixed = {tp.term: priors[tp.term] for tp in plan.priors if tp.role == "group"
+             and not any(isinstance(v, Dist) for _, v in tp.prior.params)}
+    for name in fixed:
+        priors[name] = bmb.Prior("Normal", mu=0.0, sigma=bmb.Prior("HalfNormal", sigma=1.0))
     try:
         with warnings.catch_warnings(), _quiet_loggers():
             warnings.simplefilter("ignore")
-            return bmb.Model(plan.formula, plan.data, family=plan.family, priors=bambi_priors(plan), link=spec.link,
-                             extra_namespace=dict(TRANSFORMS), dropna=False, auto_scale=False)
+            model = bmb.Model(plan.formula, plan.data, family=plan.family, priors=priors, link=spec.link,
+                              extra_namespace=dict(TRANSFORMS), dropna=False, auto_scale=False)
+            terms = model.parameters[model.family.likelihood.parent].group_specific_terms
+            for name, prior in fixed.items():
+                terms[name]._prior = prior  # the setter would refuse it (see above)
+            return model
     except Exception as exc:
         raise SpecError(Problem(f"Bambi cannot build this model: {exc}", key="model", file=str(loaded.path),
                                 line=loaded.line("model"),
