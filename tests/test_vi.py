@@ -3,7 +3,7 @@
 Variational inference was removed rather than fixed (docs/architecture.md has the measurements):
 Bambi's VI path returned the intercept of the centred predictors (every prediction shifted);
 with that fixed, PyMC's ADVI still stopped far from the posterior without a word (an outcome in
-the thousands: a slope 3 posterior sds off after 30,000 steps), its mean-field approximation made
+the thousands: a slope 2.5 posterior sds off after 30,000 steps), its mean-field approximation made
 a group term's sd four times too certain, it has no R-hat or ESS to check it, and it was slower
 than nutpie on the models tried.
 """
