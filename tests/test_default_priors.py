@@ -326,3 +326,17 @@ def test_outcome_in_thousands_gives_the_same_estimands_up_to_the_scale(tmp_path)
     assert set(terms) == {"Intercept", "arm", "x", "1|region", "sigma"}
     assert all(p["source"] == "default" for p in terms.values())
     assert terms["1|region"]["distribution"]["sigma"]["sigma"] > 1000  # 2.5 sd(y), y in thousands
+
+
+def test_the_fit_cache_key_covers_the_resolved_priors(plans):
+    """Defaults come from the rows, which the fitted cells do not determine (binomial rows), and
+    a fit cached with other defaults must not be reused: the key changes with them."""
+    from mrp_formula.cache import fit_key
+
+    plan = plans["bernoulli"]
+    versions = {"bambi": "x", "pymc": "y"}
+    wider = tuple(dataclasses.replace(p, prior=Dist("Normal", (("mu", 0.0), ("sigma", 9.0))))
+                  if p.term == "Intercept" else p for p in plan.fit_plan.priors)
+    other = dataclasses.replace(plan, fit_plan=dataclasses.replace(plan.fit_plan, priors=wider))
+    assert fit_key(plan, versions) == fit_key(dataclasses.replace(plan), versions)
+    assert fit_key(plan, versions) != fit_key(other, versions)
