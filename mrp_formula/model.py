@@ -21,7 +21,7 @@ import pandas as pd
 
 from mrp_formula.errors import DataError, FitError, Problem, SpecError
 from mrp_formula.formula import FormulaInfo, with_response
-from mrp_formula.predict import DEFAULT_LINK, TRANSFORMS, design_matrices
+from mrp_formula.predict import DEFAULT_LINK, TRANSFORMS, design_matrices, design_of
 from mrp_formula.priors import PriorSpec
 from mrp_formula.spec import LoadedSpec, dotted
 from mrp_formula.tables import Tables, factor_keys
@@ -46,6 +46,7 @@ class FitPlan:
     mass_matrix_reason: str = ""
     priors: tuple["TermPrior", ...] = ()  # every prior of the model, as handed to Bambi
     prior_scale: str = ""  # what the default priors were scaled by (for the notes)
+    design: object = field(default=None, compare=False, repr=False)  # predict.Design of data, when made here
 
     def prior_of(self, term: str) -> "TermPrior | None":
         return next((p for p in self.priors if p.term == term), None)
@@ -69,14 +70,18 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
     info_by_term = information(data, info, family, aggregated) if needed else {}
     param, reason = choose_parameterization(info, spec.parameterization, info_by_term)
     mass, mass_reason = choose_mass_matrix(fit.mass_matrix, fit.sampler, info_by_term)
-    priors, scale = resolve_priors(loaded, info, tables)
+    dm = made = None
+    if not aggregated and data is sample and not weights:  # the fit's design is the rows': made once
+        dm = _design_matrices(loaded, data, formula, family)
+        made = design_of(dm, family, spec.link)
+    priors, scale = resolve_priors(loaded, info, tables, dm=dm)
     for tp in priors:  # a fixed sd leaves nothing to reparameterize
         if tp.role == "group" and not any(isinstance(v, Dist) for _, v in tp.prior.params):
             param[tp.term], reason[tp.term] = "centered", "its prior fixes the sd of its effects"
     return FitPlan(data=data, formula=formula, family=family, aggregated=aggregated,
                    rows_in=int(tables.stats.get("sample_rows_used", len(sample))), cells=len(data), parameterization=param,
                    parameterization_reason=reason, mass_matrix=mass, mass_matrix_reason=mass_reason,
-                   priors=priors, prior_scale=scale)
+                   priors=priors, prior_scale=scale, design=made)
 
 
 def aggregate_cells(sample: pd.DataFrame, info: FormulaInfo, family: str, *, weights: str | None = None,
@@ -243,7 +248,20 @@ def _columns(data, n: int) -> np.ndarray:
     return np.asarray(data, dtype=float).reshape(n, -1)
 
 
-def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> tuple[tuple[TermPrior, ...], str]:
+def _design_matrices(loaded: LoadedSpec, data: pd.DataFrame, formula: str, family: str):
+    """formulae's design of ``data``; a failure is the model's problem (as Bambi's would be)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return design_matrices(data, formula, family)
+    except Exception as exc:
+        raise SpecError(Problem(f"the formula cannot be evaluated on the sample: {exc}", key="model.formula",
+                                file=str(loaded.path), line=loaded.line("model", "formula"),
+                                hint="check the formula's terms and transforms against the data")) from None
+
+
+def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
+                   dm=None) -> tuple[tuple[TermPrior, ...], str]:
     """Every prior of the model: those of the spec as written, the others Bambi's defaults, computed
     from the sample *rows* (each weighted by its count or frequency weight), never from the fitted
     cells. Returns the priors and a sentence saying what the defaults were scaled by.
@@ -269,9 +287,8 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> tup
     if n == 0 or not w.sum() > 0:
         raise DataError(Problem("the sample has no rows to fit", key="data.source", file=str(loaded.path),
                                 line=loaded.line("data", "source")))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dm = design_matrices(rows, info.text, family)
+    if dm is None:  # else: formulae's design of exactly these rows and formula, made by the caller
+        dm = _design_matrices(loaded, rows, info.text, family)
     gaussian = family == "gaussian"
     identity = gaussian and link == "identity"
     y_mean = y_sd = math.nan

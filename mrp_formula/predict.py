@@ -114,8 +114,12 @@ def design_matrices(data: pd.DataFrame, formula: str, family: str):
 
 def design(data: pd.DataFrame, formula: str, family: str, link: str | None) -> Design:
     """The design matrices of the fit, made by the same formulae calls as ``bambi.Model``."""
+    return design_of(design_matrices(data, formula, family), family, link)
+
+
+def design_of(dm, family: str, link: str | None) -> Design:
+    """The :class:`Design` of formulae's design matrices ``dm`` (from :func:`design_matrices`)."""
     link = link or DEFAULT_LINK[family]
-    dm = design_matrices(data, formula, family)
     levels = None
     if family in ("categorical", "cumulative"):
         levels = tuple(str(x) for x in dm.response.levels)
@@ -162,8 +166,11 @@ class _Direct:
 def predictor(plan, link: str | None, posterior, tables: Tables, info: FormulaInfo, *, seed: int,
               threads: int | None = None) -> "CellPredictor":
     """The predictor of a fit planned as ``plan`` (``model.FitPlan``) with this posterior."""
-    return CellPredictor(design(plan.data, plan.formula, plan.family, link), posterior, tables, info,
-                         seed=seed, threads=threads, fixed_sd=fixed_group_sd(getattr(plan, "priors", ())))
+    made = getattr(plan, "design", None)  # the plan's, when it made the fit's design already
+    if made is None or made.link != (link or DEFAULT_LINK[plan.family]):
+        made = design(plan.data, plan.formula, plan.family, link)
+    return CellPredictor(made, posterior, tables, info, seed=seed, threads=threads,
+                         fixed_sd=fixed_group_sd(getattr(plan, "priors", ())))
 
 
 def fixed_group_sd(priors) -> dict[str, np.ndarray]:
