@@ -340,7 +340,7 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
             mu = y_mean if identity else 0.0
             sigma = math.sqrt((PRIOR_STD * unit) ** 2 + widen)
             basis = (("mean(y), " if identity else "") + scale_name
-                     + (" widened for the slopes at the mean predictors" if widen else ""))
+                     + (", widened for the slopes at the mean predictors" if widen else ""))
             out.append(TermPrior("Intercept", "intercept", Dist("Normal", (("mu", mu), ("sigma", sigma))), "default",
                                  basis))
     out += common
