@@ -139,7 +139,8 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
                "aggregated": fp.aggregated, "population_cells": len(plan.tables.population),
                "estimands": list(plan.loaded.spec.estimands), "notes": list(notes),
                "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
-               "coverage": plan.coverage.to_json() if plan.coverage is not None else None}
+               "coverage": plan.coverage.to_json() if plan.coverage is not None else None,
+               "priors": [p.to_json() for p in fp.priors], "prior_scale": fp.prior_scale}
     coverage_notes = ([] if plan.coverage is None else
                       classical.coverage_lines(plan.coverage, plan.tables.new_levels))
     if as_json:
@@ -149,10 +150,25 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     err.print(f"  model: {plan.info.text}  ({summary['family']})", markup=False, highlight=False)
     err.print(f"  sample: {summary['sample_rows']} rows -> {fp.cells} fitted rows/cells; "
               f"population: {summary['population_cells']} cells", highlight=False)
+    for line in prior_lines(fp.priors):
+        err.print(line, markup=False, highlight=False)
     for note in notes:
         err.print(f"  note: {note}", markup=False, highlight=False)
     for note in coverage_notes:
         err.print(f"  coverage: {note}", markup=False, highlight=False)
+
+
+def prior_lines(priors) -> list[str]:
+    """The priors of the fit, one term a line: term, distribution, spec or default (and how)."""
+    if not priors:
+        return []
+    out = ["  priors (spec: from model.priors; default: computed from the sample rows):"]
+    width = max(len(p.term) for p in priors)
+    dwidth = max(len(str(p.prior)) for p in priors)
+    for p in priors:
+        how = f"default: {p.basis}" if p.source == "default" and p.basis else p.source
+        out.append(f"    {p.term:<{width}}  {str(p.prior):<{dwidth}}  {how}")
+    return out
 
 
 @app.command()

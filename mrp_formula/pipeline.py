@@ -21,6 +21,7 @@ from mrp_formula.errors import Problem, SpecError, did_you_mean
 from mrp_formula.spec.formula import FormulaInfo, describe, mark, transformed_response
 from mrp_formula.poststrat.sums import poststratify
 from mrp_formula.output.files import Origin, check_out, sha256_file, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.spec.tree import LoadedSpec, dotted
 from mrp_formula.data.tables import Tables
 
@@ -48,6 +49,10 @@ class Plan:
         if fp.mass_matrix_reason and self.loaded.spec.fit.sampler == "nutpie":
             extra.append(f"mass matrix: {fp.mass_matrix.replace('_', '-')} ({fp.mass_matrix_reason})")
         extra += semantic_notes(self.loaded.spec, self.info, self.tables.population_vars)
+        defaults = [p.term for p in fp.priors if p.source == "default"]
+        if defaults:
+            extra.append(f"priors not in model.priors take defaults ({', '.join(defaults)}): {fp.prior_scale}; "
+                         f"`mrp check` lists every prior, manifest.json records them")
         return self.tables.notes + tuple(extra)
 
 
@@ -92,12 +97,12 @@ class RunResult:
 
 
 # Priors of a family's own parameters (the names Bambi gives them), besides the terms of the formula.
-AUXILIARY = {"gaussian": ("sigma",), "negativebinomial": ("alpha",), "cumulative": ("threshold",)}
+AUXILIARY = {name: (f.auxiliary,) for name, f in FAMILIES.items() if f.auxiliary}
 
 
 def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     """Checks that need the formula but not the data: all problems at once."""
-    from mrp_formula.spec.priors import POSITIVE, POSITIVE_DISTRIBUTIONS, support, values_text
+    from mrp_formula.spec.priors import POSITIVE, POSITIVE_DISTRIBUTIONS, PriorSpec, support, values_text
 
     spec = loaded.spec
     file = str(loaded.path)
@@ -130,17 +135,29 @@ def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
                                      f"or use sampler = \"nutpie\" or \"pymc\""))
     auxiliary = AUXILIARY.get(family, ())
     valid = set(info.prior_names) | set(auxiliary)
+    if family == "cumulative":
+        valid.discard("Intercept")  # the thresholds take the intercept's place
     groups = {g.name for g in info.group_terms}
     unknown = []  # prior keys that are not terms of the model
     for name, prior in spec.model.priors.items():
         where = {"key": dotted(("model", "priors", name)), "file": file,
                  "line": loaded.line("model", "priors", name)}
-        if name not in valid:
+        if name in {a for names in AUXILIARY.values() for a in names} - valid:
+            own = ", ".join(f"'{a}'" for a in auxiliary)
+            problems.append(Problem(f"'{name}' is not a parameter of the {family} family",
+                                    hint=f"its parameter is {own}" if own else "remove it: the family has none",
+                                    **where))
+        elif name not in valid:
             unknown.append((name, where))
         elif name in groups:
-            if prior.dist != "Normal" or prior.param("sigma") is None:
+            sd, mu = prior.param("sigma"), prior.param("mu")
+            if prior.dist != "Normal" or sd is None:
                 problems.append(Problem("a group term's prior is Normal(0, <scale prior>)", got=str(prior),
                                         hint='e.g. "Normal(0, HalfNormal(1))"', **where))
+            elif mu is not None and (isinstance(mu, PriorSpec) or float(mu) != 0):
+                problems.append(Problem("a group term's effects have mean 0 (the intercept and common terms carry "
+                                        "the mean)", got=str(prior), hint='e.g. "Normal(0, HalfNormal(1))"',
+                                        **where))
         elif prior.nested:
             what = f"the {family} family's {name}" if name in auxiliary else f"'{name}' is a common term"
             problems.append(Problem(f"a prior inside a prior (a hyperprior) is for group terms only; {what}",
@@ -412,6 +429,8 @@ def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> di
         "model": {"formula": spec.model.formula, "fitted_formula": fp.formula, "family": fp.family,
                   "aggregated": fp.aggregated, "rows_in": fp.rows_in, "cells_fitted": fp.cells,
                   "parameterization": fp.parameterization},
+        "priors": [p.to_json() for p in fp.priors],
+        "prior_scale": fp.prior_scale,
         "tables": plan.tables.stats,
         "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
         "new_level_weight_share": plan.tables.new_level_share,

@@ -3,7 +3,8 @@
 Draws of the model's parameters from their priors (``model.sample_prior``) are handed to
 :class:`~mrp_formula.model.CellPredictor` as if they were a posterior, then poststratified
 and summarised with the same code as ``run``. Only the outcomes are left out: the priors
-of terms the spec does not set are Bambi's defaults, which Bambi scales to the data, and the
+of terms the spec does not set are the defaults of ``model.resolve_priors`` (Bambi's rules, scaled to
+the sample rows), and the
 population, levels and design come from the prepared tables as usual.
 """
 
@@ -77,16 +78,10 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
     labels = [_label(ed.rows.iloc[i]) for i in range(len(ed.rows))]
 
     notes = []
-    defaults = [name for name in info.prior_names if name not in spec.model.priors
-                and name not in {g.name for g in info.group_terms}]
+    defaults = [p for p in fit_plan.priors if p.source == "default"]
     if defaults:
-        notes.append(f"no prior given for {', '.join(defaults)}: Bambi's default, scaled to the data, is used")
-    if spec.model.family == "gaussian" and "sigma" not in spec.model.priors:
-        defaults_aux = "sigma"
-        notes.append(f"no prior given for {defaults_aux}: Bambi's default, scaled to the data, is used")
-    for g in info.group_terms:
-        if g.name not in spec.model.priors:
-            notes.append(f"no prior given for {g.name}: Normal(0, HalfNormal(1)) is used")
+        notes.append("defaults for the priors the spec does not give: "
+                     + "; ".join(f"{p.term} ~ {p.prior}" for p in defaults) + f" ({fit_plan.prior_scale})")
     if spec.model.family in BINARY or fit_plan.family in BINARY:
         for i, label in enumerate(labels):
             if ed.rows.iloc[i]["scale"]:

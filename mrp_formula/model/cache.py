@@ -36,6 +36,7 @@ def fit_key(plan, versions: dict[str, str]) -> str:
         "family": fp.family,
         "link": spec.model.link,
         "priors": {k: str(v) for k, v in sorted(spec.model.priors.items())},
+        "resolved_priors": [p.to_json() for p in getattr(fp, "priors", ())],  # defaults come from the rows
         "parameterization": fp.parameterization,
         "mass_matrix": fp.mass_matrix,
         "fit": spec.fit.model_dump(),

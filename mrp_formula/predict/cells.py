@@ -29,9 +29,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mrp_formula.errors import FitError
+from mrp_formula.errors import FitError, Problem
 from mrp_formula.spec.formula import FormulaInfo, GroupTerm, environment
 from mrp_formula.poststrat.sums import PLAIN_UNIT, Scenario, plain_weighted_sums
+from mrp_formula.spec.tree import dotted
 from mrp_formula.data.tables import Tables, factor_keys
 
 EPS = np.finfo(np.float64).eps
@@ -88,11 +89,10 @@ class Design:
     response_levels: tuple[str, ...] | None  # categorical and cumulative responses
 
 
-def design(data: pd.DataFrame, formula: str, family: str, link: str | None) -> Design:
-    """The design matrices of the fit, made by the same formulae calls as ``bambi.Model``."""
+def design_matrices(data: pd.DataFrame, formula: str, family: str):
+    """formulae's design matrices of ``data``, made by the same calls as ``bambi.Model``."""
     import formulae as fm
 
-    link = link or DEFAULT_LINK[family]
     text = data.select_dtypes("object").columns  # Bambi turns object columns into categories
     if len(text):
         data = data.copy()
@@ -104,6 +104,17 @@ def design(data: pd.DataFrame, formula: str, family: str, link: str | None) -> D
         dm.common.design_matrix = np.delete(dm.common.design_matrix, sl, axis=1)
     else:
         dm = fm.design_matrices(formula, data, "error", environment())
+    return dm
+
+
+def design(data: pd.DataFrame, formula: str, family: str, link: str | None) -> Design:
+    """The design matrices of the fit, made by the same formulae calls as ``bambi.Model``."""
+    return design_of(design_matrices(data, formula, family), family, link)
+
+
+def design_of(dm, family: str, link: str | None) -> Design:
+    """The :class:`Design` of formulae's design matrices ``dm`` (from :func:`design_matrices`)."""
+    link = link or DEFAULT_LINK[family]
     levels = None
     if family in ("categorical", "cumulative"):
         levels = tuple(str(x) for x in dm.response.levels)
@@ -150,8 +161,23 @@ class _Direct:
 def predictor(plan, link: str | None, posterior, tables: Tables, info: FormulaInfo, *, seed: int,
               threads: int | None = None) -> "CellPredictor":
     """The predictor of a fit planned as ``plan`` (``model.FitPlan``) with this posterior."""
-    return CellPredictor(design(plan.data, plan.formula, plan.family, link), posterior, tables, info,
-                         seed=seed, threads=threads)
+    made = getattr(plan, "design", None)  # the plan's, when it made the fit's design already
+    if made is None or made.link != (link or DEFAULT_LINK[plan.family]):
+        made = design(plan.data, plan.formula, plan.family, link)
+    return CellPredictor(made, posterior, tables, info, seed=seed, threads=threads,
+                         fixed_sd=fixed_group_sd(getattr(plan, "priors", ())))
+
+
+def fixed_group_sd(priors) -> dict[str, np.ndarray]:
+    """Group terms whose prior fixes the sd of their effects to a number (``Normal(0, 0.5)``): the
+    posterior has no draws of it, new levels are drawn with this sd. One value, or one per column
+    of the term's predictor."""
+    out = {}
+    for tp in priors:
+        sd = tp.prior.param("sigma") if tp.role == "group" else None
+        if isinstance(sd, (int, float, tuple)):
+            out[tp.term] = np.atleast_1d(np.asarray(sd, dtype=float))
+    return out
 
 
 class CellPredictor:
@@ -164,8 +190,9 @@ class CellPredictor:
     """
 
     def __init__(self, design: Design, posterior, tables: Tables, info: FormulaInfo, *, seed: int,
-                 threads: int | None = None):
+                 threads: int | None = None, fixed_sd: Mapping[str, np.ndarray] | None = None):
         self._design = design
+        self._fixed_sd = dict(fixed_sd or {})
         self._family = design.family
         self._link = design.link
         self._tables = tables
@@ -227,11 +254,20 @@ class CellPredictor:
         index = {lab: i for i, lab in enumerate(labels)}
         new = [lv for lv in self._tables.new_levels.get(g.factor, ()) if lv not in index]
         if new:
-            sd = self._post[f"{g.name}_sigma"]
-            sd_resp = [d for d in sd.dims if d == self._resp_dim]
-            sd_other = [d for d in sd.dims if d not in ("chain", "draw", *sd_resp)]
-            sd = sd.transpose("chain", "draw", *sd_other, *sd_resp).to_numpy()
-            sd = sd.reshape(self.n_samples, -1 if sd_other else 1, r if sd_resp else 1)
+            if f"{g.name}_sigma" in self._post:
+                sd = self._post[f"{g.name}_sigma"]
+                sd_resp = [d for d in sd.dims if d == self._resp_dim]
+                sd_other = [d for d in sd.dims if d not in ("chain", "draw", *sd_resp)]
+                sd = sd.transpose("chain", "draw", *sd_other, *sd_resp).to_numpy()
+                sd = sd.reshape(self.n_samples, -1 if sd_other else 1, r if sd_resp else 1)
+            elif g.name in self._fixed_sd:  # the prior fixes the sd: the posterior has no draws of it
+                sd = self._fixed_sd[g.name].reshape(1, -1, 1)
+            else:
+                raise FitError(Problem(
+                    f"cannot draw effects for the new level(s) {new[:5]} of '{g.factor}': the posterior has no "
+                    f"'{g.name}_sigma' and the prior of '{g.name}' fixes no sd", key=dotted(("model", "priors", g.name)),
+                    hint="give the group term a prior such as \"Normal(0, HalfNormal(1))\", or add the levels "
+                         "to the sample"))
             sd = np.broadcast_to(sd, u.shape[:3])
             extra = rng.standard_normal(u.shape[:3] + (len(new),)) * sd[..., None]
             u = np.concatenate([u, extra], axis=3)

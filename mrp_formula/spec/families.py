@@ -69,7 +69,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("poisson", "log", "count", simulate=_poisson),
     Family("negativebinomial", "log", "count", auxiliary="alpha", simulate=_negativebinomial),
     Family("categorical", "softmax", "category", categories="categorical"),
-    Family("cumulative", "logit", "ordinal", categories="ordinal"),
+    Family("cumulative", "logit", "ordinal", categories="ordinal", auxiliary="threshold"),
 )}
 
 

@@ -276,7 +276,7 @@ treatment = "Normal(0, 1)"
 # "1|gender" = { dist = "Normal", mu = 0, sigma = { dist = "HalfNormal", sigma = 0.5 } }
 
 [fit]
-sampler = "nutpie"                           # nutpie | pymc | numpyro | blackjax | vi
+sampler = "nutpie"                           # nutpie | pymc | numpyro | blackjax
 draws = 1000
 chains = 4
 seed = 2026                                  # same spec and seed, same numbers

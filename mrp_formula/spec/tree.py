@@ -28,7 +28,10 @@ from mrp_formula.spec.priors import PriorSpec, PriorSyntaxError, parse_prior
 from mrp_formula.spec.tomlpos import key_lines, line_of, syntax_error_position
 
 FAMILIES = tuple(FAMILY_TABLE)  # the names of the records in spec/families.py
-SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "vi")
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+VI_REMOVED = ('"vi" (variational inference) was removed: its approximation stopped far from the posterior '
+              'without a warning, was overconfident about group effects, and cannot be checked (no R-hat or '
+              'ESS); use sampler = "nutpie" (the default; docs/architecture.md says why)')
 PATH_KEYS = (("data", "source"), ("population", "source"), ("report", "out"))
 
 
@@ -39,6 +42,12 @@ def _level(v: Any) -> str:
 
 
 Level = Annotated[str, BeforeValidator(_level)]
+
+
+def _sampler(v: Any) -> Any:
+    if v == "vi":
+        raise ValueError(VI_REMOVED)
+    return v
 
 
 def _prior(v: Any) -> PriorSpec:
@@ -109,7 +118,10 @@ class ModelSpec(_Frozen):
     )
     priors: dict[str, Prior] = Field(
         default_factory=dict,
-        description='Per term: `"Normal(0, 1)"` or `{ dist = "Normal", mu = 0, sigma = 1 }`.',
+        description='Per term (`Intercept`, a common term, a group term such as `"1|region"`, or the family\'s '
+                    '`sigma`, `alpha` or `threshold`): `"Normal(0, 1)"` or `{ dist = "Normal", mu = 0, sigma = 1 }`. '
+                    'Terms left out take defaults scaled to the sample rows (Bambi\'s rules; gaussian: by the '
+                    'outcome\'s sd); `mrp check` lists every prior used, the manifest records them.',
     )
     aggregate: Literal["auto", "always", "never"] = Field(
         "auto", description="Fit bernoulli/binomial models on unique cells with summed successes and trials "
@@ -124,7 +136,8 @@ class ModelSpec(_Frozen):
 class FitSpec(_Frozen):
     """How the posterior is sampled."""
 
-    sampler: Literal[SAMPLERS] = Field("nutpie", description="MCMC sampler.")
+    sampler: Annotated[Literal[SAMPLERS], BeforeValidator(_sampler)] = Field(
+        "nutpie", description="MCMC sampler.")
     draws: int = Field(1000, gt=0, description="Draws per chain after tuning.")
     tune: int = Field(1000, ge=0, description="Tuning steps per chain.")
     chains: int = Field(4, gt=0, description="Number of chains.")
