@@ -124,7 +124,7 @@ def _load_fitted(spec: str, run_dir: str):
     """The plan of the spec, its Bambi model and the posterior saved by an earlier run."""
     import arviz as az
     from mrp_formula.model import sampler as model_mod
-    from mrp_formula.pipeline import check
+    from mrp_formula.commands.check import check
 
     plan = check(spec)
     bmodel = model_mod.build_model(plan.loaded, plan.info, plan.fit_plan)

@@ -126,7 +126,8 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Validate a spec short of sampling: keys, files, columns, levels, terms, population coverage."""
     _setup_logging(False)
     from mrp_formula.poststrat import classical as classical
-    from mrp_formula.pipeline import check as do_check, out_notes
+    from mrp_formula.commands.check import check as do_check
+    from mrp_formula.steps import out_notes
 
     try:
         plan = do_check(spec, overrides=tuple(set_ or ()))
@@ -183,7 +184,7 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
     """Fit, poststratify and report: writes the run folder and prints the estimand table."""
     _setup_logging(verbose)
     from mrp_formula.errors import DiagnosticsError
-    from mrp_formula.pipeline import run as do_run
+    from mrp_formula.commands.run import run as do_run
 
     result = _call(do_run, as_json, spec, out=out, overrides=tuple(set_ or ()), progress=progress and not as_json,
                    refit=refit, into_existing=into_existing)

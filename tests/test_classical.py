@@ -12,7 +12,7 @@ from mrp_formula.poststrat.classical import rake_weights, srm_check, coverage, r
 from mrp_formula.poststrat import estimands as E
 from mrp_formula.cli import app
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds
-from mrp_formula.pipeline import _spec_checks
+from mrp_formula.steps import spec_checks as _spec_checks
 from mrp_formula.data.population import WEIGHT
 from mrp_formula.spec.tree import load_spec
 from mrp_formula.data.tables import prepare

@@ -115,12 +115,12 @@ def test_distinct_row_loo_equals_arviz_on_every_row(strong):
     from mrp_formula.model import sampler as model_mod
     from mrp_formula.model.cache import CACHE_DIR
     from mrp_formula.commands.compare import _loo, _patterns
-    from mrp_formula.fitting import fit_or_reuse, plan_and_model
+    from mrp_formula.steps import plan_and_model, posterior
 
     d, with_t, _, first = strong
     assert first.exit_code == 0, first.output
     plan, bmodel = plan_and_model(with_t, ["fit.draws=200", "fit.tune=200", "fit.chains=2", "model.aggregate=never"])
-    fitted = fit_or_reuse(plan, bmodel, [d / "runs" / CACHE_DIR])
+    fitted = posterior(plan, [d / "runs" / CACHE_DIR], model=bmodel)
     assert fitted.reused
     post = fitted.fit.posterior
     codes, first_rows = _patterns(plan.fit_plan.data)

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import mrp_formula
-from mrp_formula.model.sampler import plan_fit
-from mrp_formula.pipeline import _spec_checks
+from mrp_formula.model.plan import plan_fit
+from mrp_formula.steps import spec_checks as _spec_checks
 from mrp_formula.spec.tree import load_spec
 from mrp_formula.data.tables import canonical_order, prepare
 

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 import mrp_formula
 from mrp_formula.cli import app
-from mrp_formula.fitting import plan_and_model, prepared_plan
-from mrp_formula.model.sampler import Dist, resolve_priors
+from mrp_formula.steps import plan_and_model, plan as prepared_plan
+from mrp_formula.model.plan import Dist, resolve_priors
 
 FAST = ["fit.draws=300", "fit.tune=300", "fit.chains=2", "report.plots=false"]
 REGIONS = [f"r{i}" for i in range(6)]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mrp_formula.errors import DataError
-from mrp_formula.pipeline import _spec_checks
+from mrp_formula.steps import spec_checks as _spec_checks
 from mrp_formula.spec.tree import load_spec
 from mrp_formula.data.tables import prepare
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mrp_formula.cli import app
 from mrp_formula.errors import DataError, SpecError
-from mrp_formula.pipeline import _spec_checks
+from mrp_formula.steps import spec_checks as _spec_checks
 from mrp_formula.spec.tree import load_spec
 
 SPEC = """
@@ -96,5 +96,5 @@ def test_cli_reports_the_formula(tmp_path):
 
 def test_family_parameters_are_prior_keys_of_their_family_only(tmp_path):
     path = _spec(tmp_path, "y ~ arm + (1|region)", {"alpha": "HalfNormal(1)"})
-    assert _problems(path) == (SpecError, [("model.priors.alpha", "'alpha' is not a term of the model",
-                                            "expected one of '1|region', 'Intercept', 'arm', 'sigma'")])
+    assert _problems(path) == (SpecError, [("model.priors.alpha", "'alpha' is not a parameter of the gaussian family",
+                                            "its parameter is 'sigma'")])

@@ -23,7 +23,7 @@ import mrp_formula
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import sums as poststrat
 from mrp_formula.predict import cells as predict_mod
-from mrp_formula.fitting import prepared_plan
+from mrp_formula.steps import plan as prepared_plan
 from mrp_formula.data.population import WEIGHT
 from mrp_formula.poststrat.sums import Request, Scenario, canonical_order, group_codes, poststratify
 from mrp_formula.predict.cells import CellPredictor, design

@@ -61,6 +61,6 @@ def test_sentence_without_the_column_still_says_outcome_units():
 
 
 def test_pipeline_orders_the_column_after_the_losses():
-    from mrp_formula.pipeline import SUMMARY
+    from mrp_formula.commands.run import SUMMARY
 
     assert SUMMARY.index(LOSS_UNIT) == SUMMARY.index("expected_loss_second") + 1

@@ -8,7 +8,7 @@ import pandas as pd
 
 import mrp_formula
 from mrp_formula.spec.formula import describe
-from mrp_formula.model.sampler import aggregate_cells
+from mrp_formula.model.plan import aggregate_cells
 
 FAST = ["fit.draws=500", "fit.tune=500", "fit.chains=2"]
 
@@ -47,7 +47,7 @@ def test_chunked_prediction_equals_one_block(ab_dir):
 
 
 def test_duckdb_collapsed_read_equals_pandas_read(ab_dir):
-    from mrp_formula.pipeline import _spec_checks
+    from mrp_formula.steps import spec_checks as _spec_checks
     from mrp_formula.spec.tree import load_spec
     from mrp_formula.data.tables import prepare
 
@@ -72,7 +72,7 @@ def test_duckdb_collapsed_read_equals_pandas_read(ab_dir):
     ("low_rank", "pymc", {"1|age": 1e6}, "diagonal"),  # only nutpie has a low-rank mass matrix
 ])
 def test_mass_matrix_choice(setting, sampler, info, expected):
-    from mrp_formula.model.sampler import choose_mass_matrix
+    from mrp_formula.model.plan import choose_mass_matrix
 
     choice, reason = choose_mass_matrix(setting, sampler, info)
     assert choice == expected and reason

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mrp_formula.cli import app
 from mrp_formula.errors import FitError
-from mrp_formula.fitting import prepared_plan
+from mrp_formula.steps import plan as prepared_plan
 from mrp_formula.predict.cells import CellPredictor, design, predictor
 
 SEEN = ["r1", "r2", "r3", "r4"]

@@ -18,7 +18,7 @@ import pytest
 import xarray as xr
 
 from mrp_formula.poststrat import estimands as est_mod
-from mrp_formula.fitting import prepared_plan
+from mrp_formula.steps import plan as prepared_plan
 from mrp_formula.poststrat.sums import poststratify
 from mrp_formula.predict.cells import CellPredictor, design
 

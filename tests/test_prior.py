@@ -26,7 +26,7 @@ def _invlogit(x):
 def _treated_share_of_fitted_rows(spec) -> float:
     """Bambi puts the intercept's prior on mean-centred predictors: the mean of the treatment
     dummy over the rows it fits (here the aggregated cells)."""
-    from mrp_formula.pipeline import check
+    from mrp_formula.commands.check import check
 
     data = check(spec).fit_plan.data
     return float((data["treatment"].astype(str) == "treatment").mean())
@@ -80,7 +80,7 @@ def test_prior_draws_are_shifted_to_the_uncentred_intercept(ab_dir):
     the prior draws must too (CellPredictor uses the raw design): Intercept = a - xbar * b,
     so Intercept and the treatment effect are correlated, by -xbar sd(b) / sd(Intercept)."""
     from mrp_formula.model import sampler as model_mod
-    from mrp_formula.pipeline import check
+    from mrp_formula.commands.check import check
 
     plan = check(ab_dir / "ab.toml")
     xbar = _treated_share_of_fitted_rows(ab_dir / "ab.toml")

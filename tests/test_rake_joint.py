@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrp_formula.pipeline import check
+from mrp_formula.commands.check import check
 from mrp_formula.data.population import WEIGHT
 
 # Respondents per (a, b): strongly associated, cross-product ratio (300 * 150) / (100 * 50) = 9.

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from mrp_formula.poststrat.classical import rake_weights
 from mrp_formula.cli import app
-from mrp_formula.pipeline import _spec_checks
+from mrp_formula.steps import spec_checks as _spec_checks
 from mrp_formula.data.population import WEIGHT, rake
 from mrp_formula.spec.tree import load_spec
 from mrp_formula.data.tables import prepare

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 import mrp_formula
-from mrp_formula import pipeline
+from mrp_formula.commands import run as pipeline
 from mrp_formula.cli import app
 from mrp_formula.errors import SpecError, UsageError
 from mrp_formula.output.files import Origin, WRITTEN_BY, inspect_folder, staged_dir

@@ -18,9 +18,9 @@ from scipy.special import expit
 from typer.testing import CliRunner
 
 from mrp_formula.poststrat import estimands as E
-from mrp_formula import pipeline
+from mrp_formula.commands import run as pipeline
 from mrp_formula.cli import app
-from mrp_formula.fitting import prepared_plan
+from mrp_formula.steps import plan as prepared_plan
 from mrp_formula.data.population import WEIGHT
 from mrp_formula.poststrat.sums import Reduced, poststratify
 from mrp_formula.spec.tree import EstimandSpec

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mrp_formula.pipeline import check
+from mrp_formula.commands.check import check
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted(ROOT.glob("specs/*.toml")) + sorted(ROOT.glob("examples/*/*.toml"))

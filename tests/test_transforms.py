@@ -98,7 +98,7 @@ def test_every_allowed_call_has_a_case():
 def test_allowed_call_end_to_end(tmp_path, call):
     """``mrp check``'s path builds the Bambi model with the call; the prediction design is the
     same matrix, and the term's columns are the transform of the data."""
-    from mrp_formula.fitting import plan_and_model
+    from mrp_formula.steps import plan_and_model
     from mrp_formula.predict.cells import design
 
     family, formula, term, expected = CASES[call]
@@ -123,7 +123,7 @@ def test_no_module_name_shadows_a_transform(tmp_path, monkeypatch, module):
     replace the transform: formulas are evaluated in the allowlist's namespace only."""
     import importlib
 
-    from mrp_formula.fitting import plan_and_model
+    from mrp_formula.steps import plan_and_model
 
     mod = importlib.import_module(module)
     for name in namespace():
@@ -191,7 +191,7 @@ TRANSFORMED = {
 
 @pytest.mark.parametrize("family", list(TRANSFORMED))
 def test_transformed_response_is_refused(tmp_path, family):
-    from mrp_formula.pipeline import _spec_checks
+    from mrp_formula.steps import spec_checks as _spec_checks
     from mrp_formula.spec.tree import load_spec
 
     formula, expr, var, hint = TRANSFORMED[family]

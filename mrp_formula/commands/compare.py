@@ -60,7 +60,7 @@ class CompareResult:
 class _Entry:
     path: Path  # as given
     label: str
-    plan: object  # pipeline.Plan
+    plan: object  # steps.Plan
     model: object  # bambi.Model
 
     @property
@@ -89,8 +89,7 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
     from mrp_formula import __version__
     from mrp_formula.model import sampler as model_mod
     from mrp_formula.model.cache import CACHE_DIR
-    from mrp_formula.fitting import fit_or_reuse, plan_and_model
-    from mrp_formula.pipeline import default_out
+    from mrp_formula.steps import default_out, plan_and_model, posterior
 
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
@@ -112,8 +111,8 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
     loos, fits = {}, {}
     for i, e in enumerate(entries):
         t1 = time.perf_counter()
-        fitted = fit_or_reuse(e.plan, e.model, [primary, default_out(e.loaded).resolve().parent / CACHE_DIR],
-                              refit=refit, cache=cache, progress=progress)
+        fitted = posterior(e.plan, [primary, default_out(e.loaded).resolve().parent / CACHE_DIR], model=e.model,
+                           refit=refit, cache=cache, progress=progress)
         order = orders[e.label]
         codes, first_rows = _patterns(e.fp.data)
         if len(first_rows) == len(codes):  # every fitted row (or cell) differs from the others
@@ -240,7 +239,7 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
 
     # the fitted rows (or cells) themselves
     if first.fp.aggregated:
-        from mrp_formula.model.sampler import SUCCESSES, TRIALS
+        from mrp_formula.model.plan import SUCCESSES, TRIALS
 
         keys = sorted(first.plan.info.rhs_vars)
         cols = keys + [SUCCESSES, TRIALS]

@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrp_formula.poststrat import estimands as est_mod
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import Problem, UsageError
-from mrp_formula.poststrat.sums import poststratify
 from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
 
-BINARY = ("bernoulli", "binomial")
 EXTREME = 0.01  # binary outcomes: a rate below 1% or above 99% counts as extreme
 EXTREME_SHARE = 0.25  # note when more than this share of the prior draws is extreme
 PLOT_CLIP = 0.005  # the plots show the central 99% of the draws (heavy-tailed ratios)
@@ -45,34 +43,21 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
     """Sample the prior, poststratify it and write ``prior_estimands.csv`` and
     ``prior_estimands.png`` (and ``manifest.json``) atomically into ``out``
     (default ``runs/<name>/prior``)."""
-    from mrp_formula.model import sampler as model_mod
-    from mrp_formula.pipeline import _spec_checks, default_out, out_origin
-    from mrp_formula.predict.cells import predictor as make_predictor
-    from mrp_formula.spec.tree import load_spec
-    from mrp_formula.data.tables import prepare
+    from mrp_formula.model import sampler
+    from mrp_formula.steps import build, default_out, estimate, out_origin, plan as plan_of
 
     t0 = time.perf_counter()
     if draws < 2:
         raise UsageError(Problem("--draws must be at least 2", got=str(draws)))
-    loaded = load_spec(path, tuple(overrides))
-    spec = loaded.spec
-    info = _spec_checks(loaded)
-    tables = prepare(loaded, info)
+    plan = plan_of(path, overrides)
+    loaded, spec, fit_plan = plan.loaded, plan.loaded.spec, plan.fit_plan
     out_dir = Path(out) if out else default_out(loaded) / "prior"
     origin = out_origin(loaded, out)
     check_out(out_dir, into_existing=into_existing, origin=origin)  # before any sampling
-    fit_plan = model_mod.plan_fit(loaded, info, tables)
-    bmodel = model_mod.build_model(loaded, info, fit_plan)
     seed = spec.fit.seed
-    dt = model_mod.sample_prior(bmodel, draws=draws, seed=seed)
-
-    predictor = make_predictor(fit_plan, spec.model.link, dt, tables, info, seed=seed)
-    pieces = est_mod.plan(spec.estimands, tables.population_vars)
-    reduced = poststratify(tables.population, predictor, est_mod.requests(pieces),
-                           n_samples=predictor.n_samples)
-    ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
-                          group_columns=est_mod.group_columns(spec.estimands), categories=predictor.categories)
-    table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
+    dt = sampler.sample_prior(build(plan), draws=draws, seed=seed)
+    est = estimate(plan, dt)
+    ed, table = est.draws, est.table
     table = table.drop(columns=[c for c in ("ess_bulk", "r_hat") if c in table.columns])  # independent draws
     table["draws"] = ed.draws.shape[1]
     labels = [_label(ed.rows.iloc[i]) for i in range(len(ed.rows))]
@@ -82,7 +67,7 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
     if defaults:
         notes.append("defaults for the priors the spec does not give: "
                      + "; ".join(f"{p.term} ~ {p.prior}" for p in defaults) + f" ({fit_plan.prior_scale})")
-    if spec.model.family in BINARY or fit_plan.family in BINARY:
+    if FAMILIES[spec.model.family].binary or FAMILIES[fit_plan.family].binary:
         for i, label in enumerate(labels):
             if ed.rows.iloc[i]["scale"]:
                 continue  # contrasts are not rates

@@ -329,7 +329,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
     """
     from mrp_formula.model import sampler as model_mod
     from mrp_formula.model.cache import CACHE_DIR, FitCache, fit_key
-    from mrp_formula.pipeline import Plan, _spec_checks, default_out, out_origin
+    from mrp_formula.steps import Plan, spec_checks as _spec_checks, default_out, out_origin
     from mrp_formula.spec.tree import load_spec
     from mrp_formula.data.tables import prepare
 

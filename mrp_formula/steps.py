@@ -1,5 +1,9 @@
-"""The whole job, one way: spec -> tables -> model -> posterior -> poststratification ->
-estimands -> report. ``check`` stops before sampling; ``run`` does everything.
+"""Each step of the job, written once: every command is a short script over these.
+
+``plan`` (spec -> checked spec, prepared tables, fit plan), ``posterior`` (from the fit cache or the
+sampler), ``estimate`` (predict every population cell per draw, poststratify, assemble and
+summarise the estimands). ``mrp run``, ``check``, ``prior``, ``recover`` and ``compare`` call them;
+none repeats them. Bambi and PyMC are imported only when a model is built or sampled.
 """
 
 from __future__ import annotations
@@ -7,25 +11,22 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from typing import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from mrp_formula import __version__
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import classical as classical
-from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.errors import Problem, SpecError, did_you_mean
 from mrp_formula.spec.formula import FormulaInfo, describe, mark, transformed_response
 from mrp_formula.poststrat.sums import poststratify
-from mrp_formula.output.files import Origin, check_out, sha256_file, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.files import Origin, check_out
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.spec.tree import LoadedSpec, dotted
 from mrp_formula.data.tables import Tables
 
-BINARY = ("bernoulli", "binomial")
 
 
 @dataclass(frozen=True)
@@ -82,25 +83,11 @@ def semantic_notes(spec, info: FormulaInfo, population_vars) -> list[str]:
     return notes
 
 
-@dataclass(frozen=True)
-class RunResult:
-    estimands: pd.DataFrame
-    draws: pd.DataFrame
-    posterior: object  # xarray.DataTree
-    diagnostics: Diagnostics
-    out: Path
-    notes: tuple[str, ...]
-    manifest: dict = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()  # diagnostics and checks that failed or deserve attention
-    failed: tuple[str, ...] = ()  # the checks that fail a --strict run
-    ppc: pd.DataFrame | None = None
-
-
 # Priors of a family's own parameters (the names Bambi gives them), besides the terms of the formula.
 AUXILIARY = {name: (f.auxiliary,) for name, f in FAMILIES.items() if f.auxiliary}
 
 
-def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
+def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     """Checks that need the formula but not the data: all problems at once."""
     from mrp_formula.spec.priors import POSITIVE, POSITIVE_DISTRIBUTIONS, PriorSpec, support, values_text
 
@@ -122,7 +109,7 @@ def _spec_checks(loaded: LoadedSpec) -> FormulaInfo:
                                 key="model.family", file=file, line=loaded.line("model", "family"),
                                 hint='set family = "binomial"'))
     for name, est in spec.estimands.items():
-        if est.scale == "odds_ratio" and family not in BINARY:
+        if est.scale == "odds_ratio" and not FAMILIES[family].binary:
             problems.append(Problem(f"odds_ratio needs a probability; the {family} family has none",
                                     key=f"estimands.{name}.scale", file=file,
                                     line=loaded.line("estimands", name, "scale"),
@@ -183,7 +170,7 @@ def _transformed_response_problem(info: FormulaInfo, family: str, span: tuple[in
     names = [] if info.is_proportion else [v for v in info.response_vars if v.isidentifier()]
     var = names[0] if len(names) == 1 else None
     plain = f'"{var} ~ {info.rhs}"' if var else f'"<column> ~ {info.rhs}"'
-    if family in BINARY:
+    if FAMILIES[family].binary:
         hint = ("make the 0/1 (or successes and trials) columns in the data, e.g. data.query = "
                 "\"SELECT *, CAST(revenue > 0 AS INTEGER) AS converted FROM source\", and write "
                 f'"converted ~ {info.rhs}"' if family == "bernoulli" else
@@ -257,15 +244,6 @@ def _fixed_term(term: str, fixes: dict[str, str | None]) -> str:
     return "".join(fixes.get(p) or p for p in parts)
 
 
-def check(path, *, overrides=()) -> Plan:
-    """Validate the spec, the files, columns, levels, terms and population coverage."""
-    from mrp_formula.fitting import plan_and_model
-
-    plan = plan_and_model(path, overrides)[0]
-    cov = classical.coverage(plan.tables, plan.info, plan.loaded.spec.model.family)
-    return replace(plan, coverage=cov)
-
-
 def default_out(loaded: LoadedSpec) -> Path:
     if loaded.spec.report.out:
         return Path(loaded.spec.report.out)
@@ -294,147 +272,101 @@ def out_notes(loaded: LoadedSpec) -> tuple[str, ...]:
     return ()
 
 
-def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
-        refit: bool = False, cache: bool = True, into_existing: bool = False) -> RunResult:
-    """Run the spec end to end and write the run folder.
+@dataclass(frozen=True)
+class Fitted:
+    """A posterior and where it came from."""
 
-    The posterior is reused from the cache beside the run folder while the model part of the
-    spec and the fitted data are unchanged; ``refit=True`` forces a new fit. An existing folder
-    that mrp-formula did not write is refused before anything is fitted, unless
-    ``into_existing`` (then the run's files are added to it and nothing there is replaced).
-    """
-    from mrp_formula.model.cache import CACHE_DIR
-    from mrp_formula.fitting import fit_or_reuse, prepared_plan
+    fit: object  # model.sampler.Fit
+    key: str  # the fit-cache key
+    reused: bool  # True when it came from the cache
+    note: str  # the cache's message ("" when nothing worth saying)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The estimands of one posterior (or prior): per-draw values and their summary."""
+
+    predictor: object  # predict.cells.CellPredictor
+    pieces: list  # the estimand plan (estimands.plan)
+    draws: object  # estimands.EstimandDraws: one row per estimand and group, one column per draw
+    table: pd.DataFrame  # the summary, one row per estimand and group
+    group_columns: list[str]
+
+
+def plan(path, overrides=(), *, loaded: LoadedSpec | None = None) -> Plan:
+    """The checked spec with its prepared tables and fit plan: everything short of sampling."""
+    from mrp_formula.data.tables import prepare
+    from mrp_formula.model.plan import plan_fit
+    from mrp_formula.spec.tree import load_spec
+
+    loaded = loaded or load_spec(path, tuple(overrides))
+    info = spec_checks(loaded)
+    tables = prepare(loaded, info)
+    return Plan(loaded=loaded, info=info, tables=tables, fit_plan=plan_fit(loaded, info, tables))
+
+
+def build(plan: Plan):
+    """The Bambi model of a plan (imports Bambi and PyMC)."""
+    from mrp_formula.model import sampler
+
+    return sampler.build_model(plan.loaded, plan.info, plan.fit_plan)
+
+
+def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: bool = False, cache: bool = True,
+              progress: bool = False) -> Fitted:
+    """The posterior of ``plan``: from the first cache in ``cache_roots`` that holds a matching fit,
+    else sampled and stored in ``cache_roots[0]``. ``refit`` samples anyway; ``cache=False``
+    neither reads nor writes the cache. The Bambi ``model`` is built here when it is None and a fit
+    is needed, so a cached run never imports Bambi or PyMC."""
+    from mrp_formula.model.cache import FitCache, fit_key
+    from mrp_formula.model.plan import versions
+
+    key = fit_key(plan, versions())
+    caches = [FitCache(Path(r)) for r in dict.fromkeys(Path(r) for r in cache_roots)]
+    why = ""  # why a cached entry was not used, when there was one
+    if cache and not refit:
+        for fc in caches:
+            tree, note = fc.load(key)
+            if tree is not None:
+                from mrp_formula.model.plan import Fit
+
+                fit = Fit(posterior=tree, seconds=0.0, sampler=plan.loaded.spec.fit.sampler)
+                return Fitted(fit=fit, key=key, reused=True, note=note)
+            if note != "no cached fit" and not why:
+                why = note
+    from mrp_formula.model import sampler
+
+    model = model if model is not None else build(plan)
+    fit = sampler.fit(model, plan.loaded, mass_matrix=plan.fit_plan.mass_matrix, progress=progress)
+    if cache and caches:
+        caches[0].store(key, fit.posterior, fit.seconds)
+    return Fitted(fit=fit, key=key, reused=False, note=why)
+
+
+def estimate(plan: Plan, draws_tree, *, block: int | None = None, poststratify_fn=None,
+             tables=None) -> Estimate:
+    """Predict every population cell per draw of ``draws_tree`` (a posterior or prior DataTree),
+    poststratify, and assemble and summarise every estimand of the spec. ``tables`` replaces the
+    plan's prepared tables (a simulated sample in ``mrp recover``)."""
     from mrp_formula.predict.cells import predictor as make_predictor
 
-    timings = {}
-    t0 = time.perf_counter()
-    plan = prepared_plan(path, overrides)
-    loaded, info, tables = plan.loaded, plan.info, plan.tables
-    timings["prepare"] = time.perf_counter() - t0
-
-    out_dir = Path(out) if out else default_out(loaded)
-    origin = out_origin(loaded, out)
-    check_out(out_dir, into_existing=into_existing, origin=origin)
-    fitted_ = fit_or_reuse(plan, None, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache,
-                           progress=progress)
-    fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
-    timings["fit"] = fitted.seconds
-
-    t1 = time.perf_counter()
-    predictor = make_predictor(plan.fit_plan, loaded.spec.model.link, fitted.posterior, tables, info,
-                               seed=loaded.spec.fit.seed)
-    spec = loaded.spec
+    spec = plan.loaded.spec
+    tables = tables if tables is not None else plan.tables
+    predictor = make_predictor(plan.fit_plan, spec.model.link, draws_tree, tables, plan.info, seed=spec.fit.seed)
     pieces = est_mod.plan(spec.estimands, tables.population_vars)
     kwargs = {"block": block} if block else {}
-    reduced = poststratify(tables.population, predictor, est_mod.requests(pieces),
-                           n_samples=predictor.n_samples, **kwargs)
+    reduced = (poststratify_fn or poststratify)(tables.population, predictor, est_mod.requests(pieces),
+                                                n_samples=predictor.n_samples, **kwargs)
     group_cols = est_mod.group_columns(spec.estimands)
     ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
                           group_columns=group_cols, categories=predictor.categories)
     table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
-    table = est_mod.with_loss_unit(table, est_mod.outcome_unit(spec.model.family, info.response_vars))
-    draws = est_mod.long_draws(ed)
-    timings["poststratify"] = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    family = spec.model.family
-    table = pd.concat([table, classical.raw_and_weighted(pieces, tables, info, family, predictor.categories,
-                                                         group_cols)], axis=1)
-    table = _ordered(table, group_cols)
-    ppc_table = classical.ppc(tables, info, family, predictor.categories, predictor,
-                              predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind)
-    cov = classical.coverage(tables, info, family, predictor.categories)
-    srm = classical.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
-    timings["checks"] = time.perf_counter() - t2
-
-    diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)
-    thresholds = Thresholds(rhat_max=spec.report.rhat_max, ess_min=spec.report.ess_min,
-                            divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept)
-    warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.startswith("sample ratio mismatch"))
-    cache_notes = (cache_note,) if cache_note else ()
-    notes = (plan.notes + cache_notes + tuple(cov.notes())
-             + tuple(n for n in srm if not n.startswith("sample ratio mismatch")))
-    manifest = _manifest(plan, fitted, diag, timings, notes + warnings_)
-    manifest["fit_cache"] = {"key": key, "reused": cached}
-    manifest["spec"]["overrides"] = list(overrides)  # spec.toml is the file; these were applied on top
-    manifest["coverage"] = cov.to_json()
-    manifest["diagnostics"]["failed"] = diag.problems(thresholds)
-    manifest["warnings"] = list(warnings_)
-    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
-        write_table(table, tmp / "estimands.csv")
-        write_table(draws, tmp / "estimand_draws.parquet")
-        write_table(ppc_table, tmp / "ppc.csv")
-        if spec.report.plots:
-            plot_note = _plots(tmp, table, draws, fitted.posterior, ppc_table, spec)
-            if plot_note:
-                notes = notes + (plot_note,)
-                manifest["notes"].append(plot_note)
-        fitted.posterior.to_netcdf(tmp / "posterior.nc")
-        (tmp / "spec.toml").write_text(loaded.text + "".join(f"\n# applied with --set: {o}" for o in overrides))
-        timings["total"] = time.perf_counter() - t0
-        manifest["timings_seconds"] = timings
-        write_json(manifest, tmp / "manifest.json")
-    return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
-                     out=out_dir, notes=notes, manifest=manifest, warnings=warnings_,
-                     failed=tuple(diag.problems(thresholds)) + tuple(w for w in warnings_ if "mismatch" in w),
-                     ppc=ppc_table)
+    table = est_mod.with_loss_unit(table, est_mod.outcome_unit(spec.model.family, plan.info.response_vars))
+    return Estimate(predictor=predictor, pieces=pieces, draws=ed, table=table, group_columns=group_cols)
 
 
-def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
-    """Write the PNGs; a plot that fails costs a note, never the results."""
-    try:
-        from mrp_formula.output.plots import write_plots
+def plan_and_model(path, overrides=()):
+    """The plan of a spec and its Bambi model (for commands that sample it themselves)."""
+    p = plan(path, overrides)
+    return p, build(p)
 
-        ropes = {n: tuple(e.rope) for n, e in spec.estimands.items() if e.rope is not None}
-        write_plots(folder, estimands=table, draws=draws, posterior=posterior, ppc=ppc_table,
-                    ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind, ropes=ropes)
-    except Exception as exc:  # plotting is a report, not a result
-        return f"plots were not written ({type(exc).__name__}: {exc}); the tables are complete"
-    return ""
-
-
-SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_above_null", "p_in_rope",
-           "chance_to_win", "expected_loss_first", "expected_loss_second", "expected_loss_unit", "raw", "weighted",
-           "ess_bulk", "r_hat"]
-
-
-def _ordered(table: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
-    """Columns in a stable order: labels, the summary, decision numbers, raw/weighted, diagnostics."""
-    first = ["estimand"] + [c for c in group_cols + ["category"] if c in table] + ["scale"]
-    rest = [c for c in SUMMARY if c in table] + [c for c in table if c not in first and c not in SUMMARY]
-    return table[first + rest]
-
-
-def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> dict:
-    from mrp_formula.model.sampler import versions
-
-    loaded = plan.loaded
-    spec = loaded.spec
-    files = {"data": loaded.resolve(spec.data.source)}
-    if spec.population.source:
-        files["population"] = loaded.resolve(spec.population.source)
-    for i, j in enumerate(spec.join):
-        files[f"join[{i}]"] = loaded.resolve(j.source)
-    fp = plan.fit_plan
-    return {
-        "mrp_formula": __version__,
-        "name": spec.name,
-        "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
-        "inputs": {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in files.items() if p.exists()},
-        "seed": spec.fit.seed,
-        "sampler": {"name": spec.fit.sampler, "draws": spec.fit.draws, "tune": spec.fit.tune,
-                    "chains": spec.fit.chains, "target_accept": spec.fit.target_accept,
-                    "mass_matrix": fp.mass_matrix, "mass_matrix_reason": fp.mass_matrix_reason},
-        "model": {"formula": spec.model.formula, "fitted_formula": fp.formula, "family": fp.family,
-                  "aggregated": fp.aggregated, "rows_in": fp.rows_in, "cells_fitted": fp.cells,
-                  "parameterization": fp.parameterization},
-        "priors": [p.to_json() for p in fp.priors],
-        "prior_scale": fp.prior_scale,
-        "tables": plan.tables.stats,
-        "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
-        "new_level_weight_share": plan.tables.new_level_share,
-        "versions": versions(),
-        "diagnostics": diag.to_json(),
-        "notes": list(notes),
-    }

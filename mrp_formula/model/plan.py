@@ -1,0 +1,415 @@
+"""The fit plan, as pure functions of the spec and the prepared tables: aggregation to binomial
+cells, the parameterization of each group term, the mass matrix, the resolved priors. Nothing
+here imports Bambi or PyMC (:mod:`mrp_formula.model.sampler` does)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula.errors import DataError, Problem, SpecError
+from mrp_formula.spec.formula import FormulaInfo, with_response
+from mrp_formula.predict.cells import DEFAULT_LINK, design_matrices, design_of
+from mrp_formula.spec.priors import PriorSpec
+from mrp_formula.spec.tree import LoadedSpec, dotted
+from mrp_formula.data.tables import Tables, factor_keys
+
+SUCCESSES, TRIALS = "mrp_successes", "mrp_trials"
+log = logging.getLogger("mrp_formula")
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """What will be fitted: the data frame handed to Bambi and the formula it gets."""
+
+    data: pd.DataFrame
+    formula: str
+    family: str
+    aggregated: bool
+    rows_in: int
+    cells: int
+    parameterization: dict[str, str] = field(default_factory=dict)  # group term -> centered|noncentered
+    parameterization_reason: dict[str, str] = field(default_factory=dict)
+    mass_matrix: str = "diagonal"  # nutpie's: low_rank | diagonal
+    mass_matrix_reason: str = ""
+    priors: tuple["TermPrior", ...] = ()  # every prior of the model, as handed to Bambi
+    prior_scale: str = ""  # what the default priors were scaled by (for the notes)
+    design: object = field(default=None, compare=False, repr=False)  # predict.Design of data, when made here
+
+    def prior_of(self, term: str) -> "TermPrior | None":
+        return next((p for p in self.priors if p.term == term), None)
+
+
+def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
+    """Decide on aggregation and the parameterization of each group term."""
+    spec = loaded.spec.model
+    sample = tables.sample
+    family, formula = spec.family, info.text
+    aggregated = False
+    data = sample
+    weights = tables.weights
+    if spec.family in ("bernoulli", "binomial") and (spec.aggregate != "never" or weights):
+        data, aggregated = aggregate_cells(sample, info, spec.family, weights=weights,
+                                           force=spec.aggregate == "always" or bool(weights))
+        if aggregated:
+            family, formula = "binomial", with_response(info, f"p({SUCCESSES}, {TRIALS})")
+    fit = loaded.spec.fit
+    needed = spec.parameterization == "auto" or fit.mass_matrix == "auto"
+    info_by_term = information(data, info, family, aggregated) if needed else {}
+    param, reason = choose_parameterization(info, spec.parameterization, info_by_term)
+    mass, mass_reason = choose_mass_matrix(fit.mass_matrix, fit.sampler, info_by_term)
+    dm = made = None
+    if not aggregated and data is sample and not weights:  # the fit's design is the rows': made once
+        dm = _design_matrices(loaded, data, formula, family)
+        made = design_of(dm, family, spec.link)
+    priors, scale = resolve_priors(loaded, info, tables, dm=dm)
+    for tp in priors:  # a fixed sd leaves nothing to reparameterize
+        if tp.role == "group" and not any(isinstance(v, Dist) for _, v in tp.prior.params):
+            param[tp.term], reason[tp.term] = "centered", "its prior fixes the sd of its effects"
+    return FitPlan(data=data, formula=formula, family=family, aggregated=aggregated,
+                   rows_in=int(tables.stats.get("sample_rows_used", len(sample))), cells=len(data), parameterization=param,
+                   parameterization_reason=reason, mass_matrix=mass, mass_matrix_reason=mass_reason,
+                   priors=priors, prior_scale=scale, design=made)
+
+
+def aggregate_cells(sample: pd.DataFrame, info: FormulaInfo, family: str, *, weights: str | None = None,
+                    force: bool = False):
+    """Collapse rows with identical predictors into binomial cells (exact for the likelihood).
+
+    Frequency weights count a row that many times: they multiply its successes and trials.
+    """
+    keys = list(info.rhs_vars)
+    y = sample[info.response_vars[0]].astype(float)
+    if family == "bernoulli":
+        trials = pd.Series(1.0, index=sample.index)
+    else:
+        trials = sample[info.response_vars[1]].astype(float)
+    if weights:
+        w = sample[weights].astype(float)
+        y, trials = y * w, trials * w
+    frame = sample[keys].assign(**{SUCCESSES: y, TRIALS: trials})
+    if not keys:
+        cells = pd.DataFrame({SUCCESSES: [y.sum()], TRIALS: [trials.sum()]})
+    else:
+        cells = frame.groupby(keys, observed=True, sort=True)[[SUCCESSES, TRIALS]].sum().reset_index()
+    if not force and len(cells) > 0.5 * len(sample):
+        return sample, False
+    cells[SUCCESSES] = cells[SUCCESSES].round().astype("int64")
+    cells[TRIALS] = cells[TRIALS].round().astype("int64")
+    for k in keys:  # keep the categorical dtypes (level order) of the sample
+        if isinstance(sample[k].dtype, pd.CategoricalDtype):
+            cells[k] = pd.Categorical(cells[k], categories=sample[k].cat.categories, ordered=True)
+    return cells, True
+
+
+INFORMATION_CENTRED = 500  # median information per level from which a group term is centred
+
+
+def information(data, info, family, aggregated) -> dict[str, float]:
+    """Median Fisher information per level of each group term (binary outcomes: n p (1 - p);
+    others: rows per level). A level's effect has a posterior sd of about 1/sqrt(information)."""
+    out = {}
+    for g in info.group_terms:
+        keys = factor_keys(data, g.factor_vars)
+        if family == "binomial":
+            y = data[SUCCESSES] if aggregated else data[info.response_vars[0]]
+            n = data[TRIALS] if aggregated else data[info.response_vars[1]]
+            pbar = float(y.sum() / max(n.sum(), 1))
+            per_level = n.groupby(keys.values).sum() * pbar * (1 - pbar)
+        elif family == "bernoulli":
+            y = data[info.response_vars[0]].astype(float)
+            pbar = float(y.mean())
+            per_level = pd.Series(1.0, index=data.index).groupby(keys.values).sum() * pbar * (1 - pbar)
+        else:
+            per_level = pd.Series(1.0, index=data.index).groupby(keys.values).sum()
+        out[g.name] = float(per_level.median()) if len(per_level) else 0.0
+    return out
+
+
+def choose_parameterization(info, setting: str, info_by_term: dict[str, float]):
+    """Centred when the data pin down each level's effect well (``info_by_term``, from
+    :func:`information`); non-centred when data are thin."""
+    choice, reason = {}, {}
+    for g in info.group_terms:
+        if setting != "auto":
+            choice[g.name], reason[g.name] = setting, "set in model.parameterization"
+            continue
+        info_median = info_by_term[g.name]
+        # Below a posterior sd of ~0.05 the likelihood dominates the prior and the centred form mixes better.
+        centred = info_median >= INFORMATION_CENTRED
+        choice[g.name] = "centered" if centred else "noncentered"
+        reason[g.name] = (f"median information per level {info_median:.0f} "
+                          f"{'>=' if centred else '<'} {INFORMATION_CENTRED}")
+    return choice, reason
+
+
+def choose_mass_matrix(setting: str, sampler: str, info_by_term: dict[str, float]) -> tuple[str, str]:
+    """Low-rank when the data pin down the group effects: then the intercept and the group effects
+    trade off along a narrow ridge that a diagonal mass matrix cannot follow (measured: min ESS
+    40 -> 2,664 at 1e7 rows). Diagonal otherwise: on thin, hierarchical data the low-rank
+    adaptation can leave a chain stuck (measured on the MRP primer: R-hat 1.67)."""
+    if sampler != "nutpie":
+        return "diagonal", f"the {sampler} sampler adapts a diagonal mass matrix"
+    if setting != "auto":
+        return setting, "set in fit.mass_matrix"
+    most = max(info_by_term.values(), default=0.0)
+    if most >= INFORMATION_CENTRED:
+        return "low_rank", f"a group term has median information per level {most:.0f} >= {INFORMATION_CENTRED}"
+    return "diagonal", f"every group term has median information per level < {INFORMATION_CENTRED}"
+
+
+# ----------------------------------------------------------------------------- priors
+
+PRIOR_STD = 2.5  # Bambi's PriorScaler.STD: a default prior is 2.5 outcome sds wide
+GROUP_SD = 1.0  # scale of a default group sd on the logit, probit and log scales
+BINARY_LOGIT = ("logit", "probit")
+AUXILIARY = {"gaussian": "sigma", "negativebinomial": "alpha", "cumulative": "threshold"}
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A distribution as handed to Bambi; a parameter is a number, one number per design column
+    (a tuple), or another ``Dist`` (a hyperprior)."""
+
+    name: str
+    params: tuple[tuple[str, object], ...]
+
+    def param(self, key: str):
+        return dict(self.params).get(key)
+
+    def __str__(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={_fmt_value(v)}' for k, v in self.params)})"
+
+    def to_json(self) -> dict:
+        out = {"dist": self.name}
+        for k, v in self.params:
+            out[k] = v.to_json() if isinstance(v, Dist) else list(v) if isinstance(v, tuple) else v
+        return out
+
+
+@dataclass(frozen=True)
+class TermPrior:
+    """The prior of one term or family parameter, as the fit uses it."""
+
+    term: str  # as Bambi names it: Intercept, a common term, a group term, sigma / alpha / threshold
+    role: str  # intercept | common | group | auxiliary
+    prior: Dist
+    source: str  # "spec" (model.priors) or "default" (computed by resolve_priors)
+    basis: str = ""  # how a default was computed
+
+    def to_json(self) -> dict:
+        return {"term": self.term, "role": self.role, "prior": str(self.prior), "source": self.source,
+                "basis": self.basis, "distribution": self.prior.to_json()}
+
+
+def _from_spec(prior: PriorSpec) -> Dist:
+    return Dist(prior.dist, tuple((k, _from_spec(v) if hasattr(v, "dist") else float(v)) for k, v in prior.params))
+
+
+def _vector(values) -> float | tuple[float, ...]:
+    """One number when every column has the same (Bambi broadcasts it), else one per column."""
+    values = [float(v) for v in np.atleast_1d(values)]
+    return values[0] if all(v == values[0] for v in values) else tuple(values)
+
+
+def _wmean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (w[:, None] * x).sum(0) / w.sum()
+
+
+def _wsd(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted standard deviation of each column (ddof 0, as numpy's and Bambi's); 1 where a
+    column is constant (Bambi refuses such a term itself)."""
+    d = x - _wmean(x, w)
+    sd = np.sqrt((w[:, None] * d * d).sum(0) / w.sum())
+    return np.where(sd > 0, sd, 1.0)
+
+
+def _columns(data, n: int) -> np.ndarray:
+    return np.asarray(data, dtype=float).reshape(n, -1)
+
+
+def _design_matrices(loaded: LoadedSpec, data: pd.DataFrame, formula: str, family: str):
+    """formulae's design of ``data``; a failure is the model's problem (as Bambi's would be)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return design_matrices(data, formula, family)
+    except Exception as exc:
+        raise SpecError(Problem(f"the formula cannot be evaluated on the sample: {exc}", key="model.formula",
+                                file=str(loaded.path), line=loaded.line("model", "formula"),
+                                hint="check the formula's terms and transforms against the data")) from None
+
+
+def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
+                   dm=None) -> tuple[tuple[TermPrior, ...], str]:
+    """Every prior of the model: those of the spec as written, the others Bambi's defaults, computed
+    from the sample *rows* (each weighted by its count or frequency weight), never from the fitted
+    cells. Returns the priors and a sentence saying what the defaults were scaled by.
+
+    Bambi's rules (``bambi.priors.scaler.PriorScaler``, STD = 2.5): for the gaussian family the
+    intercept is Normal(mean(y), 2.5 sd(y), widened for the slopes at the mean predictors), a
+    slope Normal(0, 2.5 sd(y) / sd(x)) and sigma HalfStudentT(4, sd(y)); for bernoulli and
+    binomial with a logit or probit link the intercept is Normal(0, 1.5) and a slope Normal(0, 1)
+    per level or Normal(0, 1 / sd(x)); for the other families the gaussian rules with sd(y) = 1
+    (the linear predictor is on the log or logit scale). The sd of a group term's effects is
+    HalfNormal(2.5 sd(y)) under the gaussian identity link and HalfNormal(1) on the logit, probit
+    and log scales, a group slope's divided by sd(x) for a numeric x. This differs from Bambi,
+    which widens group sds for the common slopes at the mean predictors (so that they change with
+    where a predictor's zero is) and uses HalfNormal(1) when a group prior is given without scale.
+    """
+    spec = loaded.spec.model
+    family = spec.family
+    link = spec.link or DEFAULT_LINK[family]
+    given = dict(spec.priors)
+    rows = tables.sample
+    n = len(rows)
+    w = (rows[tables.weights].to_numpy(dtype=float) if tables.weights else np.ones(n))
+    if n == 0 or not w.sum() > 0:
+        raise DataError(Problem("the sample has no rows to fit", key="data.source", file=str(loaded.path),
+                                line=loaded.line("data", "source")))
+    if dm is None:  # else: formulae's design of exactly these rows and formula, made by the caller
+        dm = _design_matrices(loaded, rows, info.text, family)
+    gaussian = family == "gaussian"
+    identity = gaussian and link == "identity"
+    y_mean = y_sd = math.nan
+    if gaussian:
+        y = _columns(dm.response.design_matrix, n)[:, :1]
+        y_mean, y_sd = float(_wmean(y, w)[0]), float(np.sqrt(_wmean((y - _wmean(y, w)) ** 2, w))[0])
+        if not (np.isfinite(y_sd) and y_sd > 0):
+            raise DataError(Problem(f"the outcome '{info.response}' has no spread (sd {y_sd:g}): the gaussian "
+                                    f"family cannot be fitted to it", key="model.formula", file=str(loaded.path),
+                                    line=loaded.line("model", "formula"),
+                                    hint="check the outcome column; a constant outcome needs no model"))
+    unit = y_sd if identity else 1.0  # sd of the outcome on the scale of the linear predictor
+    logit_binary = family in ("bernoulli", "binomial") and link in BINARY_LOGIT
+    scale_name = "2.5 sd(y)" if identity else "2.5"
+
+    out: list[TermPrior] = []
+    common: list[TermPrior] = []
+    widen = 0.0  # Bambi's intercept widening: sum of (slope sigma x mean x)^2 over default slopes
+    for name, term in dm.common.terms.items():
+        if name == "Intercept":
+            continue
+        if name in given:
+            common.append(TermPrior(name, "common", _from_spec(given[name]), "spec"))
+            continue
+        x = _columns(term.data, n)
+        kinds = [c.kind for c in getattr(term, "components", ())] or [term.kind]
+        all_categoric = all(k == "categoric" for k in kinds)
+        if logit_binary:
+            if all_categoric:
+                sigma, basis = np.ones(x.shape[1]), "1 per level on the logit scale"
+            elif term.kind == "interaction" and x.shape[1] > 1:
+                sigma = np.full(x.shape[1], 1.0 / _wsd(x.sum(1, keepdims=True), w)[0])
+                basis = "1 / sd(x) on the logit scale"
+            else:
+                sigma, basis = 1.0 / _wsd(x, w), "1 / sd(x) on the logit scale"
+        else:
+            sigma = PRIOR_STD * unit / _wsd(x, w)
+            basis = f"{scale_name} / sd(x)"
+        widen += float(np.sum(sigma ** 2 * _wmean(x, w) ** 2))
+        common.append(TermPrior(name, "common", Dist("Normal", (("mu", 0.0), ("sigma", _vector(sigma)))),
+                                "default", basis))
+    if "Intercept" in dm.common.terms:
+        if "Intercept" in given:
+            out.append(TermPrior("Intercept", "intercept", _from_spec(given["Intercept"]), "spec"))
+        elif logit_binary:
+            out.append(TermPrior("Intercept", "intercept", Dist("Normal", (("mu", 0.0), ("sigma", 1.5))), "default",
+                                 "Normal(0, 1.5) on the logit scale"))
+        else:
+            mu = y_mean if identity else 0.0
+            sigma = math.sqrt((PRIOR_STD * unit) ** 2 + widen)
+            basis = (("mean(y), " if identity else "") + scale_name
+                     + (", widened for the slopes at the mean predictors" if widen else ""))
+            out.append(TermPrior("Intercept", "intercept", Dist("Normal", (("mu", mu), ("sigma", sigma))), "default",
+                                 basis))
+    out += common
+    group_terms = dm.group.terms if dm.group else {}
+    for name, term in group_terms.items():
+        if name in given:
+            out.append(TermPrior(name, "group", _from_spec(given[name]), "spec"))
+            continue
+        base = PRIOR_STD * unit if identity else GROUP_SD
+        if term.kind == "intercept":
+            sd, basis = np.array([base]), ("2.5 sd(y)" if identity else "1 on the link scale")
+        else:
+            kinds = [c.kind for c in getattr(term.expr, "components", ())] or [term.kind]
+            z = _columns(term.expr.data, n)
+            if all(k == "categoric" for k in kinds):
+                sd = np.full(z.shape[1], base)
+                basis = "2.5 sd(y) per level" if identity else "1 per level on the link scale"
+            else:
+                sd = base / _wsd(z, w)
+                basis = "2.5 sd(y) / sd(x)" if identity else "1 / sd(x) on the link scale"
+        hyper = Dist("HalfNormal", (("sigma", _vector(sd)),))
+        out.append(TermPrior(name, "group", Dist("Normal", (("mu", 0.0), ("sigma", hyper))), "default", basis))
+    aux = AUXILIARY.get(family)
+    if aux and aux in given:
+        out.append(TermPrior(aux, "auxiliary", _from_spec(given[aux]), "spec"))
+    elif aux == "sigma":
+        out.append(TermPrior("sigma", "auxiliary", Dist("HalfStudentT", (("nu", 4.0), ("sigma", y_sd))), "default",
+                             "sd(y)"))
+    elif aux == "alpha":
+        out.append(TermPrior("alpha", "auxiliary", Dist("HalfCauchy", (("beta", 1.0),)), "default",
+                             "Bambi's default (does not depend on the data)"))
+    elif aux == "threshold":
+        k = len(pd.unique(rows[info.response_vars[0]].dropna()))
+        mu = tuple(float(v) for v in np.round(np.linspace(-2, 2, num=max(k - 1, 1)), 2))
+        out.append(TermPrior("threshold", "auxiliary", Dist("Normal", (("mu", mu), ("sigma", 1.0))), "default",
+                             f"{k - 1} ordered cutpoints spread over -2..2 on the logit scale"))
+    unused = [name for name in given if name not in {p.term for p in out}]
+    if unused:
+        raise SpecError([Problem(f"the model has no term '{name}' to give this prior to", key=dotted(("model", "priors", name)),
+                                 file=str(loaded.path), line=loaded.line("model", "priors", name),
+                                 hint=f"its terms: {', '.join(p.term for p in out)}") for name in unused])
+    weighted = " (each weighted by its count)" if tables.weights else ""
+    if identity:
+        scale = (f"default priors are scaled to the outcome over the {w.sum():.0f} sample rows{weighted}: "
+                 f"mean {y_mean:.4g}, sd {y_sd:.4g}")
+    elif gaussian:
+        scale = (f"default priors: sigma is scaled to the outcome's sd ({y_sd:.4g}); the other defaults are on the "
+                 f"{link} link's scale")
+    else:
+        scale = (f"default priors are weakly informative on the {link} scale; slopes of numeric predictors are per "
+                 f"sd of the predictor over the {w.sum():.0f} sample rows{weighted}")
+    return tuple(out), scale
+
+
+# ----------------------------------------------------------------------------- building
+
+
+
+
+@dataclass(frozen=True)
+class Fit:
+    posterior: object  # xarray.DataTree
+    seconds: float
+    sampler: str
+
+
+
+def versions() -> dict[str, str]:
+    """Versions of the stack, read from the installed packages' metadata (nothing is imported)."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("bambi", "pymc", "pytensor", "arviz", "formulae", "numpy", "pandas", "nutpie"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:  # pragma: no cover - nutpie is optional
+            pass
+    return out
