@@ -37,8 +37,8 @@ def pooled_shift(mean_a, sd_a, mean_b, sd_b) -> np.ndarray:
     move = mb - ma
     with np.errstate(divide="ignore", invalid="ignore"):
         out = move / pooled
-    out = np.where((pooled == 0) & (move == 0), 0.0, out)
-    out = np.where((pooled == 0) & (move != 0), np.sign(move) * np.inf, out)
+        out = np.where((pooled == 0) & (move == 0), 0.0, out)
+        out = np.where((pooled == 0) & (move != 0), np.sign(move) * np.inf, out)
     return out
 
 
