@@ -35,14 +35,21 @@
       });
     });
   });
+  function labels(row) {  // the text of the label cells: numbers are for sorting, not for filtering
+    var out = [];
+    for (var i = 0; i < row.cells.length; i++) {
+      if (!row.cells[i].hasAttribute("data-v")) { out.push(row.cells[i].textContent); }
+    }
+    return (out.length ? out.join(" ") : row.textContent).toLowerCase();
+  }
   Array.prototype.forEach.call(document.querySelectorAll(".filter input"), function (input) {
     var table = document.getElementById(input.getAttribute("data-table"));
-    var shown = input.parentNode.querySelector(".shown");
+    var shown = input.closest(".filter").querySelector(".shown");
     input.addEventListener("input", function () {
       var words = input.value.toLowerCase().split(/\s+/).filter(Boolean);
       var n = 0, rows = table.tBodies[0].rows;
       for (var i = 0; i < rows.length; i++) {
-        var t = rows[i].textContent.toLowerCase();
+        var t = labels(rows[i]);
         var keep = words.every(function (w) { return t.indexOf(w) >= 0; });
         rows[i].hidden = !keep;
         if (keep) { n++; }
