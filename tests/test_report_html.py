@@ -131,7 +131,7 @@ def test_headline_numbers_are_the_run_folders(folder, html):
     support = table[table.estimand == "support"]
     lo, hi = support.loc[support["mean"].idxmin()], support.loc[support["mean"].idxmax()]
     assert f"{lo['mean']:.3g} to {hi['mean']:.3g}" in html
-    assert f"lowest state = {lo['state']}, highest state = {hi['state']}" in html
+    assert f"lowest {lo['state']}, highest {hi['state']}" in html
 
 
 def test_breakdown_is_a_sortable_table_of_every_group_with_numeric_sort_keys(folder, html):
@@ -146,7 +146,7 @@ def test_breakdown_is_a_sortable_table_of_every_group_with_numeric_sort_keys(fol
     # states without sample: no raw value, an empty sort key (sorted last by the script)
     row50 = rows[STATES.index("50")]
     assert row50[0] == "50" and "" in row50
-    assert 'placeholder="type to filter rows"' in html
+    assert '<div class="filter"><label>Filter <input type="search" data-table="t-est-support"' in html
 
 
 def test_every_figure_is_inline_svg_with_ids_unique_in_the_page(html):

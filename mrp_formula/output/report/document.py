@@ -64,11 +64,12 @@ def _breakdowns(view: RunView) -> list[dict]:
     out = []
     for name, by in P.breakdown_columns(view).items():
         rows = view.rows_of(name)
-        fixed = [c for c in view.label_columns if c not in by and rows[c].map(text).ne("").any()]
+        varying = [c for c in view.label_columns if c in view.by_columns.get(name, []) or c in by]
+        fixed = [c for c in view.label_columns if c not in varying and rows[c].map(text).ne("").any()]
         head = P.row_label(rows.iloc[0], fixed) if len(rows) else ""
         out.append({"name": name, "anchor": P.anchor(name), "by": by, "fixed": head,
                     "description": P.describe_estimand(view, name),
-                    "table": P.estimand_table(view, rows, by, f"t-{P.anchor(name)}")})
+                    "table": P.estimand_table(view, rows, varying, f"t-{P.anchor(name)}")})
     return out
 
 
@@ -81,7 +82,7 @@ def _side_by_side(view: RunView) -> P.Table | None:
     if not len(rows):
         return None
     cols = (P.Column("estimand"), P.Column("row"), P.Column("raw", True, P.COLUMN_TIPS["raw"]),
-            P.Column("weighted", True, P.COLUMN_TIPS["weighted"]), P.Column("MRP", True, "posterior mean"),
+            P.Column("weighted", True, P.COLUMN_TIPS["weighted"]), P.Column("MRP mean", True, "posterior mean"),
             P.Column(f"MRP {view.ci_name}", False), P.Column("MRP - raw", True, "what the model changed"))
     body = []
     for _, r in rows.iterrows():

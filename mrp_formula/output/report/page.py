@@ -294,6 +294,20 @@ def anchor(name: str) -> str:
     return "est-" + "".join(ch if ch.isalnum() else "-" for ch in name)
 
 
+def breakdown_groups(view: RunView, est: str) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of a breakdown estimand split by what is not broken down (an `at` level, a category):
+    (label of the split, rows); one split with label '' when nothing else varies."""
+    by = breakdown_columns(view).get(est, [])
+    rows = view.rows_of(est)
+    other = [c for c in view.by_columns.get(est, []) if c not in by]
+    if not other:
+        return [(row_label(rows.iloc[0], [c for c in view.label_columns if c not in by]) if len(rows) else "", rows)]
+    out = []
+    for _, sub in rows.groupby(other, sort=False):
+        out.append((row_label(sub.iloc[0], [c for c in view.label_columns if c not in by]), sub))
+    return out
+
+
 def headlines(view: RunView) -> list[Headline]:
     out = []
     breakdowns = breakdown_columns(view)
@@ -302,17 +316,19 @@ def headlines(view: RunView) -> list[Headline]:
         rows = view.rows_of(est)
         if est in breakdowns:
             by = breakdowns[est]
-            m = rows["mean"].astype(float)
-            if not len(m) or m.isna().all():
-                continue
-            lo, hi = rows.loc[m.idxmin()], rows.loc[m.idxmax()]
-            fixed = [c for c in cols if c not in by]
-            fixed_label = row_label(rows.iloc[0], fixed)
-            label = f"by {', '.join(by)}" + (f"; {fixed_label}" if fixed_label else "")
-            out.append(Headline(est, label, f"{fmt(m.min(), 3)} to {fmt(m.max(), 3)}",
-                                f"posterior means over {len(rows)} groups, lowest "
-                                f"{row_label(lo, by)}, highest {row_label(hi, by)}",
-                                link=anchor(est)))
+
+            def name(r, by=by):
+                return ", ".join(text(r.get(c)) for c in by if text(r.get(c)))
+
+            for fixed_label, sub in breakdown_groups(view, est):
+                m = pd.to_numeric(sub["mean"], errors="coerce")
+                if m.isna().all():
+                    continue
+                lo, hi = sub.loc[m.idxmin()], sub.loc[m.idxmax()]
+                label = f"by {', '.join(by)}" + (f"; {fixed_label}" if fixed_label else "")
+                out.append(Headline(est, label, f"{fmt(m.min(), 3)} to {fmt(m.max(), 3)}",
+                                    f"posterior means of {len(sub)} groups",
+                                    note=f"lowest {name(lo)}, highest {name(hi)}", link=anchor(est)))
             continue
         for _, r in rows.iterrows():
             out.append(Headline(est, row_label(r, cols), fmt(r.get("mean"), 3),
