@@ -311,3 +311,25 @@ def test_mrp_report_command(tmp_path, no_figures):
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert res.exit_code == EXIT_USAGE
     assert str(tmp_path / "nothing") in res.output and "not a run folder" in res.output
+
+
+def test_a_breakdown_set_at_several_levels_keeps_them_apart(tmp_path, no_figures):
+    spec = open(make_run(tmp_path / "a", posterior=False) / "spec.toml").read()
+    spec = spec.replace("[report]", '[estimands.arm]\nat = { treatment = ["control", "treatment"] }\n'
+                                    'by = ["state"]\n\n[report]')
+    f = make_run(tmp_path / "b", spec=spec, posterior=False)
+    table = pd.read_csv(f / "estimands.csv", dtype=str, keep_default_na=False)
+    extra = [{**table.iloc[0].to_dict(), "estimand": "arm", "treatment": arm, "state": s, "mean": str(m)}
+             for arm, base in (("control", 0.1), ("treatment", 0.3)) for s, m in zip(("01", "02", "03"),
+                                                                                  (base, base + 0.05, base + 0.1))]
+    pd.concat([table, pd.DataFrame(extra)]).to_csv(f / "estimands.csv", index=False)
+    v = RunView.from_folder(f)
+    assert P.breakdown_columns(v)["arm"] == ["state"]
+    cards = [h for h in P.headlines(v) if h.estimand == "arm"]
+    assert [(h.label, h.value) for h in cards] == [("by state; treatment = control", "0.1 to 0.2"),
+                                                  ("by state; treatment = treatment", "0.3 to 0.4")]
+    html = render(v)
+    head = re.search(r'<table class="sortable" id="t-est-arm">.*?<thead>(.*?)</thead>', html, re.S).group(1)
+    assert re.findall(r"<th[^>]*>(.*?)</th>", head)[:3] == ["treatment", "state", "mean"]
+    assert [r[:2] for r in _table_rows(html, "t-est-arm")] == [[a, s] for a in ("control", "treatment")
+                                                                for s in ("01", "02", "03")]

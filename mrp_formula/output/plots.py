@@ -14,6 +14,7 @@ long estimand draws, the posterior and the PPC table):
 * ``ppc.png``: observed vs predicted mean per level of each model variable.
 
 A figure with nothing to show is not written; the list returned names the files written.
+``figures(kinds, ...)`` returns the same figures unsaved (the HTML report renders them as SVG).
 Figures are built with ``matplotlib.figure.Figure`` and the Agg canvas, never with pyplot, so
 nothing depends on the interactive backend and no figure stays registered anywhere (there is
 no pyplot figure to close; a figure is freed with its last reference). Plain matplotlib
