@@ -528,7 +528,9 @@ def checks(view: RunView) -> list[Check]:
             advice = "Every parameter mixes well."
         out.append(Check("model parameters (worst R-hat, smallest ESS)", value,
                          f"R-hat at most {d.rhat_max}, ESS at least {params_floor}",
-                         "look" if (bad_r or bad_e) else "ok", advice, f"model parameters mix poorly ({value})"))
+                         # the estimands are what is reported: with them fine, poor mixing of parameters is a note
+                         ("note" if est_ok else "look") if (bad_r or bad_e) else "ok", advice,
+                         f"model parameters mix poorly ({value})"))
     if d.bfmi_min is not None:
         bad = d.bfmi_min < 0.3
         out.append(Check("energy BFMI (lowest chain)", f"{d.bfmi_min:.2f}", "at least 0.3", "look" if bad else "ok",
@@ -658,6 +660,10 @@ def verdict(view: RunView, checks_: list[Check] | None = None) -> Verdict:
                        f"below say how to fix it; then rerun.{also}", tuple(fails + looks))
     if looks:
         return Verdict("look", "look at this", f"Usable, but look at: {'; '.join(looks)}.", tuple(looks))
+    mixing = [c for c in cs if c.name.startswith("model parameters") and c.status == "note"]
+    if mixing:
+        return Verdict("ok", "ok", "The estimands converged and every check passes: the numbers can be used. "
+                       "Some model parameters mix poorly while the estimands they imply do not (see the diagnostics).")
     return Verdict("ok", "ok", "The sampler converged and every check passes: the numbers can be used.")
 
 
