@@ -336,3 +336,29 @@ def test_a_breakdown_set_at_several_levels_keeps_them_apart(tmp_path, no_figures
     assert re.findall(r"<th[^>]*>(.*?)</th>", head)[:3] == ["treatment", "state", "mean"]
     assert [r[:2] for r in _table_rows(html, "t-est-arm")] == [[a, s] for a in ("control", "treatment")
                                                                 for s in ("01", "02", "03")]
+
+
+def test_contrasts_by_group_are_summarised_and_categories_labelled(tmp_path, no_figures):
+    spec = open(make_run(tmp_path / "a", posterior=False) / "spec.toml").read()
+    spec = spec.replace("[report]", '[estimands.lift_by]\ncontrast = { treatment = ["treatment", "control"] }\n'
+                                    'by = ["state"]\n\n[report]')
+    f = make_run(tmp_path / "b", spec=spec, posterior=False)
+    table = pd.read_csv(f / "estimands.csv", dtype=str, keep_default_na=False)
+    lift = table[table.estimand == "lift"].iloc[0].to_dict()
+    wins = {"01": 0.99, "02": 0.97, "03": 0.5, "04": 0.01}
+    extra = [{**lift, "estimand": "lift_by", "state": s, "chance_to_win": str(w)} for s, w in wins.items()]
+    table = pd.concat([table, pd.DataFrame(extra)])
+    table.insert(3, "category", "")
+    table.loc[table.estimand == "rate", "category"] = ["yes", "no"]
+    table.to_csv(f / "estimands.csv", index=False)
+    v = RunView.from_folder(f)
+    assert v.label_columns == ["treatment", "state", "category"]
+    decisions, summaries = P.decisions(v)
+    assert [d.title for d in decisions] == ["lift: treatment vs control"]
+    assert [s.text for s in summaries] == ["lift_by by state: treatment very likely (>= 95%) higher in 2 of 4 groups, "
+                                           "control in 1; undecided in the rest."]
+    labels = [h.label for h in P.headlines(v) if h.estimand == "rate"]
+    assert labels == ["treatment = control, category yes", "treatment = treatment, category no"]
+    html = render(v)
+    assert P.anchor("lift_by") != P.anchor("lift-by") and re.fullmatch(r"[a-z0-9-]+", P.anchor("lift_by"))
+    assert f'<table class="sortable" id="t-{P.anchor("lift_by")}">' in html and "chance to win" in html

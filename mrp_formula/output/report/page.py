@@ -291,7 +291,12 @@ def breakdown_columns(view: RunView) -> dict[str, list[str]]:
 
 
 def anchor(name: str) -> str:
-    return "est-" + "".join(ch if ch.isalnum() else "-" for ch in name)
+    """An id for the estimand's section: its name, with a checksum when characters had to be replaced
+    (so 'a_b' and 'a-b' do not share one)."""
+    import zlib
+
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "-") else "-" for ch in name)
+    return "est-" + (safe if safe == name else f"{safe}-{zlib.crc32(name.encode()):08x}")
 
 
 def breakdown_groups(view: RunView, est: str) -> list[tuple[str, pd.DataFrame]]:
