@@ -193,3 +193,10 @@ def test_mrp_diff_refuses_a_folder_that_is_not_a_run(tmp_path, which):
     assert str(tmp_path / "plain") in res.output and "not a run folder" in res.output
     res = CliRunner().invoke(app, ["diff", *args, "--json"])
     assert res.exit_code == EXIT_USAGE and json.loads(res.stdout)["errors"][0]["file"] == str(tmp_path / "plain")
+
+
+def test_mrp_diff_html_to_a_folder_is_a_usage_error(tmp_path):
+    a = make_run(tmp_path / "a", posterior=False)
+    res = CliRunner().invoke(app, ["diff", str(a), str(a), "--html", str(tmp_path)])
+    assert res.exit_code == EXIT_USAGE
+    assert f"{tmp_path}: is a folder, not a file to write the page to" in res.output

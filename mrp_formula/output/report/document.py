@@ -69,7 +69,8 @@ def _breakdowns(view: RunView) -> list[dict]:
         head = P.row_label(rows.iloc[0], fixed) if len(rows) else ""
         out.append({"name": name, "anchor": P.anchor(name), "by": by, "fixed": head,
                     "description": P.describe_estimand(view, name),
-                    "table": P.estimand_table(view, rows, varying, f"t-{P.anchor(name)}")})
+                    "table": P.estimand_table(view, rows, varying, f"t-{P.anchor(name)}",
+                                              caption=f"lower, upper: the {view.ci_name}; {len(rows)} rows")})
     return out
 
 
@@ -161,9 +162,19 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
 
 
 def write_text_atomic(path: Path, text_: str) -> None:
+    """Write a page in one rename; a path that cannot be written is a usage error naming it."""
+    from mrp_formula.errors import Problem, UsageError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_dir():
+        raise UsageError(Problem("is a folder, not a file to write the page to", file=str(path),
+                                 hint=f"give a file name, e.g. {path / 'page.html'}"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(Problem(f"cannot write the page: {exc.strerror or exc}", file=str(path),
+                                 hint="choose a folder you can write to")) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text_)

@@ -28,8 +28,7 @@ def fmt(x, digits: int = 4) -> str:
         return "0"
     if abs(v) >= 10 ** digits and float(v).is_integer():
         return f"{v:,.0f}"
-    out = f"{v:.{digits}g}"
-    return out
+    return f"{v:.{digits}g}"
 
 
 def pct(p, missing: str = "") -> str:
@@ -73,10 +72,6 @@ class Table:
     rows: tuple[tuple[Cell, ...], ...]
     caption: str = ""
     filter: bool = True  # a text box that hides non-matching rows
-
-    @property
-    def n(self) -> int:
-        return len(self.rows)
 
 
 def num_cell(v, *, as_pct: bool = False, digits: int = 4, css: str = "") -> Cell:
