@@ -387,6 +387,46 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
     err.print(f"results in {result.out}", highlight=False)
 
 
+RunDirArg = Annotated[Path, typer.Argument(help="A run folder written by `mrp run` (runs/<name> by default).")]
+
+
+@app.command("report")
+def report_(run_dir: RunDirArg,
+            out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Write the page here instead of "
+                                                                              "RUN_DIR/report.html.")] = None,
+            as_json: JsonOpt = False) -> None:
+    """(Re)write report.html of a run folder: one self-contained page to open offline or send on."""
+    from mrp_formula.output.report import write_report
+
+    path = _call(write_report, as_json, run_dir, out)
+    if as_json:
+        sys.stdout.write(json.dumps({"ok": True, "report": str(path)}, indent=2) + "\n")
+        return
+    err.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@app.command("diff")
+def diff_(run_a: RunDirArg, run_b: RunDirArg,
+          html: Annotated[Optional[Path], typer.Option("--html", help="Also write the comparison as a "
+                                                                      "self-contained page to this file.")] = None,
+          show_all: Annotated[bool, typer.Option("--all", help="Show every estimand row, not only the ones that "
+                                                              "moved and the largest moves.")] = False,
+          as_json: JsonOpt = False) -> None:
+    """What changed between two runs: the spec, the inputs, and how far each estimand moved (in posterior sd)."""
+    from mrp_formula.commands.diff import diff_runs, renderables, write_html
+
+    d = _call(diff_runs, as_json, run_a, run_b)
+    written = _call(write_html, as_json, d, html) if html is not None else None
+    if as_json:
+        sys.stdout.write(json.dumps({"ok": True, **d.to_json(), **({"html": str(written)} if written else {})},
+                                    indent=2) + "\n")
+        return
+    for r in renderables(d, show_all):
+        err.print(r)
+    if written:
+        err.print(f"wrote {written}", markup=False, highlight=False)
+
+
 def main() -> None:
     try:
         app()

@@ -101,6 +101,11 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
         timings["total"] = time.perf_counter() - t0
         manifest["timings_seconds"] = timings
         write_json(manifest, tmp / "manifest.json")
+        report_note = _report(tmp)
+        if report_note:  # the page failed: say so in the results, which are complete
+            notes = notes + (report_note,)
+            manifest["notes"].append(report_note)
+            write_json(manifest, tmp / "manifest.json")
     return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
                      out=out_dir, notes=notes, manifest=manifest, warnings=warnings_,
                      failed=tuple(diag.problems(thresholds)) + tuple(w for w in warnings_ if "mismatch" in w),
@@ -118,6 +123,15 @@ def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
     except Exception as exc:  # plotting is a report, not a result
         return f"plots were not written ({type(exc).__name__}: {exc}); the tables are complete"
     return ""
+
+
+def _report(folder: Path) -> str:
+    """Write report.html from the files just staged; a failure costs a note, never the results."""
+    try:
+        from mrp_formula.output.report import report_note
+    except Exception as exc:  # e.g. jinja2 missing from a broken install
+        return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
+    return report_note(folder)
 
 
 SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_above_null", "p_in_rope",

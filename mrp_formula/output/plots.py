@@ -14,6 +14,7 @@ long estimand draws, the posterior and the PPC table):
 * ``ppc.png``: observed vs predicted mean per level of each model variable.
 
 A figure with nothing to show is not written; the list returned names the files written.
+``figures(kinds, ...)`` returns the same figures unsaved (the HTML report renders them as SVG).
 Figures are built with ``matplotlib.figure.Figure`` and the Agg canvas, never with pyplot, so
 nothing depends on the interactive backend and no figure stays registered anywhere (there is
 no pyplot figure to close; a figure is freed with its last reference). Plain matplotlib
@@ -217,7 +218,28 @@ def panel_grid(n: int, *, width: float, height: float, ncols: int = 3):
     return fig, axes
 
 
+class FigureSink:
+    """Stands in for the plots folder and keeps the figures instead of writing PNGs (the HTML
+    report renders them as SVG): ``sink / "forest.png"`` names a figure, ``figures`` lists them."""
+
+    def __init__(self) -> None:
+        self.figures: list[tuple[str, Figure]] = []
+
+    def __truediv__(self, name: str) -> "_SinkEntry":
+        return _SinkEntry(self, str(name))
+
+
+@dataclass(frozen=True)
+class _SinkEntry:
+    sink: FigureSink
+    name: str
+
+
 def _save(fig: Figure, path: Path) -> Path:
+    if isinstance(path, _SinkEntry):
+        FigureCanvasAgg(fig)
+        path.sink.figures.append((path.name, fig))
+        return path
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=DPI, facecolor="white")
     return path
@@ -713,12 +735,35 @@ def write_plots(folder: Path, *, estimands: pd.DataFrame, draws: pd.DataFrame, p
     """
     plots = Path(folder) / "plots"
     plots.mkdir(parents=True, exist_ok=True)
+    return _draw(plots, KINDS, estimands=estimands, draws=draws, posterior=posterior, ppc=ppc, ci_prob=ci_prob,
+                 ci_kind=ci_kind, ropes=ropes)
+
+
+KINDS = ("estimands", "forest", "raw_vs_mrp", "trace", "ppc")
+
+
+def figures(kinds=KINDS, *, estimands: pd.DataFrame | None = None, draws: pd.DataFrame | None = None,
+            posterior=None, ppc: pd.DataFrame | None = None, ci_prob: float = 0.95, ci_kind: str = "eti",
+            ropes: dict[str, tuple[float, float]] | None = None) -> list[tuple[str, Figure]]:
+    """The figures ``write_plots`` would write (only those of ``kinds``), not saved: (file name, figure)."""
+    sink = FigureSink()
+    _draw(sink, kinds, estimands=estimands, draws=draws, posterior=posterior, ppc=ppc, ci_prob=ci_prob,
+          ci_kind=ci_kind, ropes=ropes)
+    return sink.figures
+
+
+def _draw(plots, kinds, *, estimands, draws, posterior, ppc, ci_prob, ci_kind, ropes) -> list:
     ropes = {k: (float(v[0]), float(v[1])) for k, v in (ropes or {}).items() if v is not None}
     rows = _rows(estimands, draws) if estimands is not None and len(estimands) else []
-    out: list[Path] = []
-    out += _estimand_pages(rows, ci_prob, ci_kind, ropes, plots)
-    out += _forest(rows, ci_prob, ci_kind, ropes, plots)
-    out += _raw_vs_mrp(rows, ci_prob, ci_kind, plots)
-    out += _trace(posterior, plots)
-    out += _ppc(ppc, ci_prob, ci_kind, plots)
+    out: list = []
+    if "estimands" in kinds:
+        out += _estimand_pages(rows, ci_prob, ci_kind, ropes, plots)
+    if "forest" in kinds:
+        out += _forest(rows, ci_prob, ci_kind, ropes, plots)
+    if "raw_vs_mrp" in kinds:
+        out += _raw_vs_mrp(rows, ci_prob, ci_kind, plots)
+    if "trace" in kinds:
+        out += _trace(posterior, plots)
+    if "ppc" in kinds:
+        out += _ppc(ppc, ci_prob, ci_kind, plots)
     return out

@@ -1,0 +1,194 @@
+"""``render(view) -> str``: the run as one self-contained HTML page (styles, script and figures
+inline; it makes no request), and ``write_report(folder)``, which writes ``report.html`` into a
+run folder.
+
+The page reads top to bottom in the order a reader needs it: the question, the headline
+numbers, the decision numbers in words, raw vs weighted vs MRP, the breakdowns, the densities,
+the diagnostics with a verdict, the posterior predictive check, population coverage, the spec
+and the manifest. Tables are plain HTML (the page reads with scripts off); a few lines of
+inline script sort them (click a header) and filter them (the text box above).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from mrp_formula.output.report import page as P
+from mrp_formula.output.report.figures import Counter, Svg, draw
+from mrp_formula.output.report.view import RunView, text
+
+REPORT = "report.html"
+
+
+def environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("mrp_formula.output", "templates"),
+                             autoescape=jinja2.select_autoescape(("html", "j2")),
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["fmt"] = P.fmt
+    env.filters["pct"] = P.pct
+    return env
+
+
+def _figures(view: RunView) -> dict:
+    """The figures of the page, by section."""
+    counter = Counter()
+    common = {"ci_prob": view.ci_prob, "ci_kind": view.ci_kind, "ropes": view.ropes}
+    est, draws = view.estimands, view.draws
+    out: dict = {"densities": [], "raw_vs_mrp": [], "forest": {}, "trace": [], "ppc": []}
+    if draws is not None:
+        out["densities"] = draw(("estimands",), counter, estimands=est, draws=draws, **common)
+    out["raw_vs_mrp"] = draw(("raw_vs_mrp",), counter, estimands=est, draws=draws, **common)
+    for name in P.breakdown_columns(view):
+        out["forest"][name] = draw(("forest",), counter, estimands=view.rows_of(name), draws=view.draws_of(name),
+                                   **common)
+    if view.ppc is not None and len(view.ppc):
+        out["ppc"] = draw(("ppc",), counter, ppc=view.ppc, **common)
+    nc = view.folder / "posterior.nc"
+    if nc.is_file():
+        try:
+            import xarray as xr
+
+            with xr.open_datatree(nc, engine="h5netcdf") as dt:
+                posterior = dt.load()
+            out["trace"] = draw(("trace",), counter, posterior=posterior, **common)
+        except Exception as exc:  # a figure is a report, not a result
+            out["trace"] = [Svg("trace.png", "", f"{type(exc).__name__}: {exc}")]
+    return out
+
+
+def _breakdowns(view: RunView) -> list[dict]:
+    out = []
+    for name, by in P.breakdown_columns(view).items():
+        rows = view.rows_of(name)
+        varying = [c for c in view.label_columns if c in view.by_columns.get(name, []) or c in by]
+        fixed = [c for c in view.label_columns if c not in varying and rows[c].map(text).ne("").any()]
+        head = P.row_label(rows.iloc[0], fixed) if len(rows) else ""
+        out.append({"name": name, "anchor": P.anchor(name), "by": by, "fixed": head,
+                    "description": P.describe_estimand(view, name),
+                    "table": P.estimand_table(view, rows, varying, f"t-{P.anchor(name)}",
+                                              caption=f"lower, upper: the {view.ci_name}; {len(rows)} rows")})
+    return out
+
+
+def _side_by_side(view: RunView) -> P.Table | None:
+    """Raw sample value, classical weighted estimate and MRP for the headline rows."""
+    if "raw" not in view.estimands and "weighted" not in view.estimands:
+        return None
+    breakdowns = P.breakdown_columns(view)
+    rows = view.estimands[~view.estimands["estimand"].isin(list(breakdowns))]
+    if not len(rows):
+        return None
+    cols = (P.Column("estimand"), P.Column("row"), P.Column("raw", True, P.COLUMN_TIPS["raw"]),
+            P.Column("weighted", True, P.COLUMN_TIPS["weighted"]), P.Column("MRP mean", True, "posterior mean"),
+            P.Column(f"MRP {view.ci_name}", False), P.Column("MRP - raw", True, "what the model changed"))
+    body = []
+    for _, r in rows.iterrows():
+        mrp, raw = P._num(r.get("mean")), P._num(r.get("raw"))
+        body.append((P.Cell(str(r["estimand"])), P.Cell(P.row_label(r, view.label_columns) or "(whole population)"),
+                     P.num_cell(r.get("raw")), P.num_cell(r.get("weighted")), P.num_cell(mrp),
+                     P.Cell(f"{P.fmt(r.get('lower'))} to {P.fmt(r.get('upper'))}"),
+                     P.num_cell(None if mrp is None or raw is None else mrp - raw)))
+    return P.Table("t-side", cols, tuple(body), filter=len(body) > 8)
+
+
+def _ppc_table(view: RunView) -> P.Table | None:
+    p = view.ppc
+    if p is None or not len(p):
+        return None
+    has_cat = "category" in p and p["category"].ne("").any()
+    cols = [P.Column("variable"), P.Column("level")] + ([P.Column("category")] if has_cat else []) + [
+        P.Column("units", True, "sample units in the level"), P.Column("observed", True, "observed mean"),
+        P.Column("predicted", True, "posterior predictive mean"), P.Column("lower", True), P.Column("upper", True),
+        P.Column("inside", False, f"is the observed mean inside the predicted {view.ci_name}?")]
+    body = []
+    for _, r in p.iterrows():
+        inside = bool(r.get("inside", True))
+        cells = [P.Cell(text(r.get("variable"))), P.Cell(text(r.get("level")))]
+        if has_cat:
+            cells.append(P.Cell(text(r.get("category"))))
+        cells += [P.Cell(P.count(r.get("units")), P._num(r.get("units"))), P.num_cell(r.get("observed")),
+                  P.num_cell(r.get("predicted")), P.num_cell(r.get("lower")), P.num_cell(r.get("upper")),
+                  P.Cell("yes" if inside else "NO", css="" if inside else "bad")]
+        body.append(tuple(cells))
+    return P.Table("t-ppc", tuple(cols), tuple(body), filter=len(body) > 8)
+
+
+def _warnings(view: RunView) -> list[str]:
+    ws = list(view.warnings) + [n.removeprefix("warning: ") for n in view.notes if n.startswith("warning: ")]
+    return [w[0].upper() + w[1:] for w in ws if w]
+
+
+def context(view: RunView) -> dict:
+    """Everything the template shows."""
+    cs = P.checks(view)
+    verdict = P.verdict(view, cs)
+    decisions, decision_summaries = P.decisions(view)
+    k, n = P.ppc_outside(view)
+    return {
+        "view": view, "title": view.name, "description": view.description, "question": P.question(view),
+        "ci_name": view.ci_name, "headlines": P.headlines(view), "decisions": decisions,
+        "decision_summaries": decision_summaries, "side": _side_by_side(view), "breakdowns": _breakdowns(view),
+        "checks": cs, "verdict": verdict, "status_words": P.STATUS_WORDS, "warnings": _warnings(view),
+        "notes": [n for n in view.notes if not n.startswith("warning: ")], "ppc_table": _ppc_table(view),
+        "ppc_outside": k, "ppc_levels": n,
+        "coverage": [c for c in cs if c.name.startswith(("population", "design effect"))],
+        "figures": _figures(view), "spec_text": view.spec_text, "overrides": view.overrides,
+        "manifest": P.manifest_facts(view), "missing": list(view.missing),
+        "manifest_json": _json(view.manifest), "version": str(view.manifest.get("mrp_formula", "")),
+    }
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, default=str)
+
+
+def render(view: RunView) -> str:
+    """The report of a run as one self-contained HTML page."""
+    return environment().get_template("report.html.j2").render(**context(view))
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.html`` (or ``out``) for the run folder ``folder``, atomically."""
+    view = RunView.from_folder(folder)
+    target = Path(out) if out is not None else Path(folder) / REPORT
+    write_text_atomic(target, render(view))
+    return target
+
+
+def write_text_atomic(path: Path, text_: str) -> None:
+    """Write a page in one rename; a path that cannot be written is a usage error naming it."""
+    from mrp_formula.errors import Problem, UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(Problem("is a folder, not a file to write the page to", file=str(path),
+                                 hint=f"give a file name, e.g. {path / 'page.html'}"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(Problem(f"cannot write the page: {exc.strerror or exc}", file=str(path),
+                                 hint="choose a folder you can write to")) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text_)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def report_note(folder: Path) -> str:
+    """For ``pipeline.run``: write the report into the staged run folder; a failure costs a run note
+    (returned), never the results."""
+    try:
+        write_report(folder)
+    except Exception as exc:  # the report is a view of the results, not a result
+        return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
+    return ""
