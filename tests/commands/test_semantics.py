@@ -25,7 +25,7 @@ from mrp_formula.data.population import WEIGHT
 from mrp_formula.poststrat.sums import Reduced, poststratify
 from mrp_formula.spec.tree import EstimandSpec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _contrast_table(draws_a, draws_b, scale, rope=None):

@@ -11,7 +11,7 @@ import pytest
 import mrp_formula
 from mrp_formula.spec.tree import load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "spec-language.md"
 REFERENCE = ROOT / "docs" / "spec.md"
 TEXT = DOC.read_text()

@@ -12,7 +12,7 @@ import mrp_formula
 
 pytestmark = pytest.mark.slow  # every test here samples
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "examples" / "mrp_primer" / "primer.toml"
 DATA = SPEC.parent / "data"
 

@@ -10,7 +10,7 @@ import pytest
 
 from mrp_formula.commands.check import check
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted(ROOT.glob("specs/*.toml")) + sorted(ROOT.glob("examples/*/*.toml"))
 
 

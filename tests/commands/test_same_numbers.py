@@ -16,7 +16,7 @@ import mrp_formula
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 NUMBERS = ["mean", "median", "sd", "lower", "upper"]
 CASES = {  # name -> (spec, --set overrides): small fits, so the test stays quick

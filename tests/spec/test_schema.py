@@ -15,7 +15,7 @@ from mrp_formula.cli import app
 from mrp_formula.spec.schema import SCHEMA_FILE, json_schema, reference_markdown
 from mrp_formula.spec.tree import Spec, _inner_model, load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRAMMAR = ROOT / "docs" / "spec-language.md"
 SHIPPED = sorted(ROOT.glob("specs/*.toml")) + sorted(ROOT.glob("examples/**/*.toml"))
 runner = CliRunner()
