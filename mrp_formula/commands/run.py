@@ -77,10 +77,10 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)
     thresholds = Thresholds(rhat_max=spec.report.rhat_max, ess_min=spec.report.ess_min,
                             divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept)
-    warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.startswith("sample ratio mismatch"))
+    warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.level == "warning")
     cache_notes = (cache_note,) if cache_note else ()
     notes = (plan.notes + cache_notes + tuple(cov.notes())
-             + tuple(n for n in srm if not n.startswith("sample ratio mismatch")))
+             + tuple(n for n in srm if n.level != "warning"))
     manifest = _manifest(plan, fitted, diag, timings, notes + warnings_)
     manifest["fit_cache"] = {"key": key, "reused": cached}
     manifest["spec"]["overrides"] = list(overrides)  # spec.toml is the file; these were applied on top
@@ -108,7 +108,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
             write_json(manifest, tmp / "manifest.json")
     return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
                      out=out_dir, notes=notes, manifest=manifest, warnings=warnings_,
-                     failed=tuple(diag.problems(thresholds)) + tuple(w for w in warnings_ if "mismatch" in w),
+                     failed=tuple(diag.problems(thresholds)) + tuple(n for n in srm if n.code == "srm.mismatch"),
                      ppc=ppc_table)
 
 

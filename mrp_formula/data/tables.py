@@ -20,6 +20,7 @@ from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import DataError, MrpError, Problem, ProblemList, SpecError, did_you_mean
 from mrp_formula.spec.formula import FormulaInfo
 from mrp_formula.spec.levels import canon, canon_series
+from mrp_formula.spec.levels import natural_sort as _natural_sort
 from mrp_formula.data.population import WEIGHT, independent_joint, rake
 from mrp_formula.spec.tree import LoadedSpec
 
@@ -300,16 +301,6 @@ def _join(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: ProblemList
                          hint="add the missing keys to the joined table or fix the key columns")
         df = merged.drop(columns=tmp + ["_merge"])
     return df
-
-
-def _natural_sort(levels) -> list[str]:
-    def key(x: str):
-        try:
-            return (0, float(x), "")
-        except ValueError:
-            return (1, 0.0, x)
-
-    return sorted(levels, key=key)
 
 
 def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:

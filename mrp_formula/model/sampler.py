@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 import warnings
@@ -117,7 +116,9 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
 
 def _cores(chains: int) -> int:
     """Chains run in parallel on the machine's cores (PyMC's default is cpu_count // 2)."""
-    return max(1, min(chains, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    from mrp_formula.system import cpu_count
+
+    return max(1, min(chains, cpu_count()))
 
 
 # ----------------------------------------------------------------------------- prior draws (mrp prior, mrp recover)

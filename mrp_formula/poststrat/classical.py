@@ -18,6 +18,7 @@ from mrp_formula.spec.formula import FormulaInfo
 from mrp_formula.poststrat.sums import Reduced, Request
 from mrp_formula.data.population import WEIGHT, rake
 from mrp_formula.data.tables import Tables
+from mrp_formula.notes import Note
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def coverage(tables: Tables, info: FormulaInfo, family: str, categories=None) ->
                     design_effect=n / eff if eff > 0 else float("inf"))
 
 
-def srm_check(tables: Tables, allocation: dict[str, dict[str, float]]) -> list[str]:
+def srm_check(tables: Tables, allocation: dict[str, dict[str, float]]) -> list[Note]:
     """Sample ratio mismatch: observed arm counts against the planned allocation (chi-square)."""
     from scipy.stats import chisquare
 
@@ -222,10 +223,12 @@ def srm_check(tables: Tables, allocation: dict[str, dict[str, float]]) -> list[s
         p = float(chisquare(obs, expected).pvalue)
         detail = ", ".join(f"{lv}: {int(o)} (planned {e:.0f})" for lv, o, e in zip(levels, obs, expected))
         if p < 0.001:
-            notes.append(f"sample ratio mismatch in '{var}' (chi-square p = {p:.2g}; {detail}): the assignment "
-                         f"or the logging is broken; do not trust the comparison until it is explained")
+            notes.append(Note("srm.mismatch", f"sample ratio mismatch in '{var}' (chi-square p = {p:.2g}; {detail}): "
+                              f"the assignment or the logging is broken; do not trust the comparison until it "
+                              f"is explained", "warning"))
         else:
-            notes.append(f"sample ratio of '{var}' matches the planned allocation (p = {p:.2g}; {detail})")
+            notes.append(Note("srm.ok", f"sample ratio of '{var}' matches the planned allocation (p = {p:.2g}; "
+                              f"{detail})"))
     return notes
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import sparse
 
 from mrp_formula.data.population import WEIGHT
+from mrp_formula.spec.levels import natural_key
 
 Predict = Callable[[pd.DataFrame, tuple[str, ...]], np.ndarray]  # (cells, exclude) -> (S, n[, K])
 
@@ -60,10 +61,7 @@ def group_codes(cells: pd.DataFrame, by: tuple[str, ...]) -> tuple[np.ndarray, p
 
 
 def _natural_key(col: pd.Series) -> pd.Series:
-    num = pd.to_numeric(col, errors="coerce")
-    if num.notna().all():
-        return num
-    return col
+    return col.map(natural_key)
 
 
 def poststratify(cells: pd.DataFrame, predictor, requests: Iterable[Request], *,

@@ -20,7 +20,6 @@ totals of the chunk before, so the sums do not depend on the chunk size or the r
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -619,6 +618,6 @@ def _category_values(levels) -> np.ndarray:
 
 
 def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    from mrp_formula.system import cpu_count
+
+    return cpu_count()

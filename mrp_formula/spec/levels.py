@@ -42,3 +42,15 @@ def canon_series(s: pd.Series) -> pd.Series:
     out = out.astype(object)
     out[mask] = None
     return out
+
+
+def natural_key(level) -> tuple:
+    """Sort key of a level's text: numbers first, in numeric order ("2" before "10"), then text."""
+    try:
+        return (0, float(level), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(level))
+
+
+def natural_sort(levels) -> list:
+    return sorted(levels, key=natural_key)

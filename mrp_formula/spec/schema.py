@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import get_origin
 
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
+from mrp_formula.system import write_text_atomic  # noqa: F401 (the CLI's schema/init write through it)
 from mrp_formula.spec.priors import DISTRIBUTIONS, reference_markdown as distributions_markdown
 from mrp_formula.spec.tree import Spec, _inner_model, _level, _prior
 
@@ -314,22 +314,6 @@ def starter_spec(spec_path: str | Path) -> str:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def schema_text() -> str:

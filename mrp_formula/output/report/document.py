@@ -11,8 +11,6 @@ inline script sort them (click a header) and filter them (the text box above).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from mrp_formula.output.report import page as P
@@ -164,6 +162,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
 def write_text_atomic(path: Path, text_: str) -> None:
     """Write a page in one rename; a path that cannot be written is a usage error naming it."""
     from mrp_formula.errors import Problem, UsageError
+    from mrp_formula.system import write_text_atomic as write
 
     path = Path(path)
     if path.is_dir():
@@ -171,17 +170,10 @@ def write_text_atomic(path: Path, text_: str) -> None:
                                  hint=f"give a file name, e.g. {path / 'page.html'}"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write(path, text_)
     except OSError as exc:
         raise UsageError(Problem(f"cannot write the page: {exc.strerror or exc}", file=str(path),
                                  hint="choose a folder you can write to")) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text_)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def report_note(folder: Path) -> str:
