@@ -93,12 +93,11 @@ def decision_lines(df) -> list[str]:
         return out
     for _, row in df[df["chance_to_win"].notna()].iterrows():
         label_cols = [c for c in df.columns[: df.columns.get_loc("scale")] if c != "estimand"]
-        labels = [str(row[c]) for c in label_cols if isinstance(row[c], str) and " vs " in row[c]]
-        if not labels:
+        first, second = row.get("first"), row.get("second")
+        if not isinstance(first, str) or not isinstance(second, str):
             continue
-        first, second = labels[0].split(" vs ", 1)
         groups = ", ".join(f"{c}={row[c]}" for c in label_cols
-                           if isinstance(row[c], str) and row[c] and " vs " not in row[c])
+                           if isinstance(row[c], str) and row[c] and row[c] != f"{first} vs {second}")
         unit = row.get("expected_loss_unit")
         unit = unit if isinstance(unit, str) and unit else "outcome units"
         ratio = f", not {row['scale'].replace('_', ' ')} units" if row.get("scale") in ("ratio", "odds_ratio") else ""

@@ -110,6 +110,7 @@ def make_run(folder: Path, *, seed: int = 0, chains: int = 4, draws: int = 250, 
         rec["p_above_null"] = float(np.mean(x > 1)) if scale else np.nan
         rec["p_in_rope"] = float(np.mean((x >= 0.98) & (x <= 1.02))) if scale else np.nan
         if scale:
+            rec.update(first="treatment", second="control")
             rec.update(chance_to_win=float(np.mean(a > b)), expected_loss_first=float(np.mean(np.maximum(b - a, 0))),
                        expected_loss_second=float(np.mean(np.maximum(a - b, 0))))
         rec["raw"] = float(rec["mean"] * 1.1)
@@ -122,7 +123,8 @@ def make_run(folder: Path, *, seed: int = 0, chains: int = 4, draws: int = 250, 
         long.append(pd.DataFrame({"chain": chain, "draw": draw, "estimand": est,
                                   "treatment": labels.get("treatment"), "state": labels.get("state"), "value": x}))
     table = pd.DataFrame(rows)
-    cols = ["estimand", "treatment", "state", "scale", "mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind",
+    cols = ["estimand", "treatment", "state", "scale", "first", "second", "mean", "median", "sd", "lower", "upper",
+            "ci_prob", "ci_kind",
             "p_above_null", "p_in_rope", "chance_to_win", "expected_loss_first", "expected_loss_second", "raw",
             "weighted", "ess_bulk", "r_hat"]
     table[cols].to_csv(folder / "estimands.csv", index=False)

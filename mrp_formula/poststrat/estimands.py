@@ -31,7 +31,7 @@ class Piece:
     first: Request
     second: Request | None = None  # contrasts: first vs second
     contrast_var: str | None = None  # a population variable compared within the by groups
-    contrast_levels: tuple[str, str] | None = None
+    contrast_levels: tuple[str, str] | None = None  # the two levels compared (first, second)
     scale: str | None = None
 
 
@@ -61,7 +61,7 @@ def plan(estimands: dict[str, EstimandSpec], population_vars: tuple[str, ...]) -
             else:
                 ra = Request(Scenario(tuple(at.items()) + ((var, a),), exclude), by)
                 rb = Request(Scenario(tuple(at.items()) + ((var, b),), exclude), by)
-                pieces.append(Piece(name, label, ra, rb, scale=est.scale))
+                pieces.append(Piece(name, label, ra, rb, contrast_levels=(a, b), scale=est.scale))
     return pieces
 
 
@@ -94,7 +94,7 @@ def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: 
         if p.contrast_var is None and p.second is None:
             vals = first.values  # (S, G)
             groups = first.groups
-        elif p.second is not None:
+        elif p.second is not None:  # a contrast of counterfactuals: the variable set to each level
             second = reduced[p.second]
             sides = (first.values, second.values)
             vals = SCALES[p.scale](*sides)
@@ -119,6 +119,8 @@ def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: 
             for col in groups.columns:
                 row[col] = groups.loc[gi, col]
             row["scale"] = p.scale or ""
+            if p.contrast_levels is not None:  # typed, so that nobody splits the "a vs b" label
+                row["first"], row["second"] = p.contrast_levels
             if vals.ndim == 3:
                 for k, cat in enumerate(categories):
                     rows.append({**row, "category": cat, **_decision(sides, gi, k)})
@@ -132,7 +134,7 @@ def assemble(pieces: list[Piece], reduced: dict[Request, Reduced], *, n_chains: 
     for col in group_columns:
         if col not in table.columns:
             table[col] = None
-    extra = [c for c in DECISION if c in table.columns]
+    extra = [c for c in ("first", "second") + DECISION if c in table.columns]
     table = table[["estimand"] + group_columns + ["scale"] + extra]
     return EstimandDraws(rows=table, draws=np.vstack(blocks) if blocks else np.zeros((0, n_chains * n_draws)),
                          n_chains=n_chains, n_draws=n_draws)

@@ -32,7 +32,9 @@ def numbers(name: str, out: Path) -> pd.DataFrame:
         subprocess.run([sys.executable, str(ROOT / "examples" / "ab_click" / "generate.py")], check=True)
     result = mrp_formula.run(spec, out=out, overrides=overrides, cache=False)
     table = result.estimands
-    labels = [c for c in table.columns if c not in NUMBERS and table[c].dtype == object]
+    labels = [c for c in ("estimand", *result.manifest.get("group_columns", ()), "scale") if c in table.columns]
+    labels += [c for c in table.columns if c not in labels and c not in NUMBERS and pd.api.types.is_string_dtype(table[c])
+               and c not in ("ci_kind", "expected_loss_unit", "first", "second")]
     return table[labels + NUMBERS].reset_index(drop=True)
 
 

@@ -232,7 +232,8 @@ def no_figures(monkeypatch):
 
 
 def _row(**kw):
-    base = {"estimand": "lift", "treatment": "treatment vs control", "state": "", "scale": "ratio", "mean": 1.5,
+    base = {"estimand": "lift", "treatment": "treatment vs control", "state": "", "scale": "ratio",
+            "first": "treatment", "second": "control", "mean": 1.5,
             "lower": 1.2, "upper": 1.8, "p_above_null": 0.999, "p_in_rope": 0.0, "chance_to_win": 0.999,
             "expected_loss_first": 1e-6, "expected_loss_second": 0.02}
     base.update(kw)

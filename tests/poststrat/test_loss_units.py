@@ -29,6 +29,8 @@ def _table():
         "estimand": ["rate", "rate", "lift", "odds", "diff"],
         "treatment": ["control", "treatment", "treatment vs control", "treatment vs control", "treatment vs control"],
         "scale": ["", "", "ratio", "odds_ratio", "difference"],
+        "first": [None, None, "treatment", "treatment", "treatment"],
+        "second": [None, None, "control", "control", "control"],
         "mean": [0.05, 0.075, 1.5, 1.55, 0.025],
         "chance_to_win": [np.nan, np.nan, 0.99, 0.99, 0.99],
         "expected_loss_first": [np.nan, np.nan, 0.0001, 0.0001, 0.0001],

@@ -358,12 +358,9 @@ def _likely(p: float) -> str:
 
 
 def contrast_levels(row, cols: list[str]) -> tuple[str, str] | None:
-    for c in cols:
-        v = text(row.get(c))
-        if " vs " in v:
-            a, b = v.split(" vs ", 1)
-            return a, b
-    return None
+    """The two levels a contrast row compares: its typed ``first`` and ``second`` columns."""
+    first, second = text(row.get("first")), text(row.get("second"))
+    return (first, second) if first and second else None
 
 
 def decision(view: RunView, row) -> Decision | None:
@@ -375,7 +372,7 @@ def decision(view: RunView, row) -> Decision | None:
     scale = text(row.get("scale")) or "difference"
     null = NULL.get(scale, 0.0)
     outcome = outcome_words(view)
-    others = [c for c in view.label_columns if " vs " not in text(row.get(c))]
+    others = [c for c in view.label_columns if text(row.get(c)) != f"{first} vs {second}"]
     where = row_label(row, others)
     title = f"{est}: {first} vs {second}" + (f" ({where})" if where else "")
     mean, lo, hi = _num(row.get("mean")), _num(row.get("lower")), _num(row.get("upper"))
