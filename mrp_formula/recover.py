@@ -589,7 +589,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
         write_table(summary, tmp / "recovery.csv")
         write_table(reps, tmp / "recovery_replicates.csv")
         plot_rank_histogram(reps, summary, tmp / "rank_histogram.png",
-                            title=f"{spec.name}, {KIND[truth]} ({truth} truths): rank of the truth among "
+                            title=f"{spec.name}, {KIND[truth]} with {truth} truths: rank of the truth among "
                                   f"{int(reps['rank_draws'].max())} thinned posterior draws, {len(good)} replicates")
         write_json(manifest, tmp / "manifest.json")
     return RecoveryResult(summary=summary, replicates=reps, out=out_dir, notes=tuple(notes),
