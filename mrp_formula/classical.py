@@ -275,7 +275,7 @@ def replicate_means(family: str, mean: np.ndarray, n_units: float, rng: np.rando
         rate = np.where(np.isfinite(shape) & (m1 > 0), rng.gamma(np.where(np.isfinite(shape), shape, 1.0),
                                                                   np.maximum(scale, 0.0)), m1)
         return rng.poisson(rate) / n
-    trials = max(int(round(n)), 1)
+    trials = max(round(n), 1)
     if family in ("bernoulli", "binomial"):
         return rng.binomial(trials, np.clip(mean, 0, 1)) / trials
     if family in ("categorical", "cumulative"):

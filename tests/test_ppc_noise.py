@@ -152,9 +152,9 @@ def test_replicated_means_have_the_family_variance():
     n = 3.0
     mean = np.full(reps, 2.5)
     cases = {
-        "gaussian": (dict(noise=np.full(reps, SIGMA)), SIGMA**2 / n),
+        "gaussian": ({"noise": np.full(reps, SIGMA)}, SIGMA**2 / n),
         "poisson": ({}, 2.5 / n),
-        "negativebinomial": (dict(noise=np.full(reps, ALPHA), mean_sq=mean**2), (2.5 + 2.5**2 / ALPHA) / n),
+        "negativebinomial": ({"noise": np.full(reps, ALPHA), "mean_sq": mean**2}, (2.5 + 2.5**2 / ALPHA) / n),
     }
     for family, (kw, var) in cases.items():
         x = classical.replicate_means(family, mean, n, rng, **kw)

@@ -208,7 +208,7 @@ def test_a_pipeline_that_ignores_the_population_is_caught(ab_dir, monkeypatch):
         assert abs(s.loc[label, "mean_error"]) > 2 * abs(g.loc[label, "mean_error"])
         # the truth falls outside all the draws more often (on either side: with prior truths the
         # sign of the bias follows the drawn gender effect, so a two-bin rank test cannot see it)
-        def outside(reps):
+        def outside(reps, label=label):
             r = reps[reps["label"] == label]
             return ((r["rank"] == 0) | (r["rank"] == r["rank_draws"])).mean()
         assert outside(bad.replicates) > outside(good.replicates)

@@ -15,7 +15,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mrp_formula import recover as rec
 from mrp_formula import tables as tables_mod

@@ -21,7 +21,6 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binom
 from typer.testing import CliRunner
 
 from mrp_formula import model as model_mod
@@ -113,7 +112,7 @@ def test_summary_of_posterior_truths_has_no_verdict():
 
 
 def test_only_a_passing_sbc_run_is_calibrated():
-    common = dict(summary=pd.DataFrame(), replicates=pd.DataFrame(), out=None, notes=(), seconds=0.0)
+    common = {"summary": pd.DataFrame(), "replicates": pd.DataFrame(), "out": None, "notes": (), "seconds": 0.0}
     assert rec.RecoveryResult(coverage_off=(), ranks_off=(), failed=(), truth="prior", **common).calibrated is True
     assert rec.RecoveryResult(coverage_off=("x",), ranks_off=(), failed=(), truth="prior",
                               **common).calibrated is False
@@ -161,8 +160,8 @@ def test_frozen_priors_do_not_follow_the_data(tmp_path):
     and keeps its own parameterization of each group term."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    real, plan = _model(_gaussian(tmp_path / "a"))
-    other, other_plan = _model(_gaussian(tmp_path / "b", scale=1000.0))
+    real, _ = _model(_gaussian(tmp_path / "a"))
+    other, _ = _model(_gaussian(tmp_path / "b", scale=1000.0))
     frozen = model_mod.frozen_priors(real)
     described = model_mod.describe_priors(frozen)
     assert {"Intercept", "1|g", "sigma"} <= set(described)
@@ -170,7 +169,8 @@ def test_frozen_priors_do_not_follow_the_data(tmp_path):
     assert before["Intercept"] != described["Intercept"] and before["sigma"] != described["sigma"]
     model_mod.set_frozen_priors(other, frozen, {"1|g": "centered"})
     after = model_mod.frozen_priors(other)
-    strip = lambda s: s.replace(", noncentered: True", "").replace(", noncentered: False", "")  # noqa: E731
+    def strip(text):
+        return text.replace(", noncentered: True", "").replace(", noncentered: False", "")
     assert {k: strip(v) for k, v in model_mod.describe_priors(after).items()} == \
         {k: strip(v) for k, v in described.items()}
     assert after["1|g"].noncentered is False
