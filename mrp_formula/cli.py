@@ -260,14 +260,21 @@ def recover_(spec: SpecArg,
              out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/<name>/recovery).")] = None,
              set_: SetOpt = None,
              jobs: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (default min(2, CPUs)).")] = None,
-             source: Annotated[str, typer.Option(help="True parameters from the 'posterior' of a first fit, "
-                                                      "or from the 'prior'.")] = "posterior",
+             truth: Annotated[Optional[str], typer.Option(
+                 help="Where the true parameters come from: 'prior' (default; simulation-based calibration, "
+                      "tested) or 'posterior' of a first fit (a descriptive recovery check, no verdict).")] = None,
+             source: Annotated[Optional[str], typer.Option(hidden=True, help="Former name of --truth.")] = None,
              as_json: JsonOpt = False,
              strict: Annotated[bool, typer.Option(help="Exit 5 when coverage or ranks are off.")] = False,
              verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
              into_existing: IntoOpt = False,
              ) -> None:
-    """Simulate data from known parameters, refit, and check that the intervals cover the truth."""
+    """Simulate data from known parameters, refit, and check that the intervals cover the truth.
+
+    With --truth prior (the default) this is simulation-based calibration: coverage and rank
+    uniformity are tested (5% family-wise, Bonferroni) and a run that passes is calibrated. With
+    --truth posterior it is a recovery check around the fitted posterior, reported without a verdict.
+    """
     _setup_logging(verbose)
     from mrp_formula.errors import DiagnosticsError
     from mrp_formula.commands.recover import recover as do_recover
@@ -279,14 +286,17 @@ def recover_(spec: SpecArg,
             err.print(f"replicate {replicate} done ({done}/{total}, {seconds:.1f} s)", highlight=False)
 
     result = _call(do_recover, as_json, spec, replicates=replicates, out=out, overrides=tuple(set_ or ()), jobs=jobs,
-                            source=source, on_replicate=tick, into_existing=into_existing)
+                            truth=truth, source=source, on_replicate=tick, into_existing=into_existing)
     off = bool(result.coverage_off or result.ranks_off)
     failed_strict = strict and (off or bool(result.failed))
+    tested = result.truth == "prior"
     if as_json:
         from mrp_formula.errors import EXIT_DIAGNOSTICS
         from mrp_formula.output.files import table_records
 
-        doc = {"ok": not failed_strict, "out": str(result.out), "coverage_ok": not result.coverage_off,
+        doc = {"ok": not failed_strict, "out": str(result.out), "truth": result.truth, "kind": result.kind,
+               "calibrated": result.calibrated,
+               "coverage_ok": (not result.coverage_off) if tested else None,
                "coverage_off": list(result.coverage_off), "ranks_off": list(result.ranks_off),
                "failed": list(result.failed), "seconds": round(result.seconds, 1),
                "recovery": table_records(result.summary), "notes": list(result.notes)}
@@ -297,20 +307,31 @@ def recover_(spec: SpecArg,
             raise typer.Exit(EXIT_DIAGNOSTICS)
         return
     for note in result.notes:
-        if note.startswith(("coverage is OFF", "ranks of the truth")) or "failed" in note:
-            err.print(f"[yellow]warning[/]: {note}", highlight=False)
+        if note.startswith(("coverage is OFF", "ranks of the truth", "verdict: NOT")) or "failed" in note:
+            err.print(f"[yellow]warning[/]: {escape(note)}", highlight=False)
         else:
             err.print(f"note: {note}", markup=False, highlight=False)
-    from rich.markup import escape
-
-    s = result.summary.assign(label=[escape(x) for x in result.summary["label"]])
-    shown = s[["label", "replicates", "covered", "coverage", "band_lower", "band_upper", "mean_error",
-               "mean_abs_error", "rank_p"]].assign(status=["ok" if c and r else ("OFF" if not c else "ranks")
-                                                            for c, r in zip(s["coverage_ok"], s["ranks_ok"])])
+    s = result.summary
     ci = s.iloc[0]
-    print_table(shown, f"recovery: coverage of the {ci['ci_prob']:.0%} {str(ci['ci_kind']).upper()} intervals "
-                       f"over {int(s['replicates'].max())} replicates")
-    verdict = "[bold red]coverage is OFF[/]" if result.coverage_off else "[green]coverage is plausible[/]"
+    if tested:
+        shown = s[["label", "replicates", "covered", "coverage", "band_lower", "band_upper", "mean_error",
+                   "mean_abs_error", "rank_p"]].assign(status=["ok" if c and r else ("OFF" if not c else "ranks")
+                                                                for c, r in zip(s["coverage_ok"], s["ranks_ok"])])
+        title = (f"calibration (SBC, prior truths): coverage of the {ci['ci_prob']:.0%} "
+                 f"{str(ci['ci_kind']).upper()} intervals over {int(s['replicates'].max())} replicates")
+    else:
+        shown = s[["label", "replicates", "covered", "coverage", "mean_error", "mean_error_sd", "mean_abs_error",
+                   "rank_p"]]
+        title = (f"recovery check (posterior truths, descriptive, not a calibration test): coverage of the "
+                 f"{ci['ci_prob']:.0%} {str(ci['ci_kind']).upper()} intervals over "
+                 f"{int(s['replicates'].max())} replicates")
+    print_table(shown, title)
+    if not tested:
+        verdict = "[yellow]recovery check only[/] (use --truth prior to test calibration)"
+    elif result.calibrated:
+        verdict = "[green]calibrated[/]"
+    else:
+        verdict = "[bold red]NOT calibrated[/]"
     err.print(f"{verdict}; results in {result.out} ({result.seconds:.0f} s)", highlight=False)
     if failed_strict:
         _fail(DiagnosticsError("recovery checks failed (see the warnings above)"), as_json)

@@ -69,7 +69,8 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                                                          group_cols)], axis=1)
     table = _ordered(table, group_cols)
     ppc_table = classical.ppc(tables, info, family, predictor.categories, predictor,
-                              predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind)
+                              predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind,
+                              posterior=fitted.posterior, seed=spec.fit.seed)
     cov = classical.coverage(tables, info, family, predictor.categories)
     srm = classical.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
     timings["checks"] = time.perf_counter() - t2

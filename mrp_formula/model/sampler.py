@@ -91,6 +91,92 @@ def _quiet_loggers():
             logging.getLogger(name).setLevel(level)
 
 
+# ----------------------------------------------------------------------------- frozen priors (mrp recover --truth prior)
+
+IMPROPER = ("Flat", "HalfFlat")
+
+
+def frozen_priors(model) -> dict:
+    """Every prior of a Bambi model as resolved on its data, as copies that Bambi will not rescale.
+
+    Bambi scales its default priors to the data (the intercept and slopes of a gaussian model
+    to the outcome's mean and sd, the gaussian sigma to the outcome's sd, ...), and whatever
+    :func:`build_model` gives a group term by default may do so too. Simulation-based calibration
+    needs one fixed prior for the truths and every refit: these copies, handed to
+    :func:`set_frozen_priors` of a model of other outcomes, give it exactly these priors.
+    Keys are Bambi's names (``Intercept``, ``x``, ``1|g``, ``sigma``, ``alpha``, ``threshold``);
+    the priors of a distributional component other than the parent are a nested dict.
+    """
+    import copy
+
+    from bambi import Prior
+
+    def frozen(prior):
+        prior = copy.deepcopy(prior)
+        if isinstance(prior, Prior):
+            prior.auto_scale = False
+            for v in prior.args.values():
+                if isinstance(v, Prior):
+                    v.auto_scale = False
+        return prior
+
+    parent = model.family.likelihood.parent
+    out: dict = {}
+    components = model.parameters if hasattr(type(model), "parameters") else model.components
+    for cname, comp in components.items():
+        terms = getattr(comp, "terms", None)
+        if terms is None:  # a constant component: sigma, alpha, threshold
+            out[cname] = frozen(comp.prior)
+            continue
+        priors = {t: frozen(term.prior) for t, term in terms.items() if getattr(term, "prior", None) is not None}
+        if cname == parent:
+            out.update(priors)
+        else:
+            out[cname] = priors
+    return out
+
+
+def describe_priors(priors: dict) -> dict[str, str]:
+    """``{name: "Normal(mu: 0.0, sigma: 1.5)"}``, nested components as ``component.term``."""
+    out = {}
+    for name, prior in priors.items():
+        if isinstance(prior, dict):
+            out.update({f"{name}.{t}": str(p) for t, p in describe_priors(prior).items()})
+        else:
+            out[name] = " ".join(str(prior).split())
+    return out
+
+
+def improper_priors(priors: dict) -> list[str]:
+    """Names whose prior (or a hyperprior of it) is improper, so that it cannot be sampled."""
+    from bambi import Prior
+
+    bad = []
+    for name, prior in priors.items():
+        if isinstance(prior, dict):
+            bad += [f"{name}.{t}" for t in improper_priors(prior)]
+        elif isinstance(prior, Prior) and (prior.name in IMPROPER or any(
+                isinstance(v, Prior) and v.name in IMPROPER for v in prior.args.values())):
+            bad.append(name)
+    return bad
+
+
+def set_frozen_priors(model, priors: dict, parameterization: dict[str, str]) -> None:
+    """Give ``model`` exactly ``priors`` (from :func:`frozen_priors`), keeping its own
+    parameterization of each group term (``FitPlan.parameterization``)."""
+    import copy
+
+    from bambi import Prior
+
+    priors = copy.deepcopy(priors)
+    for name, prior in priors.items():
+        if name in parameterization and isinstance(prior, Prior):
+            prior.noncentered = parameterization[name] == "noncentered"
+    with warnings.catch_warnings(), _quiet_loggers():
+        warnings.simplefilter("ignore")
+        model.set_priors(priors=priors)
+
+
 # ----------------------------------------------------------------------------- fitting
 def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: bool = False) -> Fit:
     """Sample the posterior; progress and sampler logs go to stderr, never stdout."""
@@ -99,7 +185,7 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
     kwargs = dict(draws=f.draws, tune=f.tune, chains=f.chains, random_seed=f.seed,
                   progressbar=bool(progress and sys.stderr.isatty()))
     try:
-        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers():
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers(), _exact_math():
             warnings.simplefilter("ignore")
             if f.sampler == "nutpie" and mass_matrix == "low_rank":
                 kwargs["nuts"] = {"low_rank_modified_mass_matrix": True}
@@ -112,6 +198,18 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
                                file=str(loaded.path), line=loaded.line("fit"),
                                hint="try sampler = \"pymc\", stronger priors, or a simpler model")) from None
     return Fit(posterior=dt, seconds=time.perf_counter() - start, sampler=f.sampler)
+
+
+@contextlib.contextmanager
+def _exact_math():
+    """Compile the model's numba code (nutpie) without fastmath. With fastmath, functions loaded
+    from PyTensor's compile cache and freshly compiled ones round differently (measured: posterior
+    means of the same spec, data and seed differ at 1e-7 between a first run and later ones), so a
+    result would depend on the state of the cache. Numba keys its cache by the flag."""
+    import pytensor
+
+    with pytensor.config.change_flags(numba__fastmath=False):
+        yield
 
 
 def _cores(chains: int) -> int:
@@ -136,7 +234,7 @@ def sample_prior(model, *, draws: int, seed: int):
     import xarray as xr
 
     try:
-        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers():
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers(), _exact_math():
             warnings.simplefilter("ignore")
             if not model.built:
                 model.build()
@@ -202,7 +300,7 @@ def pointwise_log_likelihood(model, posterior, data: pd.DataFrame | None = None)
     if data is not None:
         data = data.reset_index(drop=True)
     try:
-        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers():
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers(), _exact_math():
             warnings.simplefilter("ignore")
             dt = model.compute_log_likelihood(posterior, data=data, inplace=False)
     except KeyboardInterrupt:
