@@ -124,7 +124,7 @@ def _call(fn, as_json: bool, *args, **kwargs):
 def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Validate a spec short of sampling: keys, files, columns, levels, terms, population coverage."""
     _setup_logging(False)
-    from mrp_formula.poststrat import classical as classical
+    from mrp_formula.checks import coverage as coverage_mod
     from mrp_formula.commands.check import check as do_check
     from mrp_formula.steps import out_notes
 
@@ -142,7 +142,7 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
                "coverage": plan.coverage.to_json() if plan.coverage is not None else None,
                "priors": [p.to_json() for p in fp.priors], "prior_scale": fp.prior_scale}
     coverage_notes = ([] if plan.coverage is None else
-                      classical.coverage_lines(plan.coverage, plan.tables.new_levels))
+                      coverage_mod.coverage_lines(plan.coverage, plan.tables.new_levels))
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return

@@ -37,7 +37,7 @@ class Plan:
     info: FormulaInfo
     tables: Tables
     fit_plan: object  # model.FitPlan
-    coverage: object = None  # classical.Coverage, filled in by ``check``
+    coverage: object = None  # checks.coverage.Coverage, filled in by ``check``
 
     @property
     def notes(self) -> tuple[str, ...]:

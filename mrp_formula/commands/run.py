@@ -11,6 +11,8 @@ import pandas as pd
 from mrp_formula import __version__
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.output.files import sha256_file, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.checks import coverage as coverage_mod
+from mrp_formula.checks import ppc as ppc_mod
 from mrp_formula.poststrat import classical as classical
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.output.files import check_out
@@ -68,11 +70,11 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     table = pd.concat([table, classical.raw_and_weighted(pieces, tables, info, family, predictor.categories,
                                                          group_cols)], axis=1)
     table = _ordered(table, group_cols)
-    ppc_table = classical.ppc(tables, info, family, predictor.categories, predictor,
+    ppc_table = ppc_mod.ppc(tables, info, family, predictor.categories, predictor,
                               predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind,
                               posterior=fitted.posterior, seed=spec.fit.seed)
-    cov = classical.coverage(tables, info, family, predictor.categories)
-    srm = classical.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
+    cov = coverage_mod.coverage(tables, info, family, predictor.categories)
+    srm = coverage_mod.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
     timings["checks"] = time.perf_counter() - t2
 
     diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)

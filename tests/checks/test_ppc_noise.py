@@ -21,7 +21,7 @@ from scipy.special import expit
 from scipy.stats import binom
 
 import mrp_formula
-from mrp_formula.poststrat import classical as classical
+from mrp_formula.checks import ppc as classical
 from mrp_formula.steps import plan as prepared_plan
 
 G = 240  # groups

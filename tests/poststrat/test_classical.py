@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mrp_formula.poststrat.classical import rake_weights, srm_check, coverage, raw_and_weighted
+from mrp_formula.checks.coverage import coverage, srm_check
+from mrp_formula.poststrat.classical import rake_weights, raw_and_weighted
 from mrp_formula.poststrat import estimands as E
 from mrp_formula.cli import app
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds
