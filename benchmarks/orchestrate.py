@@ -37,7 +37,9 @@ def orchestrate(args) -> dict:
                "design": design(),
                "mrp_fit": [], "bambi_fit": {"nutpie": [], "pymc": []}, "skipped": [],
                "poststrat": {"mrp": [], "bambi": [], "run": []}, "rerun": [], "package_start": package_files()}
-    save = lambda: results_path(args.quick).write_text(json.dumps(results, indent=1, default=str))
+    def save():
+        results_path(args.quick).write_text(json.dumps(results, indent=1, default=str))
+
     files = generate(cfg, OUT)
     specs = OUT / ("specs-quick" if args.quick else "specs")
     specs.mkdir(exist_ok=True)

@@ -204,7 +204,7 @@ def _all_cases(res: dict) -> list[dict]:
     out = list(res["mrp_fit"]) + list(res.get("mrp_fit_diagonal", []))
     for v in res["bambi_fit"].values():
         out += [r for r in v if "wall_seconds" in r]
-    for k, v in res["poststrat"].items():
+    for v in res["poststrat"].values():
         out += v if isinstance(v, list) else [v]
     return out
 
@@ -333,7 +333,7 @@ def observations(res: dict) -> list[str]:
     if ests:
         z = [abs(e - t["lift"]) / sd for _, e, sd in ests if sd]
         diffs = []
-        for s_, rows in res["bambi_fit"].items():
+        for rows in res["bambi_fit"].values():
             for r in rows:
                 if r.get("status") == "ok" and r["n"] in mrp:
                     diffs.append(abs(r["estimates"]["lift"] - mrp[r["n"]]["estimates"]["lift"])

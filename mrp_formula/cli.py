@@ -115,7 +115,7 @@ def _call(fn, as_json: bool, *args, **kwargs):
         return fn(*args, **kwargs)
     except KeyboardInterrupt:
         err.print("interrupted: earlier results are untouched")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except (MrpError, Exception) as exc:  # noqa: BLE001 - the last line of defence
         _fail(exc, as_json)
 
@@ -232,7 +232,7 @@ def schema_(output: Annotated[Optional[Path], typer.Option("-o", "--output", hel
         write_text_atomic(output, text)
     except OSError as exc:
         err.print(f"error: cannot write {output}: {exc.strerror or exc}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(EXIT_USAGE) from None
     err.print(f"wrote {output}", markup=False, highlight=False)
 
 
@@ -244,13 +244,13 @@ def init_(file: Annotated[Path, typer.Argument(help="The spec file to write, e.g
 
     if file.exists() and not force:
         err.print(f"error: {file} already exists; pass --force to overwrite it", markup=False, highlight=False)
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(EXIT_USAGE) from None
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(file, starter_spec(file))
     except OSError as exc:
         err.print(f"error: cannot write {file}: {exc.strerror or exc}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(EXIT_USAGE) from None
     err.print(f"wrote {file}; edit it, then `mrp check {file}`", markup=False, highlight=False)
 
 

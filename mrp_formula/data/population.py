@@ -61,7 +61,7 @@ def rake(sample_cells: pd.DataFrame, margins: dict[str, dict[str, float]], *, to
         parts.append((codes.to_numpy(dtype=np.int64), np.array(list(target.values()), dtype=float)))
     err = np.inf
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported)
         for codes, target in parts:
             current = np.bincount(codes, weights=w, minlength=len(target))
             ratio = np.divide(target, current, out=np.ones_like(target), where=current > 0)

@@ -219,7 +219,7 @@ def _read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame
 
 def _rename(df: pd.DataFrame, mapping: dict[str, str], section: str, loaded: LoadedSpec,
             problems: ProblemList, notes: list[Note]) -> pd.DataFrame:
-    for src, dst in mapping.items():
+    for src in mapping:
         if src not in df.columns:
             problems.add(f"column '{src}' does not exist in the {section} table", key=f"{section}.rename",
                          line=loaded.line(section, "rename"), hint=did_you_mean(src, df.columns))
@@ -246,7 +246,7 @@ def _recode(df: pd.DataFrame, recode: dict, section: str, loaded: LoadedSpec, pr
                          key=f"{section}.recode.{var}", line=loaded.line(section, "recode", var),
                          hint=did_you_mean(unknown[0], present))
         table = {canon(k): v for k, v in mapping.items()}
-        df[var] = col.map(lambda x: table.get(x, x) if x is not None else None)
+        df[var] = col.map(lambda x, t=table: t.get(x, x) if x is not None else None)
     return df
 
 

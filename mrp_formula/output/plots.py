@@ -460,7 +460,7 @@ def _blocks(rows: list[_Row], *, ungrouped: bool) -> list[_Block]:
         if varying:
             head += (", by " if fixed else " by ") + ", ".join(varying)
 
-        def label(r: _Row) -> str:
+        def label(r: _Row, varying=varying) -> str:
             g = dict(r.groups)
             return ", ".join(g.get(c, "") or "(all)" for c in varying) if varying else r.level_text
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from mrp_formula.errors import SpecError
@@ -18,7 +19,7 @@ def test_seed_spec_loads(ab_dir):
     assert str(spec.model.priors["1|gender"]) == "Normal(mu=0.0, sigma=HalfNormal(sigma=0.5))"
     assert spec.estimands["lift"].rope == (0.98, 1.02)
     assert loaded.resolve(spec.data.source) == (ab_dir / "clicks.csv").resolve()
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         spec.name = "other"  # frozen
 
 
