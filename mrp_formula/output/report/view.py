@@ -35,16 +35,9 @@ def _num(v) -> float | None:
 
 def text(v) -> str:
     """A label as text: missing -> ''; 1.0 -> '1' (CSV round trips turn levels into floats)."""
-    if v is None:
-        return ""
-    try:
-        if pd.isna(v):
-            return ""
-    except (TypeError, ValueError):
-        pass
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
+    from mrp_formula.output.plots import _text
+
+    return _text(v)
 
 
 @dataclass(frozen=True)
