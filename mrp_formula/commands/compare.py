@@ -182,7 +182,7 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
     Checks, against the first spec: the response, the number of observations, the aggregation
     (rows, or cells of the same predictors), rows dropped for missing values, and the fitted rows
     (or cells) themselves. Returns, per label, the order that lines the fitted rows/cells up
-    (rows: as read; cells: sorted by their predictor values).
+    (rows: sorted by the response and the shared predictors; cells: by their predictor values).
     """
     first = entries[0]
     rest = entries[1:]
@@ -249,8 +249,8 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
             shared &= set(e.plan.info.rhs_vars)
         shared = {v for v in shared
                   if len({e.plan.tables.variables[v].categorical for e in entries}) == 1}
-        keys = []
         cols = list(first.plan.info.response_vars) + sorted(shared)
+        keys = list(cols)  # each spec's sample comes sorted by its own columns: line rows up by the shared ones
     frames, orders = {}, {}
     for e in entries:
         frame = _canonical(e.fp.data, cols)
