@@ -307,7 +307,7 @@ def recover_(spec: SpecArg,
             raise typer.Exit(EXIT_DIAGNOSTICS)
         return
     for note in result.notes:
-        if note.startswith(("coverage is OFF", "ranks of the truth", "verdict: NOT")) or "failed" in note:
+        if getattr(note, "level", "info") == "warning":
             err.print(f"[yellow]warning[/]: {escape(note)}", highlight=False)
         else:
             err.print(f"note: {note}", markup=False, highlight=False)

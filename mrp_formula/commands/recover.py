@@ -45,7 +45,6 @@ import concurrent.futures as cf
 import dataclasses
 import math
 import multiprocessing
-import os
 import sys
 import time
 import warnings
@@ -58,6 +57,7 @@ import pandas as pd
 
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import sums as poststrat
+from mrp_formula.notes import Note
 from mrp_formula.errors import FitError, Problem, SpecError, UsageError
 from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
 
@@ -403,8 +403,9 @@ def _key_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_jobs() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(2, cpus))
+    from mrp_formula.system import cpu_count
+
+    return max(1, min(2, cpu_count()))
 
 
 def row_label(row: pd.Series) -> str:
@@ -541,8 +542,8 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
                                                         truth)
     notes += row_notes
     if failed:
-        notes.append(f"{len(failed)} of {replicates} replicates failed and are left out (the first: {failed[0]}); "
-                     f"failures are part of what the study found, and leaving them out can hide a bias")
+        notes.append(Note("recover.failed", f"{len(failed)} of {replicates} replicates failed and are left out (the first: {failed[0]}); "
+                     f"failures are part of what the study found, and leaving them out can hide a bias", "warning"))
     n_div = int(reps.groupby("replicate")["divergences"].first().gt(0).sum())
     if n_div:
         notes.append(f"{n_div} of {len(good)} refits had divergent transitions (column divergences of "
@@ -558,7 +559,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
                      f"a family-wise level of {STUDY_ALPHA:.0%}, Bonferroni over {2 * len(keys)} tests; any count "
                      f"of {lo}-{hi} covered would have passed, so more replicates make the check sharper)")
     elif truth == "prior":
-        notes.append(f"verdict: NOT calibrated ({'; '.join(_why_not(cov_off, ranks_off, failed))})")
+        notes.append(Note("recover.not_calibrated", f"verdict: NOT calibrated ({'; '.join(_why_not(cov_off, ranks_off, failed))})", "warning"))
 
     timings["total"] = time.perf_counter() - t0
     level = single_test_level(len(keys))
@@ -685,16 +686,16 @@ def _summarise(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_kind: 
             cov_off.append(label)
             why = ("the intervals are too narrow or off centre" if covered < lo
                    else "the intervals are wider than they need to be")
-            notes.append(f"coverage is OFF for {label}: {covered}/{k} = {covered / k:.0%} of the "
+            notes.append(Note("recover.coverage_off", f"coverage is OFF for {label}: {covered}/{k} = {covered / k:.0%} of the "
                          f"{ci_prob:.0%} {ci_kind.upper()} intervals hold the truth; a calibrated pipeline gives "
                          f"{lo}-{hi} of {k} ({lo / k:.0%}-{hi / k:.0%}, the {1 - level:.2%} binomial band: "
                          f"{STUDY_ALPHA:.0%} family-wise over {2 * len(keys)} tests): {why} "
-                         f"(mean error {rec['mean_error']:+.4g}, mean truth {rec['mean_truth']:.4g})")
+                         f"(mean error {rec['mean_error']:+.4g}, mean truth {rec['mean_truth']:.4g})", "warning"))
         if not rec["ranks_ok"]:
             ranks_off.append(label)
             side = "above" if mean_u > 0.5 else "below"
-            notes.append(f"ranks of the truth are not uniform for {label} (chi-square p = {p:.2g} < {level:.2g}, "
-                         f"{bins} bins): the truth tends to lie {side} the posterior draws")
+            notes.append(Note("recover.ranks_off", f"ranks of the truth are not uniform for {label} (chi-square p = {p:.2g} < {level:.2g}, "
+                         f"{bins} bins): the truth tends to lie {side} the posterior draws", "warning"))
     if tested and not cov_off:
         k = int(reps["replicate"].nunique())
         notes.append(f"coverage is plausible for all {len(keys)} estimand rows: each count within its binomial band "
