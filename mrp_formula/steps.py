@@ -25,7 +25,13 @@ from mrp_formula.poststrat.sums import poststratify
 from mrp_formula.output.files import Origin, check_out
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.spec.tree import LoadedSpec, dotted
-from mrp_formula.data.tables import Tables
+from mrp_formula.data.tables import Tables, prepare
+from mrp_formula.errors import MrpError
+from mrp_formula.model.cache import FitCache, fit_key
+from mrp_formula.model.plan import plan_fit, versions
+from mrp_formula.predict.cells import predictor as make_predictor
+from mrp_formula.spec.priors import POSITIVE, POSITIVE_DISTRIBUTIONS, PriorSpec, support, values_text
+from mrp_formula.spec.tree import load_spec
 
 
 
@@ -89,7 +95,6 @@ AUXILIARY = {name: (f.auxiliary,) for name, f in FAMILIES.items() if f.auxiliary
 
 def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     """Checks that need the formula but not the data: all problems at once."""
-    from mrp_formula.spec.priors import POSITIVE, POSITIVE_DISTRIBUTIONS, PriorSpec, support, values_text
 
     spec = loaded.spec
     file = str(loaded.path)
@@ -206,8 +211,6 @@ def _unknown_prior_keys(loaded: LoadedSpec, info: FormulaInfo, unknown, valid: s
     the formula would have once the column is fixed is not reported, and a term naming a missing
     column is never suggested.
     """
-    from mrp_formula.errors import MrpError
-    from mrp_formula.data.tables import prepare
 
     term_vars = dict(info.common_term_vars)
     term_vars.update({g.name: g.expr_vars + g.factor_vars for g in info.group_terms})
@@ -261,7 +264,6 @@ def out_origin(loaded: LoadedSpec, out) -> Origin:
 
 def out_notes(loaded: LoadedSpec) -> tuple[str, ...]:
     """What `mrp check` says of the run folder: that `mrp run` would refuse it, before the run."""
-    from mrp_formula.errors import MrpError
 
     try:
         check_out(default_out(loaded), origin=out_origin(loaded, None))
@@ -295,9 +297,6 @@ class Estimate:
 
 def plan(path, overrides=(), *, loaded: LoadedSpec | None = None) -> Plan:
     """The checked spec with its prepared tables and fit plan: everything short of sampling."""
-    from mrp_formula.data.tables import prepare
-    from mrp_formula.model.plan import plan_fit
-    from mrp_formula.spec.tree import load_spec
 
     loaded = loaded or load_spec(path, tuple(overrides))
     info = spec_checks(loaded)
@@ -318,8 +317,6 @@ def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: boo
     else sampled and stored in ``cache_roots[0]``. ``refit`` samples anyway; ``cache=False``
     neither reads nor writes the cache. The Bambi ``model`` is built here when it is None and a fit
     is needed, so a cached run never imports Bambi or PyMC."""
-    from mrp_formula.model.cache import FitCache, fit_key
-    from mrp_formula.model.plan import versions
 
     key = fit_key(plan, versions())
     caches = [FitCache(Path(r)) for r in dict.fromkeys(Path(r) for r in cache_roots)]
@@ -348,7 +345,6 @@ def estimate(plan: Plan, draws_tree, *, block: int | None = None, poststratify_f
     """Predict every population cell per draw of ``draws_tree`` (a posterior or prior DataTree),
     poststratify, and assemble and summarise every estimand of the spec. ``tables`` replaces the
     plan's prepared tables (a simulated sample in ``mrp recover``)."""
-    from mrp_formula.predict.cells import predictor as make_predictor
 
     spec = plan.loaded.spec
     tables = tables if tables is not None else plan.tables

@@ -28,6 +28,10 @@ import pandas as pd
 from mrp_formula.errors import DataError, Problem, SpecError, UsageError
 from mrp_formula.spec.levels import canon_series
 from mrp_formula.output.files import Origin, check_out, sha256_text, staged_dir, write_json, write_table
+from mrp_formula import __version__
+from mrp_formula.model import sampler as model_mod
+from mrp_formula.model.cache import CACHE_DIR
+from mrp_formula.steps import default_out, plan_and_model, posterior
 
 METHOD = "stacking"
 COLUMNS = ["model", "rank", "elpd_loo", "se", "p_loo", "elpd_diff", "diff_se", "p_worse", "weight", "loo_unit",
@@ -86,10 +90,6 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
     cache beside the spec's own run folder is reused too. ``on_spec(done, total, label, reused,
     seconds)`` is called as each spec is fitted and scored.
     """
-    from mrp_formula import __version__
-    from mrp_formula.model import sampler as model_mod
-    from mrp_formula.model.cache import CACHE_DIR
-    from mrp_formula.steps import default_out, plan_and_model, posterior
 
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]

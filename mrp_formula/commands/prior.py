@@ -21,6 +21,9 @@ import pandas as pd
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import Problem, UsageError
 from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.model import sampler
+from mrp_formula.steps import build, default_out, estimate, out_origin, plan as plan_of
+from mrp_formula.output.plots import panel_grid
 
 EXTREME = 0.01  # binary outcomes: a rate below 1% or above 99% counts as extreme
 EXTREME_SHARE = 0.25  # note when more than this share of the prior draws is extreme
@@ -43,8 +46,6 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
     """Sample the prior, poststratify it and write ``prior_estimands.csv`` and
     ``prior_estimands.png`` (and ``manifest.json``) atomically into ``out``
     (default ``runs/<name>/prior``)."""
-    from mrp_formula.model import sampler
-    from mrp_formula.steps import build, default_out, estimate, out_origin, plan as plan_of
 
     t0 = time.perf_counter()
     if draws < 2:
@@ -99,7 +100,6 @@ def _label(row: pd.Series) -> str:
 
 def plot_prior(draws: np.ndarray, table: pd.DataFrame, labels: list[str], path: Path, *, title: str) -> None:
     """One histogram per estimand row with its interval shaded and its mean marked."""
-    from mrp_formula.output.plots import panel_grid
 
     n = len(labels)
     fig, axes = panel_grid(n, width=4.2, height=3.1)

@@ -60,6 +60,16 @@ from mrp_formula.poststrat import sums as poststrat
 from mrp_formula.notes import Note
 from mrp_formula.errors import FitError, Problem, SpecError, UsageError
 from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.checks.diagnostics import fit_diagnostics
+from mrp_formula.model import sampler as model_mod
+from mrp_formula.model.plan import plan_fit
+from mrp_formula.predict.cells import predictor as make_predictor
+from mrp_formula.steps import Plan, estimate
+from mrp_formula.system import cpu_count
+from mrp_formula.model.cache import CACHE_DIR
+from mrp_formula.spec.tree import load_spec
+from mrp_formula.steps import build, default_out, out_origin, posterior as posterior_of, plan as plan_of
+from mrp_formula.output.plots import panel_grid
 
 SUPPORTED = ("bernoulli", "binomial", "poisson", "gaussian", "negativebinomial", "categorical", "cumulative")
 TRUTHS = ("prior", "posterior")
@@ -328,11 +338,6 @@ def _worker_run(task: _Task) -> dict:
 def run_replicate(ctx: _Context, task: _Task) -> dict:
     """Simulate, compute the truth, refit and compare: one replicate. Never raises for a failed
     fit; the error is returned instead."""
-    from mrp_formula.checks.diagnostics import fit_diagnostics
-    from mrp_formula.model import sampler as model_mod
-    from mrp_formula.model.plan import plan_fit
-    from mrp_formula.predict.cells import predictor as make_predictor
-    from mrp_formula.steps import Plan, estimate
 
     t0 = time.perf_counter()
     loaded, info, tables = ctx.loaded, ctx.info, ctx.tables
@@ -403,7 +408,6 @@ def _key_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_jobs() -> int:
-    from mrp_formula.system import cpu_count
 
     return max(1, min(2, cpu_count()))
 
@@ -427,11 +431,6 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
     ``"posterior"`` (a descriptive recovery check); ``source`` is its former name.
     ``on_replicate(done, total, replicate, seconds, error)`` is called as replicates finish.
     """
-    from mrp_formula.model import sampler as model_mod
-    from mrp_formula.model.cache import CACHE_DIR
-    from mrp_formula.model.plan import plan_fit
-    from mrp_formula.spec.tree import load_spec
-    from mrp_formula.steps import build, default_out, out_origin, posterior as posterior_of, plan as plan_of
 
     t0 = time.perf_counter()
     if truth is not None and source is not None and truth != source:
@@ -710,7 +709,6 @@ def _summarise(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_kind: 
 def plot_rank_histogram(reps: pd.DataFrame, summary: pd.DataFrame, path: Path, *, title: str) -> None:
     """One panel per estimand row: binned ranks, the uniform expectation and its 99% band."""
     from scipy.stats import binom
-    from mrp_formula.output.plots import panel_grid
 
     n = len(summary)
     fig, axes = panel_grid(n, width=4.2, height=3.3)

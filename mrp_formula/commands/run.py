@@ -18,6 +18,8 @@ from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.output.files import check_out
 from mrp_formula.steps import Plan, default_out, estimate, out_origin, posterior
 from mrp_formula.steps import plan as plan_of
+from mrp_formula.model.cache import CACHE_DIR
+from mrp_formula.model.plan import versions
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,6 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     that mrp-formula did not write is refused before anything is fitted, unless
     ``into_existing`` (then the run's files are added to it and nothing there is replaced).
     """
-    from mrp_formula.model.cache import CACHE_DIR
 
     timings = {}
     t0 = time.perf_counter()
@@ -150,7 +151,6 @@ def _ordered(table: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
 
 
 def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> dict:
-    from mrp_formula.model.plan import versions
 
     loaded = plan.loaded
     spec = loaded.spec
