@@ -21,7 +21,7 @@ from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import classical as classical
 from mrp_formula.errors import Problem, SpecError, did_you_mean
 from mrp_formula.spec.formula import FormulaInfo, describe, mark, transformed_response
-from mrp_formula.poststrat.sums import poststratify
+from mrp_formula.poststrat import sums
 from mrp_formula.output.files import Origin, check_out
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.spec.tree import LoadedSpec, dotted
@@ -351,8 +351,9 @@ def estimate(plan: Plan, draws_tree, *, block: int | None = None, poststratify_f
     predictor = make_predictor(plan.fit_plan, spec.model.link, draws_tree, tables, plan.info, seed=spec.fit.seed)
     pieces = est_mod.plan(spec.estimands, tables.population_vars)
     kwargs = {"block": block} if block else {}
-    reduced = (poststratify_fn or poststratify)(tables.population, predictor, est_mod.requests(pieces),
-                                                n_samples=predictor.n_samples, **kwargs)
+    poststratify = poststratify_fn or sums.poststratify  # looked up per call: recover's test swaps it
+    reduced = poststratify(tables.population, predictor, est_mod.requests(pieces), n_samples=predictor.n_samples,
+                           **kwargs)
     group_cols = est_mod.group_columns(spec.estimands)
     ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
                           group_columns=group_cols, categories=predictor.categories)
