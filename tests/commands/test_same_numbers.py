@@ -48,7 +48,7 @@ def test_same_numbers_as_recorded(name, tmp_path):
             np.testing.assert_allclose(now[col].to_numpy(float), before[col].to_numpy(float), rtol=1e-9,
                                        err_msg=f"{name}: {col} moved")
         else:
-            assert now[col].astype(str).tolist() == before[col].astype(str).tolist(), f"{name}: {col}"
+            assert now[col].fillna("").astype(str).tolist() == before[col].fillna("").astype(str).tolist(), f"{name}: {col}"
 
 
 if __name__ == "__main__":  # record the numbers (only when a change is meant to move them)
