@@ -184,7 +184,7 @@ def _transformed_response_problem(info: FormulaInfo, family: str, span: tuple[in
     elif family in ("poisson", "negativebinomial"):
         hint = (f"model the count itself: {plain}; the {family} family's log link already models "
                 "the logarithm of its mean")
-    elif family in ("categorical", "cumulative"):
+    elif FAMILIES[family].has_categories:
         hint = (f"write the column itself: {plain}; the {family} family treats its values as categories "
                 f"(their order: model.levels.{var or '<column>'})")
     else:

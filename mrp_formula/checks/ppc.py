@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.data.population import WEIGHT
 from mrp_formula.data.tables import Tables
 from mrp_formula.errors import FitError
@@ -83,9 +84,9 @@ def replicate_means(family: str, mean: np.ndarray, n_units: float, rng: np.rando
                                                                   np.maximum(scale, 0.0)), m1)
         return rng.poisson(rate) / n
     trials = max(round(n), 1)
-    if family in ("bernoulli", "binomial"):
+    if FAMILIES[family].binary:
         return rng.binomial(trials, np.clip(mean, 0, 1)) / trials
-    if family in ("categorical", "cumulative"):
+    if FAMILIES[family].has_categories:
         k = len(values) if family == "cumulative" else mean.shape[1]
         p = np.clip(mean[:, :k], 0, None)
         p = p / p.sum(axis=1, keepdims=True)

@@ -58,6 +58,7 @@ import pandas as pd
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import sums as poststrat
 from mrp_formula.notes import Note
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import FitError, Problem, SpecError, UsageError
 from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
 from mrp_formula.checks.diagnostics import fit_diagnostics
@@ -71,7 +72,7 @@ from mrp_formula.spec.tree import load_spec
 from mrp_formula.steps import build, default_out, out_origin, posterior as posterior_of, plan as plan_of
 from mrp_formula.output.plots import panel_grid
 
-SUPPORTED = ("bernoulli", "binomial", "poisson", "gaussian", "negativebinomial", "categorical", "cumulative")
+SUPPORTED = tuple(name for name, f in FAMILIES.items() if f.simulate is not None or f.has_categories)
 TRUTHS = ("prior", "posterior")
 DEFAULT_TRUTH = "prior"
 KIND = {"prior": "calibration (SBC)", "posterior": "recovery check"}
@@ -248,23 +249,15 @@ def simulate_outcomes(family: str, mu: np.ndarray, sample: pd.DataFrame, respons
             sample[weights] = 1
             return sample
         raise SpecError(f"frequency weights are not supported for the {family} family")
-    if family == "bernoulli":
-        sample[y] = (rng.random(len(mu)) < mu).astype("int64")
-    elif family == "binomial":
-        trials = sample[response_vars[1]].to_numpy(dtype="int64")
-        sample[y] = rng.binomial(trials, np.clip(mu, 0.0, 1.0)).astype("int64")
-    elif family == "poisson":
-        sample[y] = rng.poisson(mu).astype("int64")
-    elif family == "gaussian":
-        if sigma is None:
-            raise FitError("a gaussian simulation needs sigma")
-        sample[y] = rng.normal(mu, sigma)
-    elif family == "negativebinomial":
-        if alpha is None:
-            raise FitError("a negative binomial simulation needs alpha")
-        mu = np.asarray(mu, dtype=float)
-        sample[y] = rng.negative_binomial(alpha, alpha / (alpha + mu)).astype("int64")
-    elif family in ("categorical", "cumulative"):
+    fam = FAMILIES[family]
+    if fam.simulate is not None:  # the family's own simulator (spec/families.py)
+        aux = {"sigma": sigma, "alpha": alpha}.get(fam.auxiliary)
+        if fam.auxiliary and aux is None:
+            raise FitError(f"a {family} simulation needs {fam.auxiliary}")
+        trials = (sample[response_vars[1]].to_numpy(dtype="int64") if family == "binomial"
+                  else np.ones(len(mu), dtype="int64"))
+        sample[y] = fam.simulate(np.asarray(mu, dtype=float), trials, aux, rng)
+    elif fam.has_categories:
         col = sample[y]
         if not isinstance(col.dtype, pd.CategoricalDtype):
             raise FitError(f"the {family} response must be categorical to be simulated")

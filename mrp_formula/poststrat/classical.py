@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.spec.formula import FormulaInfo
 from mrp_formula.poststrat.sums import Reduced, Request
@@ -46,7 +47,7 @@ def sample_units(tables: Tables, info: FormulaInfo, family: str, categories) -> 
     if family == "binomial":
         trials = s[info.response_vars[1]].to_numpy(dtype=float)
         outcome = (y.to_numpy(dtype=float) / np.where(trials > 0, trials, 1))[:, None]
-    elif family in ("categorical", "cumulative"):
+    elif FAMILIES[family].has_categories:
         levels = [c for c in categories if c != "mean"]
         text = y.astype(str).to_numpy()
         outcome = np.stack([(text == lv).astype(float) for lv in levels], axis=1)

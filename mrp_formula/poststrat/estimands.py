@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.poststrat.sums import Reduced, Request, Scenario
 from mrp_formula.spec.tree import EstimandSpec
 
@@ -164,7 +165,7 @@ def outcome_unit(family: str, response: tuple[str, ...]) -> str:
         return f"probability that {response[0]} = 1"
     if family == "binomial":
         return f"proportion {response[0]} / {response[1]}"
-    if family in ("categorical", "cumulative"):
+    if FAMILIES[family].has_categories:
         return "probability of the category"
     if family in ("poisson", "negativebinomial"):
         return f"mean count of {response[0]}"

@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import FitError, Problem
 from mrp_formula.spec.formula import FormulaInfo, GroupTerm, environment
 from mrp_formula.poststrat.sums import PLAIN_UNIT, Scenario, plain_weighted_sums
@@ -63,8 +64,7 @@ LINKINV = {
     "inverse": lambda eta: 1 / eta,
     "inverse_squared": lambda eta: 1 / np.sqrt(eta),
 }
-DEFAULT_LINK = {"bernoulli": "logit", "binomial": "logit", "gaussian": "identity", "poisson": "log",
-                "negativebinomial": "log", "categorical": "softmax", "cumulative": "logit"}
+DEFAULT_LINK = {name: f.link for name, f in FAMILIES.items()}  # Bambi's default links (spec/families.py)
 # Links whose inverse is a product of per-term factors: exp(sign * eta) = prod exp(sign * term).
 _PRODUCT_SIGN = {"logit": -1.0, "log": 1.0}
 
@@ -115,7 +115,7 @@ def design_of(dm, family: str, link: str | None) -> Design:
     """The :class:`Design` of formulae's design matrices ``dm`` (from :func:`design_matrices`)."""
     link = link or DEFAULT_LINK[family]
     levels = None
-    if family in ("categorical", "cumulative"):
+    if FAMILIES[family].has_categories:
         levels = tuple(str(x) for x in dm.response.levels)
     return Design(family=family, link=link, common=dm.common, group=dict(dm.group.terms) if dm.group else {},
                   response_name=dm.response.name, response_levels=levels)
@@ -205,7 +205,7 @@ class CellPredictor:
         self.categories: tuple[str, ...] | None = None
         self._resp_dim = None
         self._threshold = None
-        if self._family in ("categorical", "cumulative"):
+        if FAMILIES[self._family].has_categories:
             levels = list(design.response_levels)
             self.categories = tuple(levels) + (("mean",) if self._family == "cumulative" else ())
             self._values = _category_values(levels)
@@ -223,7 +223,7 @@ class CellPredictor:
         self._u: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
         for g in info.group_terms:
             self._u[g.name] = self._group_draws(g, rng)
-        self.fast = self._family not in ("categorical", "cumulative")
+        self.fast = FAMILIES[self._family].fast_sums
         self._sign = _PRODUCT_SIGN.get(self._link) if self.fast else None
         self._level_tables: dict[tuple[str, int], np.ndarray] = {}  # group draws in the combining space
         self._threads = threads or _usable_cpus()
