@@ -24,8 +24,11 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1200, "height": 900}
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium is not installed at "
-                                                               "/usr/bin/chromium (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium is not installed at "
+                                                     "/usr/bin/chromium (apt-get install chromium)"),
+    pytest.mark.slow,  # a browser per test: out of the quick loop (make check), in make test and CI
+]
 
 
 @pytest.fixture(scope="module")
