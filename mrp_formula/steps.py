@@ -28,11 +28,11 @@ from mrp_formula.spec.tree import LoadedSpec, dotted
 from mrp_formula.data.tables import Tables, prepare
 from mrp_formula.errors import MrpError
 from mrp_formula.model.cache import FitCache, fit_key
-from mrp_formula.model.plan import plan_fit, versions
+from mrp_formula.checks.coverage import Coverage
+from mrp_formula.model.plan import Fit, FitPlan, plan_fit, versions
 from mrp_formula.predict.cells import predictor as make_predictor
 from mrp_formula.spec.priors import POSITIVE, POSITIVE_DISTRIBUTIONS, PriorSpec, support, values_text
 from mrp_formula.spec.tree import load_spec
-
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class Plan:
     loaded: LoadedSpec
     info: FormulaInfo
     tables: Tables
-    fit_plan: object  # model.FitPlan
-    coverage: object = None  # checks.coverage.Coverage, filled in by ``check``
+    fit_plan: FitPlan
+    coverage: Coverage | None = None  # filled in by ``check``
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -278,7 +278,7 @@ def out_notes(loaded: LoadedSpec) -> tuple[str, ...]:
 class Fitted:
     """A posterior and where it came from."""
 
-    fit: object  # model.sampler.Fit
+    fit: Fit
     key: str  # the fit-cache key
     reused: bool  # True when it came from the cache
     note: str  # the cache's message ("" when nothing worth saying)
@@ -325,8 +325,6 @@ def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: boo
         for fc in caches:
             tree, note = fc.load(key)
             if tree is not None:
-                from mrp_formula.model.plan import Fit
-
                 fit = Fit(posterior=tree, seconds=0.0, sampler=plan.loaded.spec.fit.sampler)
                 return Fitted(fit=fit, key=key, reused=True, note=note)
             if note != "no cached fit" and not why:
