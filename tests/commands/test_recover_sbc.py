@@ -57,6 +57,7 @@ def test_coverage_p_matches_the_band():
     assert rec.coverage_p(19, 20, 0.95) == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # 3,000 simulated studies: about 8 s
 def test_calibrated_studies_fail_at_most_at_the_family_wise_level():
     """Studies of a calibrated pipeline (coverage ~ Binomial(K, p), uniform ranks), 4 independent
     rows each: the share with any failed test is at most STUDY_ALPHA (up to its binomial noise),

@@ -79,6 +79,7 @@ REQUESTS = [Request(Scenario()), Request(Scenario(), ("g",)), Request(Scenario((
 
 @settings(max_examples=80, deadline=None)
 @given(populations(), st.integers(0, 3), st.integers(1, 5), st.integers(1, 400), st.integers(0, 2**32 - 1))
+@pytest.mark.slow  # many hypothesis examples of the plain route: about 20 s
 def test_plain_sums_do_not_depend_on_chunks_or_row_order(pop, k, unit, block, perm_seed):
     cells, draws = pop
     predict = content_predict(draws, k)

@@ -260,6 +260,7 @@ def test_design_is_the_one_bambi_builds(family, response, formula):
         assert mine.response_name == model.response_term.name
 
 
+@pytest.mark.slow  # fits in a subprocess (the sampler guard cannot see it)
 def test_a_cached_run_imports_neither_bambi_nor_pymc(tmp_path):
     from conftest import AB_SPEC
     from generate import simulate
