@@ -114,3 +114,10 @@ def pytest_configure(config):
 
     sampler.fit = guarded(sampler.fit)
     sampler.sample_prior = guarded(sampler.sample_prior)
+
+
+# `make check` runs the property tests with fewer examples (the quick loop); `make test` and CI
+# with each test's own settings.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("quick", max_examples=10, deadline=None)
