@@ -12,6 +12,8 @@ import logging
 import math
 import os
 import sys
+import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,14 +23,32 @@ from rich.markup import escape
 from rich.table import Table
 
 from mrp_formula.errors import EXIT_INTERNAL, EXIT_USAGE, MrpError, Problem
+from mrp_formula.errors import UsageError as MrpUsageError
+from mrp_formula.progress import SILENT, Reporter
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Multilevel regression and poststratification from a TOML spec.")
 err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 SpecArg = Annotated[Path, typer.Argument(help="The spec file (TOML).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set fit.draws=200.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override keys: --set fit.draws=200 "
+                                                                    "fit.chains=2 (one --set takes every "
+                                                                    "KEY=VALUE after it).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+class OutFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+FormatOpt = Annotated[Optional[OutFormat], typer.Option(
+    "--format", case_sensitive=False,
+    help="Write the estimand table to stdout as table, csv (estimands.csv's columns) or json (its rows as "
+         "records); notes and progress stay on stderr. Without it the table goes to stderr with the notes.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print no progress: neither the phase lines "
+                                                               "nor the sampler's display (stderr).")]
 IntoOpt = Annotated[bool, typer.Option("--into-existing",
                                        help="Write into an existing folder that holds files mrp-formula did not "
                                             "write: the run's files are added, nothing there is removed or "
@@ -73,7 +93,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def print_table(df, title: str) -> None:
+def print_table(df, title: str, console: Console | None = None) -> None:
     hidden = ("ci_prob", "ci_kind", "scale", "median", "sd", "r_hat", "ess_bulk", "chance_to_win",
               "expected_loss_first", "expected_loss_second", "expected_loss_unit")
     cols = [c for c in df.columns if c not in hidden]
@@ -83,7 +103,20 @@ def print_table(df, title: str) -> None:
         table.add_column(c, justify="right" if df[c].dtype.kind in "fi" else "left")
     for _, row in df.iterrows():
         table.add_row(*[escape(_fmt(row[c])) for c in cols])
-    err.print(table)
+    (console or err).print(table)
+
+
+def write_estimands(result, format_: str, title: str) -> None:
+    """The estimand table on stdout for a pipe: csv is estimands.csv itself (the same columns and
+    numbers), json its rows as records, table the terminal table."""
+    if format_ == "csv":
+        sys.stdout.write((Path(result.out) / "estimands.csv").read_text())
+    elif format_ == "json":
+        from mrp_formula.output.files import table_records
+
+        sys.stdout.write(json.dumps(table_records(result.estimands), indent=2) + "\n")
+    else:
+        print_table(result.estimands, title, Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160))
 
 
 def decision_lines(df) -> list[str]:
@@ -106,6 +139,59 @@ def decision_lines(df) -> list[str]:
                    f"{row['expected_loss_first']:.3g}, if you choose {second}: {row['expected_loss_second']:.3g} "
                    f"(in {unit}{ratio})")
     return out
+
+
+class PhaseLines(Reporter):
+    """Without a terminal: one line per phase on stderr, with the seconds since the start."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or err
+        self.start = time.perf_counter()
+
+    def phase(self, name: str) -> None:
+        self.console.print(f"[{time.perf_counter() - self.start:6.1f} s] {name}", markup=False, highlight=False)
+
+
+class LiveProgress(PhaseLines):
+    """On a terminal: the phase lines, and while sampling a rich display of every chain (draws,
+    warmup or sampling, divergences so far, time left)."""
+
+    def __init__(self, console: Console | None = None):
+        super().__init__(console)
+        self.bars = None
+        self.tasks: list = []
+
+    def chains(self, states) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self.bars is None:
+            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stage]}"), TextColumn("{task.fields[div]}"),
+                                 TimeRemainingColumn(), console=self.console, transient=False)
+            self.tasks = [self.bars.add_task(f"chain {s.chain + 1}", total=s.total, stage="", div="")
+                          for s in states]
+            self.bars.start()
+        for task, s in zip(self.tasks, states):
+            stage = "waiting" if not s.started else ("warmup" if s.tuning else "sampling")
+            div = f"{s.divergences} divergence{'s' if s.divergences != 1 else ''}" if s.divergences else ""
+            self.bars.update(task, completed=s.finished, total=s.total, stage=stage, div=div)
+
+    def phase(self, name: str) -> None:
+        self.done()
+        super().phase(name)
+
+    def done(self) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+            self.bars = None
+
+
+def reporter_for(quiet: bool, bars: bool = True) -> Reporter:
+    """What a long command shows on stderr: nothing with --quiet, the live display on a terminal
+    (unless --no-progress), else a line per phase."""
+    if quiet:
+        return SILENT
+    return LiveProgress() if bars and sys.stderr.isatty() else PhaseLines()
 
 
 def _call(fn, as_json: bool, *args, **kwargs):
@@ -179,14 +265,25 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
         verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
         refit: Annotated[bool, typer.Option(help="Sample again even when a cached fit matches.")] = False,
         into_existing: IntoOpt = False,
+        format_: FormatOpt = None,
+        quiet: QuietOpt = False,
         ) -> None:
     """Fit, poststratify and report: writes the run folder and prints the estimand table."""
     _setup_logging(verbose)
     from mrp_formula.errors import DiagnosticsError
     from mrp_formula.commands.run import run as do_run
 
-    result = _call(do_run, as_json, spec, out=out, overrides=tuple(set_ or ()), progress=progress and not as_json,
-                   refit=refit, into_existing=into_existing)
+    format_ = format_.value if format_ is not None else None
+    if as_json and format_ not in (None, "json"):
+        _fail(MrpUsageError(Problem(f"--json and --format {format_} both choose what stdout holds",
+                                    key="--format", hint="pass one of them (--json: the whole result; "
+                                                         "--format json: the estimand rows)")), as_json)
+    reporter = reporter_for(quiet, bars=progress and not as_json)
+    try:
+        result = _call(do_run, as_json, spec, out=out, overrides=tuple(set_ or ()), progress=progress and not as_json,
+                       refit=refit, into_existing=into_existing, reporter=reporter)
+    finally:
+        reporter.done()
     warnings_ = result.warnings
     strict_failed = bool(strict and result.failed)
     if as_json:
@@ -207,8 +304,11 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
         for w in warnings_:
             err.print(f"[yellow]warning[/]: {w}", highlight=False)
         ci = result.estimands.iloc[0]
-        print_table(result.estimands, f"{result.manifest['name']}: posterior of the estimands "
-                                      f"({ci['ci_prob']:.0%} {ci['ci_kind'].upper()})")
+        title = f"{result.manifest['name']}: posterior of the estimands ({ci['ci_prob']:.0%} {ci['ci_kind'].upper()})"
+        if format_ is None:
+            print_table(result.estimands, title)
+        else:
+            write_estimands(result, format_, title)
         for line in decision_lines(result.estimands):
             err.print(line, markup=False, highlight=False)
         err.print(f"results in {result.out}", highlight=False)
@@ -447,14 +547,60 @@ def diff_(run_a: RunDirArg, run_b: RunDirArg,
         err.print(f"wrote {written}", markup=False, highlight=False)
 
 
-def main() -> None:
+def _usage_problem(exc: typer.TyperException) -> Problem:
+    """A usage error of the command line (a bad option value, a missing argument) as a Problem."""
+    param = getattr(exc, "param", None)
+    key = (param.opts[0] if getattr(param, "opts", None) else getattr(param, "name", "")) if param else ""
+    ctx = getattr(exc, "ctx", None)
+    return Problem(exc.format_message(), key=key or "",
+                   hint=f"see `{ctx.command_path} --help`" if ctx is not None else "see `mrp --help`")
+
+
+def expand_set(args: list[str]) -> list[str]:
+    """``--set a=1 b=2`` as ``--set a=1 --set b=2``: one --set takes every KEY=VALUE word after it
+    (a word with '=' that is not an option); the spec file and options end the list."""
+    out: list[str] = []
+    state = ""  # "value": the next word is --set's own value; "more": further KEY=VALUE words join it
+    for i, a in enumerate(args):
+        if a == "--":
+            return out + args[i:]
+        if a == "--set":
+            state = "value"
+        elif state == "value":
+            state = "more"
+        elif state == "more" and not a.startswith("-") and "=" in a:
+            out.append("--set")
+        else:
+            state = ""
+        out.append(a)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `mrp` entry point: as typer's own, but ``--set a=1 b=2`` takes both, and a usage error
+    is a JSON error object on stdout when --json was asked for (the same shape as every other
+    --json error), with exit code 2."""
+    args = expand_set(list(sys.argv[1:] if argv is None else argv))
     try:
-        app()
+        code = app(args=args, prog_name="mrp", standalone_mode=False)
+    except typer.TyperException as exc:  # typer's own click: UsageError, BadParameter, NoArgsIsHelpError
+        if "--json" in args and type(exc).__name__ != "NoArgsIsHelpError":
+            sys.stdout.write(json.dumps({"ok": False, "exit_code": exc.exit_code,
+                                         "errors": [_usage_problem(exc).to_json()]}, indent=2) + "\n")
+        else:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(exc)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
     except SystemExit:
         raise
     except Exception as exc:  # pragma: no cover - last resort: never a traceback
         err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False)
         sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

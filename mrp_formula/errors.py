@@ -31,13 +31,13 @@ class Problem:
     snippet: str = ""  # e.g. the formula reprinted with the bad part marked
 
     def render(self) -> str:
-        where = self.file or "<spec>"
-        if self.line:
+        where = self.file
+        if where and self.line:
             where = f"{where}:{self.line}"
-        parts = [f"{where}:"]
+        parts = [f"{where}: "] if where else []  # a problem of no file (a diagnostic, an option) names none
         if self.key:
-            parts.append(f" {self.key}:")
-        parts.append(f" {self.message}")
+            parts.append(f"{self.key}: ")
+        parts.append(self.message)
         if self.got is not None:
             parts.append(f" (got {self.got})")
         if self.hint:

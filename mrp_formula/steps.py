@@ -31,6 +31,7 @@ from mrp_formula.model.cache import FitCache, fit_key
 from mrp_formula.checks.coverage import Coverage
 from mrp_formula.model.plan import Fit, FitPlan, plan_fit, versions
 from mrp_formula.predict.cells import predictor as make_predictor
+from mrp_formula.progress import SILENT, Reporter, sampling_phase
 from mrp_formula.spec.priors import POSITIVE, POSITIVE_DISTRIBUTIONS, PriorSpec, support, values_text
 from mrp_formula.spec.tree import load_spec
 
@@ -312,11 +313,12 @@ def build(plan: Plan):
 
 
 def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: bool = False, cache: bool = True,
-              progress: bool = False) -> Fitted:
+              progress: bool = False, reporter: Reporter = SILENT) -> Fitted:
     """The posterior of ``plan``: from the first cache in ``cache_roots`` that holds a matching fit,
     else sampled and stored in ``cache_roots[0]``. ``refit`` samples anyway; ``cache=False``
     neither reads nor writes the cache. The Bambi ``model`` is built here when it is None and a fit
-    is needed, so a cached run never imports Bambi or PyMC."""
+    is needed, so a cached run never imports Bambi or PyMC. ``reporter`` hears the phases
+    (compiling, sampling) and the chains' progress."""
 
     key = fit_key(plan, versions())
     caches = [FitCache(Path(r)) for r in dict.fromkeys(Path(r) for r in cache_roots)]
@@ -331,8 +333,12 @@ def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: boo
                 why = note
     from mrp_formula.model import sampler
 
+    reporter.phase("compiling model")
     model = model if model is not None else build(plan)
-    fit = sampler.fit(model, plan.loaded, mass_matrix=plan.fit_plan.mass_matrix, progress=progress)
+    f = plan.loaded.spec.fit
+    reporter.phase(sampling_phase(f.chains, f.draws))
+    fit = sampler.fit(model, plan.loaded, mass_matrix=plan.fit_plan.mass_matrix, progress=progress,
+                      on_progress=reporter.chains if reporter is not SILENT else None)
     if cache and caches:
         caches[0].store(key, fit.posterior, fit.seconds)
     return Fitted(fit=fit, key=key, reused=False, note=why)

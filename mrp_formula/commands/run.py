@@ -20,6 +20,8 @@ from mrp_formula.steps import Plan, default_out, estimate, out_origin, posterior
 from mrp_formula.steps import plan as plan_of
 from mrp_formula.model.cache import CACHE_DIR
 from mrp_formula.model.plan import versions
+from mrp_formula.progress import SILENT, Reporter
+from mrp_formula.spec.tree import load_spec
 
 
 @dataclass(frozen=True)
@@ -37,29 +39,36 @@ class RunResult:
 
 
 def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
-        refit: bool = False, cache: bool = True, into_existing: bool = False) -> RunResult:
+        refit: bool = False, cache: bool = True, into_existing: bool = False,
+        reporter: Reporter = SILENT) -> RunResult:
     """Run the spec end to end and write the run folder.
 
     The posterior is reused from the cache beside the run folder while the model part of the
     spec and the fitted data are unchanged; ``refit=True`` forces a new fit. An existing folder
     that mrp-formula did not write is refused before anything is fitted, unless
     ``into_existing`` (then the run's files are added to it and nothing there is replaced).
+    ``reporter`` hears each phase as it begins and the sampler's progress.
     """
 
     timings = {}
     t0 = time.perf_counter()
-    plan = plan_of(path, overrides)
+    reporter.phase("checking spec")
+    loaded = load_spec(path, tuple(overrides))
+    reporter.phase("reading data")
+    plan = plan_of(path, overrides, loaded=loaded)
     loaded, info, tables = plan.loaded, plan.info, plan.tables
     timings["prepare"] = time.perf_counter() - t0
 
     out_dir = Path(out) if out else default_out(loaded)
     origin = out_origin(loaded, out)
     check_out(out_dir, into_existing=into_existing, origin=origin)
-    fitted_ = posterior(plan, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache, progress=progress)
+    fitted_ = posterior(plan, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache, progress=progress,
+                        reporter=reporter)
     fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
     timings["fit"] = fitted.seconds
 
     t1 = time.perf_counter()
+    reporter.phase("poststratifying")
     est = estimate(plan, fitted.posterior, block=block)
     spec = loaded.spec
     predictor, pieces, ed, table, group_cols = est.predictor, est.pieces, est.draws, est.table, est.group_columns
@@ -91,6 +100,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     manifest["coverage"] = cov.to_json()
     manifest["diagnostics"]["failed"] = diag.problems(thresholds)
     manifest["warnings"] = list(warnings_)
+    reporter.phase("writing")
     with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(table, tmp / "estimands.csv")
         write_table(draws, tmp / "estimand_draws.parquet")

@@ -178,14 +178,21 @@ def set_frozen_priors(model, priors: dict, parameterization: dict[str, str]) -> 
 
 
 # ----------------------------------------------------------------------------- fitting
-def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: bool = False) -> Fit:
-    """Sample the posterior; progress and sampler logs go to stderr, never stdout."""
+def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: bool = False,
+        on_progress=None) -> Fit:
+    """Sample the posterior; progress and sampler logs go to stderr, never stdout.
+
+    ``on_progress`` (nutpie only) is called from the sampler's thread with a tuple of
+    :class:`mrp_formula.progress.ChainState`, about ten times a second; it then replaces the
+    library's own progress bar."""
     f = loaded.spec.fit
     start = time.perf_counter()
+    forward = on_progress is not None and f.sampler == "nutpie"
     kwargs = dict(draws=f.draws, tune=f.tune, chains=f.chains, random_seed=f.seed,
-                  progressbar=bool(progress and sys.stderr.isatty()))
+                  progressbar=bool(progress and sys.stderr.isatty() and not forward))
     try:
-        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers(), _exact_math():
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers(), _exact_math(), \
+                _nutpie_progress(on_progress if forward else None):
             warnings.simplefilter("ignore")
             if f.sampler == "nutpie" and mass_matrix == "low_rank":
                 kwargs["nuts"] = {"low_rank_modified_mass_matrix": True}
@@ -198,6 +205,40 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
                                file=str(loaded.path), line=loaded.line("fit"),
                                hint="try sampler = \"pymc\", stronger priors, or a simpler model")) from None
     return Fit(posterior=dt, seconds=time.perf_counter() - start, sampler=f.sampler)
+
+
+@contextlib.contextmanager
+def _nutpie_progress(on_progress):
+    """Hand nutpie's per-chain progress to ``on_progress`` while sampling.
+
+    PyMC runs nutpie with ``progress_callback=NutpieProgressBarManager(...).update`` (the one
+    hook nutpie offers; Bambi passes no callback through ``Model.fit``), so for the duration of
+    the fit that class's ``update`` forwards each snapshot. An error in the display is swallowed:
+    progress never costs a fit."""
+    if on_progress is None:
+        yield
+        return
+    import pymc.sampling.mcmc as mcmc
+
+    from mrp_formula.progress import ChainState
+
+    base = mcmc.NutpieProgressBarManager
+
+    class Forward(base):
+        def update(self, chain_progresses) -> None:
+            try:
+                on_progress(tuple(ChainState(chain=i, finished=int(cp.finished_draws), total=int(cp.total_draws),
+                                             divergences=int(cp.divergences), tuning=bool(cp.tuning),
+                                             started=bool(cp.started))
+                                  for i, cp in enumerate(chain_progresses)))
+            except Exception:  # noqa: BLE001 - a display, never the fit
+                pass
+
+    mcmc.NutpieProgressBarManager = Forward
+    try:
+        yield
+    finally:
+        mcmc.NutpieProgressBarManager = base
 
 
 @contextlib.contextmanager
