@@ -6,11 +6,14 @@ from dataclasses import replace
 
 from mrp_formula.checks import coverage as coverage_mod
 from mrp_formula.poststrat import classical as classical
+from mrp_formula.spec.tree import load_spec
 from mrp_formula.steps import Plan, plan as plan_of
 
 
-def check(path, *, overrides=()) -> Plan:
-    """Validate the spec, the files, columns, levels, terms and population coverage."""
-    plan = plan_of(path, overrides)
+def check(path, *, overrides=(), data=None, population=None) -> Plan:
+    """Validate the spec, the files, columns, levels, terms and population coverage. ``data`` and
+    ``population`` are DataFrames that take the place of the spec's files."""
+    loaded = load_spec(path, tuple(overrides), frames={"data": data, "population": population})
+    plan = plan_of(path, overrides, loaded=loaded)
     cov = coverage_mod.coverage(plan.tables, plan.info, plan.loaded.spec.model.family)
     return replace(plan, coverage=cov)

@@ -21,7 +21,7 @@ from mrp_formula.steps import plan as plan_of
 from mrp_formula.model.cache import CACHE_DIR
 from mrp_formula.model.plan import versions
 from mrp_formula.progress import SILENT, Reporter
-from mrp_formula.spec.tree import load_spec
+from mrp_formula.spec.tree import FRAME_SOURCE, load_spec
 
 
 @dataclass(frozen=True)
@@ -37,23 +37,30 @@ class RunResult:
     failed: tuple[str, ...] = ()  # the checks that fail a --strict run
     ppc: pd.DataFrame | None = None
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the report's summary (verdict, headline estimates, decision numbers in words)."""
+        from mrp_formula.output.report import RunView, summary
+
+        return summary(RunView.from_folder(self.out))
+
 
 def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
         refit: bool = False, cache: bool = True, into_existing: bool = False,
-        reporter: Reporter = SILENT) -> RunResult:
+        reporter: Reporter = SILENT, data=None, population=None) -> RunResult:
     """Run the spec end to end and write the run folder.
 
     The posterior is reused from the cache beside the run folder while the model part of the
     spec and the fitted data are unchanged; ``refit=True`` forces a new fit. An existing folder
     that mrp-formula did not write is refused before anything is fitted, unless
     ``into_existing`` (then the run's files are added to it and nothing there is replaced).
-    ``reporter`` hears each phase as it begins and the sampler's progress.
+    ``reporter`` hears each phase as it begins and the sampler's progress. ``data`` and
+    ``population`` are DataFrames that take the place of the spec's files (which it may then omit).
     """
 
     timings = {}
     t0 = time.perf_counter()
     reporter.phase("checking spec")
-    loaded = load_spec(path, tuple(overrides))
+    loaded = load_spec(path, tuple(overrides), frames={"data": data, "population": population})
     reporter.phase("reading data")
     plan = plan_of(path, overrides, loaded=loaded)
     loaded, info, tables = plan.loaded, plan.info, plan.tables
@@ -160,6 +167,15 @@ def _ordered(table: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
     return table[first + rest]
 
 
+def frame_sha256(df: pd.DataFrame) -> str:
+    """The content hash of a DataFrame given in memory (its columns, dtypes and values)."""
+    import hashlib
+
+    h = hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    h.update(repr([(str(c), str(t)) for c, t in df.dtypes.items()]).encode())
+    return h.hexdigest()
+
+
 def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> dict:
 
     loaded = plan.loaded
@@ -174,7 +190,9 @@ def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> di
         "mrp_formula": __version__,
         "name": spec.name,
         "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
-        "inputs": {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in files.items() if p.exists()},
+        "inputs": {**{k: {"path": str(p), "sha256": sha256_file(p)} for k, p in files.items()
+                      if loaded.frame(k) is None and p.exists()},
+                   **{k: {"path": FRAME_SOURCE, "sha256": frame_sha256(df)} for k, df in (loaded.frames or {}).items()}},
         "seed": spec.fit.seed,
         "sampler": {"name": spec.fit.sampler, "draws": spec.fit.draws, "tune": spec.fit.tune,
                     "chains": spec.fit.chains, "target_accept": spec.fit.target_accept,

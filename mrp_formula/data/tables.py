@@ -185,6 +185,8 @@ def _read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame
     spec = loaded.spec
     if not FAMILIES[spec.model.family].aggregatable or spec.data.weights or spec.model.aggregate == "never":
         return None
+    if loaded.frame("data") is not None:
+        return None  # in memory already: counted in pandas (count_identical), to the same canonical form
     path = loaded.resolve(spec.data.source)
     if not path.exists() or path.suffix.lower() not in (".csv", ".parquet", ".pq", ".duckdb", ".db"):
         return None
@@ -212,6 +214,41 @@ def _read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame
             con.close()
     except Exception:
         return None  # the plain reader reports the problem with its context
+
+
+def read_source(loaded: LoadedSpec, section: str) -> pd.DataFrame:
+    """A section's table ("data" or "population"): its file, or the DataFrame given in memory
+    (with the section's ``query`` run over it as the table ``source``, as over a file)."""
+    table = getattr(loaded.spec, section)
+    file, line, query_line = str(loaded.path), loaded.line(section, "source"), loaded.line(section, "query")
+    df = loaded.frame(section)
+    if df is None:
+        return read_table(loaded.resolve(table.source), table.query, key=f"{section}.source", file=file,
+                          line=line, query_line=query_line)
+    if table.query is None:
+        return df.copy()
+    import duckdb
+
+    query = check_query(table.query, key=f"{section}.query", file=file, line=query_line)
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    try:
+        con.register("source", df)
+        con.execute("SET enable_external_access = false")
+        return con.execute(query).df()
+    except Exception as exc:
+        raise DataError(Problem(f"the query over the {section} DataFrame failed: {exc}", key=f"{section}.query",
+                                file=file, line=query_line,
+                                hint="the DataFrame is the table `source`, e.g. SELECT * FROM source")) from None
+    finally:
+        con.close()
+
+
+def sample_name(loaded: LoadedSpec) -> str:
+    return "the data DataFrame" if loaded.frame("data") is not None else "the sample"
+
+
+def population_name(loaded: LoadedSpec) -> str:
+    return "the population DataFrame" if loaded.frame("population") is not None else "the population table"
 
 
 # ----------------------------------------------------------------------------- preparing
@@ -333,8 +370,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         rows_in = int(raw[FREQ].sum())
         notes.append(Note("data.collapsed", f"read {rows_in} sample rows as {len(raw)} distinct rows (DuckDB)"))
     else:
-        raw = read_table(loaded.resolve(spec.data.source), spec.data.query, key="data.source", file=file,
-                         line=loaded.line("data", "source"), query_line=loaded.line("data", "query"))
+        raw = read_source(loaded, "data")
         rows_in = len(raw)
     sample = _rename(raw, spec.data.rename, "data", loaded, problems, notes)
     sample = _join(sample, "sample", loaded, problems, join_cache)
@@ -345,7 +381,8 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         needed.append(FREQ)
     elif weights:
         if spec.data.weights not in sample.columns:
-            problems.add(f"weights column '{spec.data.weights}' is not a column of the sample", key="data.weights",
+            problems.add(f"weights column '{spec.data.weights}' is not a column of {sample_name(loaded)}",
+                         key="data.weights",
                          line=loaded.line("data", "weights"), hint=did_you_mean(spec.data.weights, sample.columns))
         else:
             w = pd.to_numeric(sample[spec.data.weights], errors="coerce")
@@ -364,7 +401,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         if var in sample.columns or var == weights:
             continue
         role = "response" if var in info.response_vars else "predictor"
-        problems.add(f"{role} '{var}' is not a column of the sample", key="model.formula",
+        problems.add(f"{role} '{var}' is not a column of {sample_name(loaded)}", key="model.formula",
                      line=loaded.line("model", "formula"), hint=did_you_mean(var, sample.columns))
     problems.raise_if_any(DataError)
     sample = sample[needed].copy()
@@ -386,7 +423,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
                          f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})"))
             count = count[keep]
     if len(sample) == 0:
-        problems.add("no sample rows left", key="data.source", line=loaded.line("data", "source"))
+        problems.add("no sample rows left", key=loaded.source_label("data"), line=loaded.line("data", "source"))
     problems.raise_if_any(DataError)
 
     _check_response(sample, info, spec.model.family, loaded, problems, notes)
@@ -640,16 +677,14 @@ def _population(loaded, info, sample, variables, problems, join_cache, weights=N
             cells = independent_joint(margins)
         stats["population_rows"] = int(len(cells))
     else:
-        raw = read_table(loaded.resolve(pop_spec.source), pop_spec.query, key="population.source",
-                         file=str(loaded.path), line=loaded.line("population", "source"),
-                         query_line=loaded.line("population", "query"))
+        raw = read_source(loaded, "population")
         stats["population_rows"] = int(len(raw))
         cells = _rename(raw, pop_spec.rename, "population", loaded, problems, notes)
         cells = _join(cells, "population", loaded, problems, join_cache)
         cells = _recode(cells, pop_spec.recode, "population", loaded, problems)
         if pop_spec.weight is not None:
             if pop_spec.weight not in cells.columns:
-                problems.add(f"weight column '{pop_spec.weight}' is not in the population table",
+                problems.add(f"weight column '{pop_spec.weight}' is not in {population_name(loaded)}",
                              key="population.weight", line=loaded.line("population", "weight"),
                              hint=did_you_mean(pop_spec.weight, cells.columns))
                 w = pd.Series(1.0, index=cells.index)
@@ -809,8 +844,8 @@ def _check_estimands(loaded, info, variables, population, problems, data_problem
     spec = loaded.spec
     analyst_set = {v for e in spec.estimands.values() for v in list(e.at) + list(e.contrast or {})}
     pop_vars = set(population.columns) - {WEIGHT}
-    source = "population.margins" if spec.population.margins is not None else "population.source"
-    where_pop = loaded.line(*source.split("."))
+    source = "population.margins" if spec.population.margins is not None else loaded.source_label("population")
+    where_pop = loaded.line(*source.split(" ")[0].split("."))
     lacking: dict[str, list[str]] = {}
     for name, est in spec.estimands.items():
         base = ("estimands", name)
@@ -827,7 +862,7 @@ def _check_estimands(loaded, info, variables, population, problems, data_problem
             if close.startswith("did you mean"):
                 problems.add(f"'{var}' is not a population variable", key=key, line=line, hint=close)
             else:
-                data_problems.add(f"the population table has no column '{var}'", key=key, line=line,
+                data_problems.add(f"{population_name(loaded)} has no column '{var}'", key=key, line=line,
                                   hint=f"add it to the population table, or remove it from `by`; {close}")
         set_vars = dict(est.at)
         if est.contrast:

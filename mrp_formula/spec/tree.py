@@ -266,6 +266,15 @@ class LoadedSpec(_Frozen):
     text: str
     raw: dict
     lines: dict
+    frames: Any = None  # {"data": DataFrame, "population": DataFrame}: tables given in memory (``run(data=df)``)
+
+    def frame(self, section: str):
+        """The DataFrame given in memory for ``section`` ("data" or "population"), else None."""
+        return (self.frames or {}).get(section)
+
+    def source_label(self, section: str) -> str:
+        """How messages name a section's table: its key, or "data (DataFrame)" when given in memory."""
+        return f"{section} (DataFrame)" if self.frame(section) is not None else f"{section}.source"
 
     @property
     def base_dir(self) -> Path:
@@ -282,8 +291,12 @@ class LoadedSpec(_Frozen):
 # --------------------------------------------------------------------------- loading
 
 
-def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> LoadedSpec:
-    """Read, merge, override and validate a spec; raise :class:`SpecError` listing every problem."""
+def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, frames: dict | None = None
+              ) -> LoadedSpec:
+    """Read, merge, override and validate a spec; raise :class:`SpecError` listing every problem.
+
+    ``frames`` ({"data": df, "population": df}) are tables given in memory: each takes the place of
+    its section's ``source``, which the spec may then leave out."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(Problem("spec file not found", file=str(path),
@@ -291,6 +304,8 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> 
     raw, text, origins = _read_with_extends(path.resolve(), ())
     problems: list[Problem] = []
     raw, overridden = apply_overrides(raw, overrides)
+    frames = {k: v for k, v in (frames or {}).items() if v is not None}
+    problems += _in_memory(raw, frames, str(path), key_lines(text))
     lines = key_lines(text)
     spec = None
     try:
@@ -307,7 +322,35 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> 
             problems.extend(exc.problems)
     if problems:
         raise SpecError(problems)
-    return LoadedSpec(spec=spec, path=path.resolve(), text=text, raw=raw, lines=lines)
+    return LoadedSpec(spec=spec, path=path.resolve(), text=text, raw=raw, lines=lines, frames=frames or None)
+
+
+FRAME_SOURCE = "(DataFrame)"  # data.source / population.source of a table given in memory
+
+
+def _in_memory(raw: dict, frames: dict, file: str, lines: dict) -> list[Problem]:
+    """Put each in-memory table in its section's ``source`` (so the spec may leave it out)."""
+    problems = []
+    for section, df in frames.items():
+        if section not in ("data", "population"):
+            problems.append(Problem(f"'{section}' is not a table a DataFrame can replace", key=section,
+                                    hint="pass data=... (the sample) or population=... (the cell table)"))
+            continue
+        if not hasattr(df, "columns"):
+            problems.append(Problem(f"{section}= must be a pandas DataFrame", key=f"{section} (DataFrame)",
+                                    got=type(df).__name__))
+            continue
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            continue  # the spec's own problem is reported by validation
+        if section == "population" and table.get("margins") is not None:
+            problems.append(Problem("the spec gives population.margins and a population DataFrame was passed",
+                                    key="population.margins", file=file,
+                                    line=line_of(lines, ("population", "margins")),
+                                    hint="remove the margins from the spec, or do not pass population="))
+            continue
+        table["source"] = FRAME_SOURCE
+    return problems
 
 
 def _read_toml(path: Path) -> tuple[dict, str]:

@@ -151,6 +151,17 @@ def render(view: RunView) -> str:
     return environment().get_template("report.html.j2").render(**context(view))
 
 
+def summary(view: RunView) -> str:
+    """The top of the report alone (the verdict, the headline estimates, the decision numbers in
+    words) as an HTML fragment with its own scoped style: what a run shows in a notebook."""
+    cs = P.checks(view)
+    decisions, decision_summaries = P.decisions(view)
+    return environment().get_template("summary.html.j2").render(
+        title=view.name, description=view.description, verdict=P.verdict(view, cs), headlines=P.headlines(view),
+        decisions=decisions, decision_summaries=decision_summaries, ci_name=view.ci_name,
+        report=str(Path(view.folder) / REPORT))
+
+
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` (or ``out``) for the run folder ``folder``, atomically."""
     view = RunView.from_folder(folder)
