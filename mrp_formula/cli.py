@@ -146,10 +146,13 @@ class PhaseLines(Reporter):
 
     def __init__(self, console: Console | None = None):
         self.console = console or err
-        self.start = time.perf_counter()
+        self.t0 = time.perf_counter()
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
 
     def phase(self, name: str) -> None:
-        self.console.print(f"[{time.perf_counter() - self.start:6.1f} s] {name}", markup=False, highlight=False)
+        self.console.print(f"[{time.perf_counter() - self.t0:6.1f} s] {name}", markup=False, highlight=False)
 
 
 class LiveProgress(PhaseLines):
@@ -336,22 +339,39 @@ def schema_(output: Annotated[Optional[Path], typer.Option("-o", "--output", hel
     err.print(f"wrote {output}", markup=False, highlight=False)
 
 
+class TemplateName(str, Enum):
+    ab = "ab"
+    survey = "survey"
+    margins = "margins"
+    continuous = "continuous"
+
+
 @app.command("init")
 def init_(file: Annotated[Path, typer.Argument(help="The spec file to write, e.g. ab.mrp.toml.")],
-          force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False) -> None:
-    """Write a commented starter spec whose first line points editors at the JSON Schema."""
-    from mrp_formula.spec.schema import starter_spec, write_text_atomic
+          force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
+          template: Annotated[TemplateName, typer.Option(
+              "--template", "-t", help="ab: an A/B test on a 0/1 outcome; survey: a survey and a population cell "
+                                       "table; margins: the survey with population margins only; continuous: an "
+                                       "A/B test on a continuous metric.")] = TemplateName.ab,
+          ) -> None:
+    """Write a commented starter spec (its first line points editors at the JSON Schema) and the
+    simulated example data it reads, beside it: `mrp check FILE` passes as written."""
+    from mrp_formula.commands.init import init as do_init
 
     if file.exists() and not force:
         err.print(f"error: {file} already exists; pass --force to overwrite it", markup=False, highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(file, starter_spec(file))
+        written = do_init(file, template.value)
     except OSError as exc:
         err.print(f"error: cannot write {file}: {exc.strerror or exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
-    err.print(f"wrote {file}; edit it, then `mrp check {file}`", markup=False, highlight=False)
+    for p in written.data:
+        err.print(f"wrote {p} (simulated example data; replace it with yours)", markup=False, highlight=False)
+    for p in written.kept:
+        err.print(f"kept {p} (it exists; the spec reads it)", markup=False, highlight=False)
+    err.print(f"wrote {file} ({template.value} template); edit it, then `mrp check {file}`", markup=False,
+              highlight=False)
 
 
 @app.command("recover")
@@ -505,6 +525,58 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
     print_table(shown, f"PSIS-LOO over {result.n_loo} {result.unit}s ({result.n_obs} observations), best first; "
                        f"elpd_diff and diff_se against the best, stacking weights")
     err.print(f"results in {result.out}", highlight=False)
+
+
+@app.command("watch")
+def watch_(spec: SpecArg,
+           out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<name>).")] = None,
+           set_: SetOpt = None, quiet: QuietOpt = False,
+           verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+           ) -> None:
+    """Run a spec, then rerun it whenever it or its data/population files change: the fit is reused
+    when only the population, estimands or report changed; each rerun prints what moved since the
+    previous one (as `mrp diff`) and rewrites the run folder and its report.html in place. Ctrl-C stops."""
+    _setup_logging(verbose)
+    from mrp_formula.commands.diff import renderables
+    from mrp_formula.commands.watch import file_changes, watch, watched_files
+
+    overrides = tuple(set_ or ())
+
+    def said(r) -> None:
+        what = "first run" if not r.changed else "changed: " + ", ".join(p.name for p in r.changed)
+        err.rule(f"run {r.number}: {what}", style="dim")
+        if r.error is not None:
+            problems = r.error.problems
+            err.print(f"[bold red]error[/]: {len(problems)} problem{'s' if len(problems) != 1 else ''} found; "
+                      f"still watching", highlight=False)
+            for p in problems:
+                err.print(p.render(), markup=False, highlight=False)
+            return
+        res = r.result
+        for w in res.warnings:
+            err.print(f"[yellow]warning[/]: {escape(w)}", highlight=False)
+        if r.diff is not None:
+            for item in renderables(r.diff):
+                err.print(item)
+        else:
+            ci = res.estimands.iloc[0]
+            print_table(res.estimands, f"{res.manifest['name']}: posterior of the estimands "
+                                       f"({ci['ci_prob']:.0%} {ci['ci_kind'].upper()})")
+            if r.diff_error:
+                err.print(f"no comparison with the previous run: {r.diff_error}", markup=False, highlight=False)
+        fit = ("fitted" if not r.reused_fit else "fit from the cache" if r.number == 1 else
+               "fit reused (the data and the model part of the spec did not change)")
+        err.print(f"{fit}; report: {res.out / 'report.html'}", markup=False, highlight=False)
+        err.print("watching " + ", ".join(p.name for p in watched_files(spec, overrides)) + " (Ctrl-C stops)",
+                  markup=False, highlight=False)
+
+    reporter = reporter_for(quiet)
+    try:
+        watch(spec, file_changes(spec, overrides), out=out, overrides=overrides, on_rerun=said, reporter=reporter)
+    except KeyboardInterrupt:
+        reporter.done()
+        err.print("stopped watching", highlight=False)
+        raise typer.Exit(0) from None
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="A run folder written by `mrp run` (runs/<name> by default).")]

@@ -29,6 +29,9 @@ class Reporter:
     ``poststratifying``, ``writing``), ``chains`` repeatedly while sampling (from the sampler's
     thread), ``done`` once at the end."""
 
+    def start(self) -> None:
+        """A run begins (``mrp watch`` runs many): its clock starts again."""
+
     def phase(self, name: str) -> None:
         pass
 
