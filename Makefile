@@ -7,6 +7,8 @@ setup:
 demo: setup
 	$(PY) examples/ab_click/generate.py --if-missing
 	.venv/bin/mrp run specs/ab_click.toml
+	@echo "the simulated truth (examples/ab_click/generate.py) beside the estimates:"
+	@$(PY) examples/ab_click/generate.py --truth-vs runs/ab-click
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -100,7 +100,12 @@ def print_table(df, title: str, console: Console | None = None) -> None:
     cols = [c for c in cols if not df[c].isna().all()]
     table = Table(title=title, show_lines=False)
     for c in cols:
-        table.add_column(c, justify="right" if df[c].dtype.kind in "fi" else "left")
+        # values stay whole on one line (labels up to 60 characters); the headers wrap first
+        longest = max([1] + [len(_fmt(v)) for v in df[c]])
+        if df[c].dtype.kind in "fi":
+            table.add_column(c, justify="right", min_width=longest, overflow="fold")
+        else:
+            table.add_column(c, justify="left", no_wrap=True, min_width=min(longest, 60), overflow="fold")
     for _, row in df.iterrows():
         table.add_row(*[escape(_fmt(row[c])) for c in cols])
     (console or err).print(table)
@@ -521,7 +526,7 @@ def compare_(specs: Annotated[list[Path], typer.Argument(help="Two or more spec 
         err.print(f"[yellow]warning[/]: {escape(w)}", highlight=False)
     t = result.table
     shown = t[["model", "elpd_loo", "se", "p_loo", "elpd_diff", "diff_se", "weight", "pareto_k_max", "n_high_k",
-               "fit"]].assign(model=[escape(m) for m in t["model"]])
+               "fit"]]  # print_table escapes every cell
     print_table(shown, f"PSIS-LOO over {result.n_loo} {result.unit}s ({result.n_obs} observations), best first; "
                        f"elpd_diff and diff_se against the best, stacking weights")
     err.print(f"results in {result.out}", highlight=False)

@@ -4,10 +4,10 @@
 long estimand draws, the posterior and the PPC table):
 
 * ``estimands.png`` (``estimands_1.png``, ... when there are more than 12 panels): the posterior
-  density of every estimand row, with the report interval, the median and, for contrasts,
+  density of every estimand row, with the report interval, the posterior mean and, for contrasts,
   P(direction), the ROPE band and the share of draws in it. An estimand with many rows (a
   breakdown by 51 states) is shown in the forest plot instead, and the figure says so.
-* ``forest.png``: every estimand with groups, one panel each: median, 50% and report interval.
+* ``forest.png``: every estimand with groups, one panel each: posterior mean, 50% and report interval.
 * ``raw_vs_mrp.png``: raw sample value, classical raked value and MRP per estimand row.
 * ``trace.png``: traces and rank histograms of the hyperparameters (``*_sigma``, ``Intercept``,
   common effects and family parameters; group-level offsets are left out).
@@ -69,7 +69,7 @@ class _Row:
     groups: tuple[tuple[str, str], ...]  # (column, level) of the non-missing group columns
     category: str | None
     scale: str | None  # difference | ratio | odds_ratio for contrasts, else None
-    median: float
+    point: float  # the posterior mean: the number the tables and the report's cards show
     lower: float
     upper: float
     p_above_null: float
@@ -160,7 +160,8 @@ def _rows(estimands: pd.DataFrame, draws: pd.DataFrame | None) -> list[_Row]:
             estimand=str(rec["estimand"]),
             groups=tuple((c, _text(rec.get(c))) for c in group_cols if _text(rec.get(c))),
             category=cat or None, scale=scale,
-            median=_num(rec, "median"), lower=_num(rec, "lower"), upper=_num(rec, "upper"),
+            point=_num(rec, "mean") if np.isfinite(_num(rec, "mean")) else _num(rec, "median"),
+            lower=_num(rec, "lower"), upper=_num(rec, "upper"),
             p_above_null=_num(rec, "p_above_null"), p_in_rope=_num(rec, "p_in_rope"),
             raw=_num(rec, "raw"), weighted=_num(rec, "weighted"),
             draws=by_key.get(key, np.zeros(0)),
@@ -342,7 +343,7 @@ def _kde(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _density_panel(ax, r: _Row, ci_prob: float, ci_kind: str, rope) -> None:
     ci = _ci_name(ci_prob, ci_kind)
-    lines = [r.title, f"median {_fmt(r.median)}, {ci} [{_fmt(r.lower)}, {_fmt(r.upper)}]"]
+    lines = [r.title, f"mean {_fmt(r.point)}, {ci} [{_fmt(r.lower)}, {_fmt(r.upper)}]"]
     if r.is_contrast:
         op = "<" if np.isfinite(r.p_above_null) and r.p_above_null < 0.5 else ">"
         p = r.p_above_null if op == ">" else 1 - r.p_above_null
@@ -355,10 +356,10 @@ def _density_panel(ax, r: _Row, ci_prob: float, ci_kind: str, rope) -> None:
     ax.set_xlabel(_scale_name(r.scale) if r.is_contrast else "estimate", fontsize=8.5)
     dens = _kde(r.draws)
     if dens is None:
-        if np.isfinite(r.median):
-            ax.axvline(r.median, color=MRP, lw=1.5)
-            half = max(abs(r.median) * 0.5, 1e-3)
-            ax.set_xlim(r.median - half, r.median + half)
+        if np.isfinite(r.point):
+            ax.axvline(r.point, color=MRP, lw=1.5)
+            half = max(abs(r.point) * 0.5, 1e-3)
+            ax.set_xlim(r.point - half, r.point + half)
         ax.text(0.02, 0.92, "no draws to estimate a density" if not len(r.draws) else "all draws equal",
                 transform=ax.transAxes, ha="left", va="top", fontsize=8.5, color="#666666")
         return
@@ -368,8 +369,8 @@ def _density_panel(ax, r: _Row, ci_prob: float, ci_kind: str, rope) -> None:
     inside = (grid >= r.lower) & (grid <= r.upper)
     ax.fill_between(grid, 0, y, where=inside, color=MRP_LIGHT, alpha=0.7, lw=0)
     ax.plot([r.lower, r.upper], [0, 0], color=MRP, lw=4, solid_capstyle="butt")
-    if np.isfinite(r.median):
-        ax.plot([r.median] * 2, [0, float(np.interp(r.median, grid, y))], color=MRP, lw=1.2)
+    if np.isfinite(r.point):
+        ax.plot([r.point] * 2, [0, float(np.interp(r.point, grid, y))], color=MRP, lw=1.2)
     ax.set_ylim(0, top * 1.22)
     span = grid[-1] - grid[0]
     lo_view, hi_view = grid[0] - 0.02 * span, grid[-1] + 0.02 * span
@@ -414,7 +415,7 @@ def _estimand_pages(rows: list[_Row], ci_prob: float, ci_kind: str, ropes: dict,
         width = 4.3 * ncol if ncol > 1 else 5.6
         head = 0.55 + (0.25 if moved else 0)
         fig = Figure(figsize=(width, 2.75 * nrow + head), layout="constrained")
-        title = f"Posterior of the estimands: density, median, shaded {ci}"
+        title = f"Posterior of the estimands: density, mean (line), shaded {ci}"
         if len(pages) > 1:
             title += f" (page {k} of {len(pages)})"
         if moved:
@@ -496,12 +497,12 @@ def _sort(block: _Block, key) -> _Block:
 
 
 def _forest(rows: list[_Row], ci_prob: float, ci_kind: str, ropes: dict, plots: Path) -> list[Path]:
-    blocks = [_sort(b, lambda r: r.median) for b in _blocks(rows, ungrouped=False)]
+    blocks = [_sort(b, lambda r: r.point) for b in _blocks(rows, ungrouped=False)]
     if not blocks:
         return []
     ci = _ci_name(ci_prob, ci_kind)
     fig, axes = _stacked([len(b.rows) for b in blocks], width=7.2, legend_space=True,
-                         title=f"Estimands by group: median (point), 50% {ci_kind.upper()} (thick), {ci} (thin)")
+                         title=f"Estimands by group: mean (point), 50% {ci_kind.upper()} (thick), {ci} (thin)")
     for ax, b in zip(axes, blocks):
         _reference(ax, b.rows, ropes)
         y = np.arange(len(b.rows))
@@ -509,12 +510,12 @@ def _forest(rows: list[_Row], ci_prob: float, ci_kind: str, ropes: dict, plots: 
         half = np.array([interval(_finite(r.draws), 0.5, ci_kind) if len(_finite(r.draws)) > 1 else (np.nan, np.nan)
                          for r in b.rows])
         ax.hlines(y, half[:, 0], half[:, 1], color=MRP, lw=4.5)
-        ax.plot([r.median for r in b.rows], y, "o", ms=5, color="white", mec=MRP, mew=1.5, ls="none")
+        ax.plot([r.point for r in b.rows], y, "o", ms=5, color="white", mec=MRP, mew=1.5, ls="none")
         _rows_axis(ax, b.labels)
-        ax.set_title(b.title + (" (sorted by median)" if b.sorted_ else ""), fontsize=9.5, loc="left")
+        ax.set_title(b.title + (" (sorted by mean)" if b.sorted_ else ""), fontsize=9.5, loc="left")
         r0 = b.rows[0]
         ax.set_xlabel(_scale_name(r0.scale), fontsize=8.5)
-    handles = [Line2D([], [], marker="o", color=MRP, mfc="white", lw=0, label="median"),
+    handles = [Line2D([], [], marker="o", color=MRP, mfc="white", lw=0, label="mean"),
                Line2D([], [], color=MRP, lw=4.5, label=f"50% {ci_kind.upper()}"),
                Line2D([], [], color=MRP, lw=1.2, label=ci)]
     if any(ropes.get(b.rows[0].estimand) is not None and b.rows[0].is_contrast for b in blocks):
@@ -532,7 +533,7 @@ def _raw_vs_mrp(rows: list[_Row], ci_prob: float, ci_kind: str, plots: Path) -> 
             continue
         labels = [lab if (np.isfinite(r.raw) or np.isfinite(r.weighted)) else f"{lab} (no sample)"
                   for lab, r in zip(b.labels, b.rows)]
-        blocks.append(_sort(_Block(b.title, b.rows, labels), lambda r: r.median))
+        blocks.append(_sort(_Block(b.title, b.rows, labels), lambda r: r.point))
     if not blocks:
         return []
     ci = _ci_name(ci_prob, ci_kind)
@@ -544,15 +545,15 @@ def _raw_vs_mrp(rows: list[_Row], ci_prob: float, ci_kind: str, plots: Path) -> 
             ax.axvline(r0.null, color=NULL_LINE, ls="--", lw=0.9)
         y = np.arange(len(b.rows))
         ax.hlines(y, [r.lower for r in b.rows], [r.upper for r in b.rows], color=MRP_LIGHT, lw=5)
-        ax.plot([r.median for r in b.rows], y, "o", ms=5.5, color=MRP, ls="none")
+        ax.plot([r.point for r in b.rows], y, "o", ms=5.5, color=MRP, ls="none")
         ax.plot([r.raw for r in b.rows], y, "s", ms=6, mfc="none", mec=RAW, mew=1.4, ls="none")
         ax.plot([r.weighted for r in b.rows], y, "D", ms=5.5, mfc="none", mec=WEIGHTED, mew=1.4, ls="none")
         _rows_axis(ax, b.labels)
-        ax.set_title(b.title + (" (sorted by MRP median)" if b.sorted_ else ""), fontsize=9.5, loc="left")
+        ax.set_title(b.title + (" (sorted by MRP mean)" if b.sorted_ else ""), fontsize=9.5, loc="left")
         ax.set_xlabel(_scale_name(r0.scale), fontsize=8.5)
     handles = [Line2D([], [], marker="s", mfc="none", mec=RAW, mew=1.4, lw=0, label="raw sample"),
                Line2D([], [], marker="D", mfc="none", mec=WEIGHTED, mew=1.4, lw=0, label="raked (classical)"),
-               Line2D([], [], marker="o", color=MRP, lw=0, label="MRP median"),
+               Line2D([], [], marker="o", color=MRP, lw=0, label="MRP mean"),
                Line2D([], [], color=MRP_LIGHT, lw=5, label=f"MRP {ci}")]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8.5, frameon=False)
     return [_save(fig, plots / "raw_vs_mrp.png")]
@@ -728,7 +729,7 @@ def write_plots(folder: Path, *, estimands: pd.DataFrame, draws: pd.DataFrame, p
                 ropes: dict[str, tuple[float, float]]) -> list[Path]:
     """Write the PNGs of a run into ``folder/plots/`` and return their paths.
 
-    ``estimands`` is the summary table (estimand, group columns, [category], scale, median,
+    ``estimands`` is the summary table (estimand, group columns, [category], scale, mean,
     lower, upper, p_above_null, p_in_rope, raw, weighted, ...), ``draws`` the long draws (chain,
     draw, estimand, group columns, [category], value), ``posterior`` an ``xarray.DataTree`` (or
     None), ``ppc`` the PPC table or None, ``ropes`` the ROPE of each contrast estimand by name.

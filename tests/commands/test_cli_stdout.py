@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from mrp_formula.cli import LiveProgress, PhaseLines, expand_set, main, reporter_for
+from mrp_formula.cli import LiveProgress, PhaseLines, expand_set, main, print_table, reporter_for
 from mrp_formula.errors import Problem
 from mrp_formula.progress import SILENT, ChainState
 
@@ -125,3 +125,13 @@ def test_format_csv_is_estimands_csv_and_phases_on_stderr(ab_dir, tmp_path, caps
     assert [r["estimand"] for r in rows] == list(table["estimand"])
     assert list(rows[0]) == list(table.columns)
     assert not [ln for ln in stderr.splitlines() if ln.startswith("[")]
+
+
+def test_table_labels_stay_whole_and_unescaped():
+    buf = io.StringIO()
+    df = pd.DataFrame({"label": ["click_rate[treatment=control]", "lift[treatment=treatment vs control]"],
+                       **{f"number_{i}": [0.123456, 12.5] for i in range(8)}})
+    print_table(df, "recovery", Console(file=buf, width=100))
+    text = buf.getvalue()
+    assert "lift[treatment=treatment vs control]" in text and "click_rate[treatment=control]" in text
+    assert "\\[" not in text and "0.1235" in text

@@ -160,7 +160,7 @@ def test_sixty_groups_go_to_the_forest(tmp_path):
     assert w > 1200 and h > 1200  # two columns: 60 and 20 labelled rows
     blocks = P._blocks(P._rows(est, draws), ungrouped=False)
     assert [b.title for b in blocks] == ["support by state", "gap: f vs m, by state"]
-    assert [P._sort(b, lambda r: r.median).sorted_ for b in blocks] == [True, True]
+    assert [P._sort(b, lambda r: r.point).sorted_ for b in blocks] == [True, True]
 
 
 def test_many_small_estimands_are_paginated(tmp_path):
