@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +15,8 @@ from rich.console import Console
 from mrp_formula.cli import LiveProgress, PhaseLines, expand_set, main, print_table, reporter_for
 from mrp_formula.errors import Problem
 from mrp_formula.progress import SILENT, ChainState
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _main(capsys, *args):
@@ -135,3 +140,34 @@ def test_table_labels_stay_whole_and_unescaped():
     text = buf.getvalue()
     assert "lift[treatment=treatment vs control]" in text and "click_rate[treatment=control]" in text
     assert "\\[" not in text and "0.1235" in text
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pty")
+def test_on_a_terminal_the_live_display_is_chosen_and_draws():
+    """In a pseudo-terminal (no sampling: the display is fed chain states by hand)."""
+    import pty
+
+    code = ("from mrp_formula.cli import reporter_for\n"
+            "from mrp_formula.progress import ChainState\n"
+            "r = reporter_for(quiet=False)\n"
+            "print(type(r).__name__, flush=True)\n"
+            "r.phase('sampling 1 chain x 10 draws')\n"
+            "r.chains((ChainState(0, 7, 20, 2, False, True),))\n"
+            "r.done()\n")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdout and stderr are the terminal
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out.extend(chunk)
+    _, status = os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert os.WEXITSTATUS(status) == 0, text
+    assert "LiveProgress" in text and "chain 1" in text and "7/20" in text and "2 divergences" in text
