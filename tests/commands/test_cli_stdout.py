@@ -171,3 +171,21 @@ def test_on_a_terminal_the_live_display_is_chosen_and_draws():
     text = out.decode(errors="replace")
     assert os.WEXITSTATUS(status) == 0, text
     assert "LiveProgress" in text and "chain 1" in text and "7/20" in text and "2 divergences" in text
+
+
+def test_write_estimands_to_stdout(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from mrp_formula.cli import write_estimands
+
+    table = pd.DataFrame({"estimand": ["rate"], "scale": [""], "mean": [0.5], "lower": [0.4], "upper": [0.6]})
+    table.to_csv(tmp_path / "estimands.csv", index=False)
+    result = SimpleNamespace(out=tmp_path, estimands=table)
+    write_estimands(result, "csv", "t")
+    assert capsys.readouterr().out == (tmp_path / "estimands.csv").read_text()
+    write_estimands(result, "json", "t")
+    assert json.loads(capsys.readouterr().out) == [{"estimand": "rate", "scale": "", "mean": 0.5, "lower": 0.4,
+                                                    "upper": 0.6}]
+    write_estimands(result, "table", "the title")
+    out = capsys.readouterr()
+    assert "the title" in out.out and "rate" in out.out and out.err == ""

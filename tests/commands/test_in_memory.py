@@ -87,9 +87,12 @@ def test_a_dataframe_run_gives_the_numbers_of_the_same_data_from_a_csv(frames, t
     (d / "files.toml").write_text((d / "nb.toml").read_text().replace(
         "[population]\n", '[data]\nsource = "clicks.csv"\n[population]\nsource = "pop.csv"\n'))
     from_files = mrp_formula.run(d / "files.toml", out=tmp_path / "files")
+    # shuffled rows: the same canonical sample. The same fit-cache key means the same fitted data,
+    # model and settings (so the same posterior for the seed): the fit is reused, not sampled twice.
     in_memory = mrp_formula.run(d / "nb.toml", data=sample.sample(frac=1, random_state=1), population=population,
-                                out=tmp_path / "memory", refit=True)  # shuffled rows: the same canonical sample
+                                out=tmp_path / "memory")
     assert in_memory.manifest["fit_cache"]["key"] == from_files.manifest["fit_cache"]["key"]
+    assert in_memory.manifest["fit_cache"]["reused"]
     cols = ["estimand", "mean", "lower", "upper", "raw", "weighted"]
     pd.testing.assert_frame_equal(in_memory.estimands[cols], from_files.estimands[cols])
     assert in_memory.manifest["inputs"]["data"]["path"] == "(DataFrame)"
