@@ -1,6 +1,6 @@
 """Helpers of the calibration tests (tests/poststrat/test_calibrate.py, tests/commands/
-test_calibrate_run.py): made-up posterior draws shaped as Bambi's, and a simulated survey with
-outcome-related nonresponse."""
+test_calibrate_run.py): made-up posterior draws shaped as Bambi's, and the simulated survey with
+outcome-related nonresponse of examples/calibration/nonresponse.py."""
 
 from __future__ import annotations
 
@@ -35,44 +35,27 @@ def made_up_posterior(dsg, n_chains=2, n_draws=20, seed=5, scale=0.7):
     return xr.DataTree.from_dict({"posterior": ds.assign_coords(coords)})
 
 
-STATES = [f"s{i:02d}" for i in range(12)]
-AGES = ["18-29", "30-44", "45-64", "65+"]
+def _example():
+    """examples/calibration/nonresponse.py, the simulation the example's files come from."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "calibration" / "nonresponse.py"
+    spec = importlib.util.spec_from_file_location("calibration_nonresponse", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def nonresponse_survey(seed: int = 3, n_asked: int = 6000, respond=(0.10, 0.25)):
-    """A population of states x age x sex with a true P(y = 1) per cell, and a survey in which a
-    person with y = 1 responds with probability ``respond[1]`` and one with y = 0 with
-    ``respond[0]`` (outcome-related nonresponse, the same in every cell). Returns (sample rows,
-    population cells with N and the true share ``p``, the true share per state)."""
-    rng = np.random.default_rng(seed)
-    state_eff = rng.normal(0, 0.5, len(STATES))
-    age_eff = np.array([-0.6, -0.2, 0.2, 0.6])
-    rows = []
-    for i, s in enumerate(STATES):
-        for j, a in enumerate(AGES):
-            for sex, sx in (("f", 0.15), ("m", -0.15)):
-                n = int(rng.integers(2_000, 40_000))
-                p = 1 / (1 + np.exp(-(-0.4 + state_eff[i] + age_eff[j] + sx)))
-                rows.append({"state": s, "age": a, "sex": sex, "N": n, "p": p})
-    pop = pd.DataFrame(rows)
-    truth_state = pop.assign(w=pop.N * pop.p).groupby("state").w.sum() / pop.groupby("state").N.sum()
-    # asked: people drawn in proportion to N; y from the truth; response depends on y
-    cell = rng.choice(len(pop), n_asked, p=(pop.N / pop.N.sum()).to_numpy())
-    y = rng.random(n_asked) < pop.p.to_numpy()[cell]
-    responds = rng.random(n_asked) < np.where(y, respond[1], respond[0])
-    sample = pop.iloc[cell[responds]][["state", "age", "sex"]].reset_index(drop=True)
-    sample["y"] = y[responds].astype(int)
-    return sample, pop, truth_state
+_EX = _example()
+nonresponse_survey = _EX.nonresponse_survey
+true_means = _EX.true_means
 
 
 def write_nonresponse_case(folder: Path, *, draws: int = 150, tune: int = 300, calibrate: bool = True,
                            seed: int = 3) -> Path:
     """The survey of :func:`nonresponse_survey` as files and a spec (calibrated to the true state
     shares when ``calibrate``); returns the spec's path."""
-    sample, pop, truth_state = nonresponse_survey(seed)
-    sample.to_csv(folder / "sample.csv", index=False)
-    pop.drop(columns="p").to_csv(folder / "population.csv", index=False)
-    truth_state.rename("share").rename_axis("state").reset_index().to_csv(folder / "results.csv", index=False)
+    _EX.write(folder, seed)
     spec = folder / ("calibrated.toml" if calibrate else "plain.toml")
     spec.write_text(textwrap.dedent(f"""
         name = "{spec.stem}"
@@ -89,6 +72,8 @@ def write_nonresponse_case(folder: Path, *, draws: int = 150, tune: int = 300, c
         [population]
         source = "population.csv"
         weight = "N"
+        [estimands.by_state]
+        by = ["state"]
         [estimands.by_age]
         by = ["age"]
         [estimands.by_state_age]
@@ -104,8 +89,3 @@ def write_nonresponse_case(folder: Path, *, draws: int = 150, tune: int = 300, c
         column = "share"
         """ if calibrate else ""))
     return spec
-
-
-def true_means(pop: pd.DataFrame, by: list[str]) -> pd.Series:
-    w = pop.assign(w=pop.N * pop.p)
-    return w.groupby(by).w.sum() / w.groupby(by).N.sum()
