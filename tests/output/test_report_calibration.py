@@ -19,7 +19,8 @@ def _table_rows(html: str, table_id: str) -> list[list[str]]:
     return [re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S) for tr in re.findall(r"<tr>(.*?)</tr>", body.group(1), re.S)]
 
 
-def _calibration_csv(folder, n=len(STATES)):
+def _calibration_csv(folder):
+    n = len(STATES)
     rng = np.random.default_rng(1)
     known = rng.uniform(0.2, 0.8, n)
     model = known + 0.1
