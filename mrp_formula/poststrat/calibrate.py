@@ -140,9 +140,10 @@ def calibrate(predictor, cells: pd.DataFrame, targets, *, block: int | None = No
     kwargs = {"block": block or DEFAULT_BLOCK}
     index = {lv: j for j, lv in enumerate(targets.levels)}
     S, L = predictor.n_samples, len(targets.levels)
+    base = predictor.reusing_terms()  # the design of every chunk evaluated once, not once per pass
 
     def means(delta):
-        shifted = predictor.with_offset(by, targets.levels, delta)
+        shifted = base.with_offset(by, targets.levels, delta)
         out = poststratify(cells, shifted, [req, slope], n_samples=S, **kwargs)
         order = canon_series(out[req].groups[by]).map(index).to_numpy(dtype=np.int64)
         m, dm = np.zeros((S, L)), np.zeros((S, L))

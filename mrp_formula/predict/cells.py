@@ -238,6 +238,7 @@ class CellPredictor:
         self._threads = threads or _usable_cpus()
         self._local = threading.local()
         self._offset: tuple[str, dict[str, int], np.ndarray] | None = None  # see with_offset
+        self._terms_cache: dict | None = None  # see reusing_terms
 
     def with_offset(self, by: str, levels: Sequence[str], delta: np.ndarray) -> "CellPredictor":
         """This predictor with ``delta[:, j]`` (S, L) added to the linear predictor of every cell
@@ -252,13 +253,24 @@ class CellPredictor:
         out._local = threading.local()
         return out
 
+    def reusing_terms(self) -> "CellPredictor":
+        """A copy (shared by its ``with_offset`` copies) that keeps the terms of every chunk it
+        sums, for repeated passes over the same cells with different offsets (calibration's
+        Newton steps): the design is evaluated once instead of once per pass. Holds about as
+        much memory as the population's index arrays; drop it when done."""
+        out = copy.copy(self)
+        out._terms_cache = {}
+        out._local = threading.local()
+        return out
+
     def _offset_rows(self, cells: pd.DataFrame) -> np.ndarray:
         by, index, _ = self._offset
-        idx = canon_series(cells[by]).map(index)
-        if idx.isna().any():
-            missing = sorted(set(canon_series(cells[by])[idx.isna()].astype(str)))
+        codes, uniques = pd.factorize(cells[by], use_na_sentinel=False)  # canonical text per distinct value
+        known = canon_series(pd.Series(np.asarray(uniques, dtype=object))).map(index)
+        if known.isna().any():
+            missing = sorted(str(u) for u, k in zip(uniques, known) if pd.isna(k))
             raise FitError(f"no calibration shift for level(s) {missing[:5]} of '{by}'")
-        return idx.to_numpy(dtype=np.int64)
+        return known.to_numpy(dtype=np.int64)[codes]
 
     # ------------------------------------------------------------------ draws
 
@@ -415,11 +427,15 @@ class CellPredictor:
         if not scenarios:
             return []
         n = len(cells)
+        key = None
+        if self._terms_cache is not None:  # the chunk by its cells (poststratify keeps their index)
+            key = (n, tuple(scenarios), hash(np.asarray(cells.index).tobytes()),
+                   tuple(hash(np.asarray(c).tobytes()) for c, _ in groupings))
         order = np.lexsort([c for c, _ in reversed(groupings)]) if groupings else np.arange(n)
         cells = cells.iloc[order].reset_index(drop=True)
         weights = np.ascontiguousarray(weights[order], dtype=float)
         codes = [np.ascontiguousarray(c[order]) for c, _ in groupings]
-        terms = self._chunk_terms(cells, scenarios)
+        terms = self._cached_terms(cells, scenarios, key)
         shared = [t for t in terms[0] if all(any(t is u for u in ts) for ts in terms[1:])]
         own = [[t for t in ts if not any(t is u for u in shared)] for ts in terms]
         b = max(1, MICRO_BLOCK // self.n_samples)
@@ -454,7 +470,20 @@ class CellPredictor:
             for g in job.needs[s]:
                 _reduce(out[s][g], values, job.weights[a:e], job.codes[g][a:e])
 
-    def _chunk_terms(self, cells: pd.DataFrame, scenarios: Sequence[Scenario]) -> list[list]:
+    def _cached_terms(self, cells: pd.DataFrame, scenarios: Sequence[Scenario], key) -> list[list]:
+        """``_chunk_terms``, from the cache of ``reusing_terms`` when this chunk was seen (the
+        offset's term is made anew: its values change from pass to pass)."""
+        if key is None:
+            return self._chunk_terms(cells, scenarios)
+        if key not in self._terms_cache:
+            self._terms_cache[key] = self._chunk_terms(cells, scenarios, offset=False)
+        terms = self._terms_cache[key]
+        if self._offset is None:
+            return terms
+        offset = _Gather(table=self._offset_table, rows=self._offset_rows(cells))
+        return [ts + [offset] for ts in terms]
+
+    def _chunk_terms(self, cells: pd.DataFrame, scenarios: Sequence[Scenario], *, offset: bool = True) -> list[list]:
         """The terms of every scenario's linear predictor; a term that a scenario leaves
         unchanged is the same object in every scenario (computed once per micro-block)."""
         made: dict = {}
@@ -476,7 +505,7 @@ class CellPredictor:
                 if key not in made:
                     made[key] = self._group_term(frame, g)
                 terms.extend(made[key])
-            if self._offset is not None:  # the cell's own level, whatever the scenario sets
+            if offset and self._offset is not None:  # the cell's own level, whatever the scenario sets
                 if "offset" not in made:
                     made["offset"] = _Gather(table=self._offset_table, rows=self._offset_rows(cells))
                 terms.append(made["offset"])
