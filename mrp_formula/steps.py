@@ -26,6 +26,8 @@ from mrp_formula.output.files import Origin, check_out
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.spec.tree import LoadedSpec, dotted
 from mrp_formula.data.tables import Tables, prepare
+from mrp_formula.data.targets import Targets, check_calibrate_spec, load_targets
+from mrp_formula.poststrat import calibrate as calibrate_mod
 from mrp_formula.errors import MrpError
 from mrp_formula.model.cache import FitCache, fit_key
 from mrp_formula.checks.coverage import Coverage
@@ -45,6 +47,7 @@ class Plan:
     tables: Tables
     fit_plan: FitPlan
     coverage: Coverage | None = None  # filled in by ``check``
+    targets: Targets | None = None  # the known means of [calibrate]
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -61,6 +64,8 @@ class Plan:
         if defaults:
             extra.append(f"priors not in model.priors take defaults ({', '.join(defaults)}): {fp.prior_scale}; "
                          f"`mrp check` lists every prior, manifest.json records them")
+        if self.targets is not None:
+            extra += list(self.targets.notes)
         return self.tables.notes + tuple(extra)
 
 
@@ -126,6 +131,7 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
                                 key="fit.sampler", file=file, line=loaded.line("fit", "sampler"),
                                 hint=f"pip install {needs} (jax-based samplers: pip install 'bambi[jax]'), "
                                      f"or use sampler = \"nutpie\" or \"pymc\""))
+    problems += check_calibrate_spec(loaded)
     auxiliary = AUXILIARY.get(family, ())
     valid = set(info.prior_names) | set(auxiliary)
     if family == "cumulative":
@@ -294,6 +300,7 @@ class Estimate:
     draws: object  # estimands.EstimandDraws: one row per estimand and group, one column per draw
     table: pd.DataFrame  # the summary, one row per estimand and group
     group_columns: list[str]
+    calibration: calibrate_mod.Calibration | None = None  # the shifts, when the spec calibrates
 
 
 def plan(path, overrides=(), *, loaded: LoadedSpec | None = None) -> Plan:
@@ -302,7 +309,8 @@ def plan(path, overrides=(), *, loaded: LoadedSpec | None = None) -> Plan:
     loaded = loaded or load_spec(path, tuple(overrides))
     info = spec_checks(loaded)
     tables = prepare(loaded, info)
-    return Plan(loaded=loaded, info=info, tables=tables, fit_plan=plan_fit(loaded, info, tables))
+    targets = load_targets(loaded, tables)
+    return Plan(loaded=loaded, info=info, tables=tables, fit_plan=plan_fit(loaded, info, tables), targets=targets)
 
 
 def build(plan: Plan):
@@ -345,10 +353,13 @@ def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: boo
 
 
 def estimate(plan: Plan, draws_tree, *, block: int | None = None, poststratify_fn=None,
-             tables=None) -> Estimate:
+             tables=None, calibrate: bool = True) -> Estimate:
     """Predict every population cell per draw of ``draws_tree`` (a posterior or prior DataTree),
     poststratify, and assemble and summarise every estimand of the spec. ``tables`` replaces the
-    plan's prepared tables (a simulated sample in ``mrp recover``)."""
+    plan's prepared tables (a simulated sample in ``mrp recover``). With ``[calibrate]`` (and
+    ``calibrate``), every draw's predictions are first shifted to the known means
+    (``poststrat.calibrate``) and every estimand comes from the shifted predictions;
+    ``Estimate.predictor`` stays the fitted model's own (the checks compare it with the sample)."""
 
     spec = plan.loaded.spec
     tables = tables if tables is not None else plan.tables
@@ -356,14 +367,19 @@ def estimate(plan: Plan, draws_tree, *, block: int | None = None, poststratify_f
     pieces = est_mod.plan(spec.estimands, tables.population_vars)
     kwargs = {"block": block} if block else {}
     poststratify = poststratify_fn or sums.poststratify  # looked up per call: recover's test swaps it
-    reduced = poststratify(tables.population, predictor, est_mod.requests(pieces), n_samples=predictor.n_samples,
+    calibration, used = None, predictor
+    if calibrate and plan.targets is not None:
+        calibration = calibrate_mod.calibrate(predictor, tables.population, plan.targets, block=block)
+        used = predictor.with_offset(calibration.by, calibration.levels, calibration.shift)
+    reduced = poststratify(tables.population, used, est_mod.requests(pieces), n_samples=predictor.n_samples,
                            **kwargs)
     group_cols = est_mod.group_columns(spec.estimands)
     ed = est_mod.assemble(pieces, reduced, n_chains=predictor.n_chains, n_draws=predictor.n_draws,
                           group_columns=group_cols, categories=predictor.categories)
     table = est_mod.summarise(ed, spec.estimands, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
     table = est_mod.with_loss_unit(table, est_mod.outcome_unit(spec.model.family, plan.info.response_vars))
-    return Estimate(predictor=predictor, pieces=pieces, draws=ed, table=table, group_columns=group_cols)
+    return Estimate(predictor=predictor, pieces=pieces, draws=ed, table=table, group_columns=group_cols,
+                    calibration=calibration)
 
 
 def plan_and_model(path, overrides=()):

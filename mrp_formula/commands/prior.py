@@ -57,7 +57,7 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
     check_out(out_dir, into_existing=into_existing, origin=origin)  # before any sampling
     seed = spec.fit.seed
     dt = sampler.sample_prior(build(plan), draws=draws, seed=seed)
-    est = estimate(plan, dt)
+    est = estimate(plan, dt, calibrate=False)  # the model's own prior predictive, not shifted to [calibrate]
     ed, table = est.draws, est.table
     table = table.drop(columns=[c for c in ("ess_bulk", "r_hat") if c in table.columns])  # independent draws
     table["draws"] = ed.draws.shape[1]

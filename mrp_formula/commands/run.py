@@ -15,6 +15,7 @@ from mrp_formula.checks import coverage as coverage_mod
 from mrp_formula.checks import ppc as ppc_mod
 from mrp_formula.poststrat import classical as classical
 from mrp_formula.poststrat import estimands as est_mod
+from mrp_formula.poststrat import calibrate as calibrate_mod
 from mrp_formula.output.files import check_out
 from mrp_formula.steps import Plan, default_out, estimate, out_origin, posterior
 from mrp_formula.steps import plan as plan_of
@@ -99,19 +100,35 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                             divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept)
     warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.level == "warning")
     cache_notes = (cache_note,) if cache_note else ()
+    calibration = est.calibration
+    cal_table = cal_notes = None
+    if calibration is not None:
+        cal_table = calibrate_mod.summary(calibration, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
+        cal_notes = calibrate_mod.calibration_notes(calibration, cal_table)
+        warnings_ = warnings_ + tuple(n for n in cal_notes if n.level == "warning")
     notes = (plan.notes + cache_notes + tuple(cov.notes())
-             + tuple(n for n in srm if n.level != "warning"))
+             + tuple(n for n in srm if n.level != "warning")
+             + tuple(n for n in cal_notes or () if n.level != "warning"))
     manifest = _manifest(plan, fitted, diag, timings, notes + warnings_)
     manifest["fit_cache"] = {"key": key, "reused": cached}
     manifest["spec"]["overrides"] = list(overrides)  # spec.toml is the file; these were applied on top
     manifest["coverage"] = cov.to_json()
     manifest["diagnostics"]["failed"] = diag.problems(thresholds)
     manifest["warnings"] = list(warnings_)
+    if calibration is not None:
+        cal = spec.calibrate
+        manifest["calibrate"] = {"by": cal.by, "source": str(loaded.resolve(cal.source)), "column": cal.column,
+                                 "link": calibration.link, "levels": len(calibration.levels),
+                                 "passes": calibration.steps, "max_error": calibration.max_error}
     reporter.phase("writing")
     with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(table, tmp / "estimands.csv")
         write_table(draws, tmp / "estimand_draws.parquet")
         write_table(ppc_table, tmp / "ppc.csv")
+        if calibration is not None:
+            write_table(cal_table, tmp / "calibration.csv")
+            write_table(calibrate_mod.long_shifts(calibration, predictor.n_chains, predictor.n_draws),
+                        tmp / "calibration_draws.parquet")
         if spec.report.plots:
             plot_note = _plots(tmp, table, draws, fitted.posterior, ppc_table, spec)
             if plot_note:
@@ -185,6 +202,8 @@ def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> di
         files["population"] = loaded.resolve(spec.population.source)
     for i, j in enumerate(spec.join):
         files[f"join[{i}]"] = loaded.resolve(j.source)
+    if spec.calibrate is not None:
+        files["calibrate"] = loaded.resolve(spec.calibrate.source)
     fp = plan.fit_plan
     return {
         "mrp_formula": __version__,

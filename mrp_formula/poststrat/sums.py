@@ -34,6 +34,7 @@ class Scenario:
 
     settings: tuple[tuple[str, str], ...] = ()
     exclude: tuple[str, ...] = ()
+    slope: bool = False  # sum the derivative of the expected outcome by the linear predictor instead
 
 
 @dataclass(frozen=True)

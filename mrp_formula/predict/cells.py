@@ -20,6 +20,7 @@ totals of the chunk before, so the sums do not depend on the chunk size or the r
 
 from __future__ import annotations
 
+import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from mrp_formula.errors import FitError, Problem
 from mrp_formula.spec.formula import FormulaInfo, GroupTerm, environment
 from mrp_formula.poststrat.sums import PLAIN_UNIT, Scenario, plain_weighted_sums
 from mrp_formula.spec.tree import dotted
+from mrp_formula.spec.levels import canon_series
 from mrp_formula.data.tables import Tables, factor_keys
 
 EPS = np.finfo(np.float64).eps
@@ -65,6 +67,13 @@ LINKINV = {
     "inverse_squared": lambda eta: 1 / np.sqrt(eta),
 }
 DEFAULT_LINK = {name: f.link for name, f in FAMILIES.items()}  # Bambi's default links (spec/families.py)
+# Derivatives of the inverse links by the linear predictor (what calibration's Newton steps need).
+LINKINV_SLOPE = {
+    "identity": lambda eta: np.ones_like(eta),
+    "log": np.exp,
+    "logit": lambda eta: _inv_logit(eta) * (1 - _inv_logit(eta)),
+    "probit": lambda eta: np.exp(-0.5 * eta * eta) / np.sqrt(2 * np.pi),
+}
 # Links whose inverse is a product of per-term factors: exp(sign * eta) = prod exp(sign * term).
 _PRODUCT_SIGN = {"logit": -1.0, "log": 1.0}
 
@@ -228,6 +237,40 @@ class CellPredictor:
         self._level_tables: dict[tuple[str, int], np.ndarray] = {}  # group draws in the combining space
         self._threads = threads or _usable_cpus()
         self._local = threading.local()
+        self._offset: tuple[str, dict[str, int], np.ndarray] | None = None  # see with_offset
+        self._terms_cache: dict | None = None  # see reusing_terms
+
+    def with_offset(self, by: str, levels: Sequence[str], delta: np.ndarray) -> "CellPredictor":
+        """This predictor with ``delta[:, j]`` (S, L) added to the linear predictor of every cell
+        whose population level of ``by`` is ``levels[j]`` (calibration's shift). The level is
+        the cell's own, also where an estimand sets ``by`` to another level (``at``)."""
+        if not self.fast:
+            raise FitError(f"a linear-predictor offset needs a one-parameter family, not {self._family}")
+        out = copy.copy(self)
+        delta = np.asarray(delta, dtype=float)
+        out._offset = (by, {str(lv): j for j, lv in enumerate(levels)}, delta)
+        out._offset_table = out._to_space(np.ascontiguousarray(delta.T))
+        out._local = threading.local()
+        return out
+
+    def reusing_terms(self) -> "CellPredictor":
+        """A copy (shared by its ``with_offset`` copies) that keeps the terms of every chunk it
+        sums, for repeated passes over the same cells with different offsets (calibration's
+        Newton steps): the design is evaluated once instead of once per pass. Holds about as
+        much memory as the population's index arrays; drop it when done."""
+        out = copy.copy(self)
+        out._terms_cache = {}
+        out._local = threading.local()
+        return out
+
+    def _offset_rows(self, cells: pd.DataFrame) -> np.ndarray:
+        by, index, _ = self._offset
+        codes, uniques = pd.factorize(cells[by], use_na_sentinel=False)  # canonical text per distinct value
+        known = canon_series(pd.Series(np.asarray(uniques, dtype=object))).map(index)
+        if known.isna().any():
+            missing = sorted(str(u) for u, k in zip(uniques, known) if pd.isna(k))
+            raise FitError(f"no calibration shift for level(s) {missing[:5]} of '{by}'")
+        return known.to_numpy(dtype=np.int64)[codes]
 
     # ------------------------------------------------------------------ draws
 
@@ -318,9 +361,17 @@ class CellPredictor:
                 eta += u[:, 0, :, idx].transpose(1, 0, 2)
         return eta
 
-    def predict(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
-        """Expected outcome on the response scale: (S, n), or (S, n, K) per category."""
+    def predict(self, cells: pd.DataFrame, exclude=(), *, slope: bool = False,
+                offset_from: pd.DataFrame | None = None) -> np.ndarray:
+        """Expected outcome on the response scale: (S, n), or (S, n, K) per category; with
+        ``slope``, its derivative by the linear predictor (one-parameter families). The offset
+        (``with_offset``) is looked up by the levels of ``offset_from`` (default ``cells``)."""
         eta = self.linear_predictor(cells, exclude)
+        if self._offset is not None:
+            rows = self._offset_rows(cells if offset_from is None else offset_from)
+            eta = eta + self._offset[2][:, rows][:, :, None]
+        if slope:
+            return np.asarray(LINKINV_SLOPE[self._link](eta[:, :, 0]), dtype=float)
         if self._family == "categorical":
             full = np.concatenate([np.zeros(eta.shape[:2] + (1,)), eta], axis=2)
             full -= full.max(axis=2, keepdims=True)
@@ -376,11 +427,15 @@ class CellPredictor:
         if not scenarios:
             return []
         n = len(cells)
+        key = None
+        if self._terms_cache is not None:  # the chunk by its cells (poststratify keeps their index)
+            key = (n, tuple(scenarios), hash(np.asarray(cells.index).tobytes()),
+                   tuple(hash(np.asarray(c).tobytes()) for c, _ in groupings))
         order = np.lexsort([c for c, _ in reversed(groupings)]) if groupings else np.arange(n)
         cells = cells.iloc[order].reset_index(drop=True)
         weights = np.ascontiguousarray(weights[order], dtype=float)
         codes = [np.ascontiguousarray(c[order]) for c, _ in groupings]
-        terms = self._chunk_terms(cells, scenarios)
+        terms = self._cached_terms(cells, scenarios, key)
         shared = [t for t in terms[0] if all(any(t is u for u in ts) for ts in terms[1:])]
         own = [[t for t in ts if not any(t is u for u in shared)] for ts in terms]
         b = max(1, MICRO_BLOCK // self.n_samples)
@@ -410,11 +465,25 @@ class CellPredictor:
             sc = job.scenarios[s]
             cells = job.cells.iloc[a:e]
             cells = cells.assign(**dict(sc.settings)) if sc.settings else cells
-            values = np.ascontiguousarray(self.predict(cells, sc.exclude).T)
+            values = np.ascontiguousarray(self.predict(cells, sc.exclude, slope=sc.slope,
+                                                       offset_from=job.cells.iloc[a:e]).T)
             for g in job.needs[s]:
                 _reduce(out[s][g], values, job.weights[a:e], job.codes[g][a:e])
 
-    def _chunk_terms(self, cells: pd.DataFrame, scenarios: Sequence[Scenario]) -> list[list]:
+    def _cached_terms(self, cells: pd.DataFrame, scenarios: Sequence[Scenario], key) -> list[list]:
+        """``_chunk_terms``, from the cache of ``reusing_terms`` when this chunk was seen (the
+        offset's term is made anew: its values change from pass to pass)."""
+        if key is None:
+            return self._chunk_terms(cells, scenarios)
+        if key not in self._terms_cache:
+            self._terms_cache[key] = self._chunk_terms(cells, scenarios, offset=False)
+        terms = self._terms_cache[key]
+        if self._offset is None:
+            return terms
+        offset = _Gather(table=self._offset_table, rows=self._offset_rows(cells))
+        return [ts + [offset] for ts in terms]
+
+    def _chunk_terms(self, cells: pd.DataFrame, scenarios: Sequence[Scenario], *, offset: bool = True) -> list[list]:
         """The terms of every scenario's linear predictor; a term that a scenario leaves
         unchanged is the same object in every scenario (computed once per micro-block)."""
         made: dict = {}
@@ -436,6 +505,10 @@ class CellPredictor:
                 if key not in made:
                     made[key] = self._group_term(frame, g)
                 terms.extend(made[key])
+            if offset and self._offset is not None:  # the cell's own level, whatever the scenario sets
+                if "offset" not in made:
+                    made["offset"] = _Gather(table=self._offset_table, rows=self._offset_rows(cells))
+                terms.append(made["offset"])
             out.append(terms)
         return out
 
@@ -526,7 +599,7 @@ class CellPredictor:
                     _accumulate(job.own[s], acc, tmp, a, e, combine)
                 else:
                     acc.fill(1.0 if self._sign is not None else 0.0)
-                if not self._finish(acc):
+                if not self._finish(acc, job.scenarios[s].slope):
                     redo.append((s, a, e))
                     continue
                 w = job.weights[a:e]
@@ -534,17 +607,22 @@ class CellPredictor:
                     _reduce(sums[s][g], acc, w, local[g][a - lo:e - lo])
         return touched, sums, redo
 
-    def _finish(self, acc: np.ndarray) -> bool:
-        """The combined terms -> the expected outcome, in place; False when the product form
-        over- or underflowed (inf * 0, or inf * a subnormal) and the block must be redone."""
+    def _finish(self, acc: np.ndarray, slope: bool = False) -> bool:
+        """The combined terms -> the expected outcome (with ``slope``, its derivative by the
+        linear predictor), in place; False when the product form over- or underflowed (inf * 0,
+        or inf * a subnormal) and the block must be redone."""
         if self._link == "logit":  # acc = exp(-eta): p = 1 / (1 + acc)
             np.add(acc, 1.0, out=acc)
             np.reciprocal(acc, out=acc)
             if not acc.min() > 0.0:  # nan, or p = 0 from an infinite product
                 return False
             np.minimum(acc, 1 - EPS, out=acc)  # as Bambi's inverse logit keeps p below 1
+            if slope:  # p (1 - p)
+                np.multiply(acc, 1.0 - acc, out=acc)
         elif self._link == "log":
             return bool(np.isfinite(acc.max()) and np.isfinite(acc.min()))
+        elif slope:
+            acc[:] = LINKINV_SLOPE[self._link](acc)
         elif self._sign is None and self._link != "identity":
             acc[:] = self._linkinv(acc)
         return True

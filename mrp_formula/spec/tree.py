@@ -32,7 +32,7 @@ SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 VI_REMOVED = ('"vi" (variational inference) was removed: its approximation stopped far from the posterior '
               'without a warning, was overconfident about group effects, and cannot be checked (no R-hat or '
               'ESS); use sampler = "nutpie" (the default; docs/architecture.md says why)')
-PATH_KEYS = (("data", "source"), ("population", "source"), ("report", "out"))
+PATH_KEYS = (("data", "source"), ("population", "source"), ("report", "out"), ("calibrate", "source"))
 
 
 def _level(v: Any) -> str:
@@ -229,6 +229,20 @@ class EstimandSpec(_Frozen):
         return self
 
 
+class CalibrateSpec(_Frozen):
+    """Known population means of the outcome per level of a population variable (an election
+    result, a registered count): every draw's predictions of a level are shifted on the link
+    scale until their poststratified mean equals the known value (Ghitza & Gelman 2013's logit
+    shift), and every estimand is computed from the shifted predictions."""
+
+    by: str = Field(description="Population variable whose levels have known means (e.g. `state`).")
+    source: str = Field(description="CSV or Parquet file, relative to the spec, with one row per level of `by` "
+                                    "and a column named like `by`.")
+    column: str = Field(description="Column of `source` holding the known population mean of the outcome in "
+                                    "each level (a share in (0, 1) for bernoulli and binomial, a positive mean "
+                                    "for poisson and negativebinomial).")
+
+
 class ReportSpec(_Frozen):
     """How results are summarised and where they go."""
 
@@ -255,6 +269,8 @@ class Spec(_Frozen):
     fit: FitSpec = Field(default_factory=FitSpec)
     population: PopulationSpec
     estimands: dict[str, EstimandSpec] = Field(min_length=1, description="At least one estimand.")
+    calibrate: CalibrateSpec | None = Field(None, description="Calibration to known means per level of a "
+                                                              "population variable (the logit shift).")
     report: ReportSpec = Field(default_factory=ReportSpec)
 
 

@@ -30,6 +30,7 @@ def tree(tmp_path_factory):
     (root / "examples" / "ab_click").mkdir(parents=True)
     simulate().to_csv(root / "examples" / "ab_click" / "clicks.csv", index=False)
     (root / "examples" / "mrp_primer").symlink_to(ROOT / "examples" / "mrp_primer", target_is_directory=True)
+    (root / "examples" / "calibration").symlink_to(ROOT / "examples" / "calibration", target_is_directory=True)
     return root
 
 

@@ -115,6 +115,46 @@ def _ppc_table(view: RunView) -> P.Table | None:
     return P.Table("t-ppc", tuple(cols), tuple(body), filter=len(body) > 8)
 
 
+def _calibration_table(view: RunView) -> P.Table | None:
+    c = view.calibration
+    if c is None or not len(c):
+        return None
+    by = c.columns[0]
+    cols = (P.Column(by), P.Column("known", True, "the known population mean of the level (calibrate.source)"),
+            P.Column("model", True, "the model's poststratified mean of the level before calibration"),
+            P.Column("lower", True), P.Column("upper", True),
+            P.Column("known inside", False, f"is the known mean inside the model's {view.ci_name}?"),
+            P.Column("shift", True, "posterior mean of the shift of the level's linear predictor"),
+            P.Column("shift sd", True), P.Column("shift lower", True), P.Column("shift upper", True))
+    body = []
+    for _, r in c.iterrows():
+        inside = bool(r.get("known_in_interval", True))
+        body.append((P.Cell(text(r.get(by))), P.num_cell(r.get("known")), P.num_cell(r.get("uncalibrated")),
+                     P.num_cell(r.get("uncalibrated_lower")), P.num_cell(r.get("uncalibrated_upper")),
+                     P.Cell("yes" if inside else "NO", css="" if inside else "bad"),
+                     P.num_cell(r.get("shift_mean"), digits=3), P.num_cell(r.get("shift_sd"), digits=3),
+                     P.num_cell(r.get("shift_lower"), digits=3), P.num_cell(r.get("shift_upper"), digits=3)))
+    return P.Table("t-calibration", cols, tuple(body), filter=len(body) > 8)
+
+
+def _calibration_lead(view: RunView) -> str:
+    c = view.calibration
+    if c is None or not len(c):
+        return ""
+    by = c.columns[0]
+    link = str(c["link"].iloc[0]) if "link" in c else ""
+    scale = {"logit": "log-odds", "probit": "probit", "log": "log", "identity": "outcome"}.get(link, link)
+    off = int((~c["known_in_interval"]).sum()) if "known_in_interval" in c else 0
+    big = c.iloc[int(c["shift_mean"].abs().to_numpy().argmax())]
+    return (f"Every estimand is calibrated: for each posterior draw, the predictions of every population cell of a "
+            f"level of {by} are shifted on the {scale} scale by one amount, so that the level's poststratified "
+            f"mean equals its known value; the shifts are found for the population as it is and held fixed in "
+            f"every counterfactual and contrast. A shift measures how far the model fitted to this sample is "
+            f"from the known figure: the largest is {P.fmt(big['shift_mean'], 3)} ({by} = {text(big[by])}). "
+            f"For {off} of {len(c)} levels the known mean lies outside the model's {view.ci_name} before "
+            f"calibration. The shift of each draw is in calibration_draws.parquet.")
+
+
 def _warnings(view: RunView) -> list[str]:
     ws = list(view.warnings) + [n.removeprefix("warning: ") for n in view.notes if n.startswith("warning: ")]
     return [w[0].upper() + w[1:] for w in ws if w]
@@ -133,6 +173,7 @@ def context(view: RunView) -> dict:
         "checks": cs, "verdict": verdict, "status_words": P.STATUS_WORDS, "warnings": _warnings(view),
         "notes": [n for n in view.notes if not n.startswith("warning: ")], "ppc_table": _ppc_table(view),
         "ppc_outside": k, "ppc_levels": n,
+        "calibration_table": _calibration_table(view), "calibration_lead": _calibration_lead(view),
         "coverage": [c for c in cs if c.name.startswith(("population", "design effect"))],
         "figures": _figures(view), "spec_text": view.spec_text, "overrides": view.overrides,
         "manifest": P.manifest_facts(view), "missing": list(view.missing),

@@ -99,6 +99,7 @@ class RunView:
     diagnostics: DiagnosticsSummary
     written: str  # when the run folder was written (UTC, from manifest.json's time stamp)
     missing: tuple[str, ...] = field(default=())  # optional files the folder lacks or that could not be read
+    calibration: pd.DataFrame | None = None  # calibration.csv, when the run was calibrated
 
     # ------------------------------------------------------------------ loading
 
@@ -152,6 +153,12 @@ class RunView:
                 missing.append(f"ppc.csv ({type(exc).__name__})")
         else:
             missing.append("ppc.csv")
+        calibration = None
+        if (folder / "calibration.csv").is_file():
+            try:
+                calibration = read_calibration(folder / "calibration.csv")
+            except Exception as exc:
+                missing.append(f"calibration.csv ({type(exc).__name__})")
         spec_text = ""
         spec: dict = {}
         if (folder / "spec.toml").is_file():
@@ -165,7 +172,7 @@ class RunView:
         return cls(folder=folder, manifest=manifest, estimands=estimands, draws=draws, ppc=ppc,
                    spec_text=spec_text, spec=spec, notes=notes, warnings=warnings_,
                    diagnostics=DiagnosticsSummary.from_manifest(manifest, spec),
-                   written=stamp.strftime("%Y-%m-%d %H:%M UTC"), missing=tuple(missing))
+                   written=stamp.strftime("%Y-%m-%d %H:%M UTC"), missing=tuple(missing), calibration=calibration)
 
     # ------------------------------------------------------------------ what the spec says
 
@@ -282,6 +289,17 @@ def read_ppc(path: Path) -> pd.DataFrame:
         if c == "inside":
             df[c] = df[c].str.lower().eq("true")
         elif c not in ("variable", "level", "category"):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def read_calibration(path: Path) -> pd.DataFrame:
+    """calibration.csv with its first column (the levels) as written and numbers as numbers."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for c in df.columns[1:]:
+        if c == "known_in_interval":
+            df[c] = df[c].str.lower().eq("true")
+        elif c not in ("ci_kind", "link"):
             df[c] = pd.to_numeric(df[c], errors="coerce")
     return df
 
