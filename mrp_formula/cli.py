@@ -337,6 +337,72 @@ def recover_(spec: SpecArg,
         _fail(DiagnosticsError("recovery checks failed (see the warnings above)"), as_json)
 
 
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Worker processes of a local Dask "
+                                                                         "cluster (default: one per core).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="An existing Dask scheduler, "
+                                                                        "tcp://HOST:PORT (spec and data paths must "
+                                                                        "be reachable from its workers).")]
+
+
+@app.command("batch")
+def batch_(specs: Annotated[list[Path], typer.Argument(help="Spec files, or folders of them (*.toml).")],
+           out: Annotated[Path, typer.Option("--out", help="The batch's folder: one run folder per spec and "
+                                                           "variant, batch.csv, index.html.")],
+           set_: SetOpt = None, workers: WorkersOpt = None, scheduler: SchedulerOpt = None,
+           strict: Annotated[bool, typer.Option(help="A run whose diagnostics fail counts as failed "
+                                                     "(exit code 5).")] = False,
+           refit: Annotated[bool, typer.Option(help="Run every spec again, even when its results are "
+                                                    "current, and sample again.")] = False,
+           as_json: JsonOpt = False,
+           verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+           ) -> None:
+    """Run many specs, and every [variants.NAME] of each, on Dask workers: one run folder each,
+    OUT/batch.csv side by side, OUT/index.html linking the reports. Exit 0 when every run
+    succeeded, else the worst run's exit code."""
+    _setup_logging(verbose)
+    from mrp_formula.commands.batch import batch as do_batch
+
+    def ready(sched) -> None:
+        if not as_json:
+            dash = sched.dashboard
+            err.print(f"batch on {sched.describe()}; dashboard: {dash or 'none (pip install bokeh for one)'}",
+                      markup=False, highlight=False)
+
+    def event(kind, rec, c) -> None:
+        if as_json:
+            return
+        state = f"[{c['done'] + c['current']}/{c['total']} done, {c['running']} running, {c['failed']} failed]"
+        if kind == "start":
+            err.print(f"batch: {c['total']} run(s)", markup=False, highlight=False)
+        elif kind == "current":
+            err.print(f"{state} {rec.run}: current, not rerun", markup=False, highlight=False)
+        elif kind == "failed":
+            err.print(f"[red]{escape(state)} {escape(rec.run)}: failed (exit {rec.exit_code})[/]: "
+                      f"{escape(rec.error)}", highlight=False)
+        else:
+            err.print(f"{state} {rec.run}: {rec.fit or 'done'} ({rec.seconds:.1f} s)", markup=False,
+                      highlight=False)
+
+    result = _call(do_batch, as_json, specs, out=out, overrides=tuple(set_ or ()), workers=workers,
+                   scheduler=scheduler, strict=strict, refit=refit, on_event=event, on_ready=ready)
+    if as_json:
+        from mrp_formula.output.files import table_records
+
+        sys.stdout.write(json.dumps({"ok": result.exit_code == 0, "exit_code": result.exit_code,
+                                     "out": str(result.out), "batch": table_records(result.table),
+                                     "notes": list(result.notes)}, indent=2) + "\n")
+    else:
+        for note in result.notes:
+            err.print(f"note: {note}", markup=False, highlight=False)
+        shown = result.table.drop(columns=["spec", "ci_prob", "ci_kind", "r_hat", "ess_bulk", "scale", "sd", "failed_checks"],
+                                  errors="ignore")
+        print_table(shown, f"batch: {len(result.records)} run(s), exit code {result.exit_code}")
+        err.print(f"results in {result.out} (batch.csv, index.html; {result.seconds:.0f} s)", markup=False,
+                  highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
 @app.command("prior")
 def prior_(spec: SpecArg,
            draws: Annotated[int, typer.Option(min=2, help="Prior draws.")] = 1000,
