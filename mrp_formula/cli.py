@@ -34,6 +34,12 @@ IntoOpt = Annotated[bool, typer.Option("--into-existing",
                                             "write: the run's files are added, nothing there is removed or "
                                             "replaced (without it such a folder is refused).")]
 
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Worker processes of a local Dask "
+                                                                         "cluster (default: one per core).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="An existing Dask scheduler, "
+                                                                        "tcp://HOST:PORT (spec and data paths must "
+                                                                        "be reachable from its workers).")]
+
 
 def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("PYTENSOR_FLAGS", "")
@@ -259,7 +265,11 @@ def recover_(spec: SpecArg,
              replicates: Annotated[int, typer.Option("--replicates", "-k", min=2, help="Simulated data sets.")] = 20,
              out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/<name>/recovery).")] = None,
              set_: SetOpt = None,
-             jobs: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (default min(2, CPUs)).")] = None,
+             workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Worker processes of a local "
+                                                                                  "Dask cluster (default min(2, "
+                                                                                  "CPUs); 1: in this process).")] = None,
+             scheduler: SchedulerOpt = None,
+             jobs: Annotated[Optional[int], typer.Option(min=1, hidden=True, help="Former name of --workers.")] = None,
              truth: Annotated[Optional[str], typer.Option(
                  help="Where the true parameters come from: 'prior' (default; simulation-based calibration, "
                       "tested) or 'posterior' of a first fit (a descriptive recovery check, no verdict).")] = None,
@@ -276,7 +286,7 @@ def recover_(spec: SpecArg,
     --truth posterior it is a recovery check around the fitted posterior, reported without a verdict.
     """
     _setup_logging(verbose)
-    from mrp_formula.errors import DiagnosticsError
+    from mrp_formula.errors import DiagnosticsError, UsageError
     from mrp_formula.commands.recover import recover as do_recover
 
     def tick(done, total, replicate, seconds, error):
@@ -285,8 +295,12 @@ def recover_(spec: SpecArg,
         else:
             err.print(f"replicate {replicate} done ({done}/{total}, {seconds:.1f} s)", highlight=False)
 
-    result = _call(do_recover, as_json, spec, replicates=replicates, out=out, overrides=tuple(set_ or ()), jobs=jobs,
-                            truth=truth, source=source, on_replicate=tick, into_existing=into_existing)
+    if workers is not None and jobs is not None and workers != jobs:
+        _fail(UsageError(Problem("--jobs is the former name of --workers; give only --workers",
+                                 key="--jobs")), as_json)
+    result = _call(do_recover, as_json, spec, replicates=replicates, out=out, overrides=tuple(set_ or ()),
+                   jobs=workers if workers is not None else jobs, scheduler=scheduler,
+                   truth=truth, source=source, on_replicate=tick, into_existing=into_existing)
     off = bool(result.coverage_off or result.ranks_off)
     failed_strict = strict and (off or bool(result.failed))
     tested = result.truth == "prior"
@@ -335,13 +349,6 @@ def recover_(spec: SpecArg,
     err.print(f"{verdict}; results in {result.out} ({result.seconds:.0f} s)", highlight=False)
     if failed_strict:
         _fail(DiagnosticsError("recovery checks failed (see the warnings above)"), as_json)
-
-
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Worker processes of a local Dask "
-                                                                         "cluster (default: one per core).")]
-SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="An existing Dask scheduler, "
-                                                                        "tcp://HOST:PORT (spec and data paths must "
-                                                                        "be reachable from its workers).")]
 
 
 @app.command("batch")

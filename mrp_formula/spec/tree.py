@@ -329,15 +329,15 @@ def toml_value(value: Any) -> str:
     """A value as TOML text (what ``--set KEY=TEXT`` reads back to the same value)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string: the same escapes
+    if isinstance(value, str):  # a TOML basic string: JSON's escapes, and DEL escaped too
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007F")
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(str(value))
+        return "{" + ", ".join(f"{toml_value(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return toml_value(str(value))
 
 
 def variant_overrides(loaded: LoadedSpec, name: str) -> tuple[str, ...]:
