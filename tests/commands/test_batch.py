@@ -258,3 +258,29 @@ def test_compare_explains_a_weight_near_zero_beside_equal_predictions():
     assert "stacking weight" not in plain[0]  # unsurprising weights need no explanation
     _, clear = _messages(_table([1.0, 0.0], -30.0), "row", 400, 400)
     assert "predicts clearly better" in clear[0] and "stacking weight" not in clear[0]
+
+
+def test_the_documented_variants_pass_mrp_check(tmp_path):
+    """docs/spec-language.md's variants example: the spec and each variant pass `mrp check`."""
+    import re
+    from pathlib import Path
+
+    import mrp_formula
+    from generate import simulate
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "spec-language.md").read_text()
+    example = next(e for e in re.findall(r"```toml\n(.*?)```", text, re.S) if "[variants." in e)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "examples" / "ab_click").mkdir(parents=True)
+    simulate().to_csv(tmp_path / "examples" / "ab_click" / "clicks.csv", index=False)
+    (tmp_path / "examples" / "mrp_primer").symlink_to(root / "examples" / "mrp_primer", target_is_directory=True)
+    path = tmp_path / "docs" / "primer-variants.toml"
+    path.write_text(example)
+    loaded = load_spec(path)
+    assert set(loaded.spec.variants) == {"no_state_predictors", "tight_state"}
+    for name in loaded.spec.variants:
+        plan = mrp_formula.check(path, overrides=variant_overrides(loaded, name))
+        assert plan.tables.sample.shape[0] > 0
+    tight = load_spec(path, variant_overrides(loaded, "tight_state")).spec
+    assert str(tight.model.priors["1|state"]).startswith("Normal(mu=0")
