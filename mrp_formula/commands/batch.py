@@ -431,7 +431,12 @@ def _compare_all(tasks: Sequence[RunTask], records: dict, out: Path) -> list[Com
             found.append(Comparison(spec=spec, name=name, runs=tuple(Path(t.out).name for t in ok),
                                     notes=(f"{name}: fewer than two of its runs succeeded; no LOO comparison",)))
             continue
-        found.append(compare_variants(spec, name, ok, out))
+        try:
+            found.append(compare_variants(spec, name, ok, out))
+        except Exception as exc:  # noqa: BLE001 - the runs are done: a failed comparison costs a note
+            found.append(Comparison(spec=spec, name=name, runs=tuple(Path(t.out).name for t in ok),
+                                    notes=(f"{name}: the LOO comparison of its variants failed "
+                                           f"({type(exc).__name__}: {exc}); the runs are complete",)))
     return found
 
 

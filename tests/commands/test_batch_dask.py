@@ -215,3 +215,16 @@ def test_a_worker_killed_mid_batch_costs_no_result(tmp_path, monkeypatch):
     per_pid = [next(iter(f)) for f in dirs.values()]
     assert len(set(per_pid)) == len(per_pid)  # no two worker processes share a compile directory
     assert all("base_compiledir=" + str(tmp_path / "compile") in f for f in per_pid)
+
+
+def test_strict_turns_failed_diagnostics_into_rows_with_exit_code_5(batched, specs):
+    """100 draws x 2 chains cannot reach the default ESS of 400: under --strict the runs fail
+    with code 5 (their folders, from the cached fits, are still written), the rest as before."""
+    res, out, _ = batched
+    assert all(r.verdict == "fail" for r in res.records if r.status == "ok")
+    strict = b.batch([specs], out=out, workers=1, strict=True)
+    runs = {r.run: r for r in strict.records}
+    assert runs["ab"].status == "failed" and runs["ab"].exit_code == 5
+    assert "--strict" in runs["ab"].error and "ESS" in runs["ab"].error
+    assert strict.exit_code == 5
+    assert (out / "ab" / "estimands.csv").is_file()
