@@ -378,7 +378,8 @@ def batch_(specs: Annotated[list[Path], typer.Argument(help="Spec files, or fold
     def event(kind, rec, c) -> None:
         if as_json:
             return
-        state = f"[{c['done'] + c['current']}/{c['total']} done, {c['running']} running, {c['failed']} failed]"
+        state = (f"[{c['done'] + c['current']}/{c['total']} done, {c['running']} running, {c['queued']} queued, "
+                 f"{c['failed']} failed]")
         if kind == "start":
             err.print(f"batch: {c['total']} run(s)", markup=False, highlight=False)
         elif kind == "current":

@@ -299,7 +299,8 @@ def batch(specs: Sequence, *, out, overrides: Sequence[str] = (), workers: int |
             records[t.index] = rec
         else:
             todo.append(t)
-    counts = {"total": len(tasks) + len(load_failed), "done": 0, "running": 0, "failed": len(load_failed),
+    counts = {"total": len(tasks) + len(load_failed), "done": 0, "running": 0, "queued": 0,
+              "failed": len(load_failed),
               "current": len(records)}
     if on_event:
         on_event("start", None, dict(counts))
@@ -315,12 +316,16 @@ def batch(specs: Sequence, *, out, overrides: Sequence[str] = (), workers: int |
             if on_ready:
                 on_ready(sched)
 
-            def event(e: Event) -> None:
+            slots = max(1, sched.n_workers)
+            pending = [0]
+
+            def event(e: Event) -> None:  # running: what the workers hold; queued: the rest not done
+                pending[0] += 1 if e.kind == "started" else -1
+                counts["running"] = min(pending[0], slots)
+                counts["queued"] = pending[0] - counts["running"]
                 if e.kind == "started":
-                    counts["running"] += 1
                     return
                 t = todo[e.index]
-                counts["running"] -= 1
                 rec = e.result if e.kind == "done" else _crashed(t, e.error)
                 counts["failed" if rec.status == "failed" else "done"] += 1
                 if on_event:
