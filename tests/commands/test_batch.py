@@ -284,3 +284,26 @@ def test_the_documented_variants_pass_mrp_check(tmp_path):
         assert plan.tables.sample.shape[0] > 0
     tight = load_spec(path, variant_overrides(loaded, "tight_state")).spec
     assert str(tight.model.priors["1|state"]).startswith("Normal(mu=0")
+
+
+def test_cli_batch_of_unloadable_specs_needs_no_cluster_and_exits_with_the_worst_code(write, tmp_path):
+    broken = write("broken.toml", 'name = "broken"\n[data\n')
+    typo = _spec(write, "[fit]\ndrawz = 3\n", name="typo.toml")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "mrp_formula.cli", "batch", str(broken), str(typo), "--out", str(out),
+                           "--json"], capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False and doc["exit_code"] == 3
+    rows = {r["spec"].rsplit("/", 1)[-1]: r for r in doc["batch"]}
+    assert rows["typo.toml"]["status"] == "failed" and "did you mean 'draws'" in rows["typo.toml"]["error"]
+    assert "TOML syntax" in rows["broken.toml"]["error"]
+    assert (out / "batch.csv").is_file() and (out / "index.html").is_file()
+    assert "did you mean" in (out / "index.html").read_text()
+
+
+def test_cli_batch_refuses_workers_with_a_scheduler(write, tmp_path):
+    path = _spec(write, "")
+    proc = subprocess.run([sys.executable, "-m", "mrp_formula.cli", "batch", str(path), "--out", str(tmp_path / "o"),
+                           "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--scheduler" in proc.stderr
