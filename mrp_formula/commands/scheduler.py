@@ -119,7 +119,12 @@ class Scheduler:
 
     @property
     def dashboard(self) -> str | None:
-        """The Dask dashboard's address, when the scheduler serves one (it needs ``bokeh``)."""
+        """The Dask dashboard's address, when the scheduler serves one (it needs ``bokeh``; a local
+        cluster without it has no dashboard, whatever port it reserved)."""
+        import importlib.util
+
+        if self.address is None and importlib.util.find_spec("bokeh") is None:
+            return None
         try:
             info = self._client.scheduler_info()
             port = info.get("services", {}).get("dashboard")
