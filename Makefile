@@ -27,6 +27,7 @@ docs: setup
 
 bench: setup
 	$(PY) benchmarks/bench_ab.py
+	$(PY) benchmarks/bench_batch.py
 
 clean:
 	rm -rf .venv runs .pytest_cache

@@ -54,6 +54,12 @@ IntoOpt = Annotated[bool, typer.Option("--into-existing",
                                             "write: the run's files are added, nothing there is removed or "
                                             "replaced (without it such a folder is refused).")]
 
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Worker processes of a local Dask "
+                                                                         "cluster (default: one per core).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="An existing Dask scheduler, "
+                                                                        "tcp://HOST:PORT (spec and data paths must "
+                                                                        "be reachable from its workers).")]
+
 
 def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("PYTENSOR_FLAGS", "")
@@ -384,7 +390,11 @@ def recover_(spec: SpecArg,
              replicates: Annotated[int, typer.Option("--replicates", "-k", min=2, help="Simulated data sets.")] = 20,
              out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/<name>/recovery).")] = None,
              set_: SetOpt = None,
-             jobs: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (default min(2, CPUs)).")] = None,
+             workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Worker processes of a local "
+                                                                                  "Dask cluster (default min(2, "
+                                                                                  "CPUs); 1: in this process).")] = None,
+             scheduler: SchedulerOpt = None,
+             jobs: Annotated[Optional[int], typer.Option(min=1, hidden=True, help="Former name of --workers.")] = None,
              truth: Annotated[Optional[str], typer.Option(
                  help="Where the true parameters come from: 'prior' (default; simulation-based calibration, "
                       "tested) or 'posterior' of a first fit (a descriptive recovery check, no verdict).")] = None,
@@ -401,7 +411,7 @@ def recover_(spec: SpecArg,
     --truth posterior it is a recovery check around the fitted posterior, reported without a verdict.
     """
     _setup_logging(verbose)
-    from mrp_formula.errors import DiagnosticsError
+    from mrp_formula.errors import DiagnosticsError, UsageError
     from mrp_formula.commands.recover import recover as do_recover
 
     def tick(done, total, replicate, seconds, error):
@@ -410,8 +420,12 @@ def recover_(spec: SpecArg,
         else:
             err.print(f"replicate {replicate} done ({done}/{total}, {seconds:.1f} s)", highlight=False)
 
-    result = _call(do_recover, as_json, spec, replicates=replicates, out=out, overrides=tuple(set_ or ()), jobs=jobs,
-                            truth=truth, source=source, on_replicate=tick, into_existing=into_existing)
+    if workers is not None and jobs is not None and workers != jobs:
+        _fail(UsageError(Problem("--jobs is the former name of --workers; give only --workers",
+                                 key="--jobs")), as_json)
+    result = _call(do_recover, as_json, spec, replicates=replicates, out=out, overrides=tuple(set_ or ()),
+                   jobs=workers if workers is not None else jobs, scheduler=scheduler,
+                   truth=truth, source=source, on_replicate=tick, into_existing=into_existing)
     off = bool(result.coverage_off or result.ranks_off)
     failed_strict = strict and (off or bool(result.failed))
     tested = result.truth == "prior"
@@ -460,6 +474,66 @@ def recover_(spec: SpecArg,
     err.print(f"{verdict}; results in {result.out} ({result.seconds:.0f} s)", highlight=False)
     if failed_strict:
         _fail(DiagnosticsError("recovery checks failed (see the warnings above)"), as_json)
+
+
+@app.command("batch")
+def batch_(specs: Annotated[list[Path], typer.Argument(help="Spec files, or folders of them (*.toml).")],
+           out: Annotated[Path, typer.Option("--out", help="The batch's folder: one run folder per spec and "
+                                                           "variant, batch.csv, index.html.")],
+           set_: SetOpt = None, workers: WorkersOpt = None, scheduler: SchedulerOpt = None,
+           strict: Annotated[bool, typer.Option(help="A run whose diagnostics fail counts as failed "
+                                                     "(exit code 5).")] = False,
+           refit: Annotated[bool, typer.Option(help="Run every spec again, even when its results are "
+                                                    "current, and sample again.")] = False,
+           as_json: JsonOpt = False,
+           verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
+           ) -> None:
+    """Run many specs, and every [variants.NAME] of each, on Dask workers: one run folder each,
+    OUT/batch.csv side by side, OUT/index.html linking the reports. Exit 0 when every run
+    succeeded, else the worst run's exit code."""
+    _setup_logging(verbose)
+    from mrp_formula.commands.batch import batch as do_batch
+
+    def ready(sched) -> None:
+        if not as_json:
+            dash = sched.dashboard
+            err.print(f"batch on {sched.describe()}; dashboard: {dash or 'none (pip install bokeh for one)'}",
+                      markup=False, highlight=False)
+
+    def event(kind, rec, c) -> None:
+        if as_json:
+            return
+        state = (f"[{c['done'] + c['current']}/{c['total']} done, {c['running']} running, {c['queued']} queued, "
+                 f"{c['failed']} failed]")
+        if kind == "start":
+            err.print(f"batch: {c['total']} run(s)", markup=False, highlight=False)
+        elif kind == "current":
+            err.print(f"{state} {rec.run}: current, not rerun", markup=False, highlight=False)
+        elif kind == "failed":
+            err.print(f"[red]{escape(state)} {escape(rec.run)}: failed (exit {rec.exit_code})[/]: "
+                      f"{escape(rec.error)}", highlight=False)
+        else:
+            err.print(f"{state} {rec.run}: {rec.fit or 'done'} ({rec.seconds:.1f} s)", markup=False,
+                      highlight=False)
+
+    result = _call(do_batch, as_json, specs, out=out, overrides=tuple(set_ or ()), workers=workers,
+                   scheduler=scheduler, strict=strict, refit=refit, on_event=event, on_ready=ready)
+    if as_json:
+        from mrp_formula.output.files import table_records
+
+        sys.stdout.write(json.dumps({"ok": result.exit_code == 0, "exit_code": result.exit_code,
+                                     "out": str(result.out), "batch": table_records(result.table),
+                                     "notes": list(result.notes)}, indent=2) + "\n")
+    else:
+        for note in result.notes:
+            err.print(f"note: {note}", markup=False, highlight=False)
+        shown = result.table.drop(columns=["spec", "ci_prob", "ci_kind", "r_hat", "ess_bulk", "scale", "sd", "failed_checks"],
+                                  errors="ignore")
+        print_table(shown, f"batch: {len(result.records)} run(s), exit code {result.exit_code}")
+        err.print(f"results in {result.out} (batch.csv, index.html; {result.seconds:.0f} s)", markup=False,
+                  highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command("prior")

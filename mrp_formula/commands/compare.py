@@ -113,15 +113,7 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
         t1 = time.perf_counter()
         fitted = posterior(e.plan, [primary, default_out(e.loaded).resolve().parent / CACHE_DIR], model=e.model,
                            refit=refit, cache=cache, progress=progress)
-        order = orders[e.label]
-        codes, first_rows = _patterns(e.fp.data)
-        if len(first_rows) == len(codes):  # every fitted row (or cell) differs from the others
-            ll = model_mod.pointwise_log_likelihood(e.model, fitted.fit.posterior)
-            ll, codes = ll.isel(__obs__=order), None
-        else:  # identical rows have identical terms: compute each once, expand after PSIS
-            ll = model_mod.pointwise_log_likelihood(e.model, fitted.fit.posterior, data=e.fp.data.iloc[first_rows])
-            codes = codes[order]
-        loos[e.label] = _loo(fitted.fit.posterior, ll.assign_coords(__obs__=np.arange(ll.sizes["__obs__"])), codes)
+        loos[e.label] = entry_loo(e, fitted, orders[e.label])
         fits[e.label] = fitted
         if on_spec:
             on_spec(i + 1, len(entries), e.label, fitted.reused, time.perf_counter() - t1)
@@ -132,21 +124,7 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
         warnings.simplefilter("ignore")
         cmp = az.compare(loos, method=METHOD, round_to="none")
 
-    by_label = {e.label: e for e in entries}
-    rows = []
-    for name, r in cmp.iterrows():
-        e, res, fitted = by_label[name], loos[name], fits[name]
-        k = np.asarray(res.pareto_k, dtype=float).ravel()
-        rows.append({
-            "model": name, "rank": int(r["rank"]), "elpd_loo": float(r["elpd"]), "se": float(r["se"]),
-            "p_loo": float(r["p"]), "elpd_diff": float(r["elpd_diff"]), "diff_se": float(r["dse"]),
-            "p_worse": float(r["p_worse"]), "weight": float(r["weight"]), "loo_unit": unit,
-            "n_loo": int(res.n_data_points), "pareto_k_max": float(np.nanmax(k)),
-            "n_high_k": int(np.sum(k > res.good_k)), "good_k": float(res.good_k),
-            "divergences": _divergences(fitted.fit.posterior), "fit": "cached" if fitted.reused else "sampled",
-            "formula": e.plan.info.text, "spec": str(e.path),
-        })
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = compare_table(cmp, loos, {e.label: e for e in entries}, fits, unit)
 
     warns, notes = _messages(table, unit, n_obs, n_loo)
     notes += [f"{e.label}: {fits[e.label].note}" for e in entries if fits[e.label].note]
@@ -171,6 +149,36 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
         write_json(manifest, tmp / "manifest.json")
     return CompareResult(table=table, out=out_dir, unit=unit, n_obs=n_obs, n_loo=n_loo, warnings=tuple(warns),
                          notes=tuple(notes), manifest=manifest, seconds=seconds)
+
+
+def entry_loo(e: _Entry, fitted, order: np.ndarray):
+    """PSIS-LOO of one spec's fit, its observations in the shared canonical ``order``."""
+    codes, first_rows = _patterns(e.fp.data)
+    if len(first_rows) == len(codes):  # every fitted row (or cell) differs from the others
+        ll = model_mod.pointwise_log_likelihood(e.model, fitted.fit.posterior)
+        ll, codes = ll.isel(__obs__=order), None
+    else:  # identical rows have identical terms: compute each once, expand after PSIS
+        ll = model_mod.pointwise_log_likelihood(e.model, fitted.fit.posterior, data=e.fp.data.iloc[first_rows])
+        codes = codes[order]
+    return _loo(fitted.fit.posterior, ll.assign_coords(__obs__=np.arange(ll.sizes["__obs__"])), codes)
+
+
+def compare_table(cmp: pd.DataFrame, loos: dict, by_label: dict, fits: dict, unit: str) -> pd.DataFrame:
+    """compare.csv from arviz ``compare``'s table, best first."""
+    rows = []
+    for name, r in cmp.iterrows():
+        e, res, fitted = by_label[name], loos[name], fits[name]
+        k = np.asarray(res.pareto_k, dtype=float).ravel()
+        rows.append({
+            "model": name, "rank": int(r["rank"]), "elpd_loo": float(r["elpd"]), "se": float(r["se"]),
+            "p_loo": float(r["p"]), "elpd_diff": float(r["elpd_diff"]), "diff_se": float(r["dse"]),
+            "p_worse": float(r["p_worse"]), "weight": float(r["weight"]), "loo_unit": unit,
+            "n_loo": int(res.n_data_points), "pareto_k_max": float(np.nanmax(k)),
+            "n_high_k": int(np.sum(k > res.good_k)), "good_k": float(res.good_k),
+            "divergences": _divergences(fitted.fit.posterior), "fit": "cached" if fitted.reused else "sampled",
+            "formula": e.plan.info.text, "spec": str(e.path),
+        })
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 # ----------------------------------------------------------------------------- same data?
@@ -383,6 +391,23 @@ def _divergences(posterior) -> int:
         return 0
 
 
+LOPSIDED = 0.05  # a stacking weight below this beside a close elpd_loo needs its explanation
+
+
+def weight_note(best: pd.Series, other: pd.Series, *, close: bool) -> str:
+    """Why a model that predicts about as well as the best can get a stacking weight near 0."""
+    lo = min(best["weight"], other["weight"])
+    if not close or lo >= LOPSIDED:
+        return ""
+    low, high = (best, other) if best["weight"] < other["weight"] else (other, best)
+    return (f"; its stacking weight is {other['weight']:.2g} against {best['weight']:.2g}: that is not a "
+            f"verdict that {low['model']} predicts worse. Stacking looks for the mix of predictive "
+            f"distributions that predicts best; when two models predict nearly the same, adding "
+            f"{low['model']} to {high['model']} changes the mix almost not at all, so the optimiser "
+            f"puts (nearly) all the weight on one of them. Read elpd_diff and diff_se for which predicts "
+            f"better, the weights for how to combine them")
+
+
 def _messages(table: pd.DataFrame, unit: str, n_obs: int, n_loo: int) -> tuple[list[str], list[str]]:
     """Warnings (cells, Pareto k, divergences) and notes (how the others compare with the best)."""
     warns, notes = [], []
@@ -411,7 +436,8 @@ def _messages(table: pd.DataFrame, unit: str, n_obs: int, n_loo: int) -> tuple[l
             verdict = "the difference is within about two standard errors"
         else:
             verdict = f"{best['model']} predicts clearly better"
-        notes.append(f"{r['model']} vs {best['model']}: elpd_diff {d:.1f} (SE {se:.1f}); {verdict}")
+        notes.append(f"{r['model']} vs {best['model']}: elpd_diff {d:.1f} (SE {se:.1f}); {verdict}"
+                     + weight_note(best, r, close=abs(d) < SMALL_DIFF or abs(d) < 2 * se))
     if n_loo < 100:
         notes.append(f"only {n_loo} {unit}s: the normal approximation behind the standard errors and p_worse "
                      f"is rough")

@@ -41,10 +41,8 @@ Nothing here imports bambi or pymc: the model is reached through :mod:`mrp_formu
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import math
-import multiprocessing
 import sys
 import time
 import warnings
@@ -324,10 +322,6 @@ def _init_worker(ctx: _Context) -> None:
     _WORKER["ctx"] = ctx
 
 
-def _worker_run(task: _Task) -> dict:
-    return run_replicate(_WORKER["ctx"], task)
-
-
 def run_replicate(ctx: _Context, task: _Task) -> dict:
     """Simulate, compute the truth, refit and compare: one replicate. Never raises for a failed
     fit; the error is returned instead."""
@@ -414,7 +408,7 @@ def row_label(row: pd.Series) -> str:
 
 def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None = None,
             truth: str | None = None, source: str | None = None, cache: bool = True,
-            into_existing: bool = False,
+            into_existing: bool = False, scheduler: str | None = None,
             on_replicate: Callable[[int, int, int, float, str | None], None] | None = None) -> RecoveryResult:
     """Run the simulation study and write ``recovery.csv``, ``recovery_replicates.csv`` and
     ``rank_histogram.png`` (plus ``manifest.json``) atomically into ``out``
@@ -423,6 +417,9 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
     ``truth`` is ``"prior"`` (default: simulation-based calibration, with tests) or
     ``"posterior"`` (a descriptive recovery check); ``source`` is its former name.
     ``on_replicate(done, total, replicate, seconds, error)`` is called as replicates finish.
+    ``jobs`` worker processes of a local Dask cluster run the replicates (1: in this process),
+    or the workers of the Dask ``scheduler`` at an address (``tcp://HOST:PORT``); the results do
+    not depend on which.
     """
 
     t0 = time.perf_counter()
@@ -438,6 +435,9 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
                                  hint="e.g. --replicates 20"))
     if truth == "prior" and replicates > PRIOR_POOL:
         raise UsageError(Problem(f"--truth prior supports at most {PRIOR_POOL} replicates", got=str(replicates)))
+    if scheduler is not None and jobs is not None:
+        raise UsageError(Problem("--workers starts a local cluster; --scheduler uses an existing one",
+                                 key="--workers", hint="give one of them"))
     jobs = default_jobs() if jobs is None else int(jobs)
     if jobs < 1:
         raise UsageError(Problem("--jobs must be at least 1", got=str(jobs)))
@@ -512,7 +512,9 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
 
     # the replicates
     t2 = time.perf_counter()
-    results = _run_all(ctx, tasks, jobs, on_replicate)
+    remote = _Remote(spec=str(loaded.path), spec_sha256=sha256_text(loaded.text), overrides=tuple(overrides),
+                     priors=frozen)
+    results = _run_all(ctx, tasks, jobs, on_replicate, scheduler=scheduler, remote=remote)
     timings["replicates"] = time.perf_counter() - t2
 
     failed = tuple(f"replicate {res['replicate']}: {res['error']}" for res in results if "error" in res)
@@ -560,7 +562,8 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
         "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
         "overrides": list(overrides),
         "truth": truth, "kind": KIND[truth], "calibrated": calibrated,
-        "replicates": replicates, "replicates_used": len(good), "jobs": jobs, "seed": seed,
+        "replicates": replicates, "replicates_used": len(good), "jobs": None if scheduler else jobs,
+        "scheduler": scheduler or ("local" if jobs > 1 else "in-process"), "seed": seed,
         "family": family,
         "sampler": {"name": spec.fit.sampler, "draws": spec.fit.draws, "tune": spec.fit.tune,
                     "chains": spec.fit.chains, "target_accept": spec.fit.target_accept},
@@ -597,10 +600,11 @@ def _why_not(cov_off, ranks_off, failed) -> list[str]:
     return out
 
 
-def _run_all(ctx: _Context, tasks: list[_Task], jobs: int, on_replicate) -> list[dict]:
+def _run_all(ctx: _Context, tasks: list[_Task], jobs: int, on_replicate, *, scheduler: str | None = None,
+             remote: "_Remote | None" = None) -> list[dict]:
     results = []
     total = len(tasks)
-    if jobs == 1:
+    if jobs == 1 and scheduler is None:
         _init_worker_inline(ctx)
         for task in tasks:
             res = run_replicate(ctx, task)
@@ -608,24 +612,55 @@ def _run_all(ctx: _Context, tasks: list[_Task], jobs: int, on_replicate) -> list
             if on_replicate:
                 on_replicate(len(results), total, task.replicate, res.get("seconds", 0.0), res.get("error"))
         return results
-    mp = multiprocessing.get_context("spawn")  # no fork of a process holding threads and compiled code
-    with cf.ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=mp, initializer=_init_worker,
-                                initargs=(ctx,)) as ex:
-        futures = {ex.submit(_worker_run, task): task for task in tasks}
-        try:
-            for fut in cf.as_completed(futures):
-                task = futures[fut]
-                try:
-                    res = fut.result()
-                except cf.process.BrokenProcessPool as exc:
-                    raise FitError(f"a worker process died ({exc}); try --jobs 1") from None
-                results.append(res)
-                if on_replicate:
-                    on_replicate(len(results), total, task.replicate, res.get("seconds", 0.0), res.get("error"))
-        except BaseException:
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
+    from mrp_formula.commands.scheduler import Scheduler
+
+    items = [dataclasses.replace(remote, task=t) for t in tasks]
+    done = [0]
+
+    def event(e) -> None:
+        if e.kind == "started":
+            return
+        done[0] += 1
+        res = e.result if e.kind == "done" else {"error": e.error}
+        if on_replicate:
+            on_replicate(done[0], total, tasks[e.index].replicate, res.get("seconds", 0.0), res.get("error"))
+
+    with Scheduler(workers=None if scheduler else min(jobs, total), address=scheduler) as sched:
+        out = sched.run(remote_replicate, items, on_event=event)
+    for task, res in zip(tasks, out):
+        if isinstance(res, BaseException):  # the workers kept dying on it
+            res = {"replicate": task.replicate, "error": f"{type(res).__name__}: {res}".splitlines()[0]}
+        results.append(res)
     return sorted(results, key=lambda res: res["replicate"])
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """One replicate for a Dask worker: the spec by path (the worker plans it itself, as the
+    client did: the same canonical tables and fit plan), the frozen priors and the task."""
+
+    spec: str
+    spec_sha256: str
+    overrides: tuple[str, ...]
+    priors: dict | None
+    task: _Task | None = None
+
+
+def remote_replicate(item: _Remote) -> dict:
+    """On a worker: the context of the spec (built once per process), then the replicate."""
+    key = (item.spec, item.spec_sha256, item.overrides)
+    if _WORKER.get("key") != key:
+        loaded = load_spec(item.spec, item.overrides)
+        if sha256_text(loaded.text) != item.spec_sha256:
+            return {"replicate": item.task.replicate, "error": f"{item.spec}: the worker reads another version of "
+                    f"the spec than the client; spec and data paths must reach the same files from every worker"}
+        base = plan_of(item.spec, item.overrides, loaded=loaded)
+        tables = canonical_tables(base.tables)
+        ctx = _Context(loaded=loaded, info=base.info, tables=tables, fit_plan=plan_fit(loaded, base.info, tables))
+        _init_worker(ctx)
+        _WORKER["key"] = key
+    ctx = dataclasses.replace(_WORKER["ctx"], priors=item.priors)
+    return run_replicate(ctx, item.task)
 
 
 def _init_worker_inline(ctx: _Context) -> None:

@@ -8,6 +8,8 @@ validates it with the pydantic models below and reports every problem at once as
 from __future__ import annotations
 
 import copy
+import json
+import re
 import tomli as tomllib  # TOML 1.1 (multi-line inline tables, as in the grammar)
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -272,6 +274,17 @@ class Spec(_Frozen):
     calibrate: CalibrateSpec | None = Field(None, description="Calibration to known means per level of a "
                                                               "population variable (the logit shift).")
     report: ReportSpec = Field(default_factory=ReportSpec)
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named variants of this spec for `mrp batch`: each is a table whose keys are `--set` paths "
+                    "(`\"model.formula\" = \"y ~ x + (1 | g)\"`, `\"model.priors.x\" = \"Normal(0, 1)\"`, "
+                    "`\"fit.draws\" = 2000`) and whose values replace the spec's. `mrp batch` runs the spec "
+                    "itself (variant `base`) and every variant; `mrp run --set` runs one by hand.")
+
+
+VARIANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+RESERVED_VARIANTS = ("base", "stacked")  # the spec itself and the stacking mixture, in `mrp batch`
+NOT_IN_VARIANTS = ("variants", "extends", "$schema")
 
 
 class LoadedSpec(_Frozen):
@@ -336,6 +349,8 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, 
             describe(formula, file=str(path), line=line_of(lines, ("model", "formula")))
         except SpecError as exc:
             problems.extend(exc.problems)
+    if spec is not None and spec.variants:
+        problems.extend(_variant_problems(raw, spec, str(path), path.resolve().parent, lines))
     if problems:
         raise SpecError(problems)
     return LoadedSpec(spec=spec, path=path.resolve(), text=text, raw=raw, lines=lines, frames=frames or None)
@@ -366,6 +381,95 @@ def _in_memory(raw: dict, frames: dict, file: str, lines: dict) -> list[Problem]
                                     hint="remove the margins from the spec, or do not pass population="))
             continue
         table["source"] = FRAME_SOURCE
+    return problems
+
+
+def toml_value(value: Any) -> str:
+    """A value as TOML text (what ``--set KEY=TEXT`` reads back to the same value)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):  # a TOML basic string: JSON's escapes, and DEL escaped too
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007F")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_value(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return toml_value(str(value))
+
+
+def variant_overrides(loaded: LoadedSpec, name: str) -> tuple[str, ...]:
+    """The ``--set`` overrides that make variant ``name`` of a spec; paths made absolute against
+    the spec's folder (as the spec's own paths are)."""
+    variants = loaded.spec.variants
+    if name not in variants:
+        raise UsageError(Problem(f"the spec has no variant '{name}'", key="variants", file=str(loaded.path),
+                                 hint=did_you_mean(name, list(variants)) or "see its [variants.NAME] tables"))
+    return tuple(f"{key}={toml_value(_variant_value(key, value, loaded.base_dir))}"
+                 for key, value in variants[name].items())
+
+
+def _variant_value(key: str, value: Any, base: Path) -> Any:
+    if tuple(key.split(".")) in PATH_KEYS and isinstance(value, str):
+        return str((base / Path(value).expanduser()).resolve())
+    return value
+
+
+def _variant_problems(raw: dict, spec: Spec, file: str, base: Path, lines: dict) -> list[Problem]:
+    """Each variant checked like ``--set``, its problems at the variant's key in the file."""
+    problems: list[Problem] = []
+    for name, table in spec.variants.items():
+        where_name = {"file": file, "line": line_of(lines, ("variants", name)), "key": dotted(("variants", name))}
+        if not VARIANT_NAME.match(name) or name in RESERVED_VARIANTS:
+            problems.append(Problem(f"'{name}' cannot name a variant" + (
+                " (it is reserved: " + " and ".join(RESERVED_VARIANTS) + " label the spec itself and the stacked "
+                "mixture)" if name in RESERVED_VARIANTS else ""), **where_name,
+                hint="use letters, digits, '_' and '-', starting with a letter, e.g. [variants.no_age]"))
+            continue
+        if not table:
+            problems.append(Problem("a variant with no keys is the spec itself", **where_name,
+                                    hint='add a --set path, e.g. "model.formula" = "y ~ x"'))
+            continue
+        over = {k: _variant_value(k, v, base) for k, v in table.items()}
+        paths = {k: tuple(k.split(".")) for k in over}
+        bad = [k for k, p in paths.items() if p[0] in NOT_IN_VARIANTS or "" in p]
+        for k in bad:
+            problems.append(Problem(f"a variant cannot set '{k}'", file=file, key=dotted(("variants", name, k)),
+                                    line=line_of(lines, ("variants", name, k)),
+                                    hint="a variant's keys are --set paths such as \"model.formula\" or "
+                                         "\"fit.draws\""))
+        if bad:
+            continue
+        merged = copy.deepcopy(raw)
+        merged.pop("variants", None)
+        try:
+            merged, _ = apply_overrides(merged, [f"{k}={toml_value(v)}" for k, v in over.items()])
+        except UsageError as exc:
+            for p in exc.problems:
+                problems.append(Problem(p.message, **where_name, hint=p.hint))
+            continue
+        found: list[Problem] = []
+        try:
+            Spec.model_validate(merged)
+        except ValidationError as exc:
+            overridden = set(paths.values())
+            for p, err in zip(_pydantic_problems(exc, file, {}, overridden), exc.errors()):
+                loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+                k = next((k for k, o in paths.items() if loc[: len(o)] == o or o[: len(loc)] == loc), None)
+                if k is None:
+                    continue  # a problem of the spec itself, reported there
+                found.append(Problem(p.message, file=file, key=f"{dotted(('variants', name, k))} ({dotted(loc)})",
+                                     line=line_of(lines, ("variants", name, k)), got=p.got, hint=p.hint))
+        formula = over.get("model.formula")
+        if isinstance(formula, str) and not found:
+            from mrp_formula.spec.formula import describe
+
+            try:
+                describe(formula, file=file, line=line_of(lines, ("variants", name, "model.formula")))
+            except SpecError as exc:
+                found.extend(exc.problems)
+        problems.extend(found)
     return problems
 
 
