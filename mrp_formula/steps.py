@@ -199,8 +199,9 @@ def structure_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Problem]:
                                     f"and interactions such as {what} keep independent effects), or set "
                                     f"{var} = \"iid\""))
         else:
+            close = did_you_mean(var, sorted(intercepts))
             out.append(Problem(f"'{var}' is not the grouping variable of a (1|{var}) term of the formula",
-                               hint=did_you_mean(var, sorted(intercepts)) or f"add (1 | {var}) to the formula",
+                               hint=close if close.startswith("did you mean") else f"add (1 | {var}) to the formula",
                                **where))
     return out
 
