@@ -96,7 +96,8 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
         write_table(draws, tmp / "estimand_draws.parquet")
         write_table(ppc_table, tmp / "ppc.csv")
         if spec.report.plots:
-            plot_note = _plots(tmp, table, draws, fitted.posterior, ppc_table, spec)
+            plot_note = _plots(tmp, table, draws, fitted.posterior, ppc_table, spec,
+                               ordered=ordered_levels(plan.fit_plan.structures))
             if plot_note:
                 notes = notes + (plot_note,)
                 manifest["notes"].append(plot_note)
@@ -116,14 +117,19 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                      ppc=ppc_table)
 
 
-def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
+def ordered_levels(structures) -> dict[str, list[str]]:
+    """The levels in order of every variable with an ordered structure (rw1, rw2, ar1)."""
+    return {sp.factor: list(sp.levels) for sp in structures if sp.kind in ("rw1", "rw2", "ar1")}
+
+
+def _plots(folder: Path, table, draws, posterior, ppc_table, spec, ordered=None) -> str:
     """Write the PNGs; a plot that fails costs a note, never the results."""
     try:
         from mrp_formula.output.plots import write_plots
 
         ropes = {n: tuple(e.rope) for n, e in spec.estimands.items() if e.rope is not None}
         write_plots(folder, estimands=table, draws=draws, posterior=posterior, ppc=ppc_table,
-                    ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind, ropes=ropes)
+                    ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind, ropes=ropes, ordered=ordered)
     except Exception as exc:  # plotting is a report, not a result
         return f"plots were not written ({type(exc).__name__}: {exc}); the tables are complete"
     return ""

@@ -40,9 +40,12 @@ def _figures(view: RunView) -> dict:
     if draws is not None:
         out["densities"] = draw(("estimands",), counter, estimands=est, draws=draws, **common)
     out["raw_vs_mrp"] = draw(("raw_vs_mrp",), counter, estimands=est, draws=draws, **common)
+    ordered = {s["variable"]: [str(lv) for lv in s["levels"]]
+               for s in (view.manifest.get("model") or {}).get("structure") or ()
+               if s.get("kind") in ("rw1", "rw2", "ar1")}
     for name in P.breakdown_columns(view):
-        out["forest"][name] = draw(("forest",), counter, estimands=view.rows_of(name), draws=view.draws_of(name),
-                                   **common)
+        out["forest"][name] = draw(("over_time", "forest"), counter, estimands=view.rows_of(name),
+                                   draws=view.draws_of(name), ordered=ordered, **common)
     if view.ppc is not None and len(view.ppc):
         out["ppc"] = draw(("ppc",), counter, ppc=view.ppc, **common)
     nc = view.folder / "posterior.nc"
