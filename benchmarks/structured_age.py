@@ -112,8 +112,16 @@ def figure(res: pd.DataFrame, truth: pd.Series, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    axes[1].sharey(axes[0])
     first = res[res["rep"] == 0]
+    err = res.assign(abs_err=(res["mean"] - res["truth"]).abs()).pivot_table(index="age", columns="kind",
+                                                                               values="abs_err")
+    for kind, marker in (("iid", "o"), ("rw1", "s")):
+        axes[2].plot(err.index, err[kind], marker=marker, label=f'age = "{kind}"')
+    axes[2].set_title(f"mean |estimate - truth| over {res['rep'].nunique()} replicates")
+    axes[2].set_xlabel("age band")
+    axes[2].legend(fontsize=8)
     for ax, kind in zip(axes, ("iid", "rw1")):
         t = first[first["kind"] == kind]
         ax.fill_between(t["age"], t["lower"], t["upper"], alpha=0.25, label="90% interval")
