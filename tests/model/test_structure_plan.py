@@ -127,3 +127,17 @@ def test_structure_changes_the_fit_key(tmp_path):
     b = fit_key(steps.plan(_write(tmp_path, model='structure = { age = "rw2" }')), {})
     c = fit_key(steps.plan(_write(tmp_path, model="")), {})
     assert len({a, b, c}) == 3
+
+
+def test_the_structure_does_not_depend_on_row_order(tmp_path):
+    model = 'structure = { area = { kind = "bym2", adjacency = "adj.csv" } }'
+    adjacency = "from,to\na,b\nd,c\nb,c\ne,\n"
+    first = steps.plan(_write(tmp_path, model=model, adjacency=adjacency)).fit_plan.structures[0]
+    for name, seed in (("pop.csv", 1), ("sample.csv", 2)):
+        frame = pd.read_csv(tmp_path / name)
+        frame.sample(frac=1, random_state=seed).to_csv(tmp_path / name, index=False)
+    (tmp_path / "adj.csv").write_text("x,y\ne,\nc,b\nc,d\nb,a\n")
+    again = steps.plan(tmp_path / "spec.toml").fit_plan.structures[0]
+    assert again.levels == first.levels
+    np.testing.assert_array_equal(again.factor_matrix, first.factor_matrix)
+    assert again.key() == {**first.key(), "adjacency": again.adjacency}
