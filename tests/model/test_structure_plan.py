@@ -141,3 +141,12 @@ def test_the_structure_does_not_depend_on_row_order(tmp_path):
     assert again.levels == first.levels
     np.testing.assert_array_equal(again.factor_matrix, first.factor_matrix)
     assert again.key() == {**first.key(), "adjacency": again.adjacency}
+
+
+def test_the_adjacency_graph_is_in_the_fit_key(tmp_path):
+    from mrp_formula.model.cache import fit_key
+
+    model = 'structure = { area = { kind = "icar", adjacency = "adj.csv" } }'
+    a = fit_key(steps.plan(_write(tmp_path, model=model, adjacency="p,q\na,b\nb,c\nc,d\nd,e\n")), {})
+    b = fit_key(steps.plan(_write(tmp_path, model=model, adjacency="p,q\na,b\nb,c\nc,d\nd,a\ne,\n")), {})
+    assert a != b
