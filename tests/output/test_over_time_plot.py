@@ -27,3 +27,13 @@ def test_drawn_along_the_order_for_an_ordered_variable_only():
     assert list(x) == list(range(10)) and np.all(np.diff(y) > 0)  # in the walk's order, not the table's
     assert figures(("over_time",), estimands=_table(range(1, 5)), ordered={}) == []
     assert figures(("over_time",), estimands=_table(range(1, 5)), ordered={"age": ["1", "2"]}) == []
+
+
+def test_the_report_reads_the_ordered_variables_from_the_manifest():
+    from mrp_formula.output.report.document import ordered_variables
+
+    manifest = {"model": {"structure": [
+        {"variable": "week", "kind": "ar1", "levels": [1, 2, 10]},
+        {"variable": "state", "kind": "bym2", "levels": ["AK", "AL"]}]}}
+    assert ordered_variables(manifest) == {"week": ["1", "2", "10"]}
+    assert ordered_variables({}) == {} and ordered_variables({"model": {}}) == {}
