@@ -59,6 +59,7 @@ class Plan:
             extra.append(f"group term {term}: {choice} ({fp.parameterization_reason[term]})")
         if fp.mass_matrix_reason and self.loaded.spec.fit.sampler == "nutpie":
             extra.append(f"mass matrix: {fp.mass_matrix.replace('_', '-')} ({fp.mass_matrix_reason})")
+        extra += fp.structure_notes
         extra += semantic_notes(self.loaded.spec, self.info, self.tables.population_vars)
         defaults = [p.term for p in fp.priors if p.source == "default"]
         if defaults:
@@ -169,9 +170,47 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
                                     **where))
     if unknown:
         problems += _unknown_prior_keys(loaded, info, unknown, valid, problems)
+    problems += structure_problems(loaded, info)
     if problems:
         raise SpecError(problems)
     return info
+
+
+def structure_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Problem]:
+    """``model.structure.VAR`` names the grouping variable of a ``(1|VAR)`` term of the formula."""
+    file = str(loaded.path)
+    out = []
+    intercepts = {g.factor for g in info.group_terms if not g.expr_vars and len(g.factor_vars) == 1}
+    family = loaded.spec.model.family
+    for var, st in loaded.spec.model.structure.items():
+        where = {"key": dotted(("model", "structure", var)), "file": file,
+                 "line": loaded.line("model", "structure", var)}
+        if st.kind != "iid" and family == "categorical":
+            out.append(Problem(f"a {st.kind} structure is not available for the categorical family (its group "
+                               f"effects are one vector per category)", hint=f"use {var} = \"iid\", or the "
+                               f"cumulative family for ordered categories", **where))
+            continue
+        if var in intercepts or st.kind == "iid":
+            if var not in intercepts and var not in {g.factor for g in info.group_terms}:
+                out.append(Problem(f"'{var}' is not the grouping variable of a group term of the formula",
+                                   hint=did_you_mean(var, sorted(intercepts)) or f"add (1 | {var}) to the formula",
+                                   **where))
+            continue
+        slopes = [g.name for g in info.group_terms if g.expr_vars and var in g.factor_vars]
+        inter = [g.name for g in info.group_terms if len(g.factor_vars) > 1 and var in g.factor_vars]
+        if slopes or inter:
+            what = ", ".join(slopes + inter)
+            out.append(Problem(f"a {st.kind} structure is for a group intercept (1|{var}); the formula has '{var}' "
+                               f"only in {what}", **where,
+                               hint=f"add (1 | {var}) to the formula for the structured intercept (group slopes "
+                                    f"and interactions such as {what} keep independent effects), or set "
+                                    f"{var} = \"iid\""))
+        else:
+            close = did_you_mean(var, sorted(intercepts))
+            out.append(Problem(f"'{var}' is not the grouping variable of a (1|{var}) term of the formula",
+                               hint=close if close.startswith("did you mean") else f"add (1 | {var}) to the formula",
+                               **where))
+    return out
 
 
 def _transformed_response_problem(info: FormulaInfo, family: str, span: tuple[int, int], file: str,

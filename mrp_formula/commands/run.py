@@ -130,7 +130,8 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
             write_table(calibrate_mod.long_shifts(calibration, predictor.n_chains, predictor.n_draws),
                         tmp / "calibration_draws.parquet")
         if spec.report.plots:
-            plot_note = _plots(tmp, table, draws, fitted.posterior, ppc_table, spec)
+            plot_note = _plots(tmp, table, draws, fitted.posterior, ppc_table, spec,
+                               ordered=ordered_levels(plan.fit_plan.structures))
             if plot_note:
                 notes = notes + (plot_note,)
                 manifest["notes"].append(plot_note)
@@ -150,14 +151,19 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                      ppc=ppc_table)
 
 
-def _plots(folder: Path, table, draws, posterior, ppc_table, spec) -> str:
+def ordered_levels(structures) -> dict[str, list[str]]:
+    """The levels in order of every variable with an ordered structure (rw1, rw2, ar1)."""
+    return {sp.factor: list(sp.levels) for sp in structures if sp.kind in ("rw1", "rw2", "ar1")}
+
+
+def _plots(folder: Path, table, draws, posterior, ppc_table, spec, ordered=None) -> str:
     """Write the PNGs; a plot that fails costs a note, never the results."""
     try:
         from mrp_formula.output.plots import write_plots
 
         ropes = {n: tuple(e.rope) for n, e in spec.estimands.items() if e.rope is not None}
         write_plots(folder, estimands=table, draws=draws, posterior=posterior, ppc=ppc_table,
-                    ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind, ropes=ropes)
+                    ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind, ropes=ropes, ordered=ordered)
     except Exception as exc:  # plotting is a report, not a result
         return f"plots were not written ({type(exc).__name__}: {exc}); the tables are complete"
     return ""
@@ -218,7 +224,8 @@ def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> di
                     "mass_matrix": fp.mass_matrix, "mass_matrix_reason": fp.mass_matrix_reason},
         "model": {"formula": spec.model.formula, "fitted_formula": fp.formula, "family": fp.family,
                   "aggregated": fp.aggregated, "rows_in": fp.rows_in, "cells_fitted": fp.cells,
-                  "parameterization": fp.parameterization},
+                  "parameterization": fp.parameterization,
+                  "structure": [sp.to_json() for sp in fp.structures]},
         "priors": [p.to_json() for p in fp.priors],
         "prior_scale": fp.prior_scale,
         "tables": plan.tables.stats,

@@ -456,7 +456,8 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
                                  key=f"model.levels.{var}", line=loaded.line("model", "levels", var),
                                  hint="list every level; the first is the reference")
                 unused = [lv for lv in order if lv not in present]
-                if unused:
+                structured = getattr(spec.model.structure.get(var), "kind", "iid") != "iid"
+                if unused and not structured:  # a structured group's order also places population levels
                     problems.add(f"level(s) {unused} of '{var}' do not occur in the sample",
                                  key=f"model.levels.{var}", line=loaded.line("model", "levels", var),
                                  hint=did_you_mean(unused[0], present))
@@ -515,8 +516,8 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     for factor, levels in new_levels.items():
         notes.append(Note("population.new_levels", f"{len(levels)} population level(s) of '{factor}' have no sample "
                      f"({', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}; "
-                     f"{shares[factor]:.1%} of the population weight): their effects are drawn from the "
-                     f"fitted group distribution", "warning"))
+                     f"{shares[factor]:.1%} of the population weight): " + _new_level_source(spec, factor),
+                     "warning"))
     stats = {"sample_rows_in": rows_in, "sample_rows_used": int(count.sum()), "dropped_missing": dropped}
     stats.update(pop_stats)
     return Tables(sample=sample, population=population, variables=variables,
@@ -924,6 +925,13 @@ def _check_declared_new(loaded, info, problems) -> None:
                          line=loaded.line("population", "declared_new", factor) or
                          loaded.line("population", "declared_new"),
                          hint=did_you_mean(factor, factors) if factors else "the formula has no group term (1|g)")
+
+
+def _new_level_source(spec, factor: str) -> str:
+    kind = getattr(spec.model.structure.get(factor), "kind", "iid")
+    if kind == "iid":
+        return "their effects are drawn from the fitted group distribution"
+    return f"their effects come from the {kind} structure of model.structure.{factor}"
 
 
 def _new_levels(info, sample, population, loaded, problems, notes):

@@ -43,6 +43,9 @@ def fit_key(plan, versions: dict[str, str]) -> str:
         "versions": {k: versions.get(k) for k in ("bambi", "pymc", "nutpie", "pytensor")},
         "mrp_formula": __version__,
     }
+    structures = getattr(fp, "structures", ())
+    if structures:  # only then: the keys of fits without structure stay as they were
+        parts["structure"] = [sp.key() for sp in structures]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

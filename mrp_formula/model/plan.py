@@ -9,6 +9,7 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,10 @@ from mrp_formula.predict.cells import DEFAULT_LINK, design_matrices, design_of
 from mrp_formula.spec.priors import PriorSpec
 from mrp_formula.spec.tree import LoadedSpec, dotted
 from mrp_formula.data.tables import Tables, factor_keys
+from mrp_formula.data.adjacency import read_adjacency
+from mrp_formula.model import structure as st
+from mrp_formula.model.structure import StructurePlan
+from mrp_formula.spec.levels import natural_sort
 
 SUCCESSES, TRIALS = "mrp_successes", "mrp_trials"
 log = logging.getLogger("mrp_formula")
@@ -41,6 +46,8 @@ class FitPlan:
     priors: tuple["TermPrior", ...] = ()  # every prior of the model, as handed to Bambi
     prior_scale: str = ""  # what the default priors were scaled by (for the notes)
     design: object = field(default=None, compare=False, repr=False)  # predict.Design of data, when made here
+    structures: tuple[StructurePlan, ...] = ()  # structured priors of group intercepts (model.structure)
+    structure_notes: tuple[str, ...] = ()
 
     def prior_of(self, term: str) -> "TermPrior | None":
         return next((p for p in self.priors if p.term == term), None)
@@ -72,10 +79,124 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
     for tp in priors:  # a fixed sd leaves nothing to reparameterize
         if tp.role == "group" and not any(isinstance(v, Dist) for _, v in tp.prior.params):
             param[tp.term], reason[tp.term] = "centered", "its prior fixes the sd of its effects"
+    structures, structure_notes = plan_structures(loaded, info, tables, priors)
+    for sp in structures:
+        param[sp.term], reason[sp.term] = "noncentered", f"{sp.kind} structure (always non-centred)"
     return FitPlan(data=data, formula=formula, family=family, aggregated=aggregated,
                    rows_in=int(tables.stats.get("sample_rows_used", len(sample))), cells=len(data), parameterization=param,
                    parameterization_reason=reason, mass_matrix=mass, mass_matrix_reason=mass_reason,
-                   priors=priors, prior_scale=scale, design=made)
+                   priors=priors, prior_scale=scale, design=made, structures=structures,
+                   structure_notes=structure_notes)
+
+
+# ----------------------------------------------------------------------------- structured priors
+
+
+def structure_levels(tables: Tables, var: str) -> list[str]:
+    """Every level of ``var``: the sample's and the population's."""
+    levels = list(tables.variables[var].levels)
+    if var in tables.population.columns:
+        seen = set(levels)
+        levels += [lv for lv in pd.unique(tables.population[var].astype(str)) if lv not in seen]
+    return levels
+
+
+def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
+                    priors=()) -> tuple[tuple[StructurePlan, ...], tuple[str, ...]]:
+    """The structured prior of every ``model.structure`` entry that is not iid (the spec checks
+    made sure each names the grouping variable of a ``(1|VAR)`` term): its levels in order and its
+    covariance factor; problems with the order or the adjacency table are data errors (exit 4)."""
+    spec = loaded.spec.model
+    file = str(loaded.path)
+    out, notes, problems = [], [], []
+    for var, entry in spec.structure.items():
+        if entry.kind == "iid":
+            continue
+        term = f"1|{var}"
+        where = {"key": dotted(("model", "structure", var)), "file": file,
+                 "line": loaded.line("model", "structure", var)}
+        levels = structure_levels(tables, var)
+        if len(levels) < st.MIN_LEVELS[entry.kind]:
+            problems.append(Problem(f"a {entry.kind} structure needs at least {st.MIN_LEVELS[entry.kind]} levels; "
+                                    f"'{var}' has {len(levels)}", hint=f"use {var} = \"iid\"", **where))
+            continue
+        if entry.kind in st.ORDERED:
+            if var in spec.levels:
+                listed = list(spec.levels[var])
+                missing = [lv for lv in levels if lv not in listed]
+                stray = [lv for lv in listed if lv not in levels]
+                if missing:
+                    problems.append(Problem(
+                        f"level(s) {missing[:10]} of '{var}' (in the population) are not in model.levels.{var}, "
+                        f"which orders the {entry.kind} walk", key=dotted(("model", "levels", var)), file=file,
+                        line=loaded.line("model", "levels", var), hint="list every level, in order"))
+                    continue
+                if stray:
+                    problems.append(Problem(
+                        f"level(s) {stray[:10]} of model.levels.{var} occur in neither the sample nor the population",
+                        key=dotted(("model", "levels", var)), file=file, line=loaded.line("model", "levels", var),
+                        hint="remove them, or check their spelling"))
+                    continue
+                levels, source = listed, f"model.levels.{var}"
+            else:
+                levels, source = natural_sort(levels), "natural order of the levels"
+            n = len(levels)
+            trend = 0.0
+            if entry.kind == "rw2":
+                tp = next((p for p in priors if p.term == term), None)
+                hyper = tp.prior.param("sigma") if tp is not None else None
+                scale = hyper.param("sigma") if isinstance(hyper, Dist) else hyper
+                trend = float(scale) if isinstance(scale, (int, float)) else GROUP_SD
+            A = st.covariance_factor(entry.kind, n) if entry.kind != "ar1" else None
+            out.append(StructurePlan(term=term, factor=var, kind=entry.kind, levels=tuple(levels), factor_matrix=A,
+                                     trend_sd=trend, order_source=source))
+            _new_level_note(notes, tables, var, entry.kind)
+            continue
+        adj = read_adjacency(Path(entry.adjacency), key=dotted(("model", "structure", var, "adjacency")), file=file,
+                             line=loaded.line("model", "structure", var, "adjacency") or where["line"])
+        absent = [lv for lv in levels if lv not in adj.levels]
+        if absent:
+            problems.append(Problem(
+                f"level(s) {absent[:10]} of '{var}' are not in the adjacency table {Path(entry.adjacency).name}",
+                key=dotted(("model", "structure", var, "adjacency")), file=file,
+                line=loaded.line("model", "structure", var, "adjacency") or where["line"],
+                hint="add a row per pair of neighbours; a level without neighbours (an island) is a row with its "
+                     "name and an empty second column"))
+            continue
+        levels = natural_sort(levels)
+        index = {lv: i for i, lv in enumerate(levels)}
+        edges = st.edge_array(len(levels), [(index[a], index[b]) for a, b in adj.pairs
+                                            if a in index and b in index])
+        dropped = sorted(adj.levels - set(levels))
+        if dropped:
+            notes.append(f"structure of '{var}': {len(dropped)} level(s) of the adjacency table are in neither the "
+                         f"sample nor the population and are left out of the graph "
+                         f"({', '.join(dropped[:8])}{' ...' if len(dropped) > 8 else ''})")
+        comp, scaling = st.component_scaling(len(levels), edges)
+        sizes = np.bincount(comp)
+        islands = tuple(lv for lv, c in zip(levels, comp) if sizes[c] == 1)
+        if len(sizes) > 1:
+            notes.append(f"structure of '{var}': the adjacency graph has {len(sizes)} connected parts "
+                         f"({int((sizes > 1).sum())} with neighbours, {len(islands)} island(s)"
+                         f"{': ' + ', '.join(islands[:8]) if islands else ''}); each part sums to zero on its own "
+                         f"and an island's effect is independent")
+        _new_level_note(notes, tables, var, entry.kind)
+        out.append(StructurePlan(term=term, factor=var, kind=entry.kind, levels=tuple(levels),
+                                 factor_matrix=st.covariance_factor(entry.kind, len(levels), edges), edges=edges,
+                                 n_components=len(sizes), islands=islands,
+                                 scaling=tuple(float(s) for s, k in zip(scaling, sizes) if k > 1),
+                                 adjacency=str(entry.adjacency)))
+    if problems:
+        raise DataError(problems)
+    return tuple(out), tuple(notes)
+
+
+def _new_level_note(notes: list, tables: Tables, var: str, kind: str) -> None:
+    new = tables.new_levels.get(var, ())
+    if new:
+        how = "interpolated along the walk" if kind in st.ORDERED else "pulled towards their neighbours"
+        notes.append(f"structure of '{var}': its {len(new)} level(s) without sample get their effects from the "
+                     f"{kind} prior ({how}), not from independent draws")
 
 
 def aggregate_cells(sample: pd.DataFrame, info: FormulaInfo, family: str, *, weights: str | None = None,

@@ -55,6 +55,8 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
 
     spec = loaded.spec.model
     priors = bambi_priors(plan)
+    if plan.structures:
+        _install_structure_hook()
     # Bambi refuses a group prior without a hyperprior, but N(0, sd) effects with a fixed sd are a
     # legal model: build with a placeholder, then set the fixed prior on the term itself.
     fixed = {tp.term: priors[tp.term] for tp in plan.priors if tp.role == "group"
@@ -70,11 +72,95 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
             terms = model.parameters[model.family.likelihood.parent].group_specific_terms
             for name, prior in fixed.items():
                 terms[name]._prior = prior  # the setter would refuse it (see above)
+            model._mrp_structures = {sp.term: sp for sp in plan.structures}  # read by the hook below
             return model
     except Exception as exc:
         raise SpecError(Problem(f"Bambi cannot build this model: {exc}", key="model", file=str(loaded.path),
                                 line=loaded.line("model"),
                                 hint="check the formula, family, link and priors")) from None
+
+
+# ----------------------------------------------------------------------------- structured priors
+
+
+def _install_structure_hook() -> None:
+    """Let Bambi build every group term as before, except those of ``model.structure``.
+
+    Bambi builds each group term's effects in ``GroupSpecificTerm.build`` (called from
+    ``DistributionalComponent.build_group_specific_terms``, which then adds ``coef[group_index]``
+    to the linear predictor). The subclass installed here builds a structured term's effects
+    instead, when the Bambi model carries a plan for it (``model._mrp_structures``, set by
+    :func:`build_model`); any other term, and any model without plans, is built by Bambi's own
+    code. The hook stays installed, so a model rebuilt by Bambi (after ``set_priors``) keeps its
+    structure.
+    """
+    from bambi.backend import model_components
+    from bambi.backend.terms import GroupSpecificTerm
+
+    if getattr(model_components.GroupSpecificTerm, "mrp_structured", False):
+        return
+
+    class StructuredGroupTerm(GroupSpecificTerm):
+        mrp_structured = True
+
+        def build(self, spec):
+            sp = getattr(spec, "_mrp_structures", {}).get(self.name)
+            if sp is None:
+                return super().build(spec)
+            return _build_structured(self, sp)
+
+    model_components.GroupSpecificTerm = StructuredGroupTerm
+
+
+def _build_structured(term, sp):
+    """The effects of a structured group intercept, inside the model's context.
+
+    ``{term}_structured`` (dims ``{term}__structured_dim``: every level of the plan, sample and
+    population) is what prediction reads; ``{term}`` (Bambi's factor dim: the sample's levels) is
+    what Bambi's own linear predictor, predictions and log-likelihood use. The parameterization is
+    non-centred: standard normal ``{term}_offset`` times the covariance factor and the scale.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+    from bambi import Prior
+
+    from mrp_formula.model.structure import linear_trend
+
+    name = term.name
+    prior = term.term.prior
+    sd = prior.args["sigma"]
+    sigma = term.build_distribution(sd, label=f"{name}_sigma") if isinstance(sd, Prior) else float(sd)
+    model = pm.modelcontext(None)
+    n = len(sp.levels)
+    if sp.dim not in model.coords:
+        model.add_coords({sp.dim: list(sp.levels)})
+    if sp.kind == "ar1":
+        rho = pm.Uniform(f"{name}_rho", lower=-1.0, upper=1.0)
+        z = pm.Normal(f"{name}_offset", mu=0.0, sigma=1.0, shape=n)
+        k = np.arange(n)
+        diff = k[:, None] - k[None, :]
+        lower = diff >= 0
+        M = pt.switch(lower, rho ** np.clip(diff, 0, None).astype(float), 0.0)
+        first = pt.concatenate([pt.reshape(1.0 / pt.sqrt(1.0 - rho ** 2), (1,)), pt.ones(n - 1)])
+        effects = sigma * pt.dot(M * first[None, :], z)
+    else:
+        A = np.asarray(sp.factor_matrix, dtype=float)
+        z = pm.Normal(f"{name}_offset", mu=0.0, sigma=1.0, shape=A.shape[1])
+        phi = pt.dot(A, z)
+        if sp.kind == "bym2":
+            rho = pm.Beta(f"{name}_rho", alpha=0.5, beta=0.5)
+            v = pm.Normal(f"{name}_iid_offset", mu=0.0, sigma=1.0, shape=n)
+            effects = sigma * (pt.sqrt(1.0 - rho) * v + pt.sqrt(rho) * phi)
+        else:
+            effects = sigma * phi
+            if sp.kind == "rw2":
+                slope = pm.Normal(f"{name}_trend", mu=0.0, sigma=sp.trend_sd)
+                effects = effects + slope * linear_trend(n)
+    full = pm.Deterministic(sp.variable, effects, dims=sp.dim)
+    (factor_dim, labels), = ((d, v) for d, v in term.coords.items() if d.endswith("__factor_dim"))
+    index = {lv: i for i, lv in enumerate(sp.levels)}
+    pos = np.array([index[str(lv)] for lv in labels], dtype=np.int64)
+    return pm.Deterministic(name, full[pos], dims=factor_dim)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,8 @@ long estimand draws, the posterior and the PPC table):
   P(direction), the ROPE band and the share of draws in it. An estimand with many rows (a
   breakdown by 51 states) is shown in the forest plot instead, and the figure says so.
 * ``forest.png``: every estimand with groups, one panel each: posterior mean, 50% and report interval.
+* ``over_time.png``: estimands broken down by an ordered variable (one with an rw1, rw2 or ar1
+  structure: a week, an age band) drawn along its order: the posterior mean with its bands.
 * ``raw_vs_mrp.png``: raw sample value, classical raked value and MRP per estimand row.
 * ``trace.png``: traces and rank histograms of the hyperparameters (``*_sigma``, ``Intercept``,
   common effects and family parameters; group-level offsets are left out).
@@ -721,13 +723,68 @@ def _trace(posterior, plots: Path) -> list[Path]:
     return [_save(fig, plots / "trace.png")]
 
 
+# ----------------------------------------------------------------------------- over time
+
+
+def _over_time(rows: list[_Row], ci_prob: float, ci_kind: str, ordered: dict, plots: Path) -> list[Path]:
+    """Every estimand broken down by an ordered variable (a week, an age band: the levels of a
+    ``model.structure`` walk), drawn along its order: the posterior mean as a line, the report interval as
+    a band, the raw sample value as points; one line per level of any other breakdown column."""
+    panels = []
+    for name, rs in _by_estimand(rows).items():
+        cols = {c for r in rs for c, _ in r.groups}
+        time = next((c for c in ordered if c in cols), None)
+        if time is None or any(r.is_contrast for r in rs):
+            continue
+        order = {lv: i for i, lv in enumerate(ordered[time])}
+        series: dict[str, list[tuple[int, _Row]]] = {}
+        for r in rs:
+            g = dict(r.groups)
+            if g.get(time) not in order:
+                continue
+            label = ", ".join(f"{c} = {v}" for c, v in r.groups if c != time)
+            if r.category is not None:
+                label = (label + ", " if label else "") + f"category {r.category}"
+            series.setdefault(label, []).append((order[g[time]], r))
+        if series:
+            panels.append((name, time, series))
+    if not panels:
+        return []
+    ci = _ci_name(ci_prob, ci_kind)
+    fig = Figure(figsize=(8.0, 2.9 * len(panels) + 0.6), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    colors = [MRP, RAW, WEIGHTED, "#2a9d8f", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+    for ax, (name, time, series) in zip(axes, panels):
+        for k, (label, pts) in enumerate(sorted(series.items())):
+            pts.sort(key=lambda t: t[0])
+            x = np.array([i for i, _ in pts])
+            color = colors[k % len(colors)]
+            ax.fill_between(x, [r.lower for _, r in pts], [r.upper for _, r in pts], color=color, alpha=0.2, lw=0)
+            ax.plot(x, [r.point for _, r in pts], "-", color=color, lw=1.6, label=label or "MRP mean")
+            ax.plot(x, [r.raw for _, r in pts], "o", ms=3.5, mfc="none", mec=color, mew=1.0)
+        levels = list(ordered[time])
+        step = max(1, math.ceil(len(levels) / 16))
+        ax.set_xticks(range(0, len(levels), step), [levels[i] for i in range(0, len(levels), step)], fontsize=8)
+        ax.set_xlim(-0.5, len(levels) - 0.5)
+        ax.set_xlabel(time, fontsize=8.5)
+        ax.set_title(f"{name} by {time}: mean (line), {ci} (band), raw sample (circles)", fontsize=9.5, loc="left")
+        if len(series) > 1:
+            ax.legend(fontsize=7.5, frameon=False, ncol=min(4, len(series)))
+        _style(ax)
+    return [_save(fig, plots / "over_time.png")]
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
 def write_plots(folder: Path, *, estimands: pd.DataFrame, draws: pd.DataFrame, posterior,
                 ppc: pd.DataFrame | None, ci_prob: float, ci_kind: str,
-                ropes: dict[str, tuple[float, float]]) -> list[Path]:
+                ropes: dict[str, tuple[float, float]], ordered: dict | None = None) -> list[Path]:
     """Write the PNGs of a run into ``folder/plots/`` and return their paths.
+
+    ``ordered`` maps an ordered variable (one with an rw1, rw2 or ar1 structure) to its levels in
+    order: estimands broken down by it are also drawn along that order (``over_time.png``).
 
     ``estimands`` is the summary table (estimand, group columns, [category], scale, mean,
     lower, upper, p_above_null, p_in_rope, raw, weighted, ...), ``draws`` the long draws (chain,
@@ -737,23 +794,24 @@ def write_plots(folder: Path, *, estimands: pd.DataFrame, draws: pd.DataFrame, p
     plots = Path(folder) / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     return _draw(plots, KINDS, estimands=estimands, draws=draws, posterior=posterior, ppc=ppc, ci_prob=ci_prob,
-                 ci_kind=ci_kind, ropes=ropes)
+                 ci_kind=ci_kind, ropes=ropes, ordered=ordered)
 
 
-KINDS = ("estimands", "forest", "raw_vs_mrp", "trace", "ppc")
+KINDS = ("estimands", "forest", "over_time", "raw_vs_mrp", "trace", "ppc")
 
 
 def figures(kinds=KINDS, *, estimands: pd.DataFrame | None = None, draws: pd.DataFrame | None = None,
             posterior=None, ppc: pd.DataFrame | None = None, ci_prob: float = 0.95, ci_kind: str = "eti",
-            ropes: dict[str, tuple[float, float]] | None = None) -> list[tuple[str, Figure]]:
+            ropes: dict[str, tuple[float, float]] | None = None,
+            ordered: dict | None = None) -> list[tuple[str, Figure]]:
     """The figures ``write_plots`` would write (only those of ``kinds``), not saved: (file name, figure)."""
     sink = FigureSink()
     _draw(sink, kinds, estimands=estimands, draws=draws, posterior=posterior, ppc=ppc, ci_prob=ci_prob,
-          ci_kind=ci_kind, ropes=ropes)
+          ci_kind=ci_kind, ropes=ropes, ordered=ordered)
     return sink.figures
 
 
-def _draw(plots, kinds, *, estimands, draws, posterior, ppc, ci_prob, ci_kind, ropes) -> list:
+def _draw(plots, kinds, *, estimands, draws, posterior, ppc, ci_prob, ci_kind, ropes, ordered=None) -> list:
     ropes = {k: (float(v[0]), float(v[1])) for k, v in (ropes or {}).items() if v is not None}
     rows = _rows(estimands, draws) if estimands is not None and len(estimands) else []
     out: list = []
@@ -761,6 +819,8 @@ def _draw(plots, kinds, *, estimands, draws, posterior, ppc, ci_prob, ci_kind, r
         out += _estimand_pages(rows, ci_prob, ci_kind, ropes, plots)
     if "forest" in kinds:
         out += _forest(rows, ci_prob, ci_kind, ropes, plots)
+    if "over_time" in kinds and ordered:
+        out += _over_time(rows, ci_prob, ci_kind, ordered, plots)
     if "raw_vs_mrp" in kinds:
         out += _raw_vs_mrp(rows, ci_prob, ci_kind, plots)
     if "trace" in kinds:

@@ -38,6 +38,7 @@ from mrp_formula.spec.levels import canon_series
 from mrp_formula.data.tables import Tables, factor_keys
 
 EPS = np.finfo(np.float64).eps
+STRUCTURED_SUFFIX = "_structured"  # model.structure.StructurePlan.variable: effects of every level
 
 def _unit(x):
     """Keep probabilities inside (0, 1), as Bambi's inverse links do."""
@@ -284,9 +285,17 @@ class CellPredictor:
         return da.to_numpy().reshape(self.n_samples, -1, r)
 
     def _group_draws(self, g: GroupTerm, rng) -> tuple[np.ndarray, dict[str, int]]:
-        """Draws (S, k, R, L + new) of a group term; new population levels drawn from N(0, sigma)."""
-        da = self._post[g.name]
-        factor_dim = [d for d in da.dims if d.endswith("__factor_dim")][0]
+        """Draws (S, k, R, L + new) of a group term; new population levels drawn from N(0, sigma).
+
+        A structured term (``model.structure``) has the effect of every level, sample and
+        population, in ``{term}_structured``: a level without sample takes its effect from there."""
+        structured = f"{g.name}{STRUCTURED_SUFFIX}"
+        if structured in self._post:
+            da = self._post[structured]
+            factor_dim = f"{g.name}__structured_dim"
+        else:
+            da = self._post[g.name]
+            factor_dim = [d for d in da.dims if d.endswith("__factor_dim")][0]
         resp = [d for d in da.dims if d == self._resp_dim]
         others = [d for d in da.dims if d not in ("chain", "draw", factor_dim, *resp)]
         da = da.transpose("chain", "draw", *others, *resp, factor_dim)

@@ -21,7 +21,7 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from mrp_formula.system import write_text_atomic  # noqa: F401 (the CLI's schema/init write through it)
 from mrp_formula.spec.priors import DISTRIBUTIONS, reference_markdown as distributions_markdown
-from mrp_formula.spec.tree import Spec, _inner_model, _level, _prior
+from mrp_formula.spec.tree import STRUCTURE_KINDS, Spec, _inner_model, _level, _prior, _structure
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "mrp-spec.schema.json"  # beside the package: specs point editors at it
 TITLE = "mrp-formula spec"
@@ -74,6 +74,9 @@ class TomlJsonSchema(GenerateJsonSchema):
             return dict(LEVEL)
         if function is _prior:
             return copy.deepcopy(PRIOR)
+        if function is _structure:  # `age = "rw1"` is short for `age = { kind = "rw1" }`
+            return {"anyOf": [{"type": "string", "enum": list(STRUCTURE_KINDS)},
+                              super().function_before_schema(schema)]}
         return super().function_before_schema(schema)
 
     def field_title_should_be_set(self, schema):  # "Ci Prob" adds nothing to the description

@@ -107,6 +107,42 @@ class JoinSpec(_Frozen):
     columns: list[str] = Field(description="Columns of the joined table to add.")
 
 
+STRUCTURE_KINDS = ("iid", "rw1", "rw2", "ar1", "icar", "bym2")
+SPATIAL_KINDS = ("icar", "bym2")
+
+
+def _structure(v: Any) -> Any:
+    return {"kind": v} if isinstance(v, str) else v
+
+
+class StructureSpec(_Frozen):
+    """The prior of the effects of one group intercept term `(1|VAR)`, keyed by VAR."""
+
+    kind: Literal[STRUCTURE_KINDS] = Field(
+        description='`"iid"` (independent effects, the default), `"rw1"` or `"rw2"` (a first- or second-order '
+                    'random walk over the ordered levels), `"ar1"` (a stationary AR(1) over them), `"icar"` or '
+                    '`"bym2"` (spatial, over the `adjacency` table). The order of an ordered group is '
+                    '`model.levels.VAR`, else the natural order of its levels; the structure covers every level '
+                    'of the sample and the population, so a level without sample gets its effect from the '
+                    'structure. The term\'s prior in `model.priors` (`"1|VAR"`) sets the scale: the walk\'s '
+                    'innovation sd, the AR(1)\'s innovation sd, the ICAR\'s conditional scale, BYM2\'s total sd.')
+    adjacency: str | None = Field(
+        None, description="icar and bym2 only: CSV file (relative to the spec) with two columns, one pair of "
+                          "neighbouring levels per row. Levels without a pair are islands (an independent effect).")
+
+    @model_validator(mode="after")
+    def _adjacency(self):
+        if self.kind in SPATIAL_KINDS and not self.adjacency:
+            raise ValueError(f'a {self.kind} structure needs an adjacency table: '
+                             f'{{ kind = "{self.kind}", adjacency = "neighbours.csv" }}')
+        if self.kind not in SPATIAL_KINDS and self.adjacency:
+            raise ValueError(f"`adjacency` is for icar and bym2 only (this structure is {self.kind}): remove it")
+        return self
+
+
+Structure = Annotated[StructureSpec, BeforeValidator(_structure)]
+
+
 class ModelSpec(_Frozen):
     """The multilevel model, in Bambi's formula syntax."""
 
@@ -132,6 +168,12 @@ class ModelSpec(_Frozen):
     )
     parameterization: Literal["auto", "centered", "noncentered"] = Field(
         "auto", description="Of group effects; auto chooses per group term from the data."
+    )
+    structure: dict[str, Structure] = Field(
+        default_factory=dict,
+        description='Structured priors of group intercepts, keyed by the grouping variable of a `(1|VAR)` term: '
+                    '`age = "rw1"`, `week = { kind = "ar1" }`, `state = { kind = "bym2", adjacency = '
+                    '"state_neighbours.csv" }`. See docs/structured-priors.md.',
     )
 
 
@@ -531,6 +573,11 @@ def _absolutize_paths(raw: dict, base: Path) -> None:
     for join in raw.get("join", []) if isinstance(raw.get("join"), list) else []:
         if isinstance(join, dict) and isinstance(join.get("source"), str):
             join["source"] = str((base / Path(join["source"]).expanduser()).resolve())
+    model = raw.get("model")
+    structure = model.get("structure") if isinstance(model, dict) else None
+    for entry in structure.values() if isinstance(structure, dict) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("adjacency"), str):
+            entry["adjacency"] = str((base / Path(entry["adjacency"]).expanduser()).resolve())
 
 
 def deep_merge(base: dict, over: dict) -> dict:

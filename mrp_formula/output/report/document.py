@@ -31,6 +31,14 @@ def environment():
     return env
 
 
+def ordered_variables(manifest: dict) -> dict[str, list[str]]:
+    """Variables with an ordered structure (rw1, rw2, ar1) and their levels in order, from the
+    manifest's ``model.structure``: their breakdowns are also drawn over time."""
+    return {s["variable"]: [str(lv) for lv in s["levels"]]
+            for s in (manifest.get("model") or {}).get("structure") or ()
+            if s.get("kind") in ("rw1", "rw2", "ar1") and "variable" in s and "levels" in s}
+
+
 def _figures(view: RunView) -> dict:
     """The figures of the page, by section."""
     counter = Counter()
@@ -40,9 +48,10 @@ def _figures(view: RunView) -> dict:
     if draws is not None:
         out["densities"] = draw(("estimands",), counter, estimands=est, draws=draws, **common)
     out["raw_vs_mrp"] = draw(("raw_vs_mrp",), counter, estimands=est, draws=draws, **common)
+    ordered = ordered_variables(view.manifest)
     for name in P.breakdown_columns(view):
-        out["forest"][name] = draw(("forest",), counter, estimands=view.rows_of(name), draws=view.draws_of(name),
-                                   **common)
+        out["forest"][name] = draw(("over_time", "forest"), counter, estimands=view.rows_of(name),
+                                   draws=view.draws_of(name), ordered=ordered, **common)
     if view.ppc is not None and len(view.ppc):
         out["ppc"] = draw(("ppc",), counter, ppc=view.ppc, **common)
     nc = view.folder / "posterior.nc"

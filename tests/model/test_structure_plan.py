@@ -1,0 +1,152 @@
+"""model.structure in the spec and the fit plan: validation, order, adjacency (no sampling)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mrp_formula import steps
+from mrp_formula.errors import DataError, SpecError
+
+SPEC = '''
+name = "st"
+[data]
+source = "sample.csv"
+[model]
+formula = "{formula}"
+family = "bernoulli"
+{model}
+[fit]
+draws = 100
+[population]
+source = "pop.csv"
+weight = "n"
+[estimands.by_area]
+by = ["area"]
+'''
+
+
+def _write(tmp_path, *, model='structure = { age = "rw1" }', formula="y ~ g + (1|age) + (1|area)",
+           adjacency=None, sample_age=(1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12), areas=("a", "b", "c", "d", "e")):
+    rng = np.random.default_rng(0)
+    rows = [(int(rng.random() < 0.5), a, areas[i % (len(areas) - 1)], i % 2) for i, a in
+            enumerate(list(sample_age) * 3)]
+    pd.DataFrame(rows, columns=["y", "age", "area", "g"]).to_csv(tmp_path / "sample.csv", index=False)
+    pop = pd.DataFrame([(a, r, g, 10) for a in range(1, 13) for r in areas for g in (0, 1)],
+                       columns=["age", "area", "g", "n"])
+    pop.to_csv(tmp_path / "pop.csv", index=False)
+    if adjacency is not None:
+        (tmp_path / "adj.csv").write_text(adjacency)
+    path = tmp_path / "spec.toml"
+    path.write_text(SPEC.format(formula=formula, model=model))
+    return path
+
+
+def test_rw1_covers_population_levels_in_natural_order(tmp_path):
+    plan = steps.plan(_write(tmp_path))
+    (sp,) = plan.fit_plan.structures
+    assert sp.kind == "rw1" and sp.term == "1|age"
+    assert sp.levels == tuple(str(k) for k in range(1, 13))  # 5 has no sample, 10 after 9
+    assert sp.factor_matrix.shape == (12, 11)
+    assert plan.fit_plan.parameterization["1|age"] == "noncentered"
+    assert any("without sample get their effects from the rw1 prior" in str(n) for n in plan.notes)
+
+
+def test_order_from_model_levels_may_name_population_only_levels(tmp_path):
+    order = [str(k) for k in range(12, 0, -1)]
+    plan = steps.plan(_write(tmp_path, model=f'levels = {{ age = {order} }}\nstructure = {{ age = "rw2" }}'))
+    (sp,) = plan.fit_plan.structures
+    assert sp.levels == tuple(order) and sp.order_source == "model.levels.age"
+    assert sp.trend_sd == 1.0  # the scale of the default HalfNormal(1) of 1|age
+
+
+def test_model_levels_missing_a_population_level_is_a_data_error(tmp_path):
+    order = [str(k) for k in range(1, 13) if k != 5]
+    with pytest.raises(DataError) as e:
+        steps.plan(_write(tmp_path, model=f'levels = {{ age = {order} }}\nstructure = {{ age = "ar1" }}'))
+    assert "['5']" in e.value.problems[0].message and e.value.problems[0].key == "model.levels.age"
+
+
+def test_unknown_kind_suggests(tmp_path):
+    with pytest.raises(SpecError) as e:
+        steps.plan(_write(tmp_path, model='structure = { age = "bmy2" }'))
+    p = e.value.problems[0]
+    assert p.key == "model.structure.age.kind" and "bym2" in p.hint and p.line
+
+
+@pytest.mark.parametrize("model, needle", [
+    ('structure = { area = "bym2" }', "needs an adjacency table"),
+    ('structure = { age = { kind = "rw1", adjacency = "adj.csv" } }', "for icar and bym2 only"),
+])
+def test_adjacency_required_for_spatial_refused_otherwise(tmp_path, model, needle):
+    with pytest.raises(SpecError) as e:
+        steps.plan(_write(tmp_path, model=model))
+    assert needle in e.value.problems[0].message
+
+
+@pytest.mark.parametrize("formula, needle", [
+    ("y ~ g + (1|area)", "add (1 | age)"),
+    ("y ~ g + (0 + g|age)", "group slopes"),
+    ("y ~ g + (1|age:area)", "interactions"),
+])
+def test_structure_needs_a_group_intercept_of_its_variable(tmp_path, formula, needle):
+    with pytest.raises(SpecError) as e:
+        steps.plan(_write(tmp_path, formula=formula))
+    p = e.value.problems[0]
+    assert p.key == "model.structure.age" and needle in p.hint
+
+
+def test_missing_adjacency_file_is_a_data_error_naming_it(tmp_path):
+    with pytest.raises(DataError) as e:
+        steps.plan(_write(tmp_path, model='structure = { area = { kind = "icar", adjacency = "nope.csv" } }'))
+    assert e.value.exit_code == 4 and "nope.csv" in e.value.problems[0].message
+
+
+def test_level_missing_from_adjacency_is_named(tmp_path):
+    with pytest.raises(DataError) as e:
+        steps.plan(_write(tmp_path, model='structure = { area = { kind = "bym2", adjacency = "adj.csv" } }',
+                          adjacency="from,to\na,b\nb,c\nc,d\n"))
+    assert "['e']" in e.value.problems[0].message and e.value.problems[0].key == "model.structure.area.adjacency"
+
+
+def test_islands_and_components(tmp_path):
+    # e has no sample (areas cycle over a..d) and is an island; {a, b} and {c, d} are two parts
+    plan = steps.plan(_write(tmp_path, model='structure = { area = { kind = "bym2", adjacency = "adj.csv" } }',
+                             adjacency="from,to\na,b\nd,c\ne,\nzz,a\n"))
+    (sp,) = plan.fit_plan.structures
+    assert sp.levels == ("a", "b", "c", "d", "e") and sp.islands == ("e",) and sp.n_components == 3
+    assert np.allclose(sp.scaling, [0.25, 0.25])
+    notes = " ".join(map(str, plan.notes))
+    assert "3 connected parts" in notes and "zz" in notes  # a level of the table the model lacks is left out
+    assert sp.to_json()["scaling_factors"] == [0.25, 0.25]
+
+
+def test_structure_changes_the_fit_key(tmp_path):
+    from mrp_formula.model.cache import fit_key
+
+    a = fit_key(steps.plan(_write(tmp_path)), {})
+    b = fit_key(steps.plan(_write(tmp_path, model='structure = { age = "rw2" }')), {})
+    c = fit_key(steps.plan(_write(tmp_path, model="")), {})
+    assert len({a, b, c}) == 3
+
+
+def test_the_structure_does_not_depend_on_row_order(tmp_path):
+    model = 'structure = { area = { kind = "bym2", adjacency = "adj.csv" } }'
+    adjacency = "from,to\na,b\nd,c\nb,c\ne,\n"
+    first = steps.plan(_write(tmp_path, model=model, adjacency=adjacency)).fit_plan.structures[0]
+    for name, seed in (("pop.csv", 1), ("sample.csv", 2)):
+        frame = pd.read_csv(tmp_path / name)
+        frame.sample(frac=1, random_state=seed).to_csv(tmp_path / name, index=False)
+    (tmp_path / "adj.csv").write_text("x,y\ne,\nc,b\nc,d\nb,a\n")
+    again = steps.plan(tmp_path / "spec.toml").fit_plan.structures[0]
+    assert again.levels == first.levels
+    np.testing.assert_array_equal(again.factor_matrix, first.factor_matrix)
+    assert again.key() == {**first.key(), "adjacency": again.adjacency}
+
+
+def test_the_adjacency_graph_is_in_the_fit_key(tmp_path):
+    from mrp_formula.model.cache import fit_key
+
+    model = 'structure = { area = { kind = "icar", adjacency = "adj.csv" } }'
+    a = fit_key(steps.plan(_write(tmp_path, model=model, adjacency="p,q\na,b\nb,c\nc,d\nd,e\n")), {})
+    b = fit_key(steps.plan(_write(tmp_path, model=model, adjacency="p,q\na,b\nb,c\nc,d\nd,a\ne,\n")), {})
+    assert a != b
