@@ -504,7 +504,9 @@ def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded
             if not num.isna().any():
                 sample[var] = num
         kind, values, shown = _outcome_kind(sample[var])
-        if family == "bernoulli":
+        if FAMILIES[family].support is not None:  # the record says which values fit (spec/families.py)
+            _check_support(sample[var], var, FAMILIES[family], kind, shown, loaded, problems, where)
+        elif family == "bernoulli":
             if kind == "binary":
                 continue
             msg = f"a bernoulli response must be 0/1 or true/false; '{var}' has {shown}"
@@ -553,6 +555,34 @@ def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded
             problems.add(f"successes '{s}' exceed trials '{n}' in {int((sample[s] > sample[n]).sum())} rows",
                          key="model.formula", line=line)
     problems.raise_if_any(DataError)
+
+
+def _check_support(col: pd.Series, var: str, fam, kind: str, shown: str, loaded: LoadedSpec,
+                   problems: ProblemList, where: dict) -> None:
+    """Values of the outcome outside the family's support: how many, the first rows (1-based, as
+    in a spreadsheet, of the sample as read) and values, and what to use instead."""
+    sup = fam.support
+    source = getattr(loaded.spec.data, "source", None)
+    source = f" in {Path(str(source)).name}" if source else ""
+    if kind == "text":
+        problems.add(f"the {fam.name} response '{var}'{source} must be numeric ({sup.text}); it is text", got=shown,
+                     hint='for categories use family = "bernoulli" (two, recoded to 0/1) or "categorical"', **where)
+        return
+    y = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+    checks = [("missing or not a finite number", ~np.isfinite(y), "drop or fill those rows in data.query")]
+    finite = np.where(np.isfinite(y), y, 0.0)
+    below = (finite < sup.lower) if sup.closed else (finite <= sup.lower)
+    checks.append((f"{'below' if sup.closed else 'at or below'} {sup.lower:g}", below & np.isfinite(y),
+                   sup.below_hint))
+    checks.append((f"at or above {sup.upper:g}", (finite >= sup.upper) & np.isfinite(y), sup.above_hint))
+    if sup.whole:
+        checks.append(("not whole numbers", (finite != np.round(finite)) & np.isfinite(y), sup.fraction_hint))
+    for label, bad, hint in checks:
+        if bad.any():
+            rows = [int(i) + 1 for i in np.flatnonzero(bad)[:5]]
+            vals = ", ".join(f"{v:g}" for v in y[bad][:5])
+            problems.add(f"the {fam.name} family needs {sup.text}: {int(bad.sum())} value(s) of '{var}'{source} are "
+                         f"{label} (rows {rows}: {vals})", hint=hint, **where)
 
 
 def _outcome_kind(col: pd.Series) -> tuple[str, list, str]:
