@@ -7,7 +7,8 @@ For each replicate r (``mrp recover SPEC --replicates K``):
    a recovery check);
 2. simulate outcomes for the same sample rows from those parameters, with the family's own
    observation noise (every family: a gaussian draw includes its sigma, a negative binomial one
-   its alpha);
+   its alpha, a hurdle one its psi and the noise of its non-zero part; the simulators of
+   spec/families.py take the parent parameter per row and the draw's auxiliary parameters);
 3. compute the true population estimands from that single draw, with the same
    poststratification and estimand code as ``run``, on a one-draw posterior;
 4. refit the same spec on the simulated data, poststratify and summarise as ``run`` does;

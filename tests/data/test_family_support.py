@@ -97,3 +97,18 @@ def test_every_supported_family_is_tested():
     tested = {f for f, _ in FITS} | {f for f, *_ in REFUSED}
     assert tested == {n for n, f in FAMILIES.items() if f.support is not None}
     assert np.all(np.asarray(POSITIVE) > 0)
+
+
+def test_a_share_of_non_zeros_that_differs_by_level_is_a_warning(tmp_path):
+    """psi is one number for all cells: a clear difference between levels is noted (p < 1e-3),
+    chance differences are not."""
+    rng = np.random.default_rng(3)
+    n = 600
+    levels = np.array(["a", "b", "c"] * (n // 3))
+    amounts = np.round(rng.lognormal(3, 1, n), 2)
+    differs = np.where(rng.random(n) < np.where(levels == "a", 0.05, 0.4), amounts, 0.0)
+    same = np.where(rng.random(n) < 0.2, amounts, 0.0)
+    notes = [x for x in _prepare(tmp_path, "hurdle_lognormal", differs).notes if x.code == "family.constant_psi"]
+    assert len(notes) == 1 and notes[0].level == "warning"
+    assert "between the levels of 'g'" in notes[0] and "for a," in notes[0] and "bernoulli" in notes[0]
+    assert not [x for x in _prepare(tmp_path, "hurdle_lognormal", same).notes if x.code == "family.constant_psi"]
