@@ -211,14 +211,18 @@ def _nb_sq(m, aux):
 
 
 def _sd_of(log: bool):
-    """HalfStudentT(4, sd) of the outcome (``log``: of log(y) over y > 0), as the gaussian sigma's."""
+    """HalfStudentT(4, sd(y)), as the gaussian sigma's; with ``log`` HalfNormal(sd(log(y))) over
+    y > 0 (Bambi's HalfNormal: the expected outcome exp(mu + sigma^2 / 2) explodes in the tail of
+    a HalfStudentT, e.g. exp(12.5) at sigma = 5)."""
     def rule(y, w):
         if log:
             y, w = _positive(y, w)
             y = np.log(y)
         sd = _wsd(y, w) if len(y) > 1 else 1.0
-        return "HalfStudentT", (("nu", 4.0), ("sigma", sd if sd > 0 else 1.0)), (
-            "sd(log(y)) over y > 0" if log else "sd(y)")
+        sd = sd if sd > 0 else 1.0
+        if log:
+            return "HalfNormal", (("sigma", sd),), "sd(log(y)) over y > 0"
+        return "HalfStudentT", (("nu", 4.0), ("sigma", sd)), "sd(y)"
     return rule
 
 
