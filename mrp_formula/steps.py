@@ -34,7 +34,8 @@ from mrp_formula.checks.coverage import Coverage
 from mrp_formula.model.plan import Fit, FitPlan, plan_fit, versions
 from mrp_formula.predict.cells import predictor as make_predictor
 from mrp_formula.progress import SILENT, Reporter, sampling_phase
-from mrp_formula.spec.priors import POSITIVE, POSITIVE_DISTRIBUTIONS, PriorSpec, support, values_text
+from mrp_formula.spec.priors import (POSITIVE, POSITIVE_DISTRIBUTIONS, UNIT, PriorSpec, support, values_text,
+                                     with_support_within)
 from mrp_formula.spec.tree import load_spec
 
 
@@ -97,7 +98,7 @@ def semantic_notes(spec, info: FormulaInfo, population_vars) -> list[str]:
 
 
 # Priors of a family's own parameters (the names Bambi gives them), besides the terms of the formula.
-AUXILIARY = {name: (f.auxiliary,) for name, f in FAMILIES.items() if f.auxiliary}
+AUXILIARY = {name: f.auxiliary for name, f in FAMILIES.items() if f.auxiliary}
 
 
 def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
@@ -163,11 +164,15 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
             problems.append(Problem(f"a prior inside a prior (a hyperprior) is for group terms only; {what}",
                                     got=str(prior), hint="give its parameters as numbers, e.g. \"Normal(0, 1)\"",
                                     **where))
-        elif name in ("sigma", "alpha") and not POSITIVE.covers(support(prior)):
+        elif name in ("sigma", "alpha", "nu", "kappa") and not POSITIVE.covers(support(prior)):
             problems.append(Problem(f"the {family} family's {name} is positive, and a {prior.dist} prior takes "
                                     f"{values_text(support(prior))}", got=str(prior),
                                     hint=f"use a prior on positive values: {', '.join(POSITIVE_DISTRIBUTIONS)}",
                                     **where))
+        elif name == "psi" and not UNIT.covers(support(prior)):
+            problems.append(Problem(f"the {family} family's psi is a probability, and a {prior.dist} prior takes "
+                                    f"{values_text(support(prior))}", got=str(prior),
+                                    hint="use a prior on (0, 1): " + ", ".join(with_support_within(UNIT)), **where))
     if unknown:
         problems += _unknown_prior_keys(loaded, info, unknown, valid, problems)
     problems += structure_problems(loaded, info)
@@ -235,7 +240,9 @@ def _transformed_response_problem(info: FormulaInfo, family: str, span: tuple[in
                 f"(their order: model.levels.{var or '<column>'})")
     else:
         hint = (f"model the outcome on its own scale: {plain} with family = \"gaussian\" (the estimands are then "
-                "means in its units; there is no gamma or lognormal family), or for whole-number counts "
+                "means in its units); for a positive, skewed amount family = \"lognormal\" or \"gamma\" "
+                "(with zeros: \"hurdle_lognormal\" or \"hurdle_gamma\"), whose estimands are means in its units too; "
+                "for whole-number counts "
                 "family = \"poisson\" or \"negativebinomial\", whose log link already models the log of the mean")
     of = f", not of {var}, while raw, weighted and the plots are in {var}" if var else \
         ", while raw, weighted and the plots are on the scale of the data"

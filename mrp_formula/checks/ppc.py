@@ -47,7 +47,7 @@ def noise_draws(posterior, family: str, n_samples: int) -> np.ndarray | None:
 
 def replicate_means(family: str, mean: np.ndarray, n_units: float, rng: np.random.Generator, *,
                     noise: np.ndarray | None = None, mean_sq: np.ndarray | None = None,
-                    values: np.ndarray | None = None) -> np.ndarray:
+                    values: np.ndarray | None = None, variance: np.ndarray | None = None) -> np.ndarray:
     """Replicated observed means of a group of ``n_units`` observations (frequency weights and
     binomial trials counted), one per draw, given the predicted mean per draw ``mean``
     ((S,), or (S, K) category probabilities, plus the expected value for cumulative).
@@ -65,11 +65,17 @@ def replicate_means(family: str, mean: np.ndarray, n_units: float, rng: np.rando
     * bernoulli, binomial: Binomial(n, mean) / n (the variance of units that share one rate; with
       rates that differ within the group it is a little wider than the exact one, never narrower);
     * categorical, cumulative: Multinomial(n, mean) / n per category (the same), and for cumulative
-      the mean of the category ``values`` over the replicated shares.
+      the mean of the category ``values`` over the replicated shares;
+    * the families whose record gives a variance (gamma, lognormal, t, beta, hurdle and
+      zero-inflated families...): mean + sqrt(``variance`` / n) z, with ``variance`` the mean over
+      the group's units of the variance of one outcome (the exact variance of the group's mean,
+      with a normal shape: a little narrow in the skewed tail of small groups).
     """
     n = float(n_units)
     if n <= 0:
         return np.asarray(mean, dtype=float)
+    if FAMILIES[family].variance is not None:
+        return mean + np.sqrt(np.maximum(variance, 0.0) / n) * rng.standard_normal(len(mean))
     if family == "gaussian":
         return mean + noise * rng.standard_normal(len(mean)) / np.sqrt(n)
     if family == "poisson":
@@ -123,6 +129,9 @@ def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predictor, n
         predict = predictor.predict if hasattr(predictor, "predict") else predictor
         squares = poststratify(cells, lambda part, exclude=(): predict(part, exclude) ** 2, reqs,
                                n_samples=n_samples)
+    variances = {}
+    if FAMILIES[family].variance is not None and reqs:  # the mean variance of one outcome per group
+        variances = poststratify(cells, predictor.variance, reqs, n_samples=n_samples)
     values = _values([c for c in cats if c != "mean"]) if family == "cumulative" else None
     rng = np.random.default_rng([int(seed), 20261124])
     for v, req in zip(variables, reqs):
@@ -133,7 +142,9 @@ def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predictor, n
             observed = (units.outcome[m] * c[:, None]).sum(0) / c.sum()
             mean = red.values[:, gi]
             mean_sq = squares[req].values[:, gi] if squares else None
-            replicated = replicate_means(family, mean, c.sum(), rng, noise=noise, mean_sq=mean_sq, values=values)
+            var = variances[req].values[:, gi] if variances else None
+            replicated = replicate_means(family, mean, c.sum(), rng, noise=noise, mean_sq=mean_sq, values=values,
+                                         variance=var)
             for k, cat in enumerate(cats):
                 draws = replicated[:, k] if replicated.ndim == 2 else replicated
                 predicted = mean[:, k] if mean.ndim == 2 else mean

@@ -7,7 +7,8 @@ For each replicate r (``mrp recover SPEC --replicates K``):
    a recovery check);
 2. simulate outcomes for the same sample rows from those parameters, with the family's own
    observation noise (every family: a gaussian draw includes its sigma, a negative binomial one
-   its alpha);
+   its alpha, a hurdle one its psi and the noise of its non-zero part; the simulators of
+   spec/families.py take the parent parameter per row and the draw's auxiliary parameters);
 3. compute the true population estimands from that single draw, with the same
    poststratification and estimand code as ``run``, on a one-draw posterior;
 4. refit the same spec on the simulated data, poststratify and summarise as ``run`` does;
@@ -217,11 +218,13 @@ def one_draw(post, chain: int, draw: int):
 
 def simulate_outcomes(family: str, mu: np.ndarray, sample: pd.DataFrame, response_vars, rng,
                       sigma: float | None = None, weights: str | None = None,
-                      alpha: float | None = None) -> pd.DataFrame:
+                      alpha: float | None = None, aux: dict | None = None) -> pd.DataFrame:
     """The sample with its response replaced by draws given the expected outcome ``mu`` per row
     ((n,), or (n, K) category probabilities for categorical and cumulative; further columns,
     such as cumulative's expected value, are ignored), with the family's observation noise:
-    gaussian N(mu, ``sigma``), negative binomial with mean mu and variance mu + mu^2 / ``alpha``.
+    gaussian N(mu, ``sigma``), negative binomial with mean mu and variance mu + mu^2 / ``alpha``;
+    the other families' parameters by name in ``aux`` (``{"sigma": .., "psi": ..}``), with ``mu``
+    their parent parameter (``CellPredictor.predict(..., parent=True)``; see spec/families.py).
 
     With frequency ``weights`` (a column: each row stands for that many identical observations,
     bernoulli and binomial only) the observations are simulated too: a bernoulli row of weight
@@ -249,9 +252,11 @@ def simulate_outcomes(family: str, mu: np.ndarray, sample: pd.DataFrame, respons
         raise SpecError(f"frequency weights are not supported for the {family} family")
     fam = FAMILIES[family]
     if fam.simulate is not None:  # the family's own simulator (spec/families.py)
-        aux = {"sigma": sigma, "alpha": alpha}.get(fam.auxiliary)
-        if fam.auxiliary and aux is None:
-            raise FitError(f"a {family} simulation needs {fam.auxiliary}")
+        given = {"sigma": sigma, "alpha": alpha, **(aux or {})}
+        missing = [a for a in fam.auxiliary if given.get(a) is None]
+        if missing:
+            raise FitError(f"a {family} simulation needs {', '.join(missing)}")
+        aux = {a: given[a] for a in fam.auxiliary}
         trials = (sample[response_vars[1]].to_numpy(dtype="int64") if family == "binomial"
                   else np.ones(len(mu), dtype="int64"))
         sample[y] = fam.simulate(np.asarray(mu, dtype=float), trials, aux, rng)
@@ -270,16 +275,29 @@ def simulate_outcomes(family: str, mu: np.ndarray, sample: pd.DataFrame, respons
     return sample
 
 
-def expected_by_row(predictor, sample: pd.DataFrame, keys) -> np.ndarray:
-    """Expected outcome of every sample row under a one-draw predictor, computed once per
-    distinct combination of the predictors."""
+def expected_by_row(predictor, sample: pd.DataFrame, keys, *, parent: bool = False) -> np.ndarray:
+    """Expected outcome of every sample row under a one-draw predictor (with ``parent``: the
+    family's parent parameter, what its simulator takes), computed once per distinct combination
+    of the predictors."""
     keys = list(keys)
+    if parent:
+        predictor = _Parent(predictor)
     if not keys:
         return np.repeat(predictor.predict(sample.iloc[:1])[0, 0], len(sample))
     codes = sample.groupby(keys, observed=True, sort=False, dropna=False).ngroup().to_numpy()
     first = pd.Series(np.arange(len(sample))).groupby(codes).first().to_numpy()
     unique = sample.iloc[first][keys].reset_index(drop=True)
     return predictor.predict(unique)[0][codes]
+
+
+class _Parent:
+    """A predictor's parent parameter seen as its prediction."""
+
+    def __init__(self, predictor):
+        self._p = predictor
+
+    def predict(self, cells, exclude=()):
+        return self._p.predict(cells, exclude, parent=True)
 
 
 def _estimand_draws(predictor, tables, spec, poststratify_fn):
@@ -334,12 +352,12 @@ def run_replicate(ctx: _Context, task: _Task) -> dict:
         # truth: one draw, the sample's outcomes simulated from it, its population estimands
         truth_pred = make_predictor(ctx.fit_plan, spec.model.link, {"posterior": task.truth}, tables, info,
                                     seed=task.predictor_seed)
-        mu = expected_by_row(truth_pred, tables.sample, info.rhs_vars)
-        sigma = _scalar(task.truth, "sigma") if family == "gaussian" else None
-        alpha = _scalar(task.truth, "alpha") if family == "negativebinomial" else None
+        fam = FAMILIES[family]
+        mu = expected_by_row(truth_pred, tables.sample, info.rhs_vars, parent=fam.mean is not None)
+        aux = {a: _scalar(task.truth, a) for a in fam.auxiliary} if fam.simulate is not None else {}
         rng = np.random.default_rng(task.sim_seed)
-        sim_sample = simulate_outcomes(family, mu, tables.sample, info.response_vars, rng, sigma,
-                                       weights=getattr(tables, "weights", None), alpha=alpha)
+        sim_sample = simulate_outcomes(family, mu, tables.sample, info.response_vars, rng,
+                                       weights=getattr(tables, "weights", None), aux=aux)
         truth_ed = _estimand_draws(truth_pred, tables, spec, _REFERENCE_POSTSTRATIFY)
 
         # the pipeline under test: the same spec refitted on the simulated outcomes

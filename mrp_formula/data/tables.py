@@ -542,7 +542,11 @@ def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded
             if not num.isna().any():
                 sample[var] = num
         kind, values, shown = _outcome_kind(sample[var])
-        if family == "bernoulli":
+        if FAMILIES[family].support is not None:  # the record says which values fit (spec/families.py)
+            _check_support(sample[var], var, FAMILIES[family], kind, shown, loaded, problems, where)
+            if "psi" in FAMILIES[family].auxiliary and var == info.response_vars[0]:
+                notes += _varying_zeros(sample, var, info, family)
+        elif family == "bernoulli":
             if kind == "binary":
                 continue
             msg = f"a bernoulli response must be 0/1 or true/false; '{var}' has {shown}"
@@ -591,6 +595,68 @@ def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded
             problems.add(f"successes '{s}' exceed trials '{n}' in {int((sample[s] > sample[n]).sum())} rows",
                          key="model.formula", line=line)
     problems.raise_if_any(DataError)
+
+
+def _check_support(col: pd.Series, var: str, fam, kind: str, shown: str, loaded: LoadedSpec,
+                   problems: ProblemList, where: dict) -> None:
+    """Values of the outcome outside the family's support: how many, the first rows (1-based, as
+    in a spreadsheet, of the sample as read) and values, and what to use instead."""
+    sup = fam.support
+    source = getattr(loaded.spec.data, "source", None)
+    source = f" in {Path(str(source)).name}" if source else ""
+    if kind == "text":
+        problems.add(f"the {fam.name} response '{var}'{source} must be numeric ({sup.text}); it is text", got=shown,
+                     hint='for categories use family = "bernoulli" (two, recoded to 0/1) or "categorical"', **where)
+        return
+    y = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+    checks = [("missing or not a finite number", ~np.isfinite(y), "drop or fill those rows in data.query")]
+    finite = np.where(np.isfinite(y), y, 0.0)
+    below = (finite < sup.lower) if sup.closed else (finite <= sup.lower)
+    checks.append((f"{'below' if sup.closed else 'at or below'} {sup.lower:g}", below & np.isfinite(y),
+                   sup.below_hint))
+    checks.append((f"at or above {sup.upper:g}", (finite >= sup.upper) & np.isfinite(y), sup.above_hint))
+    if sup.whole:
+        checks.append(("not whole numbers", (finite != np.round(finite)) & np.isfinite(y), sup.fraction_hint))
+    for label, bad, hint in checks:
+        if bad.any():
+            rows = [int(i) + 1 for i in np.flatnonzero(bad)[:5]]
+            vals = ", ".join(f"{v:g}" for v in y[bad][:5])
+            problems.add(f"the {fam.name} family needs {sup.text}: {int(bad.sum())} value(s) of '{var}'{source} are "
+                         f"{label} (rows {rows}: {vals})", hint=hint, **where)
+
+
+ZERO_SHARE_P = 1e-3  # a share of non-zeros this unlikely to be equal across a predictor's levels is noted
+
+
+def _varying_zeros(sample: pd.DataFrame, var: str, info: FormulaInfo, family: str) -> list[Note]:
+    """A hurdle or zero-inflated family has one psi (share of non-zeros) for every cell; when the
+    share of non-zero outcomes clearly differs between the levels of a predictor (a chi-square
+    test of independence, p < ``ZERO_SHARE_P``), the model puts that difference into the amounts."""
+    from scipy.stats import chi2_contingency
+
+    y = pd.to_numeric(sample[var], errors="coerce")
+    if y.isna().any():
+        return []
+    nonzero = (y > 0).to_numpy()
+    out = []
+    for x in info.rhs_vars:
+        col = sample[x]
+        if x not in sample or col.nunique() < 2 or col.nunique() > 50:
+            continue
+        table = pd.crosstab(col.astype(str).to_numpy(), nonzero)
+        if table.shape[1] < 2:
+            continue
+        p = float(chi2_contingency(table.to_numpy())[1])
+        if p < ZERO_SHARE_P:
+            shares = (table[True] / table.sum(axis=1)).sort_index()
+            lo, hi = shares.idxmin(), shares.idxmax()
+            out.append(Note("family.constant_psi",
+                            f"the share of non-zero '{var}' differs between the levels of '{x}' ({shares[lo]:.3g} for "
+                            f"{lo}, {shares[hi]:.3g} for {hi}; chi-square p = {p:.2g}), but the {family} family has one "
+                            f"psi (share of non-zeros) for every cell: its estimands put that difference into the "
+                            f"amounts. Model the share on its own too (a 0/1 column with family = \"bernoulli\")",
+                            "warning"))
+    return out
 
 
 def _outcome_kind(col: pd.Series) -> tuple[str, list, str]:

@@ -54,6 +54,13 @@ def check_calibrate_spec(loaded: LoadedSpec) -> list:
         problems.add(f"calibration shifts one linear predictor per cell; the {family} family has several (one per "
                      f"category or threshold)", key="calibrate", line=loaded.line("calibrate"),
                      hint="remove [calibrate], or model a 0/1 outcome (bernoulli) for one category")
+    elif FAMILIES[family].mean is not None:
+        problems.add(f"calibration shifts the linear predictor so that the inverse link hits the known mean; the "
+                     f"{family} family's expected outcome is not its inverse link (it also depends on "
+                     f"{', '.join(FAMILIES[family].auxiliary) or 'other parameters'})",
+                     key="calibrate", line=loaded.line("calibrate"),
+                     hint="calibrate a family whose mean is the inverse link (bernoulli, binomial, poisson, "
+                          "negativebinomial, gaussian, gamma, beta, t), or remove [calibrate]")
     elif link not in CALIBRATED_LINKS:
         problems.add(f"calibration supports the links {', '.join(CALIBRATED_LINKS)}, not '{link}'",
                      key="model.link", line=loaded.line("model", "link"),

@@ -17,6 +17,7 @@ import pandas as pd
 from mrp_formula.errors import DataError, Problem, SpecError
 from mrp_formula.spec.formula import FormulaInfo, with_response
 from mrp_formula.predict.cells import DEFAULT_LINK, design_matrices, design_of
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.spec.priors import PriorSpec
 from mrp_formula.spec.tree import LoadedSpec, dotted
 from mrp_formula.data.tables import Tables, factor_keys
@@ -290,7 +291,7 @@ def choose_mass_matrix(setting: str, sampler: str, info_by_term: dict[str, float
 PRIOR_STD = 2.5  # Bambi's PriorScaler.STD: a default prior is 2.5 outcome sds wide
 GROUP_SD = 1.0  # scale of a default group sd on the logit, probit and log scales
 BINARY_LOGIT = ("logit", "probit")
-AUXILIARY = {"gaussian": "sigma", "negativebinomial": "alpha", "cumulative": "threshold"}
+AUXILIARY = {name: f.auxiliary for name, f in FAMILIES.items() if f.auxiliary}  # spec/families.py
 
 
 def _fmt_value(v) -> str:
@@ -405,8 +406,16 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
     if dm is None:  # else: formulae's design of exactly these rows and formula, made by the caller
         dm = _design_matrices(loaded, rows, info.text, family)
     gaussian = family == "gaussian"
-    identity = gaussian and link == "identity"
+    fam = FAMILIES[family]
+    located = fam.location is not None and link == fam.link  # the record's own centre and scale
+    identity = (gaussian or located) and link == "identity"
     y_mean = y_sd = math.nan
+    y_rows = _columns(dm.response.design_matrix, n)[:, 0] if (located or fam.priors) else None
+    center, loc_basis = 0.0, ""
+    if located:
+        center, loc_sd, loc_basis = fam.location(y_rows, w)
+        if identity:
+            y_mean, y_sd = center, loc_sd
     if gaussian:
         y = _columns(dm.response.design_matrix, n)[:, :1]
         y_mean, y_sd = float(_wmean(y, w)[0]), float(np.sqrt(_wmean((y - _wmean(y, w)) ** 2, w))[0])
@@ -417,7 +426,7 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
                                     hint="check the outcome column; a constant outcome needs no model"))
     unit = y_sd if identity else 1.0  # sd of the outcome on the scale of the linear predictor
     logit_binary = family in ("bernoulli", "binomial") and link in BINARY_LOGIT
-    scale_name = "2.5 sd(y)" if identity else "2.5"
+    scale_name = ("2.5 sd(y)" if not located else loc_basis.split(", ", 1)[1]) if identity else "2.5"
 
     out: list[TermPrior] = []
     common: list[TermPrior] = []
@@ -452,9 +461,9 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
             out.append(TermPrior("Intercept", "intercept", Dist("Normal", (("mu", 0.0), ("sigma", 1.5))), "default",
                                  "Normal(0, 1.5) on the logit scale"))
         else:
-            mu = y_mean if identity else 0.0
+            mu = y_mean if identity else center
             sigma = math.sqrt((PRIOR_STD * unit) ** 2 + widen)
-            basis = (("mean(y), " if identity else "") + scale_name
+            basis = ((loc_basis if located else ("mean(y), " if identity else "") + scale_name)
                      + (", widened for the slopes at the mean predictors" if widen else ""))
             out.append(TermPrior("Intercept", "intercept", Dist("Normal", (("mu", mu), ("sigma", sigma))), "default",
                                  basis))
@@ -466,41 +475,49 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
             continue
         base = PRIOR_STD * unit if identity else GROUP_SD
         if term.kind == "intercept":
-            sd, basis = np.array([base]), ("2.5 sd(y)" if identity else "1 on the link scale")
+            sd, basis = np.array([base]), (scale_name if identity else "1 on the link scale")
         else:
             kinds = [c.kind for c in getattr(term.expr, "components", ())] or [term.kind]
             z = _columns(term.expr.data, n)
             if all(k == "categoric" for k in kinds):
                 sd = np.full(z.shape[1], base)
-                basis = "2.5 sd(y) per level" if identity else "1 per level on the link scale"
+                basis = f"{scale_name} per level" if identity else "1 per level on the link scale"
             else:
                 sd = base / _wsd(z, w)
-                basis = "2.5 sd(y) / sd(x)" if identity else "1 / sd(x) on the link scale"
+                basis = f"{scale_name} / sd(x)" if identity else "1 / sd(x) on the link scale"
         hyper = Dist("HalfNormal", (("sigma", _vector(sd)),))
         out.append(TermPrior(name, "group", Dist("Normal", (("mu", 0.0), ("sigma", hyper))), "default", basis))
-    aux = AUXILIARY.get(family)
-    if aux and aux in given:
-        out.append(TermPrior(aux, "auxiliary", _from_spec(given[aux]), "spec"))
-    elif aux == "sigma":
-        out.append(TermPrior("sigma", "auxiliary", Dist("HalfStudentT", (("nu", 4.0), ("sigma", y_sd))), "default",
-                             "sd(y)"))
-    elif aux == "alpha":
-        out.append(TermPrior("alpha", "auxiliary", Dist("HalfCauchy", (("beta", 1.0),)), "default",
-                             "Bambi's default (does not depend on the data)"))
-    elif aux == "threshold":
-        k = len(pd.unique(rows[info.response_vars[0]].dropna()))
-        mu = tuple(float(v) for v in np.round(np.linspace(-2, 2, num=max(k - 1, 1)), 2))
-        out.append(TermPrior("threshold", "auxiliary", Dist("Normal", (("mu", mu), ("sigma", 1.0))), "default",
-                             f"{k - 1} ordered cutpoints spread over -2..2 on the logit scale"))
+    rules = dict(fam.priors)
+    for aux in AUXILIARY.get(family, ()):
+        if aux in given:
+            out.append(TermPrior(aux, "auxiliary", _from_spec(given[aux]), "spec"))
+        elif aux in rules:  # the record's rule (spec/families.py), scaled to the outcome where it says so
+            dist, params, basis = rules[aux](y_rows, w)
+            out.append(TermPrior(aux, "auxiliary", Dist(dist, tuple((k, float(v)) for k, v in params)), "default",
+                                 basis))
+        elif aux == "sigma":
+            out.append(TermPrior("sigma", "auxiliary", Dist("HalfStudentT", (("nu", 4.0), ("sigma", y_sd))),
+                                 "default", "sd(y)"))
+        elif aux == "alpha":
+            out.append(TermPrior("alpha", "auxiliary", Dist("HalfCauchy", (("beta", 1.0),)), "default",
+                                 "Bambi's default (does not depend on the data)"))
+        elif aux == "threshold":
+            k = len(pd.unique(rows[info.response_vars[0]].dropna()))
+            mu = tuple(float(v) for v in np.round(np.linspace(-2, 2, num=max(k - 1, 1)), 2))
+            out.append(TermPrior("threshold", "auxiliary", Dist("Normal", (("mu", mu), ("sigma", 1.0))), "default",
+                                 f"{k - 1} ordered cutpoints spread over -2..2 on the logit scale"))
     unused = [name for name in given if name not in {p.term for p in out}]
     if unused:
         raise SpecError([Problem(f"the model has no term '{name}' to give this prior to", key=dotted(("model", "priors", name)),
                                  file=str(loaded.path), line=loaded.line("model", "priors", name),
                                  hint=f"its terms: {', '.join(p.term for p in out)}") for name in unused])
     weighted = " (each weighted by its count)" if tables.weights else ""
-    if identity:
+    if identity and not located:
         scale = (f"default priors are scaled to the outcome over the {w.sum():.0f} sample rows{weighted}: "
                  f"mean {y_mean:.4g}, sd {y_sd:.4g}")
+    elif located:
+        scale = (f"default priors are centred on the outcome over the {w.sum():.0f} sample rows{weighted}: "
+                 f"{loc_basis}")
     elif gaussian:
         scale = (f"default priors: sigma is scaled to the outcome's sd ({y_sd:.4g}); the other defaults are on the "
                  f"{link} link's scale")

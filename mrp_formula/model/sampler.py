@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import FitError, Problem, SpecError
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.spec.formula import FormulaInfo, call_in_namespace
 from mrp_formula.spec.tree import LoadedSpec
 
@@ -68,7 +69,8 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
             warnings.simplefilter("ignore")
             # Bambi evaluates the formula in its caller's frame: call it from one holding only the allowlist
             model = call_in_namespace(bmb.Model, plan.formula, plan.data, family=plan.family, priors=priors,
-                                      link=spec.link, dropna=False, auto_scale=False)
+                                      link=spec.link or FAMILIES[plan.family].link, dropna=False,
+                                      auto_scale=False)
             terms = model.parameters[model.family.likelihood.parent].group_specific_terms
             for name, prior in fixed.items():
                 terms[name]._prior = prior  # the setter would refuse it (see above)

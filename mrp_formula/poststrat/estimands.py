@@ -167,7 +167,7 @@ def outcome_unit(family: str, response: tuple[str, ...]) -> str:
         return f"proportion {response[0]} / {response[1]}"
     if FAMILIES[family].has_categories:
         return "probability of the category"
-    if family in ("poisson", "negativebinomial"):
+    if FAMILIES[family].response == "count":
         return f"mean count of {response[0]}"
     return f"mean of {response[0]}, in its units"
 

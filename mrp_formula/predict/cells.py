@@ -6,10 +6,13 @@ used without importing Bambi or PyMC. :class:`CellPredictor` computes prediction
 posterior directly: population levels the sample lacks get their own draws from the fitted group
 distribution, the same draws in every chunk and every counterfactual.
 
-How ``weighted_sums`` is fast (one-parameter families; categorical and cumulative take the plain
-route of ``predict`` then sum): each term of the linear predictor is a small table of per-draw
+How ``weighted_sums`` is fast (every family with one expected value per cell; categorical and
+cumulative take the plain route of ``predict`` then sum): each term of the linear predictor is a small table of per-draw
 values, one row per level of a group factor or per distinct row of the common design, gathered
-for a micro-block of about 2**17 values (1 MB, so every pass stays in cache). For the logit and
+for a micro-block of about 2**17 values (1 MB, so every pass stays in cache). A family whose
+expected outcome is not the inverse link itself (the lognormal's exp(mu + sigma^2 / 2), a
+hurdle's psi times its conditional mean) applies its record's ``mean`` to each finished block,
+with its auxiliary parameters per draw (a block is cells x draws). For the logit and
 log links the tables are exponentiated once, so the per-value work is products and, for logit,
 one reciprocal: ``p = 1 / (1 + exp(-a) exp(-b) ...)``. Micro-blocks are reduced to weighted sums
 per group at once and spread over threads in fixed tasks, so the arithmetic and its order do not
@@ -215,6 +218,10 @@ class CellPredictor:
         self.categories: tuple[str, ...] | None = None
         self._resp_dim = None
         self._threshold = None
+        self._record = FAMILIES[self._family]
+        # the family's auxiliary parameters per draw (S,), when its expected outcome needs them
+        self.auxiliary = {name: self._per_draw(name) for name in self._record.auxiliary
+                          if self._record.mean is not None or self._record.variance is not None}
         if FAMILIES[self._family].has_categories:
             levels = list(design.response_levels)
             self.categories = tuple(levels) + (("mean",) if self._family == "cumulative" else ())
@@ -274,6 +281,17 @@ class CellPredictor:
         return known.to_numpy(dtype=np.int64)[codes]
 
     # ------------------------------------------------------------------ draws
+
+    def _per_draw(self, name: str) -> np.ndarray:
+        """Draws (S,) of a scalar family parameter (sigma, psi, ...), chains then draws."""
+        if name not in self._post:
+            raise FitError(f"the posterior has no '{name}' of the {self._family} family")
+        da = self._post[name].transpose("chain", "draw", ...)
+        values = np.asarray(da, dtype=float).reshape(self.n_samples, -1)
+        if values.shape[1] != 1:
+            raise FitError(f"'{name}' of the {self._family} family has {values.shape[1]} values per draw: it is "
+                           "predicted with one value per draw only")
+        return values[:, 0]
 
     def _flat(self, name: str) -> np.ndarray:
         """Draws of a common term as (S, columns, R); R is 1, or K-1 for a categorical response."""
@@ -371,9 +389,12 @@ class CellPredictor:
         return eta
 
     def predict(self, cells: pd.DataFrame, exclude=(), *, slope: bool = False,
-                offset_from: pd.DataFrame | None = None) -> np.ndarray:
-        """Expected outcome on the response scale: (S, n), or (S, n, K) per category; with
-        ``slope``, its derivative by the linear predictor (one-parameter families). The offset
+                offset_from: pd.DataFrame | None = None, parent: bool = False) -> np.ndarray:
+        """Expected outcome on the response scale: (S, n), or (S, n, K) per category. With
+        ``slope``, its derivative by the linear predictor (families whose expected outcome is the
+        inverse link: calibration refuses the others). With ``parent`` the family's parent
+        parameter instead (the inverse link of the linear predictor, what its simulator takes; the
+        lognormal's mean of log(y), a hurdle's mean of its non-zero part). The offset
         (``with_offset``) is looked up by the levels of ``offset_from`` (default ``cells``)."""
         eta = self.linear_predictor(cells, exclude)
         if self._offset is not None:
@@ -391,7 +412,15 @@ class CellPredictor:
             p = np.diff(cdf, axis=2, prepend=0.0, append=1.0)
             mean = p @ self._values
             return np.concatenate([p, mean[..., None]], axis=2)
-        return np.asarray(self._linkinv(eta[:, :, 0]), dtype=float)
+        m = np.asarray(self._linkinv(eta[:, :, 0]), dtype=float)
+        if parent or self._record.mean is None:
+            return m
+        return self._record.mean(m, {k: v[:, None] for k, v in self.auxiliary.items()})
+
+    def variance(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
+        """(S, n): the variance of one outcome of each cell, for families whose record gives it."""
+        m = self.predict(cells, exclude, parent=True)
+        return self._record.variance(m, {k: v[:, None] for k, v in self.auxiliary.items()})
 
     def _typed(self, cells: pd.DataFrame) -> pd.DataFrame:
         out = {}
@@ -628,12 +657,20 @@ class CellPredictor:
             np.minimum(acc, 1 - EPS, out=acc)  # as Bambi's inverse logit keeps p below 1
             if slope:  # p (1 - p)
                 np.multiply(acc, 1.0 - acc, out=acc)
+                return True
         elif self._link == "log":
-            return bool(np.isfinite(acc.max()) and np.isfinite(acc.min()))
+            if not (np.isfinite(acc.max()) and np.isfinite(acc.min())):
+                return False
+            if slope:  # d exp(eta) / d eta = exp(eta)
+                return True
         elif slope:
             acc[:] = LINKINV_SLOPE[self._link](acc)
+            return True
         elif self._sign is None and self._link != "identity":
             acc[:] = self._linkinv(acc)
+        if self._record.mean is not None:  # the family's expected outcome: acc is (cells, S)
+            acc[:] = self._record.mean(acc, self.auxiliary)
+            return bool(np.isfinite(acc.max()) and np.isfinite(acc.min()))
         return True
 
 

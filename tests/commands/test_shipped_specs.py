@@ -15,8 +15,9 @@ SPECS = sorted(ROOT.glob("specs/*.toml")) + sorted(ROOT.glob("examples/*/*.toml"
 
 
 def _ensure_example_data():
-    if not (ROOT / "examples" / "ab_click" / "clicks.csv").exists():
-        subprocess.run([sys.executable, str(ROOT / "examples" / "ab_click" / "generate.py")], check=True)
+    for example, data in (("ab_click", "clicks.csv"), ("ab_revenue", "revenue.csv")):
+        if not (ROOT / "examples" / example / data).exists():
+            subprocess.run([sys.executable, str(ROOT / "examples" / example / "generate.py")], check=True)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: str(p.relative_to(ROOT)))

@@ -172,7 +172,9 @@ def test_tiny_fit_with_log_recovers_the_slope(tmp_path):
 TRANSFORMED = {
     "gaussian": ("log10(revenue) ~ arm + (1|g)", "log10(revenue)", "revenue",
                  'model the outcome on its own scale: "revenue ~ arm + (1|g)" with family = "gaussian" (the estimands '
-                 "are then means in its units; there is no gamma or lognormal family), or for whole-number counts "
+                 "are then means in its units); for a positive, skewed amount family = \"lognormal\" or \"gamma\" "
+                 "(with zeros: "
+                 '"hurdle_lognormal" or "hurdle_gamma"), whose estimands are means in its units too; for whole-number counts '
                  'family = "poisson" or "negativebinomial", whose log link already models the log of the mean'),
     "poisson": ("log1p(visits) ~ arm + (1|g)", "log1p(visits)", "visits",
                 'model the count itself: "visits ~ arm + (1|g)"; the poisson family\'s log link already models '
