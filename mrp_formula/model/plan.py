@@ -18,7 +18,8 @@ from mrp_formula.spec.formula import FormulaInfo, with_response
 from mrp_formula.predict.cells import DEFAULT_LINK, design_matrices, design_of
 from mrp_formula.spec.priors import PriorSpec
 from mrp_formula.spec.tree import LoadedSpec, dotted
-from mrp_formula.data.tables import Tables, factor_keys
+from mrp_formula.data.canonical import factor_keys
+from mrp_formula.data.tables import Tables
 
 SUCCESSES, TRIALS = "mrp_successes", "mrp_trials"
 log = logging.getLogger("mrp_formula")

@@ -33,7 +33,8 @@ from mrp_formula.errors import FitError, Problem
 from mrp_formula.spec.formula import FormulaInfo, GroupTerm, environment
 from mrp_formula.poststrat.sums import PLAIN_UNIT, Scenario, plain_weighted_sums
 from mrp_formula.spec.tree import dotted
-from mrp_formula.data.tables import Tables, factor_keys
+from mrp_formula.data.canonical import factor_keys
+from mrp_formula.data.tables import Tables
 
 EPS = np.finfo(np.float64).eps
 
