@@ -13,7 +13,7 @@ from mrp_formula.spec.levels import canon, canon_series
 from mrp_formula.spec.tree import LoadedSpec
 
 
-def _rename(df: pd.DataFrame, mapping: dict[str, str], section: str, loaded: LoadedSpec,
+def rename_columns(df: pd.DataFrame, mapping: dict[str, str], section: str, loaded: LoadedSpec,
             problems: ProblemList, notes: list[Note]) -> pd.DataFrame:
     for src in mapping:
         if src not in df.columns:
@@ -27,7 +27,7 @@ def _rename(df: pd.DataFrame, mapping: dict[str, str], section: str, loaded: Loa
     return df.rename(columns=ok)
 
 
-def _recode(df: pd.DataFrame, recode: dict, section: str, loaded: LoadedSpec, problems: ProblemList) -> pd.DataFrame:
+def recode_columns(df: pd.DataFrame, recode: dict, section: str, loaded: LoadedSpec, problems: ProblemList) -> pd.DataFrame:
     df = df.copy()
     for var, mapping in recode.items():
         if var not in df.columns:
@@ -46,7 +46,7 @@ def _recode(df: pd.DataFrame, recode: dict, section: str, loaded: LoadedSpec, pr
     return df
 
 
-def _join(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: ProblemList,
+def join_table(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: ProblemList,
           tables_cache: dict) -> pd.DataFrame:
     for i, join in enumerate(loaded.spec.join):
         line = loaded.line("join", i)

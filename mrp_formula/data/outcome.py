@@ -11,7 +11,7 @@ from mrp_formula.spec.levels import natural_sort as _natural_sort
 from mrp_formula.spec.tree import LoadedSpec
 
 
-def _check_response(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: LoadedSpec,
+def check_outcome(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: LoadedSpec,
                     problems: ProblemList, notes: list[Note] | None = None) -> None:
     """Does the outcome fit the family? An error names what the outcome looks like and the family
     that fits it; a legal but doubtful choice (gaussian on a 0/1 outcome) is a note."""

@@ -9,17 +9,17 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.data.canonical import canonical_order, factor_keys
-from mrp_formula.data.columns import _join, _recode, _rename
+from mrp_formula.data.columns import join_table, recode_columns, rename_columns
 from mrp_formula.data.population import WEIGHT, independent_joint, rake
 from mrp_formula.data.read import read_table
-from mrp_formula.data.weights import _check_weights
+from mrp_formula.data.weights import check_population_weights
 from mrp_formula.errors import did_you_mean
 from mrp_formula.notes import Note
 from mrp_formula.spec.levels import canon, canon_series
 from mrp_formula.spec.levels import natural_sort as _natural_sort
 
 
-def _population(loaded, info, sample, variables, problems, join_cache, weights=None):
+def population_cells(loaded, info, sample, variables, problems, join_cache, weights=None):
     spec = loaded.spec
     pop_spec = spec.population
     notes, stats = [], {}
@@ -88,9 +88,9 @@ def _population(loaded, info, sample, variables, problems, join_cache, weights=N
                          file=str(loaded.path), line=loaded.line("population", "source"),
                          query_line=loaded.line("population", "query"))
         stats["population_rows"] = int(len(raw))
-        cells = _rename(raw, pop_spec.rename, "population", loaded, problems, notes)
-        cells = _join(cells, "population", loaded, problems, join_cache)
-        cells = _recode(cells, pop_spec.recode, "population", loaded, problems)
+        cells = rename_columns(raw, pop_spec.rename, "population", loaded, problems, notes)
+        cells = join_table(cells, "population", loaded, problems, join_cache)
+        cells = recode_columns(cells, pop_spec.recode, "population", loaded, problems)
         if pop_spec.weight is not None:
             if pop_spec.weight not in cells.columns:
                 problems.add(f"weight column '{pop_spec.weight}' is not in the population table",
@@ -98,7 +98,7 @@ def _population(loaded, info, sample, variables, problems, join_cache, weights=N
                              hint=did_you_mean(pop_spec.weight, cells.columns))
                 w = pd.Series(1.0, index=cells.index)
             else:
-                w = _check_weights(cells[pop_spec.weight], pop_spec.weight, loaded, problems)
+                w = check_population_weights(cells[pop_spec.weight], pop_spec.weight, loaded, problems)
             cells = cells.assign(**{WEIGHT: w})
         else:
             cells = cells.assign(**{WEIGHT: 1.0})
@@ -138,7 +138,7 @@ def _population(loaded, info, sample, variables, problems, join_cache, weights=N
     return cells, notes, stats
 
 
-def _check_estimands(loaded, info, variables, population, problems, data_problems, pop_columns):
+def check_estimands(loaded, info, variables, population, problems, data_problems, pop_columns):
     """Estimands against the population: spec mistakes go to ``problems`` (exit 3), tables that
     lack a column to ``data_problems`` (exit 4)."""
     spec = loaded.spec
@@ -215,7 +215,7 @@ def _check_estimands(loaded, info, variables, population, problems, data_problem
                              + f"recode them onto sample levels, or model '{var}' as a group term (1|{var})")
 
 
-def _check_declared_new(loaded, info, problems) -> None:
+def check_declared_new(loaded, info, problems) -> None:
     """``population.declared_new`` names group factors of the formula (a spec error otherwise)."""
     factors = list(dict.fromkeys(g.factor for g in info.group_terms))
     for factor in loaded.spec.population.declared_new:
@@ -226,7 +226,7 @@ def _check_declared_new(loaded, info, problems) -> None:
                          hint=did_you_mean(factor, factors) if factors else "the formula has no group term (1|g)")
 
 
-def _new_levels(info, sample, population, loaded, problems, notes):
+def find_new_levels(info, sample, population, loaded, problems, notes):
     """Population levels of each group factor that the sample lacks, and their weight share.
 
     A new level that looks like a typo of a sample level the population lacks (``R3`` vs ``R03``,

@@ -137,7 +137,7 @@ def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: in
         con.close()
 
 
-def _read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame, list[str]] | None:
+def read_collapsed(loaded: LoadedSpec, info: FormulaInfo) -> tuple[pd.DataFrame, list[str]] | None:
     """Read only the columns the model needs, with identical rows counted (``FREQ``), in DuckDB.
 
     Used for bernoulli/binomial models (whose likelihood only needs the counts), so a source of

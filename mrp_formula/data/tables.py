@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.data.canonical import FREQ, canonical_order, count_identical
-from mrp_formula.data.columns import _join, _recode, _rename
-from mrp_formula.data.outcome import _check_response
+from mrp_formula.data.columns import join_table, recode_columns, rename_columns
+from mrp_formula.data.outcome import check_outcome
 from mrp_formula.data.population import WEIGHT
-from mrp_formula.data.population_table import _check_declared_new, _check_estimands, _new_levels, _population
-from mrp_formula.data.read import _read_collapsed, check_query, read_table
-from mrp_formula.data.weights import SURVEY_HINT, _check_frequency_weights
+from mrp_formula.data.population_table import check_declared_new, check_estimands, find_new_levels, population_cells
+from mrp_formula.data.read import read_collapsed, check_query, read_table
+from mrp_formula.data.weights import SURVEY_HINT, check_frequency_weights
 from mrp_formula.errors import DataError, ProblemList, SpecError, did_you_mean
 from mrp_formula.notes import Note
 from mrp_formula.spec.families import FAMILIES
@@ -70,7 +70,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
 
     # --- sample
     weights = spec.data.weights
-    collapsed = _read_collapsed(loaded, info)  # identical rows counted by DuckDB, when the model allows it
+    collapsed = read_collapsed(loaded, info)  # identical rows counted by DuckDB, when the model allows it
     if collapsed is not None:
         raw, present = collapsed
         replaced = [d for src, d in spec.data.rename.items() if d in present and src in present]
@@ -83,9 +83,9 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         raw = read_table(loaded.resolve(spec.data.source), spec.data.query, key="data.source", file=file,
                          line=loaded.line("data", "source"), query_line=loaded.line("data", "query"))
         rows_in = len(raw)
-    sample = _rename(raw, spec.data.rename, "data", loaded, problems, notes)
-    sample = _join(sample, "sample", loaded, problems, join_cache)
-    sample = _recode(sample, spec.data.recode, "data", loaded, problems)
+    sample = rename_columns(raw, spec.data.rename, "data", loaded, problems, notes)
+    sample = join_table(sample, "sample", loaded, problems, join_cache)
+    sample = recode_columns(sample, spec.data.recode, "data", loaded, problems)
 
     needed = list(dict.fromkeys(list(info.response_vars) + list(info.rhs_vars)))
     if weights == FREQ:
@@ -136,9 +136,9 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
         problems.add("no sample rows left", key="data.source", line=loaded.line("data", "source"))
     problems.raise_if_any(DataError)
 
-    _check_response(sample, info, spec.model.family, loaded, problems, notes)
+    check_outcome(sample, info, spec.model.family, loaded, problems, notes)
     if spec.data.weights and spec.data.weights_kind != "frequency":
-        _check_frequency_weights(sample, spec.data.weights, info, spec.model.family, loaded, problems)
+        check_frequency_weights(sample, spec.data.weights, info, spec.model.family, loaded, problems)
         problems.raise_if_any(DataError)
     if weights and not FAMILIES[spec.model.family].aggregatable:
         # Frequency weights for families fitted row by row: each row repeated that many times
@@ -207,20 +207,20 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     sample = canonical_order(sample)
 
     # --- population
-    population, pop_notes, pop_stats = _population(loaded, info, sample, variables, problems, join_cache,
+    population, pop_notes, pop_stats = population_cells(loaded, info, sample, variables, problems, join_cache,
                                                    weights)
     notes += pop_notes
     problems.raise_if_any(DataError)
 
     data_problems = ProblemList(file=file)
-    _check_estimands(loaded, info, variables, population, problems, data_problems,
+    check_estimands(loaded, info, variables, population, problems, data_problems,
                      pop_stats.get("population_columns", []))
-    _check_declared_new(loaded, info, problems)
+    check_declared_new(loaded, info, problems)
     if data_problems:
         raise DataError(problems.items + data_problems.items)
     problems.raise_if_any(SpecError)
 
-    new_levels, shares = _new_levels(info, sample, population, loaded, problems, notes)
+    new_levels, shares = find_new_levels(info, sample, population, loaded, problems, notes)
     problems.raise_if_any(DataError)
     for factor, levels in new_levels.items():
         notes.append(Note("population.new_levels", f"{len(levels)} population level(s) of '{factor}' have no sample "

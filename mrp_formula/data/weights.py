@@ -15,7 +15,7 @@ SURVEY_HINT = ("MRP does the weighting itself: model the design variables (strat
 SURVEY_MEAN_WEIGHT = 10  # from this mean weight on, the weights are checked for signs of survey weights
 
 
-def _check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo, family: str, loaded,
+def check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo, family: str, loaded,
                              problems: ProblemList) -> None:
     """Refuse weights that cannot be frequency weights (a row of weight w is w identical observations).
 
@@ -68,7 +68,7 @@ def _check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo,
                             'data.weights_kind = "frequency"')
 
 
-def _check_weights(col: pd.Series, name: str, loaded, problems) -> pd.Series:
+def check_population_weights(col: pd.Series, name: str, loaded, problems) -> pd.Series:
     """Counts or shares: numbers >= 0, not all zero; bad rows are named (1-based, as in a spreadsheet)."""
     w = pd.to_numeric(col, errors="coerce")
     where = {"key": "population.weight", "line": loaded.line("population", "weight")}
