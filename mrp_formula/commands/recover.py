@@ -60,7 +60,8 @@ from mrp_formula.poststrat import sums as poststrat
 from mrp_formula.notes import Note
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import FitError, Problem, SpecError, UsageError
-from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.files import check_out, staged_dir, write_json, write_table
+from mrp_formula.output.manifest import manifest, sampler_entry
 from mrp_formula.checks.diagnostics import fit_diagnostics
 from mrp_formula.model import sampler as model_mod
 from mrp_formula.model.plan import plan_fit
@@ -555,15 +556,11 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
 
     timings["total"] = time.perf_counter() - t0
     level = single_test_level(len(keys))
-    manifest = {
-        "name": spec.name,
-        "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
-        "overrides": list(overrides),
+    sections = {
         "truth": truth, "kind": KIND[truth], "calibrated": calibrated,
         "replicates": replicates, "replicates_used": len(good), "jobs": jobs, "seed": seed,
         "family": family,
-        "sampler": {"name": spec.fit.sampler, "draws": spec.fit.draws, "tune": spec.fit.tune,
-                    "chains": spec.fit.chains, "target_accept": spec.fit.target_accept},
+        "sampler": sampler_entry(loaded),
         "ci_prob": spec.report.ci_prob, "ci_kind": spec.report.ci_kind,
         "tests": ({"family_wise_alpha": STUDY_ALPHA, "adjustment": "bonferroni", "tests": 2 * len(keys),
                    "level_per_test": level, "coverage": "exact binomial, equal tails",
@@ -571,19 +568,18 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
         "rank_draws": RANK_DRAWS, "rank_bins": rank_bins(len(good)),
         "priors": priors_used or None,
         "coverage_off": list(cov_off), "ranks_off": list(ranks_off), "failed": list(failed),
-        "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "notes": notes,
     }
+    manifest_ = manifest(loaded, sections, overrides=overrides, notes=notes, timings=timings)
     with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(summary, tmp / "recovery.csv")
         write_table(reps, tmp / "recovery_replicates.csv")
         plot_rank_histogram(reps, summary, tmp / "rank_histogram.png",
                             title=f"{spec.name}, {KIND[truth]} with {truth} truths: rank of the truth among "
                                   f"{int(reps['rank_draws'].max())} thinned posterior draws, {len(good)} replicates")
-        write_json(manifest, tmp / "manifest.json")
+        write_json(manifest_, tmp / "manifest.json")
     return RecoveryResult(summary=summary, replicates=reps, out=out_dir, notes=tuple(notes),
                           coverage_off=cov_off, ranks_off=ranks_off, failed=failed,
-                          seconds=timings["total"], manifest=manifest, truth=truth)
+                          seconds=timings["total"], manifest=manifest_, truth=truth)
 
 
 def _why_not(cov_off, ranks_off, failed) -> list[str]:
