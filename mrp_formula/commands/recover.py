@@ -236,14 +236,14 @@ def simulate_outcomes(family: str, mu: np.ndarray, sample: pd.DataFrame, respons
     y = response_vars[0]
     if weights:
         w = sample[weights].to_numpy(dtype="int64")
-        if family == "bernoulli":
+        if FAMILIES[family].response == "binary":
             k = rng.binomial(w, np.clip(mu, 0.0, 1.0))
             ones = sample.assign(**{y: 1, weights: k})
             zeros = sample.assign(**{y: 0, weights: w - k})
             out = pd.concat([ones, zeros], ignore_index=True)
             out[y] = out[y].astype("int64")
             return out[out[weights] > 0].reset_index(drop=True)
-        if family == "binomial":
+        if FAMILIES[family].response == "proportion":
             n = sample[response_vars[1]].to_numpy(dtype="int64") * w
             sample[y] = rng.binomial(n, np.clip(mu, 0.0, 1.0)).astype("int64")
             sample[response_vars[1]] = n
@@ -255,7 +255,7 @@ def simulate_outcomes(family: str, mu: np.ndarray, sample: pd.DataFrame, respons
         aux = {"sigma": sigma, "alpha": alpha}.get(fam.auxiliary)
         if fam.auxiliary and aux is None:
             raise FitError(f"a {family} simulation needs {fam.auxiliary}")
-        trials = (sample[response_vars[1]].to_numpy(dtype="int64") if family == "binomial"
+        trials = (sample[response_vars[1]].to_numpy(dtype="int64") if fam.response == "proportion"
                   else np.ones(len(mu), dtype="int64"))
         sample[y] = fam.simulate(np.asarray(mu, dtype=float), trials, aux, rng)
     elif fam.has_categories:
@@ -342,8 +342,9 @@ def run_replicate(ctx: _Context, task: _Task) -> dict:
         truth_pred = make_predictor(ctx.fit_plan, spec.model.link, {"posterior": task.truth}, tables, info,
                                     seed=task.predictor_seed)
         mu = expected_by_row(truth_pred, tables.sample, info.rhs_vars)
-        sigma = _scalar(task.truth, "sigma") if family == "gaussian" else None
-        alpha = _scalar(task.truth, "alpha") if family == "negativebinomial" else None
+        aux = FAMILIES[family].auxiliary
+        sigma = _scalar(task.truth, "sigma") if aux == "sigma" else None
+        alpha = _scalar(task.truth, "alpha") if aux == "alpha" else None
         rng = np.random.default_rng(task.sim_seed)
         sim_sample = simulate_outcomes(family, mu, tables.sample, info.response_vars, rng, sigma,
                                        weights=getattr(tables, "weights", None), alpha=alpha)

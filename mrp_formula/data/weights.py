@@ -37,7 +37,7 @@ def check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo, 
         reasons.append(f"{duplicated.mean():.0%} of the rows repeat another row in every model column, which a "
                        f"table of counts would have merged")
     y = sample[info.response_vars[0]]
-    if family == "gaussian" or (pd.api.types.is_float_dtype(y.dtype) and not FAMILIES[family].binary):
+    if FAMILIES[family].response == "real" or (pd.api.types.is_float_dtype(y.dtype) and not FAMILIES[family].binary):
         distinct = y.nunique()
         if distinct > 20 and distinct >= 0.5 * n_rows:
             reasons.append(f"the outcome '{y.name}' takes {distinct} distinct values on {n_rows} rows, yet each "
@@ -45,7 +45,7 @@ def check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo, 
     if FAMILIES[family].binary and info.rhs_vars:
         rhs = [c for c in info.rhs_vars if c in sample.columns]
         succ = y.to_numpy(dtype=float)
-        trials = np.ones(n_rows) if family == "bernoulli" else sample[info.response_vars[1]].to_numpy(dtype=float)
+        trials = np.ones(n_rows) if FAMILIES[family].response == "binary" else sample[info.response_vars[1]].to_numpy(dtype=float)
         cells = (pd.DataFrame({"s": succ * w, "n": trials * w}).groupby(
             [sample[c].astype(str).to_numpy() for c in rhs]).sum())
         p = cells["s"].sum() / max(cells["n"].sum(), 1e-300)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mrp_formula.errors import DataError, Problem, SpecError
 from mrp_formula.spec.formula import FormulaInfo, with_response
+from mrp_formula.spec.families import FAMILIES
 from mrp_formula.predict.cells import DEFAULT_LINK, design_matrices, design_of
 from mrp_formula.spec.priors import PriorSpec
 from mrp_formula.spec.tree import LoadedSpec, dotted
@@ -55,7 +56,7 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
     aggregated = False
     data = sample
     weights = tables.weights
-    if spec.family in ("bernoulli", "binomial") and (spec.aggregate != "never" or weights):
+    if FAMILIES[spec.family].aggregatable and (spec.aggregate != "never" or weights):
         data, aggregated = aggregate_cells(sample, info, spec.family, weights=weights,
                                            force=spec.aggregate == "always" or bool(weights))
         if aggregated:
@@ -87,7 +88,7 @@ def aggregate_cells(sample: pd.DataFrame, info: FormulaInfo, family: str, *, wei
     """
     keys = list(info.rhs_vars)
     y = sample[info.response_vars[0]].astype(float)
-    if family == "bernoulli":
+    if FAMILIES[family].response == "binary":  # one trial a row
         trials = pd.Series(1.0, index=sample.index)
     else:
         trials = sample[info.response_vars[1]].astype(float)
@@ -118,12 +119,12 @@ def information(data, info, family, aggregated) -> dict[str, float]:
     out = {}
     for g in info.group_terms:
         keys = factor_keys(data, g.factor_vars)
-        if family == "binomial":
+        if FAMILIES[family].response == "proportion":
             y = data[SUCCESSES] if aggregated else data[info.response_vars[0]]
             n = data[TRIALS] if aggregated else data[info.response_vars[1]]
             pbar = float(y.sum() / max(n.sum(), 1))
             per_level = n.groupby(keys.values).sum() * pbar * (1 - pbar)
-        elif family == "bernoulli":
+        elif FAMILIES[family].response == "binary":
             y = data[info.response_vars[0]].astype(float)
             pbar = float(y.mean())
             per_level = pd.Series(1.0, index=data.index).groupby(keys.values).sum() * pbar * (1 - pbar)
@@ -170,7 +171,7 @@ def choose_mass_matrix(setting: str, sampler: str, info_by_term: dict[str, float
 PRIOR_STD = 2.5  # Bambi's PriorScaler.STD: a default prior is 2.5 outcome sds wide
 GROUP_SD = 1.0  # scale of a default group sd on the logit, probit and log scales
 BINARY_LOGIT = ("logit", "probit")
-AUXILIARY = {"gaussian": "sigma", "negativebinomial": "alpha", "cumulative": "threshold"}
+AUXILIARY = {name: f.auxiliary for name, f in FAMILIES.items() if f.auxiliary}
 
 
 def _fmt_value(v) -> str:
@@ -284,7 +285,7 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
                                 line=loaded.line("data", "source")))
     if dm is None:  # else: formulae's design of exactly these rows and formula, made by the caller
         dm = _design_matrices(loaded, rows, info.text, family)
-    gaussian = family == "gaussian"
+    gaussian = FAMILIES[family].response == "real"  # defaults scaled by the outcome's sd
     identity = gaussian and link == "identity"
     y_mean = y_sd = math.nan
     if gaussian:
@@ -296,7 +297,7 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
                                     line=loaded.line("model", "formula"),
                                     hint="check the outcome column; a constant outcome needs no model"))
     unit = y_sd if identity else 1.0  # sd of the outcome on the scale of the linear predictor
-    logit_binary = family in ("bernoulli", "binomial") and link in BINARY_LOGIT
+    logit_binary = FAMILIES[family].binary and link in BINARY_LOGIT
     scale_name = "2.5 sd(y)" if identity else "2.5"
 
     out: list[TermPrior] = []
