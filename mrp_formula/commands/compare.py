@@ -114,14 +114,14 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
         fitted = posterior(e.plan, [primary, default_out(e.loaded).resolve().parent / CACHE_DIR], model=e.model,
                            refit=refit, cache=cache, progress=progress)
         order = orders[e.label]
-        codes, first_rows = _patterns(e.fp.data)
+        codes, first_rows = row_patterns(e.fp.data)
         if len(first_rows) == len(codes):  # every fitted row (or cell) differs from the others
             ll = model_mod.pointwise_log_likelihood(e.model, fitted.fit.posterior)
             ll, codes = ll.isel(__obs__=order), None
         else:  # identical rows have identical terms: compute each once, expand after PSIS
             ll = model_mod.pointwise_log_likelihood(e.model, fitted.fit.posterior, data=e.fp.data.iloc[first_rows])
             codes = codes[order]
-        loos[e.label] = _loo(fitted.fit.posterior, ll.assign_coords(__obs__=np.arange(ll.sizes["__obs__"])), codes)
+        loos[e.label] = psis_loo(fitted.fit.posterior, ll.assign_coords(__obs__=np.arange(ll.sizes["__obs__"])), codes)
         fits[e.label] = fitted
         if on_spec:
             on_spec(i + 1, len(entries), e.label, fitted.reused, time.perf_counter() - t1)
@@ -328,14 +328,14 @@ def _labels(paths: Sequence[Path], names: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------- LOO
 
 
-def _patterns(data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def row_patterns(data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Which distinct row each row of ``data`` is (codes), and the first row of each pattern."""
     codes, _ = pd.factorize(pd.util.hash_pandas_object(data, index=False).to_numpy())
     _, first = np.unique(codes, return_index=True)
     return codes, first
 
 
-def _loo(posterior, ll, codes: np.ndarray | None = None):
+def psis_loo(posterior, ll, codes: np.ndarray | None = None):
     """PSIS-LOO of one fit (arviz ``loo``); arviz's warnings are replaced by the table's Pareto-k
     columns. With ``codes``, ``ll`` holds the terms of distinct rows only and row i's is
     ``ll[codes[i]]``: the same PSIS result for identical rows, computed once and expanded, with the

@@ -532,7 +532,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
     reps.insert(0, "replicate", reps.pop("replicate"))
     reps.insert(1, "truth_from", truth)
 
-    summary, cov_off, ranks_off, row_notes = _summarise(reps, keys, spec.report.ci_prob, spec.report.ci_kind,
+    summary, cov_off, ranks_off, row_notes = summarise_study(reps, keys, spec.report.ci_prob, spec.report.ci_kind,
                                                         truth)
     notes += row_notes
     if failed:
@@ -632,7 +632,7 @@ def _init_worker_inline(ctx: _Context) -> None:
         _WORKER["ctx"] = ctx
 
 
-def _summarise(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_kind: str, truth: str = "prior"):
+def summarise_study(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_kind: str, truth: str = "prior"):
     """One row per estimand row. With prior truths coverage and ranks are tested, each at
     :func:`single_test_level` (Bonferroni over two tests per row); with posterior truths the same
     numbers are descriptive and the verdict columns are empty."""
