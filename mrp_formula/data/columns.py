@@ -1,9 +1,10 @@
-"""The spec's operations on the columns of a table: rename, join, recode (every problem collected)."""
+"""The spec's operations on a table: rename, join, recode, missing values (every problem collected)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mrp_formula.data.read import read_table
@@ -97,3 +98,27 @@ def join_table(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: Proble
                          hint="add the missing keys to the joined table or fix the key columns")
         df = merged.drop(columns=tmp + ["_merge"])
     return df
+
+
+def drop_missing(sample: pd.DataFrame, weights: str | None, rows_in: int, loaded: LoadedSpec,
+                 problems: ProblemList, notes: list[Note]) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
+    """Rows with a missing value in a model column: dropped with a note (``data.missing = "drop"``)
+    or a problem. Returns the sample, the units each row counts (its weight, or 1) and the units
+    missing per column."""
+    spec = loaded.spec
+    na = sample.isna()
+    count = sample[weights].to_numpy(dtype=float) if weights else np.ones(len(sample))
+    dropped = {c: int(count[na[c].to_numpy()].sum()) for c in na.columns if na[c].any()}
+    if dropped:
+        if spec.data.missing == "error":
+            detail = ", ".join(f"{c}: {n}" for c, n in dropped.items())
+            problems.add(f"missing values in model columns ({detail})", key="data.missing",
+                         line=loaded.line("data", "missing") or loaded.line("data"),
+                         hint='set `missing = "drop"` in [data] to drop those rows')
+        else:
+            keep = ~na.any(axis=1).to_numpy()
+            sample = sample.loc[keep].reset_index(drop=True)
+            notes.append(Note("data.missing_dropped", f"dropped {int(count[~keep].sum())} of {rows_in} sample rows with missing values "
+                         f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})"))
+            count = count[keep]
+    return sample, count, dropped

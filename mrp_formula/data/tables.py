@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.data.canonical import FREQ, canonical_order, count_identical
-from mrp_formula.data.columns import join_table, recode_columns, rename_columns
+from mrp_formula.data.columns import drop_missing, join_table, recode_columns, rename_columns
 from mrp_formula.data.outcome import check_outcome
 from mrp_formula.data.population import WEIGHT
 from mrp_formula.data.population_table import check_declared_new, check_estimands, find_new_levels, population_cells
 from mrp_formula.data.read import read_collapsed, check_query, read_table
-from mrp_formula.data.weights import SURVEY_HINT, check_frequency_weights
+from mrp_formula.data.weights import check_frequency_weights, frequency_weights
 from mrp_formula.errors import DataError, ProblemList, SpecError, did_you_mean
 from mrp_formula.notes import Note
 from mrp_formula.spec.families import FAMILIES
@@ -91,21 +91,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     if weights == FREQ:
         needed.append(FREQ)
     elif weights:
-        if spec.data.weights not in sample.columns:
-            problems.add(f"weights column '{spec.data.weights}' is not a column of the sample", key="data.weights",
-                         line=loaded.line("data", "weights"), hint=did_you_mean(spec.data.weights, sample.columns))
-        else:
-            w = pd.to_numeric(sample[spec.data.weights], errors="coerce")
-            if w.isna().any() or (w < 0).any() or (np.mod(w.fillna(0), 1) != 0).any():
-                problems.add(f"frequency weights in '{spec.data.weights}' must be whole numbers >= 0",
-                             key="data.weights", line=loaded.line("data", "weights"),
-                             hint="a weight of 3 counts a row three times; survey (design) weights are not "
-                                  "frequency weights: " + SURVEY_HINT)
-            elif w.sum() <= 0:
-                problems.add(f"the frequency weights in '{spec.data.weights}' sum to zero", key="data.weights",
-                             line=loaded.line("data", "weights"), hint="a weight of 3 counts a row three times")
-            else:
-                sample[spec.data.weights] = w
+        sample = frequency_weights(sample, spec.data.weights, loaded, problems)
         needed.append(spec.data.weights)
     for var in needed:
         if var in sample.columns or var == weights:
@@ -116,22 +102,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     problems.raise_if_any(DataError)
     sample = sample[needed].copy()
 
-    # missing values
-    na = sample.isna()
-    count = sample[weights].to_numpy(dtype=float) if weights else np.ones(len(sample))
-    dropped = {c: int(count[na[c].to_numpy()].sum()) for c in na.columns if na[c].any()}
-    if dropped:
-        if spec.data.missing == "error":
-            detail = ", ".join(f"{c}: {n}" for c, n in dropped.items())
-            problems.add(f"missing values in model columns ({detail})", key="data.missing",
-                         line=loaded.line("data", "missing") or loaded.line("data"),
-                         hint='set `missing = "drop"` in [data] to drop those rows')
-        else:
-            keep = ~na.any(axis=1).to_numpy()
-            sample = sample.loc[keep].reset_index(drop=True)
-            notes.append(Note("data.missing_dropped", f"dropped {int(count[~keep].sum())} of {rows_in} sample rows with missing values "
-                         f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})"))
-            count = count[keep]
+    sample, count, dropped = drop_missing(sample, weights, rows_in, loaded, problems, notes)
     if len(sample) == 0:
         problems.add("no sample rows left", key="data.source", line=loaded.line("data", "source"))
     problems.raise_if_any(DataError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrp_formula.errors import ProblemList
+from mrp_formula.errors import ProblemList, did_you_mean
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.spec.formula import FormulaInfo
 
@@ -13,6 +13,27 @@ from mrp_formula.spec.formula import FormulaInfo
 SURVEY_HINT = ("MRP does the weighting itself: model the design variables (strata, the variables the weights "
                "were built from) as predictors and let the population table weight the cells")
 SURVEY_MEAN_WEIGHT = 10  # from this mean weight on, the weights are checked for signs of survey weights
+
+
+def frequency_weights(sample: pd.DataFrame, name: str, loaded, problems: ProblemList) -> pd.DataFrame:
+    """The sample with its frequency weights (column ``name``) as numbers: whole numbers >= 0, not all
+    zero (a weight of 3 counts a row three times); problems otherwise."""
+    if name not in sample.columns:
+        problems.add(f"weights column '{name}' is not a column of the sample", key="data.weights",
+                     line=loaded.line("data", "weights"), hint=did_you_mean(name, sample.columns))
+        return sample
+    w = pd.to_numeric(sample[name], errors="coerce")
+    if w.isna().any() or (w < 0).any() or (np.mod(w.fillna(0), 1) != 0).any():
+        problems.add(f"frequency weights in '{name}' must be whole numbers >= 0",
+                     key="data.weights", line=loaded.line("data", "weights"),
+                     hint="a weight of 3 counts a row three times; survey (design) weights are not "
+                          "frequency weights: " + SURVEY_HINT)
+    elif w.sum() <= 0:
+        problems.add(f"the frequency weights in '{name}' sum to zero", key="data.weights",
+                     line=loaded.line("data", "weights"), hint="a weight of 3 counts a row three times")
+    else:
+        sample[name] = w
+    return sample
 
 
 def check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo, family: str, loaded,

@@ -79,5 +79,5 @@ def manifest(loaded: LoadedSpec | None, sections: Mapping, *, overrides: Sequenc
     if warnings is not None:
         out["warnings"] = list(warnings)
     if timings is not None:
-        out["timings_seconds"] = {k: round(float(v), 3) for k, v in timings.items()}
+        out["timings_seconds"] = {k: float(v) for k, v in timings.items()}
     return out
