@@ -113,11 +113,11 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     if transformed:
         problems.append(_transformed_response_problem(info, family, transformed, file,
                                                       loaded.line("model", "formula")))
-    elif family == "binomial" and not info.is_proportion:
-        problems.append(Problem("the binomial family needs the response written p(successes, trials)",
+    elif FAMILIES[family].response == "proportion" and not info.is_proportion:
+        problems.append(Problem(f"the {family} family needs the response written p(successes, trials)",
                                 key="model.formula", file=file, line=loaded.line("model", "formula"),
                                 got=repr(info.response), hint=f'e.g. "p(clicks, visits) ~ {info.rhs}"'))
-    if info.is_proportion and family != "binomial":
+    if info.is_proportion and FAMILIES[family].response != "proportion":
         problems.append(Problem(f"p(successes, trials) is the binomial family's response, not {family}'s",
                                 key="model.family", file=file, line=loaded.line("model", "family"),
                                 hint='set family = "binomial"'))
@@ -136,7 +136,7 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     problems += check_calibrate_spec(loaded)
     auxiliary = AUXILIARY.get(family, ())
     valid = set(info.prior_names) | set(auxiliary)
-    if family == "cumulative":
+    if FAMILIES[family].categories == "ordinal":
         valid.discard("Intercept")  # the thresholds take the intercept's place
     groups = {g.name for g in info.group_terms}
     unknown = []  # prior keys that are not terms of the model

@@ -117,7 +117,24 @@ def pytest_configure(config):
 
 
 # `make check` runs the property tests with fewer examples (the quick loop); `make test` and CI
-# with each test's own settings.
+# with each test's own settings. A test's own `@settings(max_examples=...)` outranks any profile in
+# hypothesis, so under "quick" each test's count is capped here (at most QUICK_EXAMPLES, never more
+# than the test asks for).
 from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
-_hypothesis_settings.register_profile("quick", max_examples=10, deadline=None)
+QUICK_EXAMPLES = 10
+_hypothesis_settings.register_profile("quick", max_examples=QUICK_EXAMPLES, deadline=None)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("hypothesis_profile", None) != "quick":
+        return
+    seen: set[int] = set()
+    for item in items:
+        test = getattr(item, "obj", None)
+        own = getattr(test, "_hypothesis_internal_use_settings", None)
+        if own is None or id(test) in seen:
+            continue
+        seen.add(id(test))
+        if own.max_examples > QUICK_EXAMPLES:
+            test._hypothesis_internal_use_settings = _hypothesis_settings(own, max_examples=QUICK_EXAMPLES)

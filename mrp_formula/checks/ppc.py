@@ -16,7 +16,8 @@ from mrp_formula.poststrat.sums import Request
 from mrp_formula.spec.formula import FormulaInfo
 
 
-NOISE_PARAMS = {"gaussian": "sigma", "negativebinomial": "alpha"}
+# the auxiliary parameter that is observation noise (not the thresholds of ordered categories)
+NOISE_PARAMS = {name: f.auxiliary for name, f in FAMILIES.items() if f.auxiliary and not f.has_categories}
 
 
 def noise_draws(posterior, family: str, n_samples: int) -> np.ndarray | None:
@@ -93,11 +94,12 @@ def replicate_means(family: str, mean: np.ndarray, n_units: float, rng: np.rando
     if FAMILIES[family].binary:
         return rng.binomial(trials, np.clip(mean, 0, 1)) / trials
     if FAMILIES[family].has_categories:
-        k = len(values) if family == "cumulative" else mean.shape[1]
+        ordinal = FAMILIES[family].categories == "ordinal"  # a last column: the mean category value
+        k = len(values) if ordinal else mean.shape[1]
         p = np.clip(mean[:, :k], 0, None)
         p = p / p.sum(axis=1, keepdims=True)
         shares = rng.multinomial(trials, p) / trials
-        if family == "cumulative":
+        if ordinal:
             shares = np.concatenate([shares, (shares @ values)[:, None]], axis=1)
         return shares
     raise FitError(f"no observation noise for the {family} family")  # pragma: no cover - spec families
@@ -132,7 +134,7 @@ def ppc(tables: Tables, info: FormulaInfo, family: str, categories, predictor, n
     variances = {}
     if FAMILIES[family].variance is not None and reqs:  # the mean variance of one outcome per group
         variances = poststratify(cells, predictor.variance, reqs, n_samples=n_samples)
-    values = _values([c for c in cats if c != "mean"]) if family == "cumulative" else None
+    values = _values([c for c in cats if c != "mean"]) if FAMILIES[family].categories == "ordinal" else None
     rng = np.random.default_rng([int(seed), 20261124])
     for v, req in zip(variables, reqs):
         red = reduced[req]

@@ -28,7 +28,7 @@ import pandas as pd
 from mrp_formula.errors import DataError, Problem, SpecError, UsageError
 from mrp_formula.spec.levels import canon_series
 from mrp_formula.output.files import Origin, check_out, sha256_text, staged_dir, write_json, write_table
-from mrp_formula import __version__
+from mrp_formula.output.manifest import manifest
 from mrp_formula.model import sampler as model_mod
 from mrp_formula.model.cache import CACHE_DIR
 from mrp_formula.steps import default_out, plan_and_model, posterior
@@ -129,38 +129,34 @@ def compare(paths: Sequence, *, out=None, overrides=(), refit: bool = False, cac
     warns, notes = _messages(table, unit, n_obs, n_loo)
     notes += [f"{e.label}: {fits[e.label].note}" for e in entries if fits[e.label].note]
     seconds = time.perf_counter() - t0
-    manifest = {
-        "mrp_formula": __version__,
+    sections = {
         "method": f"PSIS-LOO (arviz loo), {METHOD} weights (arviz compare)",
         "specs": [{"label": e.label, "path": str(e.loaded.path), "sha256": sha256_text(e.loaded.text),
                    "name": e.loaded.spec.name, "formula": e.plan.info.text, "fitted_formula": e.fp.formula,
                    "family": e.fp.family, "aggregated": e.fp.aggregated, "cells_fitted": e.fp.cells,
                    "fit_cache": {"key": fits[e.label].key, "reused": fits[e.label].reused}}
                   for e in entries],
-        "overrides": list(overrides),
         "loo": {"unit": unit, "n_obs": n_obs, "n_loo": n_loo},
-        "versions": model_mod.versions(),
-        "warnings": warns,
-        "notes": notes,
-        "seconds": round(seconds, 2),
     }
+    manifest_ = manifest(None, sections, overrides=overrides, notes=notes, warnings=warns,
+                         timings={"total": seconds})
     with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(table, tmp / "compare.csv")
-        write_json(manifest, tmp / "manifest.json")
+        write_json(manifest_, tmp / "manifest.json")
     return CompareResult(table=table, out=out_dir, unit=unit, n_obs=n_obs, n_loo=n_loo, warnings=tuple(warns),
-                         notes=tuple(notes), manifest=manifest, seconds=seconds)
+                         notes=tuple(notes), manifest=manifest_, seconds=seconds)
 
 
 def entry_loo(e: _Entry, fitted, order: np.ndarray):
     """PSIS-LOO of one spec's fit, its observations in the shared canonical ``order``."""
-    codes, first_rows = _patterns(e.fp.data)
+    codes, first_rows = row_patterns(e.fp.data)
     if len(first_rows) == len(codes):  # every fitted row (or cell) differs from the others
         ll = model_mod.pointwise_log_likelihood(e.model, fitted.fit.posterior)
         ll, codes = ll.isel(__obs__=order), None
     else:  # identical rows have identical terms: compute each once, expand after PSIS
         ll = model_mod.pointwise_log_likelihood(e.model, fitted.fit.posterior, data=e.fp.data.iloc[first_rows])
         codes = codes[order]
-    return _loo(fitted.fit.posterior, ll.assign_coords(__obs__=np.arange(ll.sizes["__obs__"])), codes)
+    return psis_loo(fitted.fit.posterior, ll.assign_coords(__obs__=np.arange(ll.sizes["__obs__"])), codes)
 
 
 def compare_table(cmp: pd.DataFrame, loos: dict, by_label: dict, fits: dict, unit: str) -> pd.DataFrame:
@@ -340,14 +336,14 @@ def _labels(paths: Sequence[Path], names: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------- LOO
 
 
-def _patterns(data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def row_patterns(data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Which distinct row each row of ``data`` is (codes), and the first row of each pattern."""
     codes, _ = pd.factorize(pd.util.hash_pandas_object(data, index=False).to_numpy())
     _, first = np.unique(codes, return_index=True)
     return codes, first
 
 
-def _loo(posterior, ll, codes: np.ndarray | None = None):
+def psis_loo(posterior, ll, codes: np.ndarray | None = None):
     """PSIS-LOO of one fit (arviz ``loo``); arviz's warnings are replaced by the table's Pareto-k
     columns. With ``codes``, ``ll`` holds the terms of distinct rows only and row i's is
     ``ll[codes[i]]``: the same PSIS result for identical rows, computed once and expanded, with the

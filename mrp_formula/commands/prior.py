@@ -20,7 +20,8 @@ import pandas as pd
 
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import Problem, UsageError
-from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.files import check_out, staged_dir, write_json, write_table
+from mrp_formula.output.manifest import manifest
 from mrp_formula.model import sampler
 from mrp_formula.steps import build, default_out, estimate, out_origin, plan as plan_of
 from mrp_formula.output.plots import panel_grid
@@ -77,19 +78,18 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
             if share > EXTREME_SHARE:
                 notes.append(f"the priors put {share:.0%} of {label} below {EXTREME:.0%} or above "
                              f"{1 - EXTREME:.0%}: they may be wider than you believe")
-    manifest = {"name": spec.name, "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
-                "overrides": list(overrides), "draws": draws, "seed": seed,
-                "ci_prob": spec.report.ci_prob, "ci_kind": spec.report.ci_kind,
-                "priors": {k: str(v) for k, v in spec.model.priors.items()}, "notes": notes}
+    sections = {"draws": draws, "seed": seed, "ci_prob": spec.report.ci_prob, "ci_kind": spec.report.ci_kind,
+                "priors": {k: str(v) for k, v in spec.model.priors.items()}}
     with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(table, tmp / "prior_estimands.csv")
         plot_prior(ed.draws, table, labels, tmp / "prior_estimands.png",
                    title=f"{spec.name}: prior predictive distribution of the estimands ({draws} draws, "
                          f"{spec.report.ci_prob:.0%} {spec.report.ci_kind.upper()})")
-        manifest["seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(manifest, tmp / "manifest.json")
+        manifest_ = manifest(loaded, sections, overrides=overrides, notes=notes,
+                             timings={"total": time.perf_counter() - t0})
+        write_json(manifest_, tmp / "manifest.json")
     return PriorResult(estimands=table, draws=ed.draws, out=out_dir, notes=tuple(notes),
-                       seconds=time.perf_counter() - t0, manifest=manifest)
+                       seconds=time.perf_counter() - t0, manifest=manifest_)
 
 
 def _label(row: pd.Series) -> str:

@@ -60,6 +60,7 @@ from mrp_formula.notes import Note
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import FitError, Problem, SpecError, UsageError
 from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.manifest import manifest, sampler_entry
 from mrp_formula.checks.diagnostics import fit_diagnostics
 from mrp_formula.model import sampler as model_mod
 from mrp_formula.model.plan import plan_fit
@@ -236,14 +237,14 @@ def simulate_outcomes(family: str, mu: np.ndarray, sample: pd.DataFrame, respons
     y = response_vars[0]
     if weights:
         w = sample[weights].to_numpy(dtype="int64")
-        if family == "bernoulli":
+        if FAMILIES[family].response == "binary":
             k = rng.binomial(w, np.clip(mu, 0.0, 1.0))
             ones = sample.assign(**{y: 1, weights: k})
             zeros = sample.assign(**{y: 0, weights: w - k})
             out = pd.concat([ones, zeros], ignore_index=True)
             out[y] = out[y].astype("int64")
             return out[out[weights] > 0].reset_index(drop=True)
-        if family == "binomial":
+        if FAMILIES[family].response == "proportion":
             n = sample[response_vars[1]].to_numpy(dtype="int64") * w
             sample[y] = rng.binomial(n, np.clip(mu, 0.0, 1.0)).astype("int64")
             sample[response_vars[1]] = n
@@ -257,7 +258,7 @@ def simulate_outcomes(family: str, mu: np.ndarray, sample: pd.DataFrame, respons
         if missing:
             raise FitError(f"a {family} simulation needs {', '.join(missing)}")
         aux = {a: given[a] for a in fam.auxiliary}
-        trials = (sample[response_vars[1]].to_numpy(dtype="int64") if family == "binomial"
+        trials = (sample[response_vars[1]].to_numpy(dtype="int64") if fam.response == "proportion"
                   else np.ones(len(mu), dtype="int64"))
         sample[y] = fam.simulate(np.asarray(mu, dtype=float), trials, aux, rng)
     elif fam.has_categories:
@@ -550,7 +551,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
     reps.insert(0, "replicate", reps.pop("replicate"))
     reps.insert(1, "truth_from", truth)
 
-    summary, cov_off, ranks_off, row_notes = _summarise(reps, keys, spec.report.ci_prob, spec.report.ci_kind,
+    summary, cov_off, ranks_off, row_notes = summarise_study(reps, keys, spec.report.ci_prob, spec.report.ci_kind,
                                                         truth)
     notes += row_notes
     if failed:
@@ -575,16 +576,12 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
 
     timings["total"] = time.perf_counter() - t0
     level = single_test_level(len(keys))
-    manifest = {
-        "name": spec.name,
-        "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
-        "overrides": list(overrides),
+    sections = {
         "truth": truth, "kind": KIND[truth], "calibrated": calibrated,
         "replicates": replicates, "replicates_used": len(good), "jobs": None if scheduler else jobs,
         "scheduler": scheduler or ("local" if jobs > 1 else "in-process"), "seed": seed,
         "family": family,
-        "sampler": {"name": spec.fit.sampler, "draws": spec.fit.draws, "tune": spec.fit.tune,
-                    "chains": spec.fit.chains, "target_accept": spec.fit.target_accept},
+        "sampler": sampler_entry(loaded),
         "ci_prob": spec.report.ci_prob, "ci_kind": spec.report.ci_kind,
         "tests": ({"family_wise_alpha": STUDY_ALPHA, "adjustment": "bonferroni", "tests": 2 * len(keys),
                    "level_per_test": level, "coverage": "exact binomial, equal tails",
@@ -592,19 +589,18 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
         "rank_draws": RANK_DRAWS, "rank_bins": rank_bins(len(good)),
         "priors": priors_used or None,
         "coverage_off": list(cov_off), "ranks_off": list(ranks_off), "failed": list(failed),
-        "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "notes": notes,
     }
+    manifest_ = manifest(loaded, sections, overrides=overrides, notes=notes, timings=timings)
     with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(summary, tmp / "recovery.csv")
         write_table(reps, tmp / "recovery_replicates.csv")
         plot_rank_histogram(reps, summary, tmp / "rank_histogram.png",
                             title=f"{spec.name}, {KIND[truth]} with {truth} truths: rank of the truth among "
                                   f"{int(reps['rank_draws'].max())} thinned posterior draws, {len(good)} replicates")
-        write_json(manifest, tmp / "manifest.json")
+        write_json(manifest_, tmp / "manifest.json")
     return RecoveryResult(summary=summary, replicates=reps, out=out_dir, notes=tuple(notes),
                           coverage_off=cov_off, ranks_off=ranks_off, failed=failed,
-                          seconds=timings["total"], manifest=manifest, truth=truth)
+                          seconds=timings["total"], manifest=manifest_, truth=truth)
 
 
 def _why_not(cov_off, ranks_off, failed) -> list[str]:
@@ -688,7 +684,7 @@ def _init_worker_inline(ctx: _Context) -> None:
         _WORKER["ctx"] = ctx
 
 
-def _summarise(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_kind: str, truth: str = "prior"):
+def summarise_study(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_kind: str, truth: str = "prior"):
     """One row per estimand row. With prior truths coverage and ranks are tested, each at
     :func:`single_test_level` (Bonferroni over two tests per row); with posterior truths the same
     numbers are descriptive and the verdict columns are empty."""

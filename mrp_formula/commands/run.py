@@ -8,21 +8,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from mrp_formula import __version__
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
-from mrp_formula.output.files import sha256_file, sha256_text, staged_dir, write_json, write_table
+from mrp_formula.output.files import staged_dir, write_json, write_table
+from mrp_formula.output.manifest import manifest, run_sections
 from mrp_formula.checks import coverage as coverage_mod
 from mrp_formula.checks import ppc as ppc_mod
 from mrp_formula.poststrat import classical as classical
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import calibrate as calibrate_mod
 from mrp_formula.output.files import check_out
-from mrp_formula.steps import Plan, default_out, estimate, out_origin, posterior
+from mrp_formula.steps import default_out, estimate, out_origin, posterior
 from mrp_formula.steps import plan as plan_of
 from mrp_formula.model.cache import CACHE_DIR
-from mrp_formula.model.plan import versions
 from mrp_formula.progress import SILENT, Reporter
-from mrp_formula.spec.tree import FRAME_SOURCE, load_spec
+from mrp_formula.spec.tree import load_spec
 
 
 @dataclass(frozen=True)
@@ -109,17 +108,20 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     notes = (plan.notes + cache_notes + tuple(cov.notes())
              + tuple(n for n in srm if n.level != "warning")
              + tuple(n for n in cal_notes or () if n.level != "warning"))
-    manifest = _manifest(plan, fitted, diag, timings, notes + warnings_)
-    manifest["fit_cache"] = {"key": key, "reused": cached}
-    manifest["spec"]["overrides"] = list(overrides)  # spec.toml is the file; these were applied on top
-    manifest["coverage"] = cov.to_json()
-    manifest["diagnostics"]["failed"] = diag.problems(thresholds)
-    manifest["warnings"] = list(warnings_)
-    if calibration is not None:
-        cal = spec.calibrate
-        manifest["calibrate"] = {"by": cal.by, "source": str(loaded.resolve(cal.source)), "column": cal.column,
-                                 "link": calibration.link, "levels": len(calibration.levels),
-                                 "passes": calibration.steps, "max_error": calibration.max_error}
+    failed = diag.problems(thresholds)
+
+    def manifest_of(notes_) -> dict:
+        sections = {**run_sections(loaded, tables, plan.fit_plan),
+                    "diagnostics": {**diag.to_json(), "failed": failed},
+                    "fit_cache": {"key": key, "reused": cached}, "coverage": cov.to_json()}
+        if calibration is not None:
+            cal = spec.calibrate
+            sections["calibrate"] = {"by": cal.by, "source": str(loaded.resolve(cal.source)), "column": cal.column,
+                                     "link": calibration.link, "levels": len(calibration.levels),
+                                     "passes": calibration.steps, "max_error": calibration.max_error}
+        return manifest(loaded, sections, overrides=overrides, notes=notes_ + warnings_, warnings=warnings_,
+                        timings=timings)
+
     reporter.phase("writing")
     with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         write_table(table, tmp / "estimands.csv")
@@ -134,20 +136,19 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                                ordered=ordered_levels(plan.fit_plan.structures))
             if plot_note:
                 notes = notes + (plot_note,)
-                manifest["notes"].append(plot_note)
         fitted.posterior.to_netcdf(tmp / "posterior.nc")
         (tmp / "spec.toml").write_text(loaded.text + "".join(f"\n# applied with --set: {o}" for o in overrides))
         timings["total"] = time.perf_counter() - t0
-        manifest["timings_seconds"] = timings
-        write_json(manifest, tmp / "manifest.json")
+        manifest_ = manifest_of(notes)
+        write_json(manifest_, tmp / "manifest.json")
         report_note = _report(tmp)
         if report_note:  # the page failed: say so in the results, which are complete
             notes = notes + (report_note,)
-            manifest["notes"].append(report_note)
-            write_json(manifest, tmp / "manifest.json")
+            manifest_ = manifest_of(notes)
+            write_json(manifest_, tmp / "manifest.json")
     return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
-                     out=out_dir, notes=notes, manifest=manifest, warnings=warnings_,
-                     failed=tuple(diag.problems(thresholds)) + tuple(n for n in srm if n.code == "srm.mismatch"),
+                     out=out_dir, notes=notes, manifest=manifest_, warnings=warnings_,
+                     failed=tuple(failed) + tuple(n for n in srm if n.code == "srm.mismatch"),
                      ppc=ppc_table)
 
 
@@ -188,50 +189,3 @@ def _ordered(table: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
     first = ["estimand"] + [c for c in group_cols + ["category"] if c in table] + ["scale"]
     rest = [c for c in SUMMARY if c in table] + [c for c in table if c not in first and c not in SUMMARY]
     return table[first + rest]
-
-
-def frame_sha256(df: pd.DataFrame) -> str:
-    """The content hash of a DataFrame given in memory (its columns, dtypes and values)."""
-    import hashlib
-
-    h = hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-    h.update(repr([(str(c), str(t)) for c, t in df.dtypes.items()]).encode())
-    return h.hexdigest()
-
-
-def _manifest(plan: Plan, fitted, diag: Diagnostics, timings: dict, notes) -> dict:
-
-    loaded = plan.loaded
-    spec = loaded.spec
-    files = {"data": loaded.resolve(spec.data.source)}
-    if spec.population.source:
-        files["population"] = loaded.resolve(spec.population.source)
-    for i, j in enumerate(spec.join):
-        files[f"join[{i}]"] = loaded.resolve(j.source)
-    if spec.calibrate is not None:
-        files["calibrate"] = loaded.resolve(spec.calibrate.source)
-    fp = plan.fit_plan
-    return {
-        "mrp_formula": __version__,
-        "name": spec.name,
-        "spec": {"path": str(loaded.path), "sha256": sha256_text(loaded.text)},
-        "inputs": {**{k: {"path": str(p), "sha256": sha256_file(p)} for k, p in files.items()
-                      if loaded.frame(k) is None and p.exists()},
-                   **{k: {"path": FRAME_SOURCE, "sha256": frame_sha256(df)} for k, df in (loaded.frames or {}).items()}},
-        "seed": spec.fit.seed,
-        "sampler": {"name": spec.fit.sampler, "draws": spec.fit.draws, "tune": spec.fit.tune,
-                    "chains": spec.fit.chains, "target_accept": spec.fit.target_accept,
-                    "mass_matrix": fp.mass_matrix, "mass_matrix_reason": fp.mass_matrix_reason},
-        "model": {"formula": spec.model.formula, "fitted_formula": fp.formula, "family": fp.family,
-                  "aggregated": fp.aggregated, "rows_in": fp.rows_in, "cells_fitted": fp.cells,
-                  "parameterization": fp.parameterization,
-                  "structure": [sp.to_json() for sp in fp.structures]},
-        "priors": [p.to_json() for p in fp.priors],
-        "prior_scale": fp.prior_scale,
-        "tables": plan.tables.stats,
-        "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
-        "new_level_weight_share": plan.tables.new_level_share,
-        "versions": versions(),
-        "diagnostics": diag.to_json(),
-        "notes": list(notes),
-    }

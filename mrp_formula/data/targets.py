@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.data.population import WEIGHT
-from mrp_formula.data.tables import Tables, read_table
+from mrp_formula.data.read import read_table
+from mrp_formula.data.tables import Tables
 from mrp_formula.errors import DataError, ProblemList, SpecError, did_you_mean
 from mrp_formula.notes import Note, warning
 from mrp_formula.spec.families import FAMILIES

@@ -16,11 +16,12 @@ import pandas as pd
 
 from mrp_formula.errors import DataError, Problem, SpecError
 from mrp_formula.spec.formula import FormulaInfo, with_response
-from mrp_formula.predict.cells import DEFAULT_LINK, design_matrices, design_of
 from mrp_formula.spec.families import FAMILIES
+from mrp_formula.predict.cells import DEFAULT_LINK, design_matrices, design_of
 from mrp_formula.spec.priors import PriorSpec
 from mrp_formula.spec.tree import LoadedSpec, dotted
-from mrp_formula.data.tables import Tables, factor_keys
+from mrp_formula.data.canonical import factor_keys
+from mrp_formula.data.tables import Tables
 from mrp_formula.data.adjacency import read_adjacency
 from mrp_formula.model import structure as st
 from mrp_formula.model.structure import StructurePlan
@@ -62,7 +63,7 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
     aggregated = False
     data = sample
     weights = tables.weights
-    if spec.family in ("bernoulli", "binomial") and (spec.aggregate != "never" or weights):
+    if FAMILIES[spec.family].aggregatable and (spec.aggregate != "never" or weights):
         data, aggregated = aggregate_cells(sample, info, spec.family, weights=weights,
                                            force=spec.aggregate == "always" or bool(weights))
         if aggregated:
@@ -208,7 +209,7 @@ def aggregate_cells(sample: pd.DataFrame, info: FormulaInfo, family: str, *, wei
     """
     keys = list(info.rhs_vars)
     y = sample[info.response_vars[0]].astype(float)
-    if family == "bernoulli":
+    if FAMILIES[family].response == "binary":  # one trial a row
         trials = pd.Series(1.0, index=sample.index)
     else:
         trials = sample[info.response_vars[1]].astype(float)
@@ -239,12 +240,12 @@ def information(data, info, family, aggregated) -> dict[str, float]:
     out = {}
     for g in info.group_terms:
         keys = factor_keys(data, g.factor_vars)
-        if family == "binomial":
+        if FAMILIES[family].response == "proportion":
             y = data[SUCCESSES] if aggregated else data[info.response_vars[0]]
             n = data[TRIALS] if aggregated else data[info.response_vars[1]]
             pbar = float(y.sum() / max(n.sum(), 1))
             per_level = n.groupby(keys.values).sum() * pbar * (1 - pbar)
-        elif family == "bernoulli":
+        elif FAMILIES[family].response == "binary":
             y = data[info.response_vars[0]].astype(float)
             pbar = float(y.mean())
             per_level = pd.Series(1.0, index=data.index).groupby(keys.values).sum() * pbar * (1 - pbar)
@@ -425,7 +426,7 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
                                     line=loaded.line("model", "formula"),
                                     hint="check the outcome column; a constant outcome needs no model"))
     unit = y_sd if identity else 1.0  # sd of the outcome on the scale of the linear predictor
-    logit_binary = family in ("bernoulli", "binomial") and link in BINARY_LOGIT
+    logit_binary = FAMILIES[family].binary and link in BINARY_LOGIT
     scale_name = ("2.5 sd(y)" if not located else loc_basis.split(", ", 1)[1]) if identity else "2.5"
 
     out: list[TermPrior] = []

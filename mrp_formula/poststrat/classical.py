@@ -34,7 +34,7 @@ def _frame_and_count(tables: Tables, info: FormulaInfo, family: str) -> tuple[pd
     """The model variables of the sample's rows as text, and the units each row stands for."""
     s = tables.sample
     count = s[tables.weights].to_numpy(dtype=float) if tables.weights else np.ones(len(s))
-    if family == "binomial":
+    if FAMILIES[family].response == "proportion":  # a row stands for its trials
         count = count * s[info.response_vars[1]].to_numpy(dtype=float)
     frame = s[[c for c in s.columns if c in tables.variables]].astype(object).astype(str)
     return frame, count
@@ -44,14 +44,14 @@ def sample_units(tables: Tables, info: FormulaInfo, family: str, categories) -> 
     s = tables.sample
     frame, count = _frame_and_count(tables, info, family)
     y = s[info.response_vars[0]]
-    if family == "binomial":
+    if FAMILIES[family].response == "proportion":
         trials = s[info.response_vars[1]].to_numpy(dtype=float)
         outcome = (y.to_numpy(dtype=float) / np.where(trials > 0, trials, 1))[:, None]
     elif FAMILIES[family].has_categories:
         levels = [c for c in categories if c != "mean"]
         text = y.astype(str).to_numpy()
         outcome = np.stack([(text == lv).astype(float) for lv in levels], axis=1)
-        if family == "cumulative":
+        if FAMILIES[family].categories == "ordinal":
             values = _values(levels)
             outcome = np.concatenate([outcome, (outcome @ values)[:, None]], axis=1)
     else:

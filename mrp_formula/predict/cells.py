@@ -38,7 +38,8 @@ from mrp_formula.spec.formula import FormulaInfo, GroupTerm, environment
 from mrp_formula.poststrat.sums import PLAIN_UNIT, Scenario, plain_weighted_sums
 from mrp_formula.spec.tree import dotted
 from mrp_formula.spec.levels import canon_series
-from mrp_formula.data.tables import Tables, factor_keys
+from mrp_formula.data.canonical import factor_keys
+from mrp_formula.data.tables import Tables
 
 EPS = np.finfo(np.float64).eps
 STRUCTURED_SUFFIX = "_structured"  # model.structure.StructurePlan.variable: effects of every level

@@ -114,7 +114,7 @@ def test_distinct_row_loo_equals_arviz_on_every_row(strong):
     """Identical rows are scored once and expanded: the same numbers as arviz on all rows."""
     from mrp_formula.model import sampler as model_mod
     from mrp_formula.model.cache import CACHE_DIR
-    from mrp_formula.commands.compare import _loo, _patterns
+    from mrp_formula.commands.compare import psis_loo, row_patterns
     from mrp_formula.steps import plan_and_model, posterior
 
     d, with_t, _, first = strong
@@ -123,11 +123,11 @@ def test_distinct_row_loo_equals_arviz_on_every_row(strong):
     fitted = posterior(plan, [d / "runs" / CACHE_DIR], model=bmodel)
     assert fitted.reused
     post = fitted.fit.posterior
-    codes, first_rows = _patterns(plan.fit_plan.data)
+    codes, first_rows = row_patterns(plan.fit_plan.data)
     assert len(first_rows) == 8  # 2 treatments x 2 genders x 2 outcomes
-    full = _loo(post, model_mod.pointwise_log_likelihood(bmodel, post))
+    full = psis_loo(post, model_mod.pointwise_log_likelihood(bmodel, post))
     ll = model_mod.pointwise_log_likelihood(bmodel, post, data=plan.fit_plan.data.iloc[first_rows])
-    fast = _loo(post, ll.assign_coords(__obs__=np.arange(len(first_rows))), codes)
+    fast = psis_loo(post, ll.assign_coords(__obs__=np.arange(len(first_rows))), codes)
     assert fast.n_data_points == full.n_data_points == 2000
     assert np.isclose(fast.elpd, full.elpd) and np.isclose(fast.se, full.se) and np.isclose(fast.p, full.p)
     assert np.allclose(fast.elpd_i.values, full.elpd_i.values)

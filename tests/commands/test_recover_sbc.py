@@ -87,7 +87,7 @@ def test_summary_of_prior_truths_tests_each_row_at_the_adjusted_level():
     ranks = rng.integers(0, 101, size=(3, k))
     ranks[2] = 100  # every truth above every draw
     reps, keys = _reps(covered, ranks)
-    summary, cov_off, ranks_off, notes = rec._summarise(reps, keys, 0.95, "eti", "prior")
+    summary, cov_off, ranks_off, notes = rec.summarise_study(reps, keys, 0.95, "eti", "prior")
     level = rec.single_test_level(3)
     lo, hi = rec.coverage_band(k, 0.95, level=1 - level)
     assert (summary["band_level"] == 1 - level).all() and (summary["rank_alpha"] == level).all()
@@ -103,7 +103,7 @@ def test_summary_of_prior_truths_tests_each_row_at_the_adjusted_level():
 def test_summary_of_posterior_truths_has_no_verdict():
     covered = np.zeros((2, 10), bool)  # would be OFF under a test
     reps, keys = _reps(covered, np.full((2, 10), 100))
-    summary, cov_off, ranks_off, notes = rec._summarise(reps, keys, 0.95, "eti", "posterior")
+    summary, cov_off, ranks_off, notes = rec.summarise_study(reps, keys, 0.95, "eti", "posterior")
     assert cov_off == () and ranks_off == ()
     assert summary["coverage_ok"].isna().all() and summary["ranks_ok"].isna().all()
     assert summary["band_lower"].isna().all() and summary["rank_alpha"].isna().all()

@@ -21,7 +21,8 @@ import mrp_formula
 from mrp_formula.model.plan import plan_fit
 from mrp_formula.steps import spec_checks as _spec_checks
 from mrp_formula.spec.tree import load_spec
-from mrp_formula.data.tables import canonical_order, prepare
+from mrp_formula.data.canonical import canonical_order
+from mrp_formula.data.tables import prepare
 
 SPEC = """
 name = "inv"

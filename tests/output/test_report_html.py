@@ -160,6 +160,7 @@ def test_every_figure_is_inline_svg_with_ids_unique_in_the_page(html):
     assert refs <= set(ids)  # every reference resolves within the page
 
 
+@pytest.mark.slow  # drawing 4 chains x 1,000 draws for 51 states is the point, and costs ~7 s
 def test_page_stays_small_for_51_states_and_long_chains(tmp_path):
     f = make_run(tmp_path / "big", chains=4, draws=1000)
     html = render(RunView.from_folder(f))

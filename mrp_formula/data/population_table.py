@@ -1,0 +1,291 @@
+"""The population cells: read (or built from margins), checked against the model and the
+estimands, summed into unique cells; the population's new levels of each group factor."""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+import pandas as pd
+
+from mrp_formula.data.canonical import canonical_order, factor_keys
+from mrp_formula.data.columns import join_table, recode_columns, rename_columns
+from mrp_formula.data.population import WEIGHT, independent_joint, rake
+from mrp_formula.data.read import population_name, read_source
+from mrp_formula.data.weights import check_population_weights
+from mrp_formula.errors import did_you_mean
+from mrp_formula.notes import Note
+from mrp_formula.spec.levels import canon, canon_series
+from mrp_formula.spec.levels import natural_sort as _natural_sort
+
+
+def population_cells(loaded, info, sample, variables, problems, join_cache, weights=None):
+    spec = loaded.spec
+    pop_spec = spec.population
+    notes, stats = [], {}
+    contrast_vars = {v for e in spec.estimands.values() for v in (e.contrast or {})}
+    by_vars = {v for e in spec.estimands.values() for v in e.by}
+    if pop_spec.margins is not None:
+        for var, levels in pop_spec.margins.items():
+            key = f"population.margins.{var}"
+            line = loaded.line("population", "margins", var)
+            values = np.array(list(levels.values()), dtype=float)
+            if (values < 0).any() or not np.isfinite(values).all():
+                problems.add("shares and counts must be non-negative numbers", key=key, line=line,
+                             got=str(levels))
+            elif values.sum() <= 0:
+                problems.add("the weights sum to zero", key=key, line=line)
+            elif (values <= 1).all() and abs(values.sum() - 1) > 1e-6:
+                problems.add(f"shares must sum to 1 (they sum to {values.sum():.6g})", key=key, line=line,
+                             hint="fix the shares, or give counts")
+            if var not in variables and var not in by_vars:
+                problems.add(f"'{var}' is neither a model predictor nor a `by` variable", key=key, line=line,
+                             hint=did_you_mean(var, list(variables)))
+        if problems:
+            return pd.DataFrame(), notes, stats
+        margins = {v: {canon(k): w for k, w in lv.items()} for v, lv in pop_spec.margins.items()}
+        if pop_spec.joint == "rake":
+            miss = [(v, lv) for v, m in margins.items() for lv in m if v in sample and lv not in set(sample[v].astype(str))]
+            for v, lv in miss:
+                problems.add(f"level '{lv}' of '{v}' has no sample rows, so raking cannot reach it",
+                             key=f"population.margins.{v}", line=loaded.line("population", "margins", v),
+                             hint='use joint = "independent"')
+            absent = [v for v in margins if v not in sample.columns]
+            for v in absent:
+                problems.add(f"raking needs '{v}' in the sample", key=f"population.margins.{v}",
+                             line=loaded.line("population", "margins", v), hint='use joint = "independent"')
+            for v, m in margins.items():
+                if v not in sample.columns:
+                    continue
+                unlisted = _natural_sort(set(sample[v].astype(str)) - set(m))
+                if unlisted:
+                    shown = ", ".join(f"'{lv}'" for lv in unlisted[:10]) + (" ..." if len(unlisted) > 10 else "")
+                    problems.add(f"sample level(s) {shown} of '{v}' are not in the margins, so raking cannot "
+                                 f"weight them", key=f"population.margins.{v}",
+                                 line=loaded.line("population", "margins", v),
+                                 hint=f"recode them onto listed levels (data.recode.{v} = {{ {unlisted[0]} = "
+                                      f"\"...\" }}), or add them to the margins with their population share")
+            if problems:
+                return pd.DataFrame(), notes, stats
+            count = sample[weights].astype(float) if weights else pd.Series(1.0, index=sample.index)
+            seed_cells = sample.assign(**{WEIGHT: count}).groupby(list(margins), observed=True)[WEIGHT].sum()
+            seed_cells = seed_cells.reset_index()
+            for v in margins:
+                seed_cells[v] = seed_cells[v].astype(str)
+            result = rake(seed_cells, margins)
+            stats.update(rake_iterations=result.iterations, rake_max_error=result.max_error)
+            notes.append(Note("population.raked", f"raked the sample's joint of {', '.join(margins)} to the margins in "
+                         f"{result.iterations} iterations (max error {result.max_error:.1e})"))
+            if not result.converged:
+                problems.add(f"raking did not converge (max error {result.max_error:.2e})",
+                             key="population.joint", line=loaded.line("population", "joint"))
+            cells = result.cells
+        else:
+            cells = independent_joint(margins)
+        stats["population_rows"] = int(len(cells))
+    else:
+        raw = read_source(loaded, "population")
+        stats["population_rows"] = int(len(raw))
+        cells = rename_columns(raw, pop_spec.rename, "population", loaded, problems, notes)
+        cells = join_table(cells, "population", loaded, problems, join_cache)
+        cells = recode_columns(cells, pop_spec.recode, "population", loaded, problems)
+        if pop_spec.weight is not None:
+            if pop_spec.weight not in cells.columns:
+                problems.add(f"weight column '{pop_spec.weight}' is not in {population_name(loaded)}",
+                             key="population.weight", line=loaded.line("population", "weight"),
+                             hint=did_you_mean(pop_spec.weight, cells.columns))
+                w = pd.Series(1.0, index=cells.index)
+            else:
+                w = check_population_weights(cells[pop_spec.weight], pop_spec.weight, loaded, problems)
+            cells = cells.assign(**{WEIGHT: w})
+        else:
+            cells = cells.assign(**{WEIGHT: 1.0})
+    stats["population_columns"] = [c for c in cells.columns if c != WEIGHT]
+
+    keep = [v for v in list(variables) + sorted(by_vars | contrast_vars) if v in cells.columns]
+    keep = list(dict.fromkeys(keep))
+    cells = cells[keep + [WEIGHT]].copy()
+    na = cells[keep].isna().any(axis=1)
+    if na.any():
+        if pop_spec.missing == "drop":
+            notes.append(Note("population.missing_dropped", f"dropped {int(na.sum())} population rows with missing values"))
+            cells = cells.loc[~na]
+        else:
+            detail = ", ".join(f"{c}: {int(n)}" for c, n in cells[keep].isna().sum().items() if n)
+            problems.add(f"missing values in population column(s) ({detail})", key="population.missing",
+                         line=loaded.line("population", "missing") or loaded.line("population"),
+                         hint='set `missing = "drop"` in [population]')
+    if problems:
+        return pd.DataFrame(), notes, stats
+    for var in keep:
+        v = variables.get(var)
+        if v is None or v.categorical:
+            cells[var] = canon_series(cells[var])
+        else:
+            cells[var] = pd.to_numeric(cells[var], errors="coerce")
+            if cells[var].isna().any():
+                problems.add(f"population column '{var}' must be numeric, as in the sample", key="population",
+                             line=loaded.line("population"))
+    if problems:
+        return pd.DataFrame(), notes, stats
+    cells = canonical_order(cells)  # sums in a fixed order: the cells do not depend on the table's row order
+    cells = cells.groupby(keep, observed=True, sort=True)[WEIGHT].sum().reset_index() if keep else \
+        pd.DataFrame({WEIGHT: [cells[WEIGHT].sum()]})
+    cells = cells.loc[cells[WEIGHT] > 0].reset_index(drop=True)
+    stats["population_cells"] = int(len(cells))
+    return cells, notes, stats
+
+
+def check_estimands(loaded, info, variables, population, problems, data_problems, pop_columns):
+    """Estimands against the population: spec mistakes go to ``problems`` (exit 3), tables that
+    lack a column to ``data_problems`` (exit 4)."""
+    spec = loaded.spec
+    analyst_set = {v for e in spec.estimands.values() for v in list(e.at) + list(e.contrast or {})}
+    pop_vars = set(population.columns) - {WEIGHT}
+    source = "population.margins" if spec.population.margins is not None else loaded.source_label("population")
+    where_pop = loaded.line(*source.split(" ")[0].split("."))
+    lacking: dict[str, list[str]] = {}
+    for name, est in spec.estimands.items():
+        base = ("estimands", name)
+        for var in est.by:
+            if var in pop_vars:
+                continue
+            key, line = f"estimands.{name}.by", loaded.line(*base, "by")
+            if var in variables:
+                if var in analyst_set:
+                    problems.add(f"'{var}' is not a population variable: the estimands set it", key=key,
+                                 line=line, hint=f"to report each level use at = {{ {var} = [...] }}")
+                continue  # a model variable the population lacks: reported once, below
+            close = did_you_mean(var, pop_columns)
+            if close.startswith("did you mean"):
+                problems.add(f"'{var}' is not a population variable", key=key, line=line, hint=close)
+            else:
+                data_problems.add(f"{population_name(loaded)} has no column '{var}'", key=key, line=line,
+                                  hint=f"add it to the population table, or remove it from `by`; {close}")
+        set_vars = dict(est.at)
+        if est.contrast:
+            set_vars.update(est.contrast)
+        for var, levels in set_vars.items():
+            where = "contrast" if est.contrast and var in est.contrast else "at"
+            key = f"estimands.{name}.{where}.{var}"
+            if var not in variables:
+                problems.add(f"'{var}' is not a predictor in the formula", key=key, line=loaded.line(*base, where),
+                             hint=did_you_mean(var, variables))
+                continue
+            v = variables[var]
+            if not v.categorical:
+                continue
+            for lv in levels:
+                if lv not in v.levels:
+                    problems.add(f"level '{lv}' of '{var}' does not occur in the sample", key=key,
+                                 line=loaded.line(*base, where), hint=did_you_mean(lv, v.levels))
+        for var in info.vars_used(est.exclude):
+            if var not in pop_vars and var not in set_vars:
+                lacking.setdefault(var, []).append(name)
+        for term in est.exclude:
+            if term not in info.prior_names:
+                problems.add(f"'{term}' is not a term of the model", key=f"estimands.{name}.exclude",
+                             line=loaded.line(*base, "exclude"), hint=did_you_mean(term, info.prior_names))
+    for var, names in lacking.items():
+        if not names:
+            continue
+        if len(names) == len(spec.estimands):  # no estimand sets it: the table lacks it
+            data_problems.add(f"the model uses '{var}', which the population lacks", key=source, line=where_pop,
+                         hint=f"add a '{var}' column to the population (or a rename), or set it in every "
+                              f"estimand: at = {{ {var} = [...] }}")
+        else:
+            for name in names:
+                problems.add(f"the model uses '{var}', which the population lacks and this estimand does not set",
+                             key=f"estimands.{name}", line=loaded.line("estimands", name),
+                             hint=f"set it: at = {{ {var} = [...] }}")
+    # common categorical predictors cannot take levels the model never saw
+    group_only = set(info.factor_vars) - set(info.common_vars)
+    for var, v in variables.items():
+        if v.categorical and var in pop_vars and var not in group_only:
+            unknown = sorted(set(population[var]) - set(v.levels))
+            if unknown:
+                key = f"population.margins.{var}" if spec.population.margins is not None else "population"
+                line = loaded.line(*key.split("."))
+                close = did_you_mean(unknown[0], v.levels)
+                data_problems.add(f"population level(s) {unknown[:8]} of '{var}' are not in the sample, and '{var}' "
+                             f"is a common (non-group) predictor", key=key, line=line,
+                             hint=(close + "; " if close.startswith("did you mean") else "")
+                             + f"recode them onto sample levels, or model '{var}' as a group term (1|{var})")
+
+
+def check_declared_new(loaded, info, problems) -> None:
+    """``population.declared_new`` names group factors of the formula (a spec error otherwise)."""
+    factors = list(dict.fromkeys(g.factor for g in info.group_terms))
+    for factor in loaded.spec.population.declared_new:
+        if factor not in factors:
+            problems.add(f"'{factor}' is not a group factor of the formula", key=f"population.declared_new.{factor}",
+                         line=loaded.line("population", "declared_new", factor) or
+                         loaded.line("population", "declared_new"),
+                         hint=did_you_mean(factor, factors) if factors else "the formula has no group term (1|g)")
+
+
+def new_level_source(spec, factor: str) -> str:
+    kind = getattr(spec.model.structure.get(factor), "kind", "iid")
+    if kind == "iid":
+        return "their effects are drawn from the fitted group distribution"
+    return f"their effects come from the {kind} structure of model.structure.{factor}"
+
+
+def find_new_levels(info, sample, population, loaded, problems, notes):
+    """Population levels of each group factor that the sample lacks, and their weight share.
+
+    A new level that looks like a typo of a sample level the population lacks (``R3`` vs ``R03``,
+    ``South`` vs ``south``) is an error unless ``population.declared_new`` lists it: its weight
+    would otherwise silently get a drawn effect instead of the sample level's."""
+    pop_spec = loaded.spec.population
+    declared = {f: {canon(lv) for lv in levels} for f, levels in pop_spec.declared_new.items()}
+    new, shares = {}, {}
+    total = population[WEIGHT].sum()
+    for g in info.group_terms:
+        if g.factor in new or not all(v in population.columns for v in g.factor_vars):
+            continue
+        pop_keys = factor_keys(population, g.factor_vars)
+        seen = set(factor_keys(sample, g.factor_vars))
+        single = len(g.factor_vars) == 1
+        if pop_spec.margins is not None and single and g.factor in pop_spec.margins:
+            where = {"key": f"population.margins.{g.factor}", "line": loaded.line("population", "margins", g.factor)}
+        else:
+            where = {"key": "population", "line": loaded.line("population")}
+        mine = declared.get(g.factor, set())
+        decl_where = {"key": f"population.declared_new.{g.factor}",
+                      "line": loaded.line("population", "declared_new", g.factor)
+                      or loaded.line("population", "declared_new")}
+        for lv in sorted(mine & seen):
+            problems.add(f"level '{lv}' of '{g.factor}' is declared new but occurs in the sample", **decl_where,
+                         hint="remove it from declared_new")
+        for lv in sorted(mine - seen - set(pop_keys)):
+            problems.add(f"level '{lv}' of '{g.factor}' is declared new but is not in the population", **decl_where,
+                         hint=did_you_mean(lv, sorted(set(pop_keys) - seen)) or "remove it from declared_new")
+        mask = ~pop_keys.isin(seen)
+        if mask.any():
+            levels = tuple(_natural_sort(set(pop_keys[mask])))
+            new[g.factor] = levels
+            shares[g.factor] = float(population.loc[mask, WEIGHT].sum() / total)
+            unweighted = sorted(seen - set(pop_keys))  # sample levels the population never names
+            for lv in levels:
+                if lv in mine:
+                    continue
+                close = [s for s in unweighted if s.lower() == lv.lower()] or \
+                    difflib.get_close_matches(lv, unweighted, n=1, cutoff=0.75)
+                if close:
+                    share = float(population.loc[(pop_keys == lv).to_numpy(), WEIGHT].sum() / total)
+                    recode = (f"population.recode.{g.factor} = {{ {lv} = \"{close[0]}\" }}" if single
+                              else "population.recode")
+                    problems.add(f"population level '{lv}' of '{g.factor}' ({share:.1%} of the population weight) "
+                                 f"is not in the sample, and sample level '{close[0]}' is not in the population: "
+                                 f"a typo?", **where,
+                                 hint=f"recode one onto the other ({recode}), or, if '{lv}' really has no sample, "
+                                      f"declare it new: population.declared_new = {{ {g.factor} = [\"{lv}\"] }}")
+            undeclared = [lv for lv in levels if lv not in mine]
+            if pop_spec.new_levels == "error" and undeclared:
+                problems.add(f"population levels of '{g.factor}' absent from the sample: "
+                             f"{', '.join(undeclared[:10])}", key="population.new_levels",
+                             line=loaded.line("population", "new_levels"),
+                             hint='set new_levels = "sample" to draw their effects from the fitted distribution, '
+                                  'or list them in population.declared_new')
+    return new, shares
