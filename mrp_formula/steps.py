@@ -62,7 +62,7 @@ class Plan:
             extra.append(f"mass matrix: {fp.mass_matrix.replace('_', '-')} ({fp.mass_matrix_reason})")
         extra += fp.structure_notes
         extra += semantic_notes(self.loaded.spec, self.info, self.tables.population_vars)
-        defaults = [p.term for p in fp.priors if p.source == "default"]
+        defaults = [p.key for p in fp.priors if p.source == "default"]
         if defaults:
             extra.append(f"priors not in model.priors take defaults ({', '.join(defaults)}): {fp.prior_scale}; "
                          f"`mrp check` lists every prior, manifest.json records them")
