@@ -12,7 +12,9 @@ values, one row per level of a group factor or per distinct row of the common de
 for a micro-block of about 2**17 values (1 MB, so every pass stays in cache). A family whose
 expected outcome is not the inverse link itself (the lognormal's exp(mu + sigma^2 / 2), a
 hurdle's psi times its conditional mean) applies its record's ``mean`` to each finished block,
-with its auxiliary parameters per draw (a block is cells x draws). For the logit and
+with its auxiliary parameters per draw (a block is cells x draws); a parameter with a formula of
+its own (``model.formulas.psi``) is predicted per cell and draw by a sub-predictor of its terms,
+for each block. For the logit and
 log links the tables are exponentiated once, so the per-value work is products and, for logit,
 one reciprocal: ``p = 1 / (1 + exp(-a) exp(-b) ...)``. Micro-blocks are reduced to weighted sums
 per group at once and spread over threads in fixed tasks, so the arithmetic and its order do not
