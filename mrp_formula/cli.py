@@ -263,11 +263,11 @@ def prior_lines(priors) -> list[str]:
     if not priors:
         return []
     out = ["  priors (spec: from model.priors; default: computed from the sample rows):"]
-    width = max(len(p.term) for p in priors)
+    width = max(len(p.key) for p in priors)
     dwidth = max(len(str(p.prior)) for p in priors)
     for p in priors:
         how = f"default: {p.basis}" if p.source == "default" and p.basis else p.source
-        out.append(f"    {p.term:<{width}}  {str(p.prior):<{dwidth}}  {how}")
+        out.append(f"    {p.key:<{width}}  {str(p.prior):<{dwidth}}  {how}")
     return out
 
 

@@ -62,7 +62,7 @@ class Plan:
             extra.append(f"mass matrix: {fp.mass_matrix.replace('_', '-')} ({fp.mass_matrix_reason})")
         extra += fp.structure_notes
         extra += semantic_notes(self.loaded.spec, self.info, self.tables.population_vars)
-        defaults = [p.term for p in fp.priors if p.source == "default"]
+        defaults = [p.key for p in fp.priors if p.source == "default"]
         if defaults:
             extra.append(f"priors not in model.priors take defaults ({', '.join(defaults)}): {fp.prior_scale}; "
                          f"`mrp check` lists every prior, manifest.json records them")
@@ -139,11 +139,20 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     if FAMILIES[family].categories == "ordinal":
         valid.discard("Intercept")  # the thresholds take the intercept's place
     groups = {g.name for g in info.group_terms}
+    components, component_problems = formula_components(loaded, info)
+    problems += component_problems
+    for name, cinfo in components.items():
+        valid |= {f"{name}.{t}" for t in cinfo.prior_names}
+        groups |= {f"{name}.{g.name}" for g in cinfo.group_terms}
     unknown = []  # prior keys that are not terms of the model
     for name, prior in spec.model.priors.items():
         where = {"key": dotted(("model", "priors", name)), "file": file,
                  "line": loaded.line("model", "priors", name)}
-        if name in {a for names in AUXILIARY.values() for a in names} - valid:
+        if name in components:
+            problems.append(Problem(f"{name} has a formula (model.formulas.{name}): its terms take the priors, "
+                                    f"not {name} itself", hint=f"give priors as \"{name}.Intercept\", \"{name}.<term>\"",
+                                    **where))
+        elif name in {a for names in AUXILIARY.values() for a in names} - valid:
             own = ", ".join(f"'{a}'" for a in auxiliary)
             problems.append(Problem(f"'{name}' is not a parameter of the {family} family",
                                     hint=f"its parameter is {own}" if own else "remove it: the family has none",
@@ -155,6 +164,9 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
             if prior.dist != "Normal" or sd is None:
                 problems.append(Problem("a group term's prior is Normal(0, <scale prior>)", got=str(prior),
                                         hint='e.g. "Normal(0, HalfNormal(1))"', **where))
+            elif "." in name and not isinstance(sd, PriorSpec):
+                problems.append(Problem("a group term of an auxiliary parameter's formula needs a prior on its sd",
+                                        got=str(prior), hint='e.g. "Normal(0, HalfNormal(1))"', **where))
             elif mu is not None and (isinstance(mu, PriorSpec) or float(mu) != 0):
                 problems.append(Problem("a group term's effects have mean 0 (the intercept and common terms carry "
                                         "the mean)", got=str(prior), hint='e.g. "Normal(0, HalfNormal(1))"',
@@ -179,6 +191,42 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     if problems:
         raise SpecError(problems)
     return info
+
+
+def formula_components(loaded: LoadedSpec, info: FormulaInfo) -> tuple[dict[str, FormulaInfo], list[Problem]]:
+    """``model.formulas``: the description of each auxiliary parameter's formula, and what is wrong
+    with them (a parameter the family lacks or that cannot have a formula, a formula that does
+    not parse, a variable that is not a predictor of the model's formula)."""
+    file = str(loaded.path)
+    family = loaded.spec.model.family
+    out, problems = {}, []
+    for name, text in loaded.spec.model.formulas.items():
+        where = {"key": dotted(("model", "formulas", name)), "file": file,
+                 "line": loaded.line("model", "formulas", name)}
+        if name not in FORMULA_PARAMETERS or name not in AUXILIARY.get(family, ()):
+            with_psi = ", ".join(f for f, aux in AUXILIARY.items() if "psi" in aux)
+            problems.append(Problem(f"'{name}' cannot have a formula in the {family} family: only psi, the "
+                                    f"probability of a non-zero outcome of a hurdle or zero-inflated family, can",
+                                    hint=f"remove it, or use a family with psi: {with_psi}", **where))
+            continue
+        rhs = text.strip().removeprefix("~").strip()
+        try:
+            cinfo = describe(f"{name} ~ {rhs}", **where)
+        except SpecError as exc:
+            problems += list(exc.problems)
+            continue
+        foreign = [v for v in cinfo.rhs_vars if v not in info.rhs_vars]
+        if foreign:
+            problems.append(Problem(f"the formula of {name} uses {', '.join(repr(v) for v in foreign)}, which "
+                                    f"the model's formula does not", got=text,
+                                    hint="add them to model.formula too (the data and population are checked "
+                                         "for the variables of model.formula)", **where))
+            continue
+        out[name] = cinfo
+    return out, problems
+
+
+FORMULA_PARAMETERS = ("psi",)  # the auxiliary parameters a formula can model (logit link)
 
 
 def structure_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Problem]:

@@ -68,7 +68,7 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
     defaults = [p for p in fit_plan.priors if p.source == "default"]
     if defaults:
         notes.append("defaults for the priors the spec does not give: "
-                     + "; ".join(f"{p.term} ~ {p.prior}" for p in defaults) + f" ({fit_plan.prior_scale})")
+                     + "; ".join(f"{p.key} ~ {p.prior}" for p in defaults) + f" ({fit_plan.prior_scale})")
     if FAMILIES[spec.model.family].binary or FAMILIES[fit_plan.family].binary:
         for i, label in enumerate(labels):
             if ed.rows.iloc[i]["scale"]:

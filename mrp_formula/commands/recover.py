@@ -355,7 +355,10 @@ def run_replicate(ctx: _Context, task: _Task) -> dict:
                                     seed=task.predictor_seed)
         fam = FAMILIES[family]
         mu = expected_by_row(truth_pred, tables.sample, info.rhs_vars, parent=fam.mean is not None)
-        aux = {a: _scalar(task.truth, a) for a in fam.auxiliary} if fam.simulate is not None else {}
+        aux = ({a: _scalar(task.truth, a) for a in fam.auxiliary if a not in truth_pred.components}
+               if fam.simulate is not None else {})
+        for name in truth_pred.components:  # model.formulas: one value per row (its cell's)
+            aux[name] = expected_by_row(_Component(truth_pred, name), tables.sample, info.rhs_vars)
         rng = np.random.default_rng(task.sim_seed)
         sim_sample = simulate_outcomes(family, mu, tables.sample, info.response_vars, rng,
                                        weights=getattr(tables, "weights", None), aux=aux)
@@ -394,6 +397,16 @@ def run_replicate(ctx: _Context, task: _Task) -> dict:
                      "fit_seed": task.fit_seed, "fit_seconds": round(fitted.seconds, 3)})
     return {"replicate": task.replicate, "rows": rows, "estimand_rows": _key_rows(ed.rows),
             "seconds": time.perf_counter() - t0}
+
+
+class _Component:
+    """The prediction of an auxiliary parameter with its own formula (``model.formulas``)."""
+
+    def __init__(self, predictor, name: str):
+        self._p = predictor.components[name]
+
+    def predict(self, cells, exclude=()):
+        return self._p.predict(cells, exclude)
 
 
 def _scalar(draw, name: str) -> float:

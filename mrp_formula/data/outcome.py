@@ -33,7 +33,8 @@ def check_outcome(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: 
         kind, values, shown = _outcome_kind(sample[var])
         if FAMILIES[family].support is not None:  # the record says which values fit (spec/families.py)
             _check_support(sample[var], var, FAMILIES[family], kind, shown, loaded, problems, where)
-            if "psi" in FAMILIES[family].auxiliary and var == info.response_vars[0]:
+            if ("psi" in FAMILIES[family].auxiliary and var == info.response_vars[0]
+                    and "psi" not in loaded.spec.model.formulas):  # a formula of psi models the share per cell
                 notes += _varying_zeros(sample, var, info, family)
         elif family == "bernoulli":
             if kind == "binary":
@@ -143,7 +144,7 @@ def _varying_zeros(sample: pd.DataFrame, var: str, info: FormulaInfo, family: st
                             f"the share of non-zero '{var}' differs between the levels of '{x}' ({shares[lo]:.3g} for "
                             f"{lo}, {shares[hi]:.3g} for {hi}; chi-square p = {p:.2g}), but the {family} family has one "
                             f"psi (share of non-zeros) for every cell: its estimands put that difference into the "
-                            f"amounts. Model the share on its own too (a 0/1 column with family = \"bernoulli\")",
+                            f"amounts. Give psi a formula: model.formulas.psi = \"~ {x}\"",
                             "warning"))
     return out
 

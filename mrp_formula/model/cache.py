@@ -43,6 +43,9 @@ def fit_key(plan, versions: dict[str, str]) -> str:
         "versions": {k: versions.get(k) for k in ("bambi", "pymc", "nutpie", "pytensor")},
         "mrp_formula": __version__,
     }
+    formulas = getattr(fp, "formulas", ())
+    if formulas:  # only then: the keys of fits without them stay as they were
+        parts["formulas"] = [list(f) for f in formulas]
     structures = getattr(fp, "structures", ())
     if structures:  # only then: the keys of fits without structure stay as they were
         parts["structure"] = [sp.key() for sp in structures]

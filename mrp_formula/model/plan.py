@@ -8,7 +8,7 @@ import logging
 import math
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ class FitPlan:
     design: object = field(default=None, compare=False, repr=False)  # predict.Design of data, when made here
     structures: tuple[StructurePlan, ...] = ()  # structured priors of group intercepts (model.structure)
     structure_notes: tuple[str, ...] = ()
+    formulas: tuple[tuple[str, str], ...] = ()  # auxiliary parameter -> its formula's right side (model.formulas)
 
     def prior_of(self, term: str) -> "TermPrior | None":
         return next((p for p in self.priors if p.term == term), None)
@@ -79,7 +80,7 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
         made = design_of(dm, family, spec.link)
     priors, scale = resolve_priors(loaded, info, tables, dm=dm)
     for tp in priors:  # a fixed sd leaves nothing to reparameterize
-        if tp.role == "group" and not any(isinstance(v, Dist) for _, v in tp.prior.params):
+        if tp.role == "group" and not tp.component and not any(isinstance(v, Dist) for _, v in tp.prior.params):
             param[tp.term], reason[tp.term] = "centered", "its prior fixes the sd of its effects"
     structures, structure_notes = plan_structures(loaded, info, tables, priors)
     for sp in structures:
@@ -88,7 +89,13 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
                    rows_in=int(tables.stats.get("sample_rows_used", len(sample))), cells=len(data), parameterization=param,
                    parameterization_reason=reason, mass_matrix=mass, mass_matrix_reason=mass_reason,
                    priors=priors, prior_scale=scale, design=made, structures=structures,
-                   structure_notes=structure_notes)
+                   structure_notes=structure_notes, formulas=formulas_of(loaded))
+
+
+def formulas_of(loaded: LoadedSpec) -> tuple[tuple[str, str], ...]:
+    """``model.formulas`` as (parameter, right side without '~'), sorted by parameter."""
+    return tuple((name, text.strip().removeprefix("~").strip())
+                 for name, text in sorted(loaded.spec.model.formulas.items()))
 
 
 # ----------------------------------------------------------------------------- structured priors
@@ -333,10 +340,23 @@ class TermPrior:
     prior: Dist
     source: str  # "spec" (model.priors) or "default" (computed by resolve_priors)
     basis: str = ""  # how a default was computed
+    component: str = ""  # the auxiliary parameter whose formula has this term (model.formulas), else ""
+
+    @property
+    def key(self) -> str:
+        """Its key in model.priors: the term, or "psi.term" for a term of psi's formula."""
+        return f"{self.component}.{self.term}" if self.component else self.term
+
+    def within(self, component: str) -> "TermPrior":
+        """This prior as a term of its own component's model (what its predictor reads)."""
+        return replace(self, component="") if self.component == component else self
 
     def to_json(self) -> dict:
-        return {"term": self.term, "role": self.role, "prior": str(self.prior), "source": self.source,
-                "basis": self.basis, "distribution": self.prior.to_json()}
+        out = {"term": self.term, "role": self.role, "prior": str(self.prior), "source": self.source,
+               "basis": self.basis, "distribution": self.prior.to_json()}
+        if self.component:
+            out["component"] = self.component
+        return out
 
 
 def _from_spec(prior: PriorSpec) -> Dist:
@@ -489,7 +509,12 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
         hyper = Dist("HalfNormal", (("sigma", _vector(sd)),))
         out.append(TermPrior(name, "group", Dist("Normal", (("mu", 0.0), ("sigma", hyper))), "default", basis))
     rules = dict(fam.priors)
+    modelled = dict(formulas_of(loaded))
+    for name, rhs in modelled.items():
+        out += _component_priors(loaded, name, rhs, rows, w, y_rows, given)
     for aux in AUXILIARY.get(family, ()):
+        if aux in modelled:
+            continue
         if aux in given:
             out.append(TermPrior(aux, "auxiliary", _from_spec(given[aux]), "spec"))
         elif aux in rules:  # the record's rule (spec/families.py), scaled to the outcome where it says so
@@ -507,11 +532,11 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
             mu = tuple(float(v) for v in np.round(np.linspace(-2, 2, num=max(k - 1, 1)), 2))
             out.append(TermPrior("threshold", "auxiliary", Dist("Normal", (("mu", mu), ("sigma", 1.0))), "default",
                                  f"{k - 1} ordered cutpoints spread over -2..2 on the logit scale"))
-    unused = [name for name in given if name not in {p.term for p in out}]
+    unused = [name for name in given if name not in {p.key for p in out}]
     if unused:
         raise SpecError([Problem(f"the model has no term '{name}' to give this prior to", key=dotted(("model", "priors", name)),
                                  file=str(loaded.path), line=loaded.line("model", "priors", name),
-                                 hint=f"its terms: {', '.join(p.term for p in out)}") for name in unused])
+                                 hint=f"its terms: {', '.join(p.key for p in out)}") for name in unused])
     weighted = " (each weighted by its count)" if tables.weights else ""
     if identity and not located:
         scale = (f"default priors are scaled to the outcome over the {w.sum():.0f} sample rows{weighted}: "
@@ -526,6 +551,52 @@ def resolve_priors(loaded: LoadedSpec, info: FormulaInfo, tables: Tables, *,
         scale = (f"default priors are weakly informative on the {link} scale; slopes of numeric predictors are per "
                  f"sd of the predictor over the {w.sum():.0f} sample rows{weighted}")
     return tuple(out), scale
+
+
+def _component_priors(loaded: LoadedSpec, name: str, rhs: str, rows: pd.DataFrame, w: np.ndarray,
+                      y_rows, given) -> list[TermPrior]:
+    """Priors of the terms of an auxiliary parameter's formula (psi, on the logit scale): given as
+    ``"psi.term"`` in model.priors, else Normal(logit of the weighted share of non-zero outcomes,
+    1.5) for the intercept, Normal(0, 1) per level or 1 / sd(x) for a slope, Normal(0, HalfNormal(1))
+    for a group term."""
+    from mrp_formula.predict.cells import component
+
+    try:
+        made, _ = component(rows, name, rhs)
+    except Exception as exc:
+        raise SpecError(Problem(f"the formula of {name} cannot be evaluated on the sample: {exc}",
+                                key=dotted(("model", "formulas", name)), file=str(loaded.path),
+                                line=loaded.line("model", "formulas", name),
+                                hint="check its terms against the data")) from None
+    n = len(rows)
+    share = float(np.clip(np.sum(w * (np.asarray(y_rows, dtype=float) > 0)) / np.sum(w), 0.01, 0.99))
+    out = []
+
+    def add(term, role, dist, basis):
+        key = f"{name}.{term}"
+        if key in given:
+            out.append(TermPrior(term, role, _from_spec(given[key]), "spec", component=name))
+        else:
+            out.append(TermPrior(term, role, dist, "default", basis, component=name))
+
+    common = made.common.terms if made.common is not None else {}
+    if "Intercept" in common:
+        add("Intercept", "intercept", Dist("Normal", (("mu", math.log(share / (1 - share))), ("sigma", 1.5))),
+            f"logit of the share of non-zero outcomes ({share:.3g}), 1.5 on the logit scale")
+    for term_name, term in common.items():
+        if term_name == "Intercept":
+            continue
+        x = _columns(term.data, n)
+        kinds = [c.kind for c in getattr(term, "components", ())] or [term.kind]
+        if all(k == "categoric" for k in kinds):
+            sigma, basis = np.ones(x.shape[1]), "1 per level on the logit scale"
+        else:
+            sigma, basis = 1.0 / _wsd(x, w), "1 / sd(x) on the logit scale"
+        add(term_name, "common", Dist("Normal", (("mu", 0.0), ("sigma", _vector(sigma)))), basis)
+    for term_name in made.group:
+        add(term_name, "group", Dist("Normal", (("mu", 0.0), ("sigma", Dist("HalfNormal", (("sigma", GROUP_SD),))))),
+            "1 on the logit scale")
+    return out
 
 
 # ----------------------------------------------------------------------------- building

@@ -14,6 +14,7 @@ import pandas as pd
 
 from mrp_formula.errors import FitError, Problem, SpecError
 from mrp_formula.spec.families import FAMILIES
+from mrp_formula.predict.cells import COMPONENT_LINK
 from mrp_formula.spec.formula import FormulaInfo, call_in_namespace
 from mrp_formula.spec.tree import LoadedSpec
 
@@ -35,18 +36,29 @@ def _bmb_prior(prior: Dist, noncentered: bool | None = None, **extra):
     return bmb.Prior(prior.name, **params, **extra)
 
 
+def _links(plan: FitPlan, link: str):
+    """Bambi's ``link``: the parent's, and logit for each auxiliary parameter with a formula."""
+    if not plan.formulas:
+        return link
+    # "mu": the parent of every family with psi (bambi/defaults/families.py)
+    return {"mu": link, **{name: COMPONENT_LINK for name, _ in plan.formulas}}
+
+
 def bambi_priors(plan: FitPlan) -> dict:
     """The plan's priors as Bambi's ``priors`` argument: every term and family parameter."""
     priors = {}
     for tp in plan.priors:
         extra = {}
         if tp.role == "group":
-            extra["noncentered"] = plan.parameterization.get(tp.term) == "noncentered"
+            extra["noncentered"] = plan.parameterization.get(tp.key, "noncentered") == "noncentered"
         if tp.term == "threshold" and tp.source == "default":
             import pymc as pm
 
             extra["transform"] = pm.distributions.transforms.ordered
-        priors[tp.term] = _bmb_prior(tp.prior, **extra)
+        if tp.component:  # a term of an auxiliary parameter's formula: Bambi's nested priors
+            priors.setdefault(tp.component, {})[tp.term] = _bmb_prior(tp.prior, **extra)
+        else:
+            priors[tp.term] = _bmb_prior(tp.prior, **extra)
     return priors
 
 
@@ -60,7 +72,7 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
         _install_structure_hook()
     # Bambi refuses a group prior without a hyperprior, but N(0, sd) effects with a fixed sd are a
     # legal model: build with a placeholder, then set the fixed prior on the term itself.
-    fixed = {tp.term: priors[tp.term] for tp in plan.priors if tp.role == "group"
+    fixed = {tp.term: priors[tp.term] for tp in plan.priors if tp.role == "group" and not tp.component
              and not any(isinstance(v, Dist) for _, v in tp.prior.params)}
     for name in fixed:
         priors[name] = bmb.Prior("Normal", mu=0.0, sigma=bmb.Prior("HalfNormal", sigma=1.0))
@@ -68,8 +80,11 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
         with warnings.catch_warnings(), _quiet_loggers():
             warnings.simplefilter("ignore")
             # Bambi evaluates the formula in its caller's frame: call it from one holding only the allowlist
-            model = call_in_namespace(bmb.Model, plan.formula, plan.data, family=plan.family, priors=priors,
-                                      link=spec.link or FAMILIES[plan.family].link, dropna=False,
+            formula = plan.formula
+            if plan.formulas:  # Bambi's distributional formula: "psi ~ x" beside the response's
+                formula = bmb.Formula(plan.formula, *(f"{name} ~ {rhs}" for name, rhs in plan.formulas))
+            model = call_in_namespace(bmb.Model, formula, plan.data, family=plan.family, priors=priors,
+                                      link=_links(plan, spec.link or FAMILIES[plan.family].link), dropna=False,
                                       auto_scale=False)
             terms = model.parameters[model.family.likelihood.parent].group_specific_terms
             for name, prior in fixed.items():

@@ -12,7 +12,9 @@ values, one row per level of a group factor or per distinct row of the common de
 for a micro-block of about 2**17 values (1 MB, so every pass stays in cache). A family whose
 expected outcome is not the inverse link itself (the lognormal's exp(mu + sigma^2 / 2), a
 hurdle's psi times its conditional mean) applies its record's ``mean`` to each finished block,
-with its auxiliary parameters per draw (a block is cells x draws). For the logit and
+with its auxiliary parameters per draw (a block is cells x draws); a parameter with a formula of
+its own (``model.formulas.psi``) is predicted per cell and draw by a sub-predictor of its terms,
+for each block. For the logit and
 log links the tables are exponentiated once, so the per-value work is products and, for logit,
 one reciprocal: ``p = 1 / (1 + exp(-a) exp(-b) ...)``. Micro-blocks are reduced to weighted sums
 per group at once and spread over threads in fixed tasks, so the arithmetic and its order do not
@@ -177,8 +179,48 @@ def predictor(plan, link: str | None, posterior, tables: Tables, info: FormulaIn
     made = getattr(plan, "design", None)  # the plan's, when it made the fit's design already
     if made is None or made.link != (link or DEFAULT_LINK[plan.family]):
         made = design(plan.data, plan.formula, plan.family, link)
+    priors = getattr(plan, "priors", ())
+    components = {name: component(plan.data, name, rhs) for name, rhs in getattr(plan, "formulas", ())}
     return CellPredictor(made, posterior, tables, info, seed=seed, threads=threads,
-                         fixed_sd=fixed_group_sd(getattr(plan, "priors", ())))
+                         fixed_sd=fixed_group_sd(tp for tp in priors if not getattr(tp, "component", "")),
+                         components=components,
+                         component_sd={name: fixed_group_sd(tp.within(name) for tp in priors if tp.component == name)
+                                       for name in components})
+
+
+COMPONENT_LINK = "logit"  # the link of a modelled psi (Bambi's default for a probability)
+
+
+def component(data: pd.DataFrame, name: str, rhs: str) -> tuple[Design, FormulaInfo]:
+    """The design and description of an auxiliary parameter's own formula (``model.formulas``):
+    ``name ~ rhs`` on the fitted data, made by the same formulae calls as Bambi's."""
+    from mrp_formula.spec.formula import describe
+
+    text = f"{name} ~ {rhs}"
+    info = describe(text, key=dotted(("model", "formulas", name)))
+    import formulae as fm
+
+    typed = data.copy()
+    objects = typed.select_dtypes("object").columns
+    if len(objects):
+        typed[list(objects)] = typed[list(objects)].apply(lambda x: x.astype("category"))
+    dm = fm.design_matrices(rhs, typed, "error", environment())
+    made = Design(family="bernoulli", link=COMPONENT_LINK, common=dm.common,
+                  group=dict(dm.group.terms) if dm.group else {}, response_name=name, response_levels=None)
+    return made, info
+
+
+def component_posterior(post, name: str, info: FormulaInfo):
+    """The variables of component ``name`` (Bambi's ``psi_Intercept``, ``psi_1|g``, ``psi_1|g_sigma``)
+    under their plain term names, as a posterior of their own."""
+    wanted = set(info.prior_names) | {f"{g.name}_sigma" for g in info.group_terms} | \
+        {f"{g.name}{STRUCTURED_SUFFIX}" for g in info.group_terms}
+    prefix = f"{name}_"
+    keep = {v: v[len(prefix):] for v in post.data_vars if v.startswith(prefix) and v[len(prefix):] in wanted}
+    missing = [n for n in info.prior_names if f"{prefix}{n}" not in post]
+    if missing:
+        raise FitError(f"the posterior has no {', '.join(prefix + n for n in missing)} of the formula of {name}")
+    return {"posterior": post[list(keep)].rename(keep)}
 
 
 def fixed_group_sd(priors) -> dict[str, np.ndarray]:
@@ -203,7 +245,9 @@ class CellPredictor:
     """
 
     def __init__(self, design: Design, posterior, tables: Tables, info: FormulaInfo, *, seed: int,
-                 threads: int | None = None, fixed_sd: Mapping[str, np.ndarray] | None = None):
+                 threads: int | None = None, fixed_sd: Mapping[str, np.ndarray] | None = None,
+                 components: Mapping[str, tuple[Design, FormulaInfo]] | None = None,
+                 component_sd: Mapping[str, Mapping[str, np.ndarray]] | None = None):
         self._design = design
         self._fixed_sd = dict(fixed_sd or {})
         self._family = design.family
@@ -220,9 +264,17 @@ class CellPredictor:
         self._resp_dim = None
         self._threshold = None
         self._record = FAMILIES[self._family]
-        # the family's auxiliary parameters per draw (S,), when its expected outcome needs them
+        # auxiliary parameters with a formula of their own (model.formulas): a predictor each, on
+        # the logit scale, whose new levels are drawn from a stream of their own
+        self.components: dict[str, CellPredictor] = {}
+        for k, (name, (made, cinfo)) in enumerate(sorted((components or {}).items())):
+            self.components[name] = CellPredictor(
+                made, component_posterior(post, name, cinfo), tables, cinfo, seed=seed + 104729 * (k + 1),
+                threads=1, fixed_sd=(component_sd or {}).get(name))
+        # the family's other auxiliary parameters per draw (S,), when its expected outcome needs them
         self.auxiliary = {name: self._per_draw(name) for name in self._record.auxiliary
-                          if self._record.mean is not None or self._record.variance is not None}
+                          if (self._record.mean is not None or self._record.variance is not None)
+                          and name not in self.components}
         if FAMILIES[self._family].has_categories:
             levels = list(design.response_levels)
             self.categories = tuple(levels) + (("mean",) if self._family == "cumulative" else ())
@@ -416,12 +468,21 @@ class CellPredictor:
         m = np.asarray(self._linkinv(eta[:, :, 0]), dtype=float)
         if parent or self._record.mean is None:
             return m
-        return self._record.mean(m, {k: v[:, None] for k, v in self.auxiliary.items()})
+        return self._record.mean(m, self.aux_of(cells, exclude))
+
+    def aux_of(self, cells: pd.DataFrame, exclude=()) -> dict[str, np.ndarray]:
+        """The auxiliary parameters of ``cells``, broadcastable to (S, n): one value per draw, or
+        (S, n) for those with a formula of their own (the inverse logit of its linear predictor;
+        ``exclude`` leaves out its terms of those names too)."""
+        out = {k: v[:, None] for k, v in self.auxiliary.items()}
+        for name, sub in self.components.items():
+            out[name] = sub.predict(cells, exclude)
+        return out
 
     def variance(self, cells: pd.DataFrame, exclude=()) -> np.ndarray:
         """(S, n): the variance of one outcome of each cell, for families whose record gives it."""
         m = self.predict(cells, exclude, parent=True)
-        return self._record.variance(m, {k: v[:, None] for k, v in self.auxiliary.items()})
+        return self._record.variance(m, self.aux_of(cells, exclude))
 
     def _typed(self, cells: pd.DataFrame) -> pd.DataFrame:
         out = {}
@@ -638,7 +699,7 @@ class CellPredictor:
                     _accumulate(job.own[s], acc, tmp, a, e, combine)
                 else:
                     acc.fill(1.0 if self._sign is not None else 0.0)
-                if not self._finish(acc, job.scenarios[s].slope):
+                if not self._finish(acc, job.scenarios[s].slope, self._block_aux(job, s, a, e)):
                     redo.append((s, a, e))
                     continue
                 w = job.weights[a:e]
@@ -646,7 +707,19 @@ class CellPredictor:
                     _reduce(sums[s][g], acc, w, local[g][a - lo:e - lo])
         return touched, sums, redo
 
-    def _finish(self, acc: np.ndarray, slope: bool = False) -> bool:
+    def _block_aux(self, job: "_Job", s: int, a: int, e: int):
+        """The auxiliary parameters of block ``a:e`` under scenario ``s``, as (cells, S) or (S,)."""
+        if not self.components:
+            return self.auxiliary
+        sc = job.scenarios[s]
+        cells = job.cells.iloc[a:e]
+        cells = cells.assign(**dict(sc.settings)) if sc.settings else cells
+        out = dict(self.auxiliary)
+        for name, sub in self.components.items():
+            out[name] = np.ascontiguousarray(sub.predict(cells, sc.exclude).T)
+        return out
+
+    def _finish(self, acc: np.ndarray, slope: bool = False, aux=None) -> bool:
         """The combined terms -> the expected outcome (with ``slope``, its derivative by the
         linear predictor), in place; False when the product form over- or underflowed (inf * 0,
         or inf * a subnormal) and the block must be redone."""
@@ -670,7 +743,7 @@ class CellPredictor:
         elif self._sign is None and self._link != "identity":
             acc[:] = self._linkinv(acc)
         if self._record.mean is not None:  # the family's expected outcome: acc is (cells, S)
-            acc[:] = self._record.mean(acc, self.auxiliary)
+            acc[:] = self._record.mean(acc, self.auxiliary if aux is None else aux)
             return bool(np.isfinite(acc.max()) and np.isfinite(acc.min()))
         return True
 

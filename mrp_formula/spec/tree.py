@@ -161,6 +161,14 @@ class ModelSpec(_Frozen):
                     'Terms left out take defaults scaled to the sample rows (Bambi\'s rules; gaussian: by the '
                     'outcome\'s sd); `mrp check` lists every prior used, the manifest records them.',
     )
+    formulas: dict[str, str] = Field(
+        default_factory=dict,
+        description='Formulas of the family\'s auxiliary parameters, right of `~`: `psi = "~ treatment + '
+                    '(1|platform)"` models the probability of a non-zero outcome of a hurdle or zero-inflated '
+                    'family per cell (logit link; Bambi\'s distributional formula) instead of one psi for every '
+                    'cell. Its variables must be predictors of `formula`; priors of its terms are keyed '
+                    '`"psi.Intercept"`, `"psi.treatment"`, `"psi.1|platform"` in `[model.priors]`.',
+    )
     aggregate: Literal["auto", "always", "never"] = Field(
         "auto", description="Fit bernoulli/binomial models on unique cells with summed successes and trials "
                             "(the same likelihood; Bambi's centring and data-scaled default priors are then "

@@ -110,5 +110,5 @@ def test_a_share_of_non_zeros_that_differs_by_level_is_a_warning(tmp_path):
     same = np.where(rng.random(n) < 0.2, amounts, 0.0)
     notes = [x for x in _prepare(tmp_path, "hurdle_lognormal", differs).notes if x.code == "family.constant_psi"]
     assert len(notes) == 1 and notes[0].level == "warning"
-    assert "between the levels of 'g'" in notes[0] and "for a," in notes[0] and "bernoulli" in notes[0]
+    assert "between the levels of 'g'" in notes[0] and "for a," in notes[0] and "model.formulas.psi" in notes[0]
     assert not [x for x in _prepare(tmp_path, "hurdle_lognormal", same).notes if x.code == "family.constant_psi"]
