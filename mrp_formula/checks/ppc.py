@@ -17,7 +17,7 @@ from mrp_formula.spec.formula import FormulaInfo
 
 
 # the auxiliary parameter that is observation noise (not the thresholds of ordered categories)
-NOISE_PARAMS = {name: f.auxiliary for name, f in FAMILIES.items() if f.auxiliary and not f.has_categories}
+NOISE_PARAMS = {"gaussian": "sigma", "negativebinomial": "alpha"}  # replicate_means draws these families' noise; others use the record's variance
 
 
 def noise_draws(posterior, family: str, n_samples: int) -> np.ndarray | None:

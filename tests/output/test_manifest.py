@@ -14,6 +14,7 @@ from mrp_formula.output.manifest import input_files, manifest, run_sections, spe
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ONLY = {"diagnostics", "fit_cache", "coverage"}  # sections `mrp run` adds from its checks
 FOLDER_KEYS = {"written_by", "files"}  # added when the folder is committed (output/files.py)
+OPTIONAL = {"calibrate"}  # only when the spec asks for it ([calibrate])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_run_manifest_has_the_documented_keys(plan):
     m = manifest(plan.loaded, {**run_sections(plan.loaded, plan.tables, plan.fit_plan),
                                **{k: {} for k in RUN_ONLY}},
                  overrides=["fit.seed=3"], notes=["a"], warnings=[], timings={"fit": 1.23456})
-    assert set(m) | FOLDER_KEYS == documented_keys()
+    assert set(m) | FOLDER_KEYS | OPTIONAL == documented_keys()
     assert list(m)[:3] == ["mrp_formula", "name", "spec"]
     assert list(m)[-4:] == ["versions", "notes", "warnings", "timings_seconds"]
     assert m["spec"] == spec_entry(plan.loaded, ["fit.seed=3"]) and m["spec"]["overrides"] == ["fit.seed=3"]
