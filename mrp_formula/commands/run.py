@@ -10,6 +10,7 @@ import pandas as pd
 
 from mrp_formula import __version__
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
+from mrp_formula.checks.efficiency import efficiency
 from mrp_formula.output.files import sha256_file, sha256_text, staged_dir, write_json, write_table
 from mrp_formula.checks import coverage as coverage_mod
 from mrp_formula.checks import ppc as ppc_mod
@@ -87,6 +88,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
              + tuple(n for n in srm if n.level != "warning"))
     manifest = _manifest(plan, fitted, diag, timings, notes + warnings_)
     manifest["fit_cache"] = {"key": key, "reused": cached}
+    manifest["efficiency"] = efficiency(fitted.posterior, diag.min_ess_bulk, diag.estimand_min_ess)
     manifest["spec"]["overrides"] = list(overrides)  # spec.toml is the file; these were applied on top
     manifest["coverage"] = cov.to_json()
     manifest["diagnostics"]["failed"] = diag.problems(thresholds)
