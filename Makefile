@@ -28,6 +28,7 @@ docs: setup
 bench: setup
 	$(PY) benchmarks/bench_ab.py
 	$(PY) benchmarks/bench_batch.py
+	$(PY) benchmarks/bench_mrp.py
 
 clean:
 	rm -rf .venv runs .pytest_cache

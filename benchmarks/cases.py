@@ -220,6 +220,15 @@ CASES = {"mrp_fit": case_mrp_fit, "bambi_fit": case_bambi_fit, "mrp_poststrat": 
          "bambi_predict": case_bambi_predict, "mrp_run_cached": case_mrp_run_cached}
 
 
+def _real_mrp_cases() -> dict:  # benchmarks/bench_mrp.py's cases (imported late: no cycle)
+    from benchmarks.cases_mrp import MRP_CASES
+
+    return MRP_CASES
+
+
+CASES.update(_real_mrp_cases())
+
+
 def child_main(arg: str) -> None:
     p = json.loads(arg)
     try:

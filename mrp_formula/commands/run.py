@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
+from mrp_formula.checks.efficiency import efficiency
 from mrp_formula.output.files import staged_dir, write_json, write_table
 from mrp_formula.output.manifest import manifest, run_sections
 from mrp_formula.checks import coverage as coverage_mod
@@ -113,7 +114,9 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     def manifest_of(notes_) -> dict:
         sections = {**run_sections(loaded, tables, plan.fit_plan),
                     "diagnostics": {**diag.to_json(), "failed": failed},
-                    "fit_cache": {"key": key, "reused": cached}, "coverage": cov.to_json()}
+                    "fit_cache": {"key": key, "reused": cached},
+                    "efficiency": efficiency(fitted.posterior, diag.min_ess_bulk, diag.estimand_min_ess),
+                    "coverage": cov.to_json()}
         if calibration is not None:
             cal = spec.calibrate
             sections["calibrate"] = {"by": cal.by, "source": str(loaded.resolve(cal.source)), "column": cal.column,

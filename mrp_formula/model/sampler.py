@@ -291,16 +291,19 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
     f = loaded.spec.fit
     start = time.perf_counter()
     forward = on_progress is not None and f.sampler == "nutpie"
+    # the tuning draws are kept only to count their gradient evaluations (then dropped)
     kwargs = dict(draws=f.draws, tune=f.tune, chains=f.chains, random_seed=f.seed,
-                  progressbar=bool(progress and sys.stderr.isatty() and not forward))
+                  progressbar=bool(progress and sys.stderr.isatty() and not forward), discard_tuned_samples=False)
+    cores = _cores(f.chains)
     try:
         with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers(), _exact_math(), \
-                _nutpie_progress(on_progress if forward else None):
+                _one_thread_each(), _nutpie_progress(on_progress if forward else None):
             warnings.simplefilter("ignore")
             if f.sampler == "nutpie" and mass_matrix == "low_rank":
                 kwargs["nuts"] = {"low_rank_modified_mass_matrix": True}
-            dt = model.fit(inference_method=f.sampler, cores=_cores(f.chains),
+            dt = model.fit(inference_method=f.sampler, cores=cores,
                            target_accept=f.target_accept, **kwargs)
+            dt = _with_work_counted(dt, seconds=time.perf_counter() - start, cores=cores)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -308,6 +311,45 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
                                file=str(loaded.path), line=loaded.line("fit"),
                                hint="try sampler = \"pymc\", stronger priors, or a simpler model")) from None
     return Fit(posterior=dt, seconds=time.perf_counter() - start, sampler=f.sampler)
+
+
+WORK_ATTRS = ("mrp_gradients_tuning", "mrp_gradients_draws", "mrp_sampling_seconds", "mrp_fit_seconds",
+              "mrp_parallel_chains")
+
+
+def _with_work_counted(dt, *, seconds: float, cores: int):
+    """The posterior without its tuning groups, with the work of the fit in the attributes of its
+    ``sample_stats`` (they travel with it into the fit cache and posterior.nc): gradient
+    evaluations (leapfrog steps) while tuning and while drawing, summed over chains; the
+    sampler's own wall time (without building and compiling) and the whole fit's; the number of
+    chains run at once. :func:`mrp_formula.checks.efficiency.efficiency` reads them."""
+    def steps(group: str) -> int:
+        if group not in dt.children or "n_steps" not in dt[group].data_vars:
+            return -1
+        return int(np.asarray(dt[group]["n_steps"].values, dtype=np.int64).sum())
+
+    tuning, drawing = steps("warmup_sample_stats"), steps("sample_stats")
+    sampling = dt["posterior"].attrs.get("sampling_time")
+    for group in [g for g in dt.children if g.startswith("warmup_")]:
+        del dt[group]
+    if "sample_stats" in dt.children:
+        ds = dt["sample_stats"].to_dataset()
+        ds.attrs.update({"mrp_gradients_tuning": tuning, "mrp_gradients_draws": drawing,
+                         "mrp_sampling_seconds": float(sampling) if sampling is not None else -1.0,
+                         "mrp_fit_seconds": float(seconds), "mrp_parallel_chains": int(cores)})
+        dt["sample_stats"] = ds
+    return dt
+
+
+@contextlib.contextmanager
+def _one_thread_each():
+    """One BLAS/OpenMP thread per sampling thread: the chains already fill the cores (more threads
+    would only compete for them), and the arithmetic of a gradient does not depend on how many
+    threads the machine offers."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
 
 
 @contextlib.contextmanager

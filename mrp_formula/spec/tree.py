@@ -199,7 +199,7 @@ class FitSpec(_Frozen):
         "auto", description="Mass matrix nutpie adapts. `low_rank` also learns the strongest correlations "
         "between parameters (an intercept and group effects that trade off when cells hold a lot of data), so "
         "large samples mix far better; `diagonal` is the classic one, safer on thin hierarchical data; `auto` "
-        "takes `low_rank` when a group term's median information per level is at least 500. The run reports "
+        "takes `low_rank` when a group term's median information per level is at least 200. The run reports "
         "the choice. Other samplers use a diagonal one.")
 
 

@@ -12,7 +12,7 @@ import mrp_formula
 from mrp_formula.output.manifest import input_files, manifest, run_sections, spec_entry
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN_ONLY = {"diagnostics", "fit_cache", "coverage"}  # sections `mrp run` adds from its checks
+RUN_ONLY = {"diagnostics", "fit_cache", "efficiency", "coverage"}  # sections `mrp run` adds from its checks
 FOLDER_KEYS = {"written_by", "files"}  # added when the folder is committed (output/files.py)
 OPTIONAL = {"calibrate"}  # only when the spec asks for it ([calibrate])
 

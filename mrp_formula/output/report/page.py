@@ -540,10 +540,26 @@ def checks(view: RunView) -> list[Check]:
                          "look" if bad else "ok",
                          "Sampling is slow and may be inefficient: rescale predictors or use stronger priors."
                          if bad else "None.", "transitions at the maximum tree depth"))
+    out += _efficiency_check(view)
     out += _ppc_check(view)
     out += _coverage_checks(view)
     out += _srm_checks(view)
     return out
+
+
+def _efficiency_check(view: RunView) -> list[Check]:
+    """The work of the fit, for information (manifest.json's ``efficiency``)."""
+    from mrp_formula.checks.efficiency import summary_line
+
+    eff = view.manifest.get("efficiency") or {}
+    line = summary_line(eff)
+    if not line:
+        return []
+    per_grad = eff.get("seconds_per_gradient")
+    value = f"{eff['leapfrog_steps_per_draw']:.1f} steps per draw" if eff.get("leapfrog_steps_per_draw") else ""
+    if per_grad:
+        value += f", {per_grad * 1e6:.0f} us per gradient"
+    return [Check("sampler efficiency", value, "for information", "ok", line[0].upper() + line[1:] + ".")]
 
 
 def ppc_outside(view: RunView) -> tuple[int, int]:
