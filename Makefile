@@ -11,7 +11,7 @@ demo: setup
 	@$(PY) examples/ab_click/generate.py --truth-vs runs/ab-click
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --durations=30 tests
 
 # the quick loop: lint and the tests that do not sample (under a minute)
 check: setup lint
