@@ -22,7 +22,7 @@ from mrp_formula.commands.run import RunResult
 from mrp_formula.commands.run import run as run_spec
 from mrp_formula.errors import MrpError, Problem
 from mrp_formula.progress import SILENT, Reporter
-from mrp_formula.spec.tree import load_spec
+from mrp_formula.spec.tree import load_spec, spec_files
 
 # what the comparison with the previous run reads (not the posterior or the figures)
 KEPT = ("manifest.json", "estimands.csv", "spec.toml", "ppc.csv")
@@ -46,18 +46,23 @@ class Rerun:
 
 
 def watched_files(spec, overrides=()) -> tuple[Path, ...]:
-    """The spec file and the files it reads (data, population, joins); the spec alone while it
-    does not load."""
+    """The spec file, the specs it extends and the files it reads (data, population, joins, the
+    known means of ``[calibrate]``, adjacency tables); the spec alone while it does not load."""
     spec = Path(spec).resolve()
     try:
         loaded = load_spec(spec, tuple(overrides))
+        files = list(spec_files(spec))
     except MrpError:
         return (spec,)
     s = loaded.spec
-    files = [spec, loaded.resolve(s.data.source)]
+    files.append(loaded.resolve(s.data.source))
     if s.population.source:
         files.append(loaded.resolve(s.population.source))
     files += [loaded.resolve(j.source) for j in s.join]
+    if s.calibrate is not None:
+        files.append(loaded.resolve(s.calibrate.source))
+    files += [loaded.resolve(st.adjacency) for st in s.model.structure.values()
+              if getattr(st, "adjacency", None)]
     return tuple(dict.fromkeys(files))
 
 

@@ -546,6 +546,13 @@ def _read_toml(path: Path) -> tuple[dict, str]:
 Origins = dict  # key path -> (file, line): where each key was written, through `extends`
 
 
+def spec_files(path) -> tuple[Path, ...]:
+    """The spec file and every file it extends (through ``extends``, however deep)."""
+    path = Path(path).resolve()
+    _, _, origins = _read_with_extends(path, ())
+    return tuple(dict.fromkeys([path] + [Path(f) for f, _ in origins.values()]))
+
+
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, str, Origins]:
     raw, text = _read_toml(path)
     _absolutize_paths(raw, path.parent)

@@ -67,6 +67,12 @@ def test_watched_files_are_the_spec_and_its_inputs(ab_dir):
     assert watched_files(ab_dir / "bad.toml") == ((ab_dir / "bad.toml").resolve(),)
 
 
+def test_watched_files_include_the_specs_it_extends(ab_dir):
+    (ab_dir / "child.toml").write_text('extends = "ab.toml"\nname = "child"\n')
+    assert watched_files(ab_dir / "child.toml") == ((ab_dir / "child.toml").resolve(), (ab_dir / "ab.toml").resolve(),
+                                                    (ab_dir / "clicks.csv").resolve())
+
+
 def test_a_real_edit_is_seen_once(tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text("0.5")
