@@ -15,7 +15,7 @@ test: setup
 
 # the quick loop: lint and the tests that do not sample (under a minute)
 check: setup lint
-	$(PY) -m pytest -q -n auto -m "not slow" --hypothesis-profile=quick tests
+	$(PY) -m pytest -q -n auto --dist worksteal -m "not slow" --hypothesis-profile=quick tests
 
 lint: setup
 	.venv/bin/ruff check mrp_formula tests benchmarks examples scripts

@@ -138,3 +138,14 @@ def pytest_collection_modifyitems(config, items):
         seen.add(id(test))
         if own.max_examples > QUICK_EXAMPLES:
             test._hypothesis_internal_use_settings = _hypothesis_settings(own, max_examples=QUICK_EXAMPLES)
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """For tests about the page's text, files and commands: the figures are tested in
+    test_report_html.py, and cost seconds each."""
+    from mrp_formula.output.report import document
+    from mrp_formula.output.report import page as P
+
+    monkeypatch.setattr(document, "_figures", lambda view: {"densities": [], "raw_vs_mrp": [], "forest": {
+        name: [] for name in P.breakdown_columns(view)}, "trace": [], "ppc": []})

@@ -228,6 +228,7 @@ def test_scheduler_arguments_are_checked():
         Scheduler(workers=2, address="tcp://127.0.0.1:8786")
 
 
+@pytest.mark.slow  # starts worker processes (seconds), though it does not sample
 def test_each_worker_process_gets_its_own_compile_directory(tmp_path):
     code = ("import os, sys, time; from mrp_formula.commands.scheduler import worker_compiledir; "
             "d = worker_compiledir(); import pytensor; print(d, pytensor.config.base_compiledir, flush=True, file=sys.__stdout__); "

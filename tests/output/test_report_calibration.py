@@ -31,7 +31,7 @@ def _calibration_csv(folder):
                   "link": "logit"}).to_csv(folder / "calibration.csv", index=False)
 
 
-def test_the_section_shows_every_level_and_the_largest_shift(tmp_path):
+def test_the_section_shows_every_level_and_the_largest_shift(tmp_path, no_figures):
     folder = make_run(tmp_path / "run")
     _calibration_csv(folder)
     view = RunView.from_folder(folder)
@@ -46,6 +46,6 @@ def test_the_section_shows_every_level_and_the_largest_shift(tmp_path):
     assert f"For {len(STATES) - 1} of {len(STATES)} levels" in lead
 
 
-def test_no_section_without_calibration(tmp_path):
+def test_no_section_without_calibration(tmp_path, no_figures):
     html = render(RunView.from_folder(make_run(tmp_path / "run")))
     assert 'id="calibration"' not in html and 'href="#calibration"' not in html

@@ -223,15 +223,6 @@ def test_ppc_outside_more_than_chance_asks_for_a_look(tmp_path):
     assert check.status == "look" and P.verdict(v).word == "look at this"
 
 
-@pytest.fixture
-def no_figures(monkeypatch):
-    """For tests about files and commands: the figures are tested above, and cost seconds each."""
-    from mrp_formula.output.report import document
-
-    monkeypatch.setattr(document, "_figures", lambda view: {"densities": [], "raw_vs_mrp": [], "forest": {
-        name: [] for name in P.breakdown_columns(view)}, "trace": [], "ppc": []})
-
-
 def _row(**kw):
     base = {"estimand": "lift", "treatment": "treatment vs control", "state": "", "scale": "ratio",
             "first": "treatment", "second": "control", "mean": 1.5,
