@@ -21,6 +21,7 @@ from mrp_formula.predict import cells as predict_mod
 from mrp_formula.predict.cells import LINKINV, CellPredictor, design
 from mrp_formula.steps import estimate
 from mrp_formula.steps import plan as prepared_plan
+from _survey import survey_frames
 
 LINKS = ["logit", "probit", "log", "identity"]
 
@@ -96,24 +97,9 @@ CASES = {
 }
 
 
-def _frames(seed=11, n_sample=300, n_pop=1500):
-    rng = np.random.default_rng(seed)
-
-    def frame(n, regions):
-        return pd.DataFrame({
-            "treatment": rng.choice(["control", "treatment"], n),
-            "gender": rng.choice(["female", "male"], n),
-            "age": rng.choice(["18-29", "30-44", "45-64", "65+"], n),
-            "region": rng.choice(regions, n),
-            "x": np.round(rng.normal(size=n), 2),
-        })
-    sample = frame(n_sample, [f"r{i}" for i in range(8)])
-    sample["y"] = rng.integers(0, 2, n_sample)
-    sample["count"] = rng.poisson(3, n_sample)
-    sample["score"] = rng.normal(size=n_sample)
-    pop = frame(n_pop, [f"r{i}" for i in range(9)])  # one region the sample lacks
-    pop["N"] = rng.integers(1, 500, n_pop)
-    return sample, pop
+def _frames(seed=11, n_sample=300, n_pop=1500):  # one region the sample lacks
+    return survey_frames(np.random.default_rng(seed), n_sample=n_sample, n_pop=n_pop, sample_regions=8,
+                         pop_regions=9)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from mrp_formula.steps import plan as prepared_plan
 from mrp_formula.data.population import WEIGHT
 from mrp_formula.poststrat.sums import Request, Scenario, canonical_order, group_codes, poststratify
 from mrp_formula.predict.cells import CellPredictor, design
+from _survey import survey_frames
 
 
 def assert_same(a: dict, b: dict) -> None:
@@ -163,24 +164,9 @@ contrast = { region = ["r1", "r2"] }
 """
 
 
-def _frames(seed=11, n_sample=300, n_pop=1500):
-    rng = np.random.default_rng(seed)
-
-    def frame(n, regions):
-        return pd.DataFrame({
-            "treatment": rng.choice(["control", "treatment"], n),
-            "gender": rng.choice(["female", "male"], n),
-            "age": rng.choice(["18-29", "30-44", "45-64", "65+"], n),
-            "region": rng.choice(regions, n),
-            "x": np.round(rng.normal(size=n), 2),
-        })
-    sample = frame(n_sample, [f"r{i}" for i in range(30)])
-    sample["y"] = rng.integers(0, 2, n_sample)
-    sample["count"] = rng.poisson(3, n_sample)
-    sample["score"] = rng.normal(size=n_sample)
-    pop = frame(n_pop, [f"r{i}" for i in range(33)])  # three regions the sample lacks
-    pop["N"] = rng.integers(1, 500, n_pop)
-    return sample, pop
+def _frames(seed=11, n_sample=300, n_pop=1500):  # three regions the sample lacks
+    return survey_frames(np.random.default_rng(seed), n_sample=n_sample, n_pop=n_pop, sample_regions=30,
+                         pop_regions=33)
 
 
 def _posterior(dsg, n_chains=2, n_draws=40, shift=None):

@@ -21,28 +21,16 @@ from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.steps import plan as prepared_plan
 from mrp_formula.poststrat.sums import poststratify
 from mrp_formula.predict.cells import CellPredictor, design
+from _survey import survey_frames
 
 RNG = np.random.default_rng(20261124)
 N_SAMPLE, N_POP = 400, 3000
 
 
 def _frames():
-    """A sample and a population with discrete and continuous predictors and many regions."""
-    def frame(n, regions):
-        return pd.DataFrame({
-            "treatment": RNG.choice(["control", "treatment"], n),
-            "gender": RNG.choice(["female", "male"], n),
-            "age": RNG.choice(["18-29", "30-44", "45-64", "65+"], n),
-            "region": RNG.choice(regions, n),
-            "x": np.round(RNG.normal(size=n), 3),
-        })
-    sample = frame(N_SAMPLE, [f"r{i}" for i in range(40)])
-    sample["y"] = RNG.integers(0, 2, N_SAMPLE)
-    sample["count"] = RNG.poisson(3, N_SAMPLE)
-    sample["score"] = RNG.normal(size=N_SAMPLE)
-    pop = frame(N_POP, [f"r{i}" for i in range(45)])  # five regions the sample lacks
-    pop["N"] = RNG.integers(1, 500, N_POP)
-    return sample, pop
+    """A sample and a population with discrete and continuous predictors and many regions (five
+    regions the sample lacks)."""
+    return survey_frames(RNG, n_sample=N_SAMPLE, n_pop=N_POP, sample_regions=40, pop_regions=45, digits=3)
 
 
 CASES = {
