@@ -1,5 +1,7 @@
 .PHONY: setup demo test check lint docs bench clean
 PY := .venv/bin/python
+# bytecode caches: the environment may forbid writing them, which makes every pytest worker and CLI call recompile our modules and re-rewrite the tests
+unexport PYTHONDONTWRITEBYTECODE
 
 setup:
 	@bash scripts/bootstrap.sh

@@ -122,7 +122,7 @@ def pytest_configure(config):
 # than the test asks for).
 from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
-QUICK_EXAMPLES = 10
+QUICK_EXAMPLES = 5
 _hypothesis_settings.register_profile("quick", max_examples=QUICK_EXAMPLES, deadline=None)
 
 
@@ -140,12 +140,17 @@ def pytest_collection_modifyitems(config, items):
             test._hypothesis_internal_use_settings = _hypothesis_settings(own, max_examples=QUICK_EXAMPLES)
 
 
-@pytest.fixture
-def no_figures(monkeypatch):
-    """For tests about the page's text, files and commands: the figures are tested in
-    test_report_html.py, and cost seconds each."""
+def without_figures(monkeypatch) -> None:
+    """The report draws no figures (each costs seconds): for tests about the page's text."""
     from mrp_formula.output.report import document
     from mrp_formula.output.report import page as P
 
     monkeypatch.setattr(document, "_figures", lambda view: {"densities": [], "raw_vs_mrp": [], "forest": {
         name: [] for name in P.breakdown_columns(view)}, "trace": [], "ppc": []})
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """For tests about the page's text, files and commands: the figures are tested in
+    test_report_html.py, and cost seconds each."""
+    without_figures(monkeypatch)

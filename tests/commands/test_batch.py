@@ -15,11 +15,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mrp_formula.cli import main
 from mrp_formula.commands import batch as b
 from mrp_formula.commands.compare import _messages
 from mrp_formula.commands.scheduler import Scheduler, check_address
 from mrp_formula.errors import SpecError, UsageError
 from mrp_formula.spec.tree import apply_overrides, load_spec, toml_value, variant_overrides
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    """The command line in this process (a subprocess would pay the imports again): exit code, stdout, stderr."""
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
 
 BASE = """
 name = "ab"
@@ -86,15 +95,14 @@ def test_variant_mistakes_name_the_file_line_and_key(write):
     assert exc.value.exit_code == 3
 
 
-def test_cli_check_reports_variant_problems(write):
+def test_cli_check_reports_variant_problems(write, capsys):
     path = _spec(write, """
         [variants.typo]
         "fit.drawz" = 100
         """)
-    proc = subprocess.run([sys.executable, "-m", "mrp_formula.cli", "check", str(path)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 3
-    assert f"{path}:13" in proc.stderr and "did you mean 'draws'" in proc.stderr
+    code, _, err = _cli(capsys, "check", str(path))
+    assert code == 3
+    assert f"{path}:13" in err and "did you mean 'draws'" in err
 
 
 VALUES = st.recursive(
@@ -287,14 +295,13 @@ def test_the_documented_variants_pass_mrp_check(tmp_path):
     assert str(tight.model.priors["1|state"]).startswith("Normal(mu=0")
 
 
-def test_cli_batch_of_unloadable_specs_needs_no_cluster_and_exits_with_the_worst_code(write, tmp_path):
+def test_cli_batch_of_unloadable_specs_needs_no_cluster_and_exits_with_the_worst_code(write, tmp_path, capsys):
     broken = write("broken.toml", 'name = "broken"\n[data\n')
     typo = _spec(write, "[fit]\ndrawz = 3\n", name="typo.toml")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "mrp_formula.cli", "batch", str(broken), str(typo), "--out", str(out),
-                           "--json"], capture_output=True, text=True)
-    assert proc.returncode == 3, proc.stderr
-    doc = json.loads(proc.stdout)
+    code, stdout, err = _cli(capsys, "batch", str(broken), str(typo), "--out", str(out), "--json")
+    assert code == 3, err
+    doc = json.loads(stdout)
     assert doc["ok"] is False and doc["exit_code"] == 3
     rows = {r["spec"].rsplit("/", 1)[-1]: r for r in doc["batch"]}
     assert rows["typo.toml"]["status"] == "failed" and "did you mean 'draws'" in rows["typo.toml"]["error"]
@@ -303,8 +310,8 @@ def test_cli_batch_of_unloadable_specs_needs_no_cluster_and_exits_with_the_worst
     assert "did you mean" in (out / "index.html").read_text()
 
 
-def test_cli_batch_refuses_workers_with_a_scheduler(write, tmp_path):
+def test_cli_batch_refuses_workers_with_a_scheduler(write, tmp_path, capsys):
     path = _spec(write, "")
-    proc = subprocess.run([sys.executable, "-m", "mrp_formula.cli", "batch", str(path), "--out", str(tmp_path / "o"),
-                           "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "--scheduler" in proc.stderr
+    code, _, err = _cli(capsys, "batch", str(path), "--out", str(tmp_path / "o"), "--workers", "2", "--scheduler",
+                        "tcp://127.0.0.1:1")
+    assert code == 2 and "--scheduler" in err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import pytest
 import pandas as pd
 import xarray as xr
 
@@ -97,6 +98,7 @@ def ppc_table(levels, *, category=None):
 ALL = ["estimands.png", "forest.png", "raw_vs_mrp.png", "trace.png", "ppc.png"]
 
 
+@pytest.mark.slow  # draws every figure of a run (seconds)
 def test_ab_test_with_contrast_and_rope(tmp_path):
     ropes = {"lift": (0.98, 1.02)}
     c, t = rate(0.05, 0.005), rate(0.08, 0.008)
@@ -125,6 +127,7 @@ def test_no_contrasts_and_levels_read_back_from_csv(tmp_path):
     check_pngs(paths, tmp_path, ["estimands.png", "forest.png", "raw_vs_mrp.png"])
 
 
+@pytest.mark.slow  # draws every figure of a run (seconds)
 def test_categories(tmp_path):
     spec = []
     for g in ("f", "m"):
@@ -144,6 +147,7 @@ def test_categories(tmp_path):
     check_pngs(paths, tmp_path, ["estimands.png", "forest.png", "ppc.png"])
 
 
+@pytest.mark.slow  # draws every figure of a run (seconds)
 def test_sixty_groups_go_to_the_forest(tmp_path):
     states = [f"S{i:02d}" for i in range(60)]
     spec = [("support", {"state": s}, None, None, rate(0.2 + 0.005 * i)) for i, s in enumerate(states)]
@@ -163,6 +167,7 @@ def test_sixty_groups_go_to_the_forest(tmp_path):
     assert [P._sort(b, lambda r: r.point).sorted_ for b in blocks] == [True, True]
 
 
+@pytest.mark.slow  # draws every figure of a run (seconds)
 def test_many_small_estimands_are_paginated(tmp_path):
     spec = [(f"e{i:02d}", {}, None, None, rate(0.1 + 0.02 * i)) for i in range(13)]
     est, draws = tables(spec, raw=False)

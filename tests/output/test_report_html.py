@@ -30,7 +30,18 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def html(folder):
+    """The whole page, figures drawn (seconds): for the tests about the figures and what they embed."""
     return render(RunView.from_folder(folder))
+
+
+@pytest.fixture(scope="module")
+def page_text(folder):
+    """The page without its figures (the `no_figures` stand-in), for the tests about its text."""
+    from conftest import without_figures
+
+    with pytest.MonkeyPatch.context() as mp:
+        without_figures(mp)
+        return render(RunView.from_folder(folder))
 
 
 class _Tags(HTMLParser):
@@ -102,6 +113,7 @@ def test_not_a_run_folder_is_a_usage_error_naming_the_path(tmp_path, case):
 # ----------------------------------------------------------------------------- the page
 
 
+@pytest.mark.slow  # draws every figure of the page
 def test_page_is_self_contained(html):
     tags = _tags(html)
     names = {t for t, _ in tags}
@@ -116,39 +128,40 @@ def test_page_is_self_contained(html):
     assert all(a.get("src") is None for t, a in tags if t == "script")
 
 
-def test_sections_in_the_order_a_reader_needs_them(html):
-    where = [html.index(f'<section id="{s}"') for s in SECTIONS]
+def test_sections_in_the_order_a_reader_needs_them(page_text):
+    where = [page_text.index(f'<section id="{s}"') for s in SECTIONS]
     assert where == sorted(where)
-    assert html.index('class="verdict') < where[0]  # the verdict is seen first
+    assert page_text.index('class="verdict') < where[0]  # the verdict is seen first
 
 
-def test_headline_numbers_are_the_run_folders(folder, html):
+def test_headline_numbers_are_the_run_folders(folder, page_text):
     table = pd.read_csv(folder / "estimands.csv", dtype={"state": str})
     rate = table[table.estimand == "rate"]
     for _, r in rate.iterrows():
-        assert f'<div class="value">{r["mean"]:.3g}</div>' in html
-        assert f"90% ETI {r['lower']:.3g} to {r['upper']:.3g}" in html
+        assert f'<div class="value">{r["mean"]:.3g}</div>' in page_text
+        assert f"90% ETI {r['lower']:.3g} to {r['upper']:.3g}" in page_text
     support = table[table.estimand == "support"]
     lo, hi = support.loc[support["mean"].idxmin()], support.loc[support["mean"].idxmax()]
-    assert f"{lo['mean']:.3g} to {hi['mean']:.3g}" in html
-    assert f"lowest {lo['state']}, highest {hi['state']}" in html
+    assert f"{lo['mean']:.3g} to {hi['mean']:.3g}" in page_text
+    assert f"lowest {lo['state']}, highest {hi['state']}" in page_text
 
 
-def test_breakdown_is_a_sortable_table_of_every_group_with_numeric_sort_keys(folder, html):
-    rows = _table_rows(html, "t-est-support")
+def test_breakdown_is_a_sortable_table_of_every_group_with_numeric_sort_keys(folder, page_text):
+    rows = _table_rows(page_text, "t-est-support")
     assert [r[0] for r in rows] == STATES
     table = pd.read_csv(folder / "estimands.csv", dtype={"state": str})
     support = table[table.estimand == "support"].set_index("state")
-    keys = re.findall(r'<tr><td>(\d\d)</td><td data-v="([^"]*)" class="num">', html)
+    keys = re.findall(r'<tr><td>(\d\d)</td><td data-v="([^"]*)" class="num">', page_text)
     assert len(keys) == len(STATES)
     for state, v in keys:
         assert float(v) == pytest.approx(support.loc[state, "mean"], rel=1e-12)
     # states without sample: no raw value, an empty sort key (sorted last by the script)
     row50 = rows[STATES.index("50")]
     assert row50[0] == "50" and "" in row50
-    assert '<div class="filter"><label>Filter <input type="search" data-table="t-est-support"' in html
+    assert '<div class="filter"><label>Filter <input type="search" data-table="t-est-support"' in page_text
 
 
+@pytest.mark.slow  # draws every figure of the page
 def test_every_figure_is_inline_svg_with_ids_unique_in_the_page(html):
     svgs = re.findall(r"<svg\b", html)
     # raw vs MRP, the support forest, the densities, the PPC, the trace
@@ -168,13 +181,13 @@ def test_page_stays_small_for_51_states_and_long_chains(tmp_path):
     assert "data:image/png;base64," in html  # the trace lines are rasterised inside their SVG
 
 
-def test_diagnostics_read_as_plain_words_with_the_verdict(folder, html):
+def test_diagnostics_read_as_plain_words_with_the_verdict(folder, page_text):
     v = RunView.from_folder(folder)
     assert P.verdict(v).word == "ok"
-    assert '<span class="word">ok</span>' in html
-    assert "population levels absent from the sample" in html and "state: 50, 51 (1.2% of the weight)" in html
-    assert "4 of 102 (1.2% of the weight)" in html  # cells without sample
-    assert "<td>1 of 51</td><td>about 5.1 expected by chance</td>" in html  # the PPC: state 07 misses
+    assert '<span class="word">ok</span>' in page_text
+    assert "population levels absent from the sample" in page_text and "state: 50, 51 (1.2% of the weight)" in page_text
+    assert "4 of 102 (1.2% of the weight)" in page_text  # cells without sample
+    assert "<td>1 of 51</td><td>about 5.1 expected by chance</td>" in page_text  # the PPC: state 07 misses
 
 
 @pytest.mark.parametrize("patch,word,phrase", [
@@ -256,7 +269,7 @@ def test_decision_without_a_rope_or_chance_uses_the_direction(folder):
     assert "Probability that the difference is above 0: 2.0%." in d.sentences
 
 
-def test_missing_optional_files_leave_a_readable_page(tmp_path):
+def test_missing_optional_files_leave_a_readable_page(tmp_path, no_figures):
     f = make_run(tmp_path / "r", posterior=False)
     for name in ("estimand_draws.parquet", "ppc.csv", "spec.toml"):
         (f / name).unlink()

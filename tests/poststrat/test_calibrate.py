@@ -180,6 +180,7 @@ def test_calibrated_totals_equal_the_known_values_per_draw(case):
     np.testing.assert_allclose(p, LINKINV[plan.targets.link](eta[:, :50] + cal.shift[:, level[:50]]), rtol=1e-12)
 
 
+@pytest.mark.slow  # a sweep over thread pools and chunk sizes (seconds each)
 @settings(max_examples=2, deadline=None)
 @given(block_cells=st.integers(1, 700), threads=st.integers(1, 3), perm_seed=st.integers(0, 2**31 - 1))
 def test_shifts_do_not_depend_on_chunks_threads_or_row_order(case, block_cells, threads, perm_seed):

@@ -237,6 +237,7 @@ def case(request, tmp_path_factory, small_blocks):
     return plan, pieces, reduce, base
 
 
+@pytest.mark.slow  # a sweep over thread pools and chunk sizes (seconds); the quick loop keeps the chunk and row-order tests
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(block_cells=st.integers(1, 2000), threads=st.integers(1, 3), perm_seed=st.integers(0, 2**31 - 1))
 def test_fast_sums_do_not_depend_on_chunks_threads_or_row_order(case, block_cells, threads, perm_seed):

@@ -141,6 +141,7 @@ def test_fast_weighted_sums_equal_predicting_every_cell(case):
         np.testing.assert_array_equal(fast[req].weight, plain[req].weight)
 
 
+@pytest.mark.slow  # a sweep over thread pools and chunk sizes (seconds each)
 def test_results_do_not_depend_on_threads_or_chunks(case):
     one = _reduced(case, _predictor(case, threads=1))
     two = _reduced(case, _predictor(case, threads=2))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import Problem, UsageError
@@ -38,6 +39,14 @@ def text(v) -> str:
     from mrp_formula.output.plots import _text
 
     return _text(v)
+
+
+def text_column(column: pd.Series) -> pd.Series:
+    """`text` of every value of a column, computed once per distinct value (a draws table repeats
+    a few labels hundreds of thousands of times)."""
+    codes, distinct = pd.factorize(column, use_na_sentinel=False)
+    labels = np.array([text(v) for v in distinct], dtype=object)
+    return pd.Series(labels[codes], index=column.index, name=column.name, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,7 @@ class RunView:
                 draws = pd.read_parquet(folder / "estimand_draws.parquet")
                 for c in draws.columns:
                     if c not in ("chain", "draw", "value"):
-                        draws[c] = draws[c].map(text)
+                        draws[c] = text_column(draws[c])
             except Exception as exc:  # a damaged optional file costs its figures, not the page
                 missing.append(f"estimand_draws.parquet ({type(exc).__name__})")
         else:
@@ -278,7 +287,7 @@ def read_estimands(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, dtype={c: str for c in labels}, keep_default_na=False,
                      na_values={c: [""] for c in head if c not in labels})
     for c in labels:
-        df[c] = df[c].map(text)
+        df[c] = text_column(df[c])
     return df
 
 
