@@ -25,7 +25,10 @@ def efficiency(dt, min_ess_parameters: float, min_ess_estimands: float) -> dict:
       the chains run at once, over the gradient evaluations: the cost of one evaluation on one core;
     - ``ess_per_second`` / ``ess_per_1000_gradients``: the smallest bulk ESS of the parameters and
       of the estimands over the whole fit's wall time (building and compiling included) and per
-      thousand gradient evaluations.
+      thousand gradient evaluations;
+    - ``compile_cache``: what became of the sampler's compiled functions: ``loaded`` from the
+      compile cache, ``compiled`` (and stored for the next fit of the same model), or
+      ``not cached: <why>`` (null: not nutpie, or a fit cached by an earlier version).
     """
     stats = dt["sample_stats"] if "sample_stats" in dt.children else None
     attrs = dict(stats.attrs) if stats is not None else {}
@@ -43,7 +46,7 @@ def efficiency(dt, min_ess_parameters: float, min_ess_estimands: float) -> dict:
     out = {"gradient_evaluations": grads, "gradient_evaluations_tuning": int(tuning) if known else None,
            "leapfrog_steps_per_draw": _num(steps_per_draw), "sampling_seconds": _num(sampling) if sampling > 0 else None,
            "fit_seconds": _num(fit_s) if fit_s > 0 else None, "parallel_chains": int(parallel) if parallel else None,
-           "seconds_per_gradient": _num(per_grad)}
+           "seconds_per_gradient": _num(per_grad), "compile_cache": attrs.get("mrp_compile_cache") or None}
     for key, ess in (("parameters", min_ess_parameters), ("estimands", min_ess_estimands)):
         ok = ess is not None and math.isfinite(ess)
         out[f"ess_per_second_{key}"] = _num(ess / fit_s) if ok and fit_s > 0 else None

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import FitError, Problem, SpecError
+from mrp_formula.model.compiled import CompileRecord, cached_wrappers
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.predict.cells import COMPONENT_LINK
 from mrp_formula.spec.formula import FormulaInfo, call_in_namespace
@@ -295,15 +296,18 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
     kwargs = dict(draws=f.draws, tune=f.tune, chains=f.chains, random_seed=f.seed,
                   progressbar=bool(progress and sys.stderr.isatty() and not forward), discard_tuned_samples=False)
     cores = _cores(f.chains)
+    compiled = CompileRecord()
     try:
         with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers(), _exact_math(), \
-                _one_thread_each(), _nutpie_progress(on_progress if forward else None):
+                _one_thread_each(), _nutpie_progress(on_progress if forward else None), \
+                (cached_wrappers(compiled) if f.sampler == "nutpie" else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
             if f.sampler == "nutpie" and mass_matrix == "low_rank":
                 kwargs["nuts"] = {"low_rank_modified_mass_matrix": True}
             dt = model.fit(inference_method=f.sampler, cores=cores,
                            target_accept=f.target_accept, **kwargs)
-            dt = _with_work_counted(dt, seconds=time.perf_counter() - start, cores=cores)
+            dt = _with_work_counted(dt, seconds=time.perf_counter() - start, cores=cores,
+                                    compile_cache=compiled.status if f.sampler == "nutpie" else "")
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -314,15 +318,16 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
 
 
 WORK_ATTRS = ("mrp_gradients_tuning", "mrp_gradients_draws", "mrp_sampling_seconds", "mrp_fit_seconds",
-              "mrp_parallel_chains")
+              "mrp_parallel_chains", "mrp_compile_cache")
 
 
-def _with_work_counted(dt, *, seconds: float, cores: int):
+def _with_work_counted(dt, *, seconds: float, cores: int, compile_cache: str = ""):
     """The posterior without its tuning groups, with the work of the fit in the attributes of its
     ``sample_stats`` (they travel with it into the fit cache and posterior.nc): gradient
     evaluations (leapfrog steps) while tuning and while drawing, summed over chains; the
     sampler's own wall time (without building and compiling) and the whole fit's; the number of
-    chains run at once. :func:`mrp_formula.checks.efficiency.efficiency` reads them."""
+    chains run at once; what the compile cache did (:mod:`mrp_formula.model.compiled`).
+    :func:`mrp_formula.checks.efficiency.efficiency` reads them."""
     def steps(group: str) -> int:
         if group not in dt.children or "n_steps" not in dt[group].data_vars:
             return -1
@@ -336,7 +341,8 @@ def _with_work_counted(dt, *, seconds: float, cores: int):
         ds = dt["sample_stats"].to_dataset()
         ds.attrs.update({"mrp_gradients_tuning": tuning, "mrp_gradients_draws": drawing,
                          "mrp_sampling_seconds": float(sampling) if sampling is not None else -1.0,
-                         "mrp_fit_seconds": float(seconds), "mrp_parallel_chains": int(cores)})
+                         "mrp_fit_seconds": float(seconds), "mrp_parallel_chains": int(cores),
+                         "mrp_compile_cache": compile_cache})
         dt["sample_stats"] = ds
     return dt
 
