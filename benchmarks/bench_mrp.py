@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/bench_mrp.py --quick    # fewer draws, no shipped primer, a smaller
                                                         # CCES case: benchmarks/out/benchmarks-mrp-quick.md
     .venv/bin/python benchmarks/bench_mrp.py --report-only
+    .venv/bin/python benchmarks/bench_mrp.py --only primer,ab     # some groups of cases (see --help)
 
 Cases, each in a fresh interpreter (benchmarks/cases_mrp.py through measure.run_case), one after
 the other in one run so that they share the machine's load (recorded with each case):
@@ -42,6 +43,7 @@ PRIMER_NUMERIC = ["p_evang", "p_mormon", "kerry_04"]
 CCES_FORMULA = "(1|state) + (1|age) + (1|edu) + (1|race) + (1|state:race) + (1|age:edu) + sex"
 CCES_LEVELS = {"state": [f"s{i:02d}" for i in range(50)], "age": [f"a{i}" for i in range(6)],
                "edu": [f"e{i}" for i in range(5)], "race": [f"r{i}" for i in range(4)], "sex": ["f", "m"]}
+GROUPS = ("primer", "primer_vs_bambi", "gradient", "ab", "cces")
 AB_SPEC = """
 name = "ab-refit"
 [data]
@@ -171,12 +173,30 @@ def orchestrate(args) -> dict:
         return r
 
     budget = args.budget
+    only = set(args.only.split(",")) if args.only else set(GROUPS)
     primer_formula = primer_cells(work / "primer_cells.parquet")
     primer_cat = ["race", "female", "age", "edu", "state", "region", "poll"]
-    if not quick:
+    if not quick and "primer" in only:
         case("primer_shipped_mrp", {"case": "mrp_spec", "spec": str(PRIMER), "run_dir": str(work / "primer"),
                                     "by": "state", "estimand": "support"}, timeout=budget)
     small = dict(draws=200, tune=200) if quick else dict(draws=500, tune=500)
+    if "primer_vs_bambi" in only:
+        primer_vs_bambi(case, work, small, primer_formula, primer_cat, budget)
+    if "gradient" in only:
+        case("gradient_cost", {"case": "gradient_cost", "spec": str(PRIMER), "numeric": PRIMER_NUMERIC,
+                               "evals": 1000 if quick else 3000}, timeout=budget)
+    if "ab" in only:
+        ab_refit(res, save, case, work, logs, budget)
+    if "cces" in only:
+        cces(res, case, work, quick, budget)
+    res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    res["load_end"] = os.getloadavg()
+    save()
+    return res
+
+
+def primer_vs_bambi(case, work, small, primer_formula, primer_cat, budget) -> None:
+    """The primer at 2 chains through mrp-formula and through plain Bambi + PyMC on its cells."""
     case("primer_2chains_mrp", {"case": "mrp_spec", "spec": str(PRIMER), "run_dir": str(work / "primer_2x"),
                                 "overrides": [f"fit.draws={small['draws']}", f"fit.tune={small['tune']}",
                                               "fit.chains=2", "report.plots=false"],
@@ -184,10 +204,10 @@ def orchestrate(args) -> dict:
     case("primer_2chains_bambi_pymc", {"case": "bambi_cells", "cells": str(work / "primer_cells.parquet"),
                                        "formula": primer_formula, "categorical": primer_cat, "sampler": "pymc",
                                        "chains": 2, "target_accept": 0.95, **small}, timeout=budget)
-    case("gradient_cost", {"case": "gradient_cost", "spec": str(PRIMER), "numeric": PRIMER_NUMERIC,
-                           "evals": 1000 if quick else 3000}, timeout=budget)
 
-    # a small A/B spec refitted by the CLI in fresh processes, and Bambi + nutpie on its cells
+
+def ab_refit(res, save, case, work, logs, budget) -> None:
+    """A small A/B spec refitted by the CLI in fresh processes, and Bambi + nutpie on its cells."""
     sys.path.insert(0, str(ROOT / "examples" / "ab_click"))
     from generate import simulate
 
@@ -213,7 +233,9 @@ def orchestrate(args) -> dict:
                              "categorical": ["treatment", "gender"], "sampler": "nutpie", "chains": 2,
                              "draws": 1000, "tune": 1000, "target_accept": 0.9}, timeout=budget)
 
-    # CCES scale
+
+def cces(res, case, work, quick, budget) -> None:
+    """A CCES-scale simulation through mrp-formula and plain Bambi (nutpie and PyMC)."""
     cc = work / "cces"
     res["cces"] = simulate_cces(cc, respondents=20_000 if quick else 60_000)
     draws, chains = (200, 2) if quick else (1000, 4)
@@ -227,10 +249,6 @@ def orchestrate(args) -> dict:
                                        "draws": draws, "tune": draws, "target_accept": 0.9,
                                        "population": str(cc / "population.parquet"), "weight": "N",
                                        "by": "state"}, timeout=3 * budget)
-    res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    res["load_end"] = os.getloadavg()
-    save()
-    return res
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--budget", type=float, default=1200.0, help="seconds per case before it is stopped")
     ap.add_argument("--report", type=Path, default=None)
+    ap.add_argument("--only", default="", help=f"comma-separated groups of cases: {','.join(GROUPS)} (default all)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     from benchmarks.report_mrp import write_report

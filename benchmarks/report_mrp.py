@@ -93,8 +93,11 @@ def write_report(res: dict, path: Path) -> None:
     ab = [c.get(f"ab_refit_cli_{i}", {}) for i in (1, 2)]
     abb = c.get("ab_bambi_nutpie", {})
     if ab[1]:
+        cache = [_get(r, "efficiency", "compile_cache") or "–" for r in ab]
         L.append(f"* **A/B refit** (`mrp run --refit`, fresh CLI process): {_f(ab[0].get('wall_seconds'))} s the first "
-                 f"time, {_f(ab[1].get('wall_seconds'))} s the second (fit {_f(_get(ab[1], 'timings', 'fit'))} s); "
+                 f"time (fit {_f(_get(ab[0], 'timings', 'fit'))} s, compile cache: {cache[0]}), "
+                 f"{_f(ab[1].get('wall_seconds'))} s the second (fit {_f(_get(ab[1], 'timings', 'fit'))} s, "
+                 f"compile cache: {cache[1]}); "
                  f"Bambi + nutpie by hand on the same cells {_f(abb.get('wall_seconds'))} s: "
                  f"**{_f(_ratio(ab[1].get('wall_seconds'), abb.get('wall_seconds')))}x** (target 3x).")
     g = c.get("gradient_cost", {})
