@@ -189,3 +189,7 @@ def test_a_divergent_fit_under_strict_is_a_row_with_exit_code_5_and_stops_nothin
     assert row["status"] == "failed" and row["exit_code"] == 5 and "divergent transitions" in row["error"]
     diagnostics = json.loads((out / "funnel" / "manifest.json").read_text())["diagnostics"]
     assert diagnostics["divergences"] > 0
+    # its folder is written (the checks failed, not the run): the index links its report, which
+    # shows the divergences
+    assert (out / "funnel" / "report.html").is_file()
+    assert 'href="funnel/report.html"' in (out / "index.html").read_text()
