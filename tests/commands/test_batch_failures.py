@@ -113,17 +113,20 @@ def _compile_flags() -> str:
 
 
 def _kill_when_running(sched, index: int, seen: dict) -> None:
-    """Wait until a worker reports the task ``index`` (its key ends with ``-index``) executing,
-    note both workers' compile flags, then SIGKILL that worker's process."""
+    """Wait until a worker reports the task ``index`` (its key ends with ``-index``) executing and
+    every worker has set its compile directory (each has begun a task), note those, then SIGKILL
+    that worker's process."""
     client = sched.client
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        for address, keys in client.run(_executing).items():
-            if any(k.endswith(f"-{index}") for k in keys):
-                seen["flags"] = client.run(_compile_flags)
-                pid = client.run(os.getpid, workers=[address])[address]
+        victim = next((address for address, keys in client.run(_executing).items()
+                       if any(k.endswith(f"-{index}") for k in keys)), None)
+        if victim is not None:
+            flags = client.run(_compile_flags)
+            if len(flags) == sched.workers and all("base_compiledir=" in f for f in flags.values()):
+                pid = client.run(os.getpid, workers=[victim])[victim]
                 os.kill(pid, signal.SIGKILL)
-                seen.update(address=address, pid=pid, keys=keys)
+                seen.update(address=victim, pid=pid, flags=flags)
                 return
         time.sleep(0.05)
 
