@@ -150,7 +150,7 @@ def _wait_for(path: Path, seconds: float = 60) -> None:
 
 def test_a_scheduler_and_a_worker_started_apart_reached_by_address(specs, direct, tmp_path):
     """`dask scheduler` and `dask worker` as their own processes (the venv's), the batch sent
-    to the scheduler's address; same numbers as `mrp run`."""
+    to the scheduler's address (same numbers as `mrp run`), then a recovery study's replicates."""
     bin_dir = Path(sys.executable).parent
     sched_file = tmp_path / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -175,6 +175,12 @@ def test_a_scheduler_and_a_worker_started_apart_reached_by_address(specs, direct
         assert res.exit_code == 0, res.records
         pd.testing.assert_frame_equal(_rows(pd.read_csv(tmp_path / "out" / "ab" / "estimands.csv")),
                                       _rows(direct.estimands), check_exact=False, rtol=1e-9, check_dtype=False)
+        # mrp recover sends its replicates through the same Scheduler to the same address
+        from mrp_formula.commands.recover import recover
+
+        study = recover(ab_only, replicates=2, scheduler=address, out=tmp_path / "recovery")
+        assert study.failed == () and study.manifest["scheduler"] == address
+        assert sorted(set(study.replicates["replicate"])) == [0, 1]
     finally:
         for p in (worker, sched):
             if p is not None:
