@@ -47,6 +47,24 @@ def test_progress_lines_and_the_dashboard_address(monkeypatch, capsys, tmp_path)
     assert "[1/2 done, 0 running, 0 queued, 1 failed] nodata: failed (exit 4): nodata.toml: data.source" in err
 
 
+def test_a_long_error_does_not_squeeze_the_closing_table(monkeypatch, capsys, tmp_path):
+    """The closing table keeps every column readable: a long error is cut there (whole in the
+    progress line and batch.csv)."""
+    long = "diagnostics failed under --strict: 13 divergent transitions: " + "the sampler missed part " * 6
+    bad = _record("funnel", "failed", 5, long)
+
+    def fake_batch(specs, *, on_event, on_ready, **kwargs):
+        table = b.batch_table([_record("ab"), bad], ())
+        return b.BatchResult(table=table, records=(_record("ab"), bad), comparisons=(), out=Path(tmp_path),
+                             exit_code=5)
+
+    monkeypatch.setattr(b, "batch", fake_batch)
+    with pytest.raises(SystemExit):
+        main(["batch", str(tmp_path), "--out", str(tmp_path / "out")])
+    table = capsys.readouterr().err
+    assert "│ funnel " in table and "│ failed " in table and "divergent…" in table
+
+
 class _Client:
     def __init__(self, info):
         self.info = info
