@@ -529,6 +529,8 @@ def batch_(specs: Annotated[list[Path], typer.Argument(help="Spec files, or fold
             err.print(f"note: {note}", markup=False, highlight=False)
         shown = result.table.drop(columns=["spec", "ci_prob", "ci_kind", "r_hat", "ess_bulk", "scale", "sd", "failed_checks"],
                                   errors="ignore")
+        # the errors in full are above and in batch.csv; whole, one would squeeze the other columns away
+        shown["error"] = shown["error"].map(lambda e: e if not isinstance(e, str) or len(e) <= 48 else e[:47] + "…")
         print_table(shown, f"batch: {len(result.records)} run(s), exit code {result.exit_code}")
         err.print(f"results in {result.out} (batch.csv, index.html; {result.seconds:.0f} s)", markup=False,
                   highlight=False)

@@ -77,7 +77,7 @@ class RunRecord:
     group_columns: tuple[str, ...] = ()
     seconds: float = 0.0
     fit: str = ""  # sampled or cached
-    worker: str = ""
+    worker: str = ""  # the Dask worker's address
     key: str = ""
 
 
@@ -117,7 +117,7 @@ def run_task(task: RunTask) -> RunRecord:
 
     t0 = time.perf_counter()
     base = dict(index=task.index, spec=task.spec, variant=task.variant, run=Path(task.out).name,
-                worker=socket.gethostname())
+                worker=_worker_name())
     path = Path(task.spec)
     try:
         text = path.read_text(encoding="utf-8")
@@ -146,6 +146,17 @@ def run_task(task: RunTask) -> RunRecord:
                      error=("diagnostics failed under --strict: " + "; ".join(failed)) if strict_failed else "",
                      verdict=verdict, failed_checks=failed, rows=rows, group_columns=groups, seconds=time.perf_counter() - t0,
                      fit="cached" if res.manifest.get("fit_cache", {}).get("reused") else "sampled")
+
+
+def _worker_name() -> str:
+    """The Dask worker's address (which process ran the run: a retried run names its second
+    worker), or the host's name outside a worker."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return socket.gethostname()
 
 
 def _first(exc: MrpError) -> str:

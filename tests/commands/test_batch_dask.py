@@ -1,7 +1,8 @@
 """mrp batch on real Dask clusters (loopback): a LocalCluster of worker processes with a failing
 spec among good ones and a variant, the same numbers as `mrp run`, a rerun that skips current
-runs, a scheduler and a worker started as separate processes and reached by address, and a
-worker killed mid-batch. Fits are tiny (100 draws, 2 chains)."""
+runs, a scheduler and a worker started as separate processes and reached by address. Fits are
+tiny (100 draws, 2 chains). A worker killed while it fits a spec, and a divergent fit under
+--strict: test_batch_failures.py."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
-import cloudpickle
 import pandas as pd
 import pytest
 
@@ -24,7 +23,6 @@ from mrp_formula.commands.run import run
 from mrp_formula.commands.scheduler import Scheduler
 
 pytestmark = pytest.mark.slow
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this file
 
 SPEC = """
 name = "ab"
@@ -152,7 +150,7 @@ def _wait_for(path: Path, seconds: float = 60) -> None:
 
 def test_a_scheduler_and_a_worker_started_apart_reached_by_address(specs, direct, tmp_path):
     """`dask scheduler` and `dask worker` as their own processes (the venv's), the batch sent
-    to the scheduler's address; same numbers as `mrp run`."""
+    to the scheduler's address (same numbers as `mrp run`), then a recovery study's replicates."""
     bin_dir = Path(sys.executable).parent
     sched_file = tmp_path / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -177,6 +175,12 @@ def test_a_scheduler_and_a_worker_started_apart_reached_by_address(specs, direct
         assert res.exit_code == 0, res.records
         pd.testing.assert_frame_equal(_rows(pd.read_csv(tmp_path / "out" / "ab" / "estimands.csv")),
                                       _rows(direct.estimands), check_exact=False, rtol=1e-9, check_dtype=False)
+        # mrp recover sends its replicates through the same Scheduler to the same address
+        from mrp_formula.commands.recover import recover
+
+        study = recover(ab_only, replicates=2, scheduler=address, out=tmp_path / "recovery")
+        assert study.failed == () and study.manifest["scheduler"] == address
+        assert sorted(set(study.replicates["replicate"])) == [0, 1]
     finally:
         for p in (worker, sched):
             if p is not None:
@@ -187,34 +191,6 @@ def test_a_scheduler_and_a_worker_started_apart_reached_by_address(specs, direct
                     p.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     p.kill()
-
-
-def _nap(i: int):
-    time.sleep(1.0)
-    return i, os.getpid(), os.environ.get("PYTENSOR_FLAGS", "")
-
-
-def test_a_worker_killed_mid_batch_costs_no_result(tmp_path, monkeypatch):
-    monkeypatch.setenv("MRP_COMPILE_ROOT", str(tmp_path / "compile"))
-    with Scheduler(workers=2) as s:
-        pids = list(s.client.run(os.getpid).values())
-        victim = pids[0]
-
-        def kill_soon():
-            time.sleep(1.5)  # both workers are inside a task
-            os.kill(victim, signal.SIGKILL)
-
-        threading.Thread(target=kill_soon, daemon=True).start()
-        results = s.run(_nap, list(range(6)))
-    assert [r[0] for r in results] == list(range(6))  # every task, in order, none an exception
-    assert victim not in {r[1] for r in results[4:]}  # the later tasks ran elsewhere (or on its successor)
-    dirs = {}
-    for _, pid, flags in results:
-        dirs.setdefault(pid, set()).add(flags)
-    assert all(len(f) == 1 for f in dirs.values())
-    per_pid = [next(iter(f)) for f in dirs.values()]
-    assert len(set(per_pid)) == len(per_pid)  # no two worker processes share a compile directory
-    assert all("base_compiledir=" + str(tmp_path / "compile") in f for f in per_pid)
 
 
 def test_strict_turns_failed_diagnostics_into_rows_with_exit_code_5(batched, specs):

@@ -21,6 +21,13 @@ def _label(row: dict, groups) -> str:
     return f"{name}: {P.fmt(row.get('mean'))} [{P.fmt(row.get('lower'))}, {P.fmt(row.get('upper'))}]"
 
 
+def _wrote_folder(r) -> bool:
+    """Whether the run's folder is this run's: it succeeded (or was current), or it failed only its
+    checks under --strict (its estimands and report are written: the report shows what failed).
+    A run that failed earlier leaves the folder as it was, perhaps an older run's: not linked."""
+    return r.status != "failed" or bool(r.rows)
+
+
 def context(out: Path, records, comparisons, manifest: dict) -> dict:
     runs = []
     for r in records:
@@ -28,7 +35,7 @@ def context(out: Path, records, comparisons, manifest: dict) -> dict:
         runs.append({"run": r.run, "variant": r.variant, "status": r.status, "exit_code": r.exit_code,
                      "error": r.error, "verdict": r.verdict, "failed_checks": "; ".join(r.failed_checks),
                      "estimands": [_label(e, r.group_columns) for e in r.rows],
-                     "report": f"{r.run}/report.html" if r.status != "failed" and report.is_file() else None})
+                     "report": f"{r.run}/report.html" if _wrote_folder(r) and report.is_file() else None})
     comps = []
     for c in comparisons:
         groups = [k for k in (c.stacked[0] if c.stacked else {}) if k not in (
