@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +12,7 @@ import pandas as pd
 
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.checks.efficiency import efficiency
-from mrp_formula.output.files import staged_dir, write_json, write_table
+from mrp_formula.output.files import sha256_file, staged_dir, write_json, write_table
 from mrp_formula.output.manifest import manifest, run_sections
 from mrp_formula.output.side_process import SideProcess
 from mrp_formula.checks import coverage as coverage_mod
@@ -21,7 +23,7 @@ from mrp_formula.poststrat import calibrate as calibrate_mod
 from mrp_formula.output.files import check_out
 from mrp_formula.steps import default_out, estimate, out_origin, posterior
 from mrp_formula.steps import plan as plan_of
-from mrp_formula.model.cache import CACHE_DIR
+from mrp_formula.model.cache import CACHE_DIR, FitCache
 from mrp_formula.progress import SILENT, Reporter
 from mrp_formula.spec.tree import load_spec
 
@@ -77,6 +79,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
     timings["fit"] = fitted.seconds
     timings["posterior"] = time.perf_counter() - t_posterior
+    layout = _layout(fitted.posterior)
     # the page's figures get the idle core (from here on this process is one thread of Python)
     side = SideProcess()
 
@@ -140,7 +143,8 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
             write_table(cal_table, tmp / "calibration.csv")
             write_table(calibrate_mod.long_shifts(calibration, predictor.n_chains, predictor.n_draws),
                         tmp / "calibration_draws.parquet")
-        fitted.posterior.to_netcdf(tmp / "posterior.nc")
+        cached_nc = FitCache(out_dir.resolve().parent / CACHE_DIR).entry(key) / "posterior.nc" if cache else None
+        _write_posterior(fitted.posterior, tmp / "posterior.nc", cached_nc, layout)
         (tmp / "spec.toml").write_text(loaded.text + "".join(f"\n# applied with --set: {o}" for o in overrides))
         timings["write"] = time.perf_counter() - t3
         write_json(manifest_of(notes), tmp / "manifest.json")  # what the page's figures read of it
@@ -166,6 +170,33 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                      out=out_dir, notes=notes, manifest=manifest_, warnings=warnings_,
                      failed=tuple(failed) + tuple(n for n in srm if n.code == "srm.mismatch"),
                      ppc=ppc_table)
+
+
+# the steps of timings_seconds, in order (docs/outputs.md says what each covers)
+TIMINGS = ("prepare", "fit", "posterior", "poststratify", "checks", "write", "plots", "report", "total")
+
+
+def _layout(posterior) -> tuple:
+    """What the posterior holds, short of its values: groups, variables, shapes, types, attributes."""
+    return tuple((node.path, tuple((str(n), v.dims, v.shape, str(v.dtype), repr(v.attrs))
+                                   for n, v in node.dataset.variables.items()), repr(node.attrs))
+                 for node in posterior.subtree)
+
+
+def _write_posterior(posterior, path: Path, cached: Path | None, layout: tuple) -> None:
+    """Write ``posterior.nc``: a copy of the fit cache's file when it holds this posterior as it
+    was read or stored (the cache wrote those bytes with the same ``to_netcdf``, so they are the
+    file this would write; its checksum is checked against the cache's record), else ``to_netcdf``."""
+    if cached is not None and cached.is_file() and _layout(posterior) == layout:
+        try:
+            meta = json.loads((cached.parent / "meta.json").read_text())
+            shutil.copyfile(cached, path)
+            if sha256_file(path) == meta.get("sha256"):
+                return
+        except (OSError, ValueError):
+            pass
+        path.unlink(missing_ok=True)
+    posterior.to_netcdf(path)
 
 
 def ordered_levels(structures) -> dict[str, list[str]]:
