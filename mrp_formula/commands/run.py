@@ -65,6 +65,9 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     t0 = time.perf_counter()
     reporter.phase("checking spec")
     loaded = load_spec(path, tuple(overrides), frames={"data": data, "population": population})
+    # the page's figures get a second process, which imports while this one reads, compiles or
+    # poststratifies (one thread of Python, or the sampler's threads for a while)
+    side = SideProcess()
     reporter.phase("reading data")
     plan = plan_of(path, overrides, loaded=loaded)
     loaded, info, tables = plan.loaded, plan.info, plan.tables
@@ -80,8 +83,6 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     timings["fit"] = fitted.seconds
     timings["posterior"] = time.perf_counter() - t_posterior
     layout = _layout(fitted.posterior)
-    # the page's figures get the idle core (from here on this process is one thread of Python)
-    side = SideProcess()
 
     t1 = time.perf_counter()
     reporter.phase("poststratifying")

@@ -4,8 +4,8 @@ Once the posterior exists the run is one thread of Python (checks, writing, figu
 other core is idle; matplotlib is not thread-safe, so the second core gets a process. It is a
 fresh interpreter (``python -m mrp_formula.output.side_process``: nothing of this process is
 copied, and unlike multiprocessing's ``spawn`` it never re-runs the caller's script), started as
-soon as the fit is over; it imports matplotlib, xarray and the report's modules while the run
-poststratifies and checks, then waits for the staged run folder's name on its stdin, reads the
+soon as the spec is read; it imports matplotlib, xarray and the report's modules while the run
+reads the data, fits (compiling takes one core) or reads the fit cache, poststratifies and checks, then waits for the staged run folder's name on its stdin, reads the
 folder back and draws the page's figures exactly as
 :func:`mrp_formula.output.report.document.figures_of` draws them here (so the page is the same
 byte for byte either way), and hands them back pickled on its stdout.
