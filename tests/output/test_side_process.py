@@ -31,6 +31,7 @@ def test_the_side_process_draws_the_same_figures_as_this_one(monkeypatch, tmp_pa
 
     monkeypatch.delenv(S.OFF, raising=False)
     monkeypatch.setattr(S.system, "cpu_count", lambda: 2)
+    monkeypatch.setattr(S, "cores_busy", lambda: False)
     folder = make_run(tmp_path / "r", chains=2, draws=200)
     with S.SideProcess() as side:
         assert side._proc is not None
@@ -46,9 +47,23 @@ def test_the_side_process_draws_the_same_figures_as_this_one(monkeypatch, tmp_pa
 def test_a_side_process_that_fails_returns_nothing(monkeypatch, tmp_path):
     monkeypatch.delenv(S.OFF, raising=False)
     monkeypatch.setattr(S.system, "cpu_count", lambda: 2)
+    monkeypatch.setattr(S, "cores_busy", lambda: False)
     with S.SideProcess() as side:
         side.start_figures(tmp_path / "no such run")  # the process cannot read it and exits with an error
         assert side.figures() is None
     with S.SideProcess() as side:  # ended before it was given a folder: no process left behind
         proc = side._proc
     assert proc is not None and proc.poll() is not None
+
+
+def test_busy_cores_are_read_from_the_cpu_pressure(tmp_path, monkeypatch):
+    psi = tmp_path / "cpu"
+    psi.write_text("some avg10=97.50 avg60=90.00 avg300=80.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert S.cores_busy(str(psi))
+    psi.write_text("some avg10=3.10 avg60=20.00 avg300=80.00 total=1\n")
+    assert not S.cores_busy(str(psi))
+    monkeypatch.setattr(S.os, "getloadavg", lambda: (0.4, 0.0, 0.0))  # no pressure file: the load average
+    monkeypatch.setattr(S.system, "cpu_count", lambda: 2)
+    assert not S.cores_busy(str(tmp_path / "absent"))
+    monkeypatch.setattr(S.os, "getloadavg", lambda: (2.5, 0.0, 0.0))
+    assert S.cores_busy(str(tmp_path / "absent"))
