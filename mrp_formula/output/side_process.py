@@ -10,12 +10,13 @@ folder back and draws the page's figures exactly as
 :func:`mrp_formula.output.report.document.figures_of` draws them here (so the page is the same
 byte for byte either way), and hands them back pickled on its stdout.
 
-It is started only where a core may be idle: not with one core, not while other work keeps
-every core busy (the time a second process saves is then taken from this one, measured: a
-cached primer run 15.5 s alone, 19.2 s with it, on a machine other sessions saturated), not in a
-daemonic process (a Dask worker of ``mrp batch``, whose workers already fill every core), and not when the
-environment sets ``MRP_FORMULA_NO_SIDE_PROCESS`` (the test suite does: its workers fill every
-core, so the second process would only add its imports). Whatever goes wrong there (one core only, no process to be had, a process that dies or draws
+It is started only where a core may be idle: not with one core, not in a daemonic process (a
+Dask worker of ``mrp batch``, whose workers already fill every core), and not while other work
+uses the cores (:func:`cores_busy`): Linux shares the cores between sessions, so beside another
+busy session the second process only splits this run's share and adds its imports (measured on
+a shared machine: the cached primer 17 s of CPU and wall without it, 21 s with it).
+``MRP_FORMULA_SIDE_PROCESS=0`` never starts it (the test suite sets it: its workers fill every
+core), ``=1`` always does (to measure it). Whatever goes wrong there (one core only, no process to be had, a process that dies or draws
 nothing) costs only the parallelism: :meth:`SideProcess.figures` returns None and the run draws
 the figures itself.
 """
@@ -53,33 +54,33 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-OFF = "MRP_FORMULA_NO_SIDE_PROCESS"
-
-
-BUSY = 50.0  # % of the last 10 s in which some task waited for a core (Linux's CPU pressure)
+SWITCH = "MRP_FORMULA_SIDE_PROCESS"  # "0": never, "1": always (where a process can start), else as below
+IDLE = 10.0  # % of the last 10 s in which some task waited for a core (Linux's CPU pressure)
 
 
 def may_help() -> bool:
     """Whether a second process may find an idle core (see the module's docstring)."""
     import multiprocessing
 
-    return (system.cpu_count() >= 2 and not multiprocessing.current_process().daemon and not os.environ.get(OFF)
-            and not cores_busy())
+    switch = os.environ.get(SWITCH, "").strip()
+    if switch == "0" or system.cpu_count() < 2 or multiprocessing.current_process().daemon:
+        return False
+    return switch == "1" or not cores_busy()
 
 
 def cores_busy(pressure: str = "/proc/pressure/cpu") -> bool:
-    """Whether other work keeps every core busy now: tasks waited for a core more than ``BUSY`` %
-    of the last 10 s (Linux's pressure stall information), else a 1-minute load average of at
-    least the number of cores. A second process then only takes its share from this one (and
-    pays its imports)."""
+    """Whether other work is using the cores now: tasks waited for a core more than ``IDLE`` % of
+    the last 10 s (Linux's pressure stall information), else a 1-minute load average of at least
+    one. The scheduler shares the cores between sessions, not processes, so while another session
+    runs a second process only takes its share from this one (and pays its imports)."""
     try:
         with open(pressure) as fh:
             some = fh.readline().split()
-        return float(dict(f.split("=") for f in some[1:])["avg10"]) > BUSY
+        return float(dict(f.split("=") for f in some[1:])["avg10"]) > IDLE
     except (OSError, ValueError, KeyError, IndexError):
         pass
     try:
-        return os.getloadavg()[0] >= system.cpu_count()
+        return os.getloadavg()[0] >= 1.0
     except OSError:
         return False
 

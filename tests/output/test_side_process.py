@@ -15,7 +15,7 @@ from mrp_formula.output import side_process as S  # noqa: E402
 
 
 def test_switched_off_it_starts_nothing_and_the_run_draws_the_figures(monkeypatch, tmp_path):
-    monkeypatch.setenv(S.OFF, "1")
+    monkeypatch.setenv(S.SWITCH, "0")
     side = S.SideProcess()
     side.start_figures(tmp_path)
     assert not S.may_help() and side._proc is None and side.figures() is None
@@ -29,9 +29,8 @@ def test_the_side_process_draws_the_same_figures_as_this_one(monkeypatch, tmp_pa
     from mrp_formula.output.report.document import figures_of, render
     from mrp_formula.output.report.view import RunView
 
-    monkeypatch.delenv(S.OFF, raising=False)
+    monkeypatch.setenv(S.SWITCH, "1")
     monkeypatch.setattr(S.system, "cpu_count", lambda: 2)
-    monkeypatch.setattr(S, "cores_busy", lambda: False)
     folder = make_run(tmp_path / "r", chains=2, draws=200)
     with S.SideProcess() as side:
         assert side._proc is not None
@@ -45,9 +44,8 @@ def test_the_side_process_draws_the_same_figures_as_this_one(monkeypatch, tmp_pa
 
 @pytest.mark.slow  # starts a Python process
 def test_a_side_process_that_fails_returns_nothing(monkeypatch, tmp_path):
-    monkeypatch.delenv(S.OFF, raising=False)
+    monkeypatch.setenv(S.SWITCH, "1")
     monkeypatch.setattr(S.system, "cpu_count", lambda: 2)
-    monkeypatch.setattr(S, "cores_busy", lambda: False)
     with S.SideProcess() as side:
         side.start_figures(tmp_path / "no such run")  # the process cannot read it and exits with an error
         assert side.figures() is None
@@ -63,7 +61,22 @@ def test_busy_cores_are_read_from_the_cpu_pressure(tmp_path, monkeypatch):
     psi.write_text("some avg10=3.10 avg60=20.00 avg300=80.00 total=1\n")
     assert not S.cores_busy(str(psi))
     monkeypatch.setattr(S.os, "getloadavg", lambda: (0.4, 0.0, 0.0))  # no pressure file: the load average
-    monkeypatch.setattr(S.system, "cpu_count", lambda: 2)
     assert not S.cores_busy(str(tmp_path / "absent"))
-    monkeypatch.setattr(S.os, "getloadavg", lambda: (2.5, 0.0, 0.0))
+    monkeypatch.setattr(S.os, "getloadavg", lambda: (1.5, 0.0, 0.0))
     assert S.cores_busy(str(tmp_path / "absent"))
+
+
+def test_the_switch_overrides_the_guess(monkeypatch):
+    monkeypatch.setattr(S.system, "cpu_count", lambda: 2)
+    monkeypatch.setattr(S, "cores_busy", lambda: True)
+    monkeypatch.setenv(S.SWITCH, "1")
+    assert S.may_help()
+    monkeypatch.setenv(S.SWITCH, "auto")
+    assert not S.may_help()
+    monkeypatch.setattr(S, "cores_busy", lambda: False)
+    assert S.may_help()
+    monkeypatch.setenv(S.SWITCH, "0")
+    assert not S.may_help()
+    monkeypatch.setattr(S.system, "cpu_count", lambda: 1)
+    monkeypatch.setenv(S.SWITCH, "1")
+    assert not S.may_help()
