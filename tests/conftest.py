@@ -14,7 +14,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "ab_click"))
 os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("MRP_FORMULA_SIDE_PROCESS", "0")  # the workers fill the cores: no figure process per run
 
 
 @pytest.fixture

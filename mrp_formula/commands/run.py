@@ -65,8 +65,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     t0 = time.perf_counter()
     reporter.phase("checking spec")
     loaded = load_spec(path, tuple(overrides), frames={"data": data, "population": population})
-    # the page's figures get a second process, which imports while this one reads, compiles or
-    # poststratifies (one thread of Python, or the sampler's threads for a while)
+    # with MRP_FORMULA_SIDE_PROCESS=1 the page's figures get a second process (output/side_process.py)
     side = SideProcess()
     reporter.phase("reading data")
     plan = plan_of(path, overrides, loaded=loaded)

@@ -5,19 +5,21 @@ other core is idle; matplotlib is not thread-safe, so the second core gets a pro
 fresh interpreter (``python -m mrp_formula.output.side_process``: nothing of this process is
 copied, and unlike multiprocessing's ``spawn`` it never re-runs the caller's script), started as
 soon as the spec is read; it imports matplotlib, xarray and the report's modules while the run
-reads the data, fits (compiling takes one core) or reads the fit cache, poststratifies and checks, then waits for the staged run folder's name on its stdin, reads the
-folder back and draws the page's figures exactly as
+reads the data, fits or reads the fit cache, poststratifies and checks, then waits for the staged
+run folder's name on its stdin, reads the folder back and draws the page's figures exactly as
 :func:`mrp_formula.output.report.document.figures_of` draws them here (so the page is the same
 byte for byte either way), and hands them back pickled on its stdout.
 
-It is started only where a core may be idle: not with one core, not in a daemonic process (a
-Dask worker of ``mrp batch``, whose workers already fill every core), and not while other work
-uses the cores (:func:`cores_busy`): Linux shares the cores between sessions, so beside another
-busy session the second process only splits this run's share and adds its imports (measured on
-a shared machine: the cached primer 17 s of CPU and wall without it, 21 s with it).
-``MRP_FORMULA_SIDE_PROCESS=0`` never starts it (the test suite sets it: its workers fill every
-core), ``=1`` always does (to measure it). Whatever goes wrong there (one core only, no process to be had, a process that dies or draws
-nothing) costs only the parallelism: :meth:`SideProcess.figures` returns None and the run draws
+It is off unless ``MRP_FORMULA_SIDE_PROCESS=1``, and then not started with one core or in a
+daemonic process (a Dask worker of ``mrp batch``, whose workers already fill every core). Off by
+default because the numbers did not support it on the 2-core machine it was measured on: the
+cached primer took 16.8 s of wall and 16.7 s of CPU without it, 20.8 s and 20.9 s with it (the
+second process's imports and second reading of the folder cost about 4 s of CPU, and the run's
+two processes never ran side by side for long, other sessions holding the other core). On a
+machine with a core to spare it may pay; measure before switching it on.
+
+Whatever goes wrong there (no process to be had, a process that dies or draws nothing) costs
+only the parallelism: :meth:`SideProcess.figures` returns None and the run draws
 the figures itself.
 """
 
@@ -54,35 +56,15 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-SWITCH = "MRP_FORMULA_SIDE_PROCESS"  # "0": never, "1": always (where a process can start), else as below
-IDLE = 10.0  # % of the last 10 s in which some task waited for a core (Linux's CPU pressure)
+SWITCH = "MRP_FORMULA_SIDE_PROCESS"  # "1": use a side process (where one can start and help)
 
 
 def may_help() -> bool:
-    """Whether a second process may find an idle core (see the module's docstring)."""
+    """Whether to start the side process: asked for, two cores or more, not a daemonic process."""
     import multiprocessing
 
-    switch = os.environ.get(SWITCH, "").strip()
-    if switch == "0" or system.cpu_count() < 2 or multiprocessing.current_process().daemon:
-        return False
-    return switch == "1" or not cores_busy()
-
-
-def cores_busy(pressure: str = "/proc/pressure/cpu") -> bool:
-    """Whether other work is using the cores now: tasks waited for a core more than ``IDLE`` % of
-    the last 10 s (Linux's pressure stall information), else a 1-minute load average of at least
-    one. The scheduler shares the cores between sessions, not processes, so while another session
-    runs a second process only takes its share from this one (and pays its imports)."""
-    try:
-        with open(pressure) as fh:
-            some = fh.readline().split()
-        return float(dict(f.split("=") for f in some[1:])["avg10"]) > IDLE
-    except (OSError, ValueError, KeyError, IndexError):
-        pass
-    try:
-        return os.getloadavg()[0] >= 1.0
-    except OSError:
-        return False
+    return (os.environ.get(SWITCH, "").strip() == "1" and system.cpu_count() >= 2
+            and not multiprocessing.current_process().daemon)
 
 
 class SideProcess:

@@ -54,29 +54,11 @@ def test_a_side_process_that_fails_returns_nothing(monkeypatch, tmp_path):
     assert proc is not None and proc.poll() is not None
 
 
-def test_busy_cores_are_read_from_the_cpu_pressure(tmp_path, monkeypatch):
-    psi = tmp_path / "cpu"
-    psi.write_text("some avg10=97.50 avg60=90.00 avg300=80.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
-    assert S.cores_busy(str(psi))
-    psi.write_text("some avg10=3.10 avg60=20.00 avg300=80.00 total=1\n")
-    assert not S.cores_busy(str(psi))
-    monkeypatch.setattr(S.os, "getloadavg", lambda: (0.4, 0.0, 0.0))  # no pressure file: the load average
-    assert not S.cores_busy(str(tmp_path / "absent"))
-    monkeypatch.setattr(S.os, "getloadavg", lambda: (1.5, 0.0, 0.0))
-    assert S.cores_busy(str(tmp_path / "absent"))
-
-
-def test_the_switch_overrides_the_guess(monkeypatch):
+def test_only_the_switch_starts_it(monkeypatch):
     monkeypatch.setattr(S.system, "cpu_count", lambda: 2)
-    monkeypatch.setattr(S, "cores_busy", lambda: True)
+    monkeypatch.delenv(S.SWITCH, raising=False)
+    assert not S.may_help()
     monkeypatch.setenv(S.SWITCH, "1")
     assert S.may_help()
-    monkeypatch.setenv(S.SWITCH, "auto")
-    assert not S.may_help()
-    monkeypatch.setattr(S, "cores_busy", lambda: False)
-    assert S.may_help()
-    monkeypatch.setenv(S.SWITCH, "0")
-    assert not S.may_help()
     monkeypatch.setattr(S.system, "cpu_count", lambda: 1)
-    monkeypatch.setenv(S.SWITCH, "1")
     assert not S.may_help()
