@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +12,9 @@ import pandas as pd
 
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.checks.efficiency import efficiency
-from mrp_formula.output.files import staged_dir, write_json, write_table
+from mrp_formula.output.files import sha256_file, staged_dir, write_json, write_table
 from mrp_formula.output.manifest import manifest, run_sections
+from mrp_formula.output.side_process import SideProcess
 from mrp_formula.checks import coverage as coverage_mod
 from mrp_formula.checks import ppc as ppc_mod
 from mrp_formula.poststrat import classical as classical
@@ -20,7 +23,7 @@ from mrp_formula.poststrat import calibrate as calibrate_mod
 from mrp_formula.output.files import check_out
 from mrp_formula.steps import default_out, estimate, out_origin, posterior
 from mrp_formula.steps import plan as plan_of
-from mrp_formula.model.cache import CACHE_DIR
+from mrp_formula.model.cache import CACHE_DIR, FitCache
 from mrp_formula.progress import SILENT, Reporter
 from mrp_formula.spec.tree import load_spec
 
@@ -62,6 +65,8 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     t0 = time.perf_counter()
     reporter.phase("checking spec")
     loaded = load_spec(path, tuple(overrides), frames={"data": data, "population": population})
+    # with MRP_FORMULA_SIDE_PROCESS=1 the page's figures get a second process (output/side_process.py)
+    side = SideProcess()
     reporter.phase("reading data")
     plan = plan_of(path, overrides, loaded=loaded)
     loaded, info, tables = plan.loaded, plan.info, plan.tables
@@ -70,10 +75,13 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     out_dir = Path(out) if out else default_out(loaded)
     origin = out_origin(loaded, out)
     check_out(out_dir, into_existing=into_existing, origin=origin)
+    t_posterior = time.perf_counter()
     fitted_ = posterior(plan, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache, progress=progress,
                         reporter=reporter)
     fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
     timings["fit"] = fitted.seconds
+    timings["posterior"] = time.perf_counter() - t_posterior
+    layout = _layout(fitted.posterior)
 
     t1 = time.perf_counter()
     reporter.phase("poststratifying")
@@ -126,7 +134,8 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                         timings=timings)
 
     reporter.phase("writing")
-    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
+    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp, side:
+        t3 = time.perf_counter()
         write_table(table, tmp / "estimands.csv")
         write_table(draws, tmp / "estimand_draws.parquet")
         write_table(ppc_table, tmp / "ppc.csv")
@@ -134,25 +143,60 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
             write_table(cal_table, tmp / "calibration.csv")
             write_table(calibrate_mod.long_shifts(calibration, predictor.n_chains, predictor.n_draws),
                         tmp / "calibration_draws.parquet")
+        cached_nc = FitCache(out_dir.resolve().parent / CACHE_DIR).entry(key) / "posterior.nc" if cache else None
+        _write_posterior(fitted.posterior, tmp / "posterior.nc", cached_nc, layout)
+        (tmp / "spec.toml").write_text(loaded.text + "".join(f"\n# applied with --set: {o}" for o in overrides))
+        timings["write"] = time.perf_counter() - t3
+        write_json(manifest_of(notes), tmp / "manifest.json")  # what the page's figures read of it
+        side.start_figures(tmp)
         if spec.report.plots:
+            t4 = time.perf_counter()
             plot_note = _plots(tmp, table, draws, fitted.posterior, ppc_table, spec,
                                ordered=ordered_levels(plan.fit_plan.structures))
             if plot_note:
                 notes = notes + (plot_note,)
-        fitted.posterior.to_netcdf(tmp / "posterior.nc")
-        (tmp / "spec.toml").write_text(loaded.text + "".join(f"\n# applied with --set: {o}" for o in overrides))
-        timings["total"] = time.perf_counter() - t0
+            timings["plots"] = time.perf_counter() - t4
+        t5 = time.perf_counter()
         manifest_ = manifest_of(notes)
         write_json(manifest_, tmp / "manifest.json")
-        report_note = _report(tmp)
+        report_note = _report(tmp, side.figures())
+        timings["report"] = time.perf_counter() - t5  # in manifest.json, not on the page written before
+        timings["total"] = time.perf_counter() - t0
         if report_note:  # the page failed: say so in the results, which are complete
             notes = notes + (report_note,)
-            manifest_ = manifest_of(notes)
-            write_json(manifest_, tmp / "manifest.json")
+        manifest_ = manifest_of(notes)
+        write_json(manifest_, tmp / "manifest.json")
     return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
                      out=out_dir, notes=notes, manifest=manifest_, warnings=warnings_,
                      failed=tuple(failed) + tuple(n for n in srm if n.code == "srm.mismatch"),
                      ppc=ppc_table)
+
+
+# the steps of timings_seconds, in order (docs/outputs.md says what each covers)
+TIMINGS = ("prepare", "fit", "posterior", "poststratify", "checks", "write", "plots", "report", "total")
+
+
+def _layout(posterior) -> tuple:
+    """What the posterior holds, short of its values: groups, variables, shapes, types, attributes."""
+    return tuple((node.path, tuple((str(n), v.dims, v.shape, str(v.dtype), repr(v.attrs))
+                                   for n, v in node.dataset.variables.items()), repr(node.attrs))
+                 for node in posterior.subtree)
+
+
+def _write_posterior(posterior, path: Path, cached: Path | None, layout: tuple) -> None:
+    """Write ``posterior.nc``: a copy of the fit cache's file when it holds this posterior as it
+    was read or stored (the cache wrote those bytes with the same ``to_netcdf``, so they are the
+    file this would write; its checksum is checked against the cache's record), else ``to_netcdf``."""
+    if cached is not None and cached.is_file() and _layout(posterior) == layout:
+        try:
+            meta = json.loads((cached.parent / "meta.json").read_text())
+            shutil.copyfile(cached, path)
+            if sha256_file(path) == meta.get("sha256"):
+                return
+        except (OSError, ValueError):
+            pass
+        path.unlink(missing_ok=True)
+    posterior.to_netcdf(path)
 
 
 def ordered_levels(structures) -> dict[str, list[str]]:
@@ -173,13 +217,14 @@ def _plots(folder: Path, table, draws, posterior, ppc_table, spec, ordered=None)
     return ""
 
 
-def _report(folder: Path) -> str:
-    """Write report.html from the files just staged; a failure costs a note, never the results."""
+def _report(folder: Path, figures: dict | None = None) -> str:
+    """Write report.html from the files just staged (with its figures, when drawn already); a
+    failure costs a note, never the results."""
     try:
         from mrp_formula.output.report import report_note
     except Exception as exc:  # e.g. jinja2 missing from a broken install
         return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
-    return report_note(folder)
+    return report_note(folder, figures)
 
 
 SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_above_null", "p_in_rope",

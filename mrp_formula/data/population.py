@@ -47,8 +47,6 @@ def rake(sample_cells: pd.DataFrame, margins: dict[str, dict[str, float]], *, to
     level without seed weight cannot be reached, and the result does not converge.
     """
     cells = sample_cells.copy()
-    w = cells[WEIGHT].to_numpy(dtype=float)
-    w = w / w.sum()
     parts = []  # (code per cell, target share per code)
     for name, margin in margins.items():
         target = normalise_margin(margin)
@@ -59,6 +57,16 @@ def rake(sample_cells: pd.DataFrame, margins: dict[str, dict[str, float]], *, to
             unlisted = sorted(set(labels[codes.isna()]))
             raise ValueError(f"level(s) {unlisted} of {name!r} are not in its margin")
         parts.append((codes.to_numpy(dtype=np.int64), np.array(list(target.values()), dtype=float)))
+    w, it, err = rake_arrays(cells[WEIGHT].to_numpy(dtype=float), parts, tol=tol, max_iter=max_iter)
+    cells[WEIGHT] = w
+    return RakeResult(cells=cells, iterations=it, max_error=float(err), converged=bool(err < tol))
+
+
+def rake_arrays(seed: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]], *, tol: float = 1e-10,
+                max_iter: int = 1000) -> tuple[np.ndarray, int, float]:
+    """The arithmetic of :func:`rake` on arrays: ``seed`` weights per cell and, per margin, (code
+    of each cell's level, target share per code) -> (shares per cell, iterations, largest error)."""
+    w = seed / seed.sum()
     err = np.inf
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported)
@@ -70,5 +78,4 @@ def rake(sample_cells: pd.DataFrame, margins: dict[str, dict[str, float]], *, to
                    for codes, target in parts), default=0.0)
         if err < tol:
             break
-    cells[WEIGHT] = w
-    return RakeResult(cells=cells, iterations=it, max_error=float(err), converged=bool(err < tol))
+    return w, it, float(err)

@@ -17,7 +17,7 @@ from mrp_formula.spec.families import FAMILIES
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.spec.formula import FormulaInfo
 from mrp_formula.poststrat.sums import Reduced, Request
-from mrp_formula.data.population import WEIGHT, rake
+from mrp_formula.data.population import WEIGHT, normalise_margin, rake_arrays
 from mrp_formula.data.tables import Tables
 
 
@@ -79,23 +79,37 @@ def rake_weights(frame: pd.DataFrame, count: np.ndarray, population: pd.DataFram
         return np.zeros(len(frame))
     if not vars_:
         return np.ones(len(frame))
-    labels = frame[list(vars_)].astype(str)
-    keep = np.ones(len(frame), bool)
-    pops = {v: population.groupby(population[v].astype(str))[WEIGHT].sum() for v in vars_}
-    for v in vars_:
-        keep &= labels[v].map(pops[v]).fillna(0.0).to_numpy() > 0
-    keep &= count > 0
+    pops = {v: population.groupby(population[v].astype(str))[WEIGHT].sum().to_dict() for v in vars_}
+    labels = {v: frame[v].astype(str).to_numpy(dtype=object) for v in vars_}
+    return _raked(labels, count, pops, tol=tol, max_iter=max_iter)
+
+
+def _raked(labels: dict[str, np.ndarray], count: np.ndarray, pops: dict[str, dict[str, float]], *,
+           tol: float, max_iter: int) -> np.ndarray:
+    """:func:`rake_weights` on arrays: each variable's label per row, and its population weight per
+    level. The cells are the joint levels of the kept rows in sorted order, as pandas' sorted
+    groupby would list them, so the arithmetic (and every bit of the result) is the same."""
+    n = len(count)
+    keep = count > 0
+    for v, lab in labels.items():
+        pop = pops[v]
+        keep &= np.fromiter((pop.get(x, 0.0) > 0 for x in lab), dtype=bool, count=n)
     if not keep.any():
-        return np.zeros(len(frame))
-    kept = labels.loc[keep]
-    margins = {v: pops[v].reindex(sorted(set(kept[v]))).to_dict() for v in vars_}
-    grouped = kept.groupby(list(vars_), sort=True)
-    ids = grouped.ngroup().to_numpy()
-    cells = grouped.size().reset_index()[list(vars_)]
-    seed = np.bincount(ids, weights=count[keep], minlength=len(cells))
-    cells[WEIGHT] = seed
-    raked = rake(cells, margins, tol=tol, max_iter=max_iter).cells[WEIGHT].to_numpy()
-    w = np.zeros(len(frame))
+        return np.zeros(n)
+    parts, codes, sizes = [], [], []
+    for v, lab in labels.items():
+        levels, code = np.unique(lab[keep], return_inverse=True)
+        shares = normalise_margin({lv: pops[v][lv] for lv in levels})
+        parts.append(np.array(list(shares.values()), dtype=float))
+        codes.append(code.ravel())
+        sizes.append(len(levels))
+    cell_of_row, ids = np.unique(np.ravel_multi_index(codes, sizes), return_inverse=True)
+    ids = ids.ravel()
+    seed = np.bincount(ids, weights=count[keep], minlength=len(cell_of_row))
+    cell_codes = np.unravel_index(cell_of_row, sizes)
+    raked, _, _ = rake_arrays(seed, [(c.astype(np.int64), t) for c, t in zip(cell_codes, parts)],
+                              tol=tol, max_iter=max_iter)
+    w = np.zeros(n)
     w[keep] = raked[ids] / seed[ids]
     return w
 
@@ -104,33 +118,43 @@ def _group_values(units: Units, population: pd.DataFrame, req: Request, post_var
     """(2, G[, K]) values: raw and raked means per group of ``req.by`` under its settings."""
     from mrp_formula.poststrat.sums import group_codes
 
-    pop_groups = population if not req.by else population
-    _, groups = group_codes(pop_groups, req.by)
+    pop_code, groups = group_codes(population, req.by)
     frame, outcome, count = units.frame, units.outcome, units.count
     mask = np.ones(len(frame), bool)
     for var, level in req.scenario.settings:
         if var in frame:
             mask &= (frame[var] == str(level)).to_numpy()
+    rake_vars = [v for v in post_vars if v not in req.by and v not in dict(req.scenario.settings)]
+    labels = {v: frame[v].to_numpy(dtype=object) for v in rake_vars}
+    in_frame = [c for c in groups.columns if c in frame]
+    rows_of = (frame.groupby(in_frame, sort=False).indices if in_frame else {})
+    pop_rows = pd.Series(pop_code).groupby(pop_code).indices  # each group's population rows, in order
     k = outcome.shape[1]
     vals = np.full((2, len(groups), k), np.nan)
     for gi in range(len(groups)):
-        m = mask.copy()
-        pmask = np.ones(len(population), bool)
-        for col in groups.columns:
-            level = str(groups.loc[gi, col])
-            if col in frame:
-                m &= (frame[col] == level).to_numpy()
-            pmask &= (population[col].astype(str) == level).to_numpy()
-        if not m.any():
+        if in_frame:
+            key = tuple(str(groups.loc[gi, col]) for col in in_frame)
+            rows = rows_of.get(key[0] if len(key) == 1 else key, np.zeros(0, dtype=np.int64))
+        else:
+            rows = np.arange(len(frame))
+        rows = np.sort(rows)
+        rows = rows[mask[rows]]
+        if not len(rows):
             continue
-        c = count[m]
+        c = count[rows]
         if c.sum() <= 0:
             continue
-        vals[0, gi] = (outcome[m] * c[:, None]).sum(0) / c.sum()
-        rake_vars = [v for v in post_vars if v not in req.by and v not in dict(req.scenario.settings)]
-        w = rake_weights(frame.loc[m].reset_index(drop=True), c, population.loc[pmask], rake_vars)
+        vals[0, gi] = (outcome[rows] * c[:, None]).sum(0) / c.sum()
+        pop = population.iloc[pop_rows[gi]] if gi in pop_rows else population.iloc[:0]
+        if pop[WEIGHT].sum() <= 0:
+            continue  # no population weight: weights 0 (as rake_weights)
+        if rake_vars:  # the population weights summed per level as rake_weights sums them (the same bits)
+            pops = {v: pop.groupby(pop[v].astype(str))[WEIGHT].sum().to_dict() for v in rake_vars}
+            w = _raked({v: lab[rows] for v, lab in labels.items()}, c, pops, tol=1e-10, max_iter=1000)
+        else:
+            w = np.ones(len(rows))
         if (w * c).sum() > 0:
-            vals[1, gi] = (outcome[m] * (w * c)[:, None]).sum(0) / (w * c).sum()
+            vals[1, gi] = (outcome[rows] * (w * c)[:, None]).sum(0) / (w * c).sum()
     if k == 1:
         vals = vals[:, :, 0]
     return Reduced(groups=groups, values=vals, weight=np.ones(len(groups)))
