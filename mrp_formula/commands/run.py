@@ -14,7 +14,6 @@ from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnost
 from mrp_formula.checks.efficiency import efficiency
 from mrp_formula.output.files import sha256_file, staged_dir, write_json, write_table
 from mrp_formula.output.manifest import manifest, run_sections
-from mrp_formula.output.side_process import SideProcess
 from mrp_formula.checks import coverage as coverage_mod
 from mrp_formula.checks import ppc as ppc_mod
 from mrp_formula.poststrat import classical as classical
@@ -65,8 +64,6 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     t0 = time.perf_counter()
     reporter.phase("checking spec")
     loaded = load_spec(path, tuple(overrides), frames={"data": data, "population": population})
-    # with MRP_FORMULA_SIDE_PROCESS=1 the page's figures get a second process (output/side_process.py)
-    side = SideProcess()
     reporter.phase("reading data")
     plan = plan_of(path, overrides, loaded=loaded)
     loaded, info, tables = plan.loaded, plan.info, plan.tables
@@ -134,7 +131,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
                         timings=timings)
 
     reporter.phase("writing")
-    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp, side:
+    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
         t3 = time.perf_counter()
         write_table(table, tmp / "estimands.csv")
         write_table(draws, tmp / "estimand_draws.parquet")
@@ -147,8 +144,6 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
         _write_posterior(fitted.posterior, tmp / "posterior.nc", cached_nc, layout)
         (tmp / "spec.toml").write_text(loaded.text + "".join(f"\n# applied with --set: {o}" for o in overrides))
         timings["write"] = time.perf_counter() - t3
-        write_json(manifest_of(notes), tmp / "manifest.json")  # what the page's figures read of it
-        side.start_figures(tmp)
         if spec.report.plots:
             t4 = time.perf_counter()
             plot_note = _plots(tmp, table, draws, fitted.posterior, ppc_table, spec,
@@ -159,7 +154,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
         t5 = time.perf_counter()
         manifest_ = manifest_of(notes)
         write_json(manifest_, tmp / "manifest.json")
-        report_note = _report(tmp, side.figures())
+        report_note = _report(tmp)
         timings["report"] = time.perf_counter() - t5  # in manifest.json, not on the page written before
         timings["total"] = time.perf_counter() - t0
         if report_note:  # the page failed: say so in the results, which are complete
@@ -217,14 +212,13 @@ def _plots(folder: Path, table, draws, posterior, ppc_table, spec, ordered=None)
     return ""
 
 
-def _report(folder: Path, figures: dict | None = None) -> str:
-    """Write report.html from the files just staged (with its figures, when drawn already); a
-    failure costs a note, never the results."""
+def _report(folder: Path) -> str:
+    """Write report.html from the files just staged; a failure costs a note, never the results."""
     try:
         from mrp_formula.output.report import report_note
     except Exception as exc:  # e.g. jinja2 missing from a broken install
         return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
-    return report_note(folder, figures)
+    return report_note(folder)
 
 
 SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_above_null", "p_in_rope",

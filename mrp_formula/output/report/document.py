@@ -169,14 +169,8 @@ def _warnings(view: RunView) -> list[str]:
     return [w[0].upper() + w[1:] for w in ws if w]
 
 
-def figures_of(folder: str | Path) -> dict:
-    """The page's figures of the run folder ``folder``, as :func:`render` draws them (a second
-    process draws them while the run writes its PNGs: ``output/report/process.py``)."""
-    return _figures(RunView.from_folder(folder))
-
-
-def context(view: RunView, figures: dict | None = None) -> dict:
-    """Everything the template shows; ``figures``: the page's figures drawn already (by :func:`figures_of`)."""
+def context(view: RunView) -> dict:
+    """Everything the template shows."""
     cs = P.checks(view)
     verdict = P.verdict(view, cs)
     decisions, decision_summaries = P.decisions(view)
@@ -190,7 +184,7 @@ def context(view: RunView, figures: dict | None = None) -> dict:
         "ppc_outside": k, "ppc_levels": n,
         "calibration_table": _calibration_table(view), "calibration_lead": _calibration_lead(view),
         "coverage": [c for c in cs if c.name.startswith(("population", "design effect"))],
-        "figures": _figures(view) if figures is None else figures, "spec_text": view.spec_text, "overrides": view.overrides,
+        "figures": _figures(view), "spec_text": view.spec_text, "overrides": view.overrides,
         "manifest": P.manifest_facts(view), "missing": list(view.missing),
         "manifest_json": _json(view.manifest), "version": str(view.manifest.get("mrp_formula", "")),
     }
@@ -202,9 +196,9 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=2, default=str)
 
 
-def render(view: RunView, figures: dict | None = None) -> str:
+def render(view: RunView) -> str:
     """The report of a run as one self-contained HTML page."""
-    return environment().get_template("report.html.j2").render(**context(view, figures))
+    return environment().get_template("report.html.j2").render(**context(view))
 
 
 def summary(view: RunView) -> str:
@@ -218,12 +212,11 @@ def summary(view: RunView) -> str:
         report=str(Path(view.folder) / REPORT))
 
 
-def write_report(folder: str | Path, out: str | Path | None = None, *, figures: dict | None = None) -> Path:
-    """Write ``report.html`` (or ``out``) for the run folder ``folder``, atomically; ``figures``:
-    the page's figures of that folder drawn already (:func:`figures_of`)."""
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.html`` (or ``out``) for the run folder ``folder``, atomically."""
     view = RunView.from_folder(folder)
     target = Path(out) if out is not None else Path(folder) / REPORT
-    write_text_atomic(target, render(view, figures))
+    write_text_atomic(target, render(view))
     return target
 
 
@@ -244,11 +237,11 @@ def write_text_atomic(path: Path, text_: str) -> None:
                                  hint="choose a folder you can write to")) from None
 
 
-def report_note(folder: Path, figures: dict | None = None) -> str:
+def report_note(folder: Path) -> str:
     """For ``pipeline.run``: write the report into the staged run folder; a failure costs a run note
     (returned), never the results."""
     try:
-        write_report(folder, figures=figures)
+        write_report(folder)
     except Exception as exc:  # the report is a view of the results, not a result
         return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
     return ""
