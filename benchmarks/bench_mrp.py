@@ -160,6 +160,10 @@ def orchestrate(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     res = {"quick": quick, "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
            "load_start": os.getloadavg(), "cases": {}}
+    if args.only and results_path(quick).is_file():  # some groups again: the others' results stay
+        earlier = json.loads(results_path(quick).read_text())
+        res = {**earlier, "cases": dict(earlier.get("cases", {})),
+               "rerun": [*earlier.get("rerun", []), f"{args.only} at {res['started']}"]}
 
     def save():
         results_path(quick).write_text(json.dumps(res, indent=1, default=str))
@@ -218,6 +222,8 @@ def ab_refit(res, save, case, work, logs, budget) -> None:
     (ab / "ab.toml").write_text(AB_SPEC.lstrip())
     cells = clicks.groupby(["treatment", "gender"])["clicked"].agg(["sum", "count"]).reset_index()
     cells.rename(columns={"sum": "mrp_successes", "count": "mrp_trials"}).to_parquet(ab / "cells.parquet")
+    removed = forget_compiled_callbacks()  # the first refit compiles them, as Bambi + nutpie by hand does
+    res["ab_compiled_callbacks_removed"] = removed
     for i in (1, 2):
         r = run_cli(["run", str(ab / "ab.toml"), "--out", str(ab / "run"), "--refit", "--no-progress", "--json"],
                     logs=logs, label=f"ab_refit_cli_{i}")
@@ -232,6 +238,19 @@ def ab_refit(res, save, case, work, logs, budget) -> None:
                              "formula": "p(mrp_successes, mrp_trials) ~ treatment + (1|gender)",
                              "categorical": ["treatment", "gender"], "sampler": "nutpie", "chains": 2,
                              "draws": 1000, "tune": 1000, "target_accept": 0.9}, timeout=budget)
+
+
+def forget_compiled_callbacks() -> int:
+    """Remove nutpie's compiled callbacks from the compile cache (``mrp_formula/model/compiled.py``
+    stores them in PyTensor's compile directory, beside PyTensor's own kernels, which stay)."""
+    import subprocess
+
+    folder = subprocess.run([sys.executable, "-c", "import pytensor; print(pytensor.config.base_compiledir)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    files = list((Path(folder) / "numba").glob("*-mrp-nutpie-*"))
+    for f in files:
+        f.unlink(missing_ok=True)
+    return len(files)
 
 
 def cces(res, case, work, quick, budget) -> None:

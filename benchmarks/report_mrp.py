@@ -26,7 +26,7 @@ def _ratio(a, b):
     return None if not a or not b else b / a
 
 
-LEVERS = """## What each lever gave (measured by hand, 2026-11-30, on the shared machine)
+LEVERS = """## What each lever gave (measured by hand, 2026-11-30 and 2026-12-01)
 
 Measured with a profiling script (plan, build, `nutpie.compile_pymc_model`, `nutpie.sample`) on the
 primer at 2 chains x 500 draws (tune 1,000, target_accept 0.95, seed 2004), while the load average
@@ -43,8 +43,14 @@ draw, effective draws per 1,000 gradient evaluations) compare.
 | side by side right after (load 1.2-3): plain Bambi, PyMC NUTS, same aggregated cells, 2 x 500 (tune 500), 0.95 | **320 s** end to end, 610 leapfrog steps per draw, 2 divergences, worst parameter (1\\|race:female) bulk ESS 2.6 (not converged): mrp-formula's 41 s is **7.9x** faster (target 10x) and converged | – |
 | backend | nutpie 0.16.11 compiles PyMC models with numba or JAX only (no C path); JAX is not installed | numba (as before) |
 | threads | BLAS/OpenMP limited to one thread per sampling thread while sampling (threadpoolctl); the draws are bit-identical to before (the golden primer numbers at 2 x 200 matched exactly) | yes |
-| compile cost | the fixed cost of a refit: the A/B refit's fit took 32.8 s of which the sampler 1.7 s (quick run); nutpie's numba wrapper is not cacheable across processes ("uses dynamic globals"), only PyTensor's inner kernels are | not solved: a persistent compile cache is still to do |
-| cost per gradient | see the gradient row above: under load the compiled model and the hand-fused loop timed alike; an idle-machine figure is still to be taken | – |
+| compile cost | nutpie builds two C callbacks with `numba.cfunc` around PyTensor's compiled graph; as closures they were never found in numba's cache ("uses dynamic globals"), so every process compiled them again: 5 of the 7 s of `nutpie.compile_pymc_model` on the primer | see the next row |
+| compile cache (`model/compiled.py`, 2026-12-01) | the two callbacks written as source without closures and keyed by PyTensor's own key of the graph they call (plus the dimensions and the wrapper source); numba stores them in PyTensor's compile directory. The A/B demo refitted in a fresh process (`mrp run --refit`, load 3-4): fit 8.9 s the first time (`compile_cache: compiled`), **1.9 s** the next (`loaded`), the estimands identical; `tests/model/test_compile_cache.py` checks the draws equal nutpie's own compile bit for bit. The rest of a cached fit is Bambi building the model (about 2 s on the primer) and PyTensor rewriting the graph to find its key (about 2 s) | yes |
+| one gather of all group effects | micro-benchmark of the primer's shape (3,693 cells, 7 terms of up to 50 levels, value and gradient, numba and C backends alike): seven gathers and their scatter-adds 96 us, one gather through a concatenated coefficient vector and a 3,693 x 7 index matrix 132 us, the element-wise part alone 64 us | no: slower |
+| tuning length (counts, seeds 2004 and 7, 4 x 1,000) | tune 1,000: 291,377 and 282,782 gradient evaluations (170,000 while tuning), 3 and 14 divergences, min parameter ESS 672 and 506, min estimand ESS 2,501 and 2,662. tune 500: 226,521 and 227,594, 14 and 3 divergences, 578 and 632, 2,219 and 2,159. tune 300: 216,351 and 206,631 (26-29 % fewer), 2 and 1 divergences, 604 and 656, 1,876 and 2,337 | no change of the default (1,000): the saving is real but the estimand ESS fell under 2,000 in one of two runs, and the divergences do not follow the tuning length |
+| region non-centred (the data nest region in state) | tune 300: 0 divergences at seeds 2004 and 7 (against 2 and 1), but the region sd's ESS fell to 407-602 (from 1,300-1,500), and at seed 11 one chain stuck (R-hat 2.85) | no |
+| seed 11 (a robustness check of the shipped geometry) | with the shipped settings and `fit.seed = 11` one of the four chains sticks in a far part of the intercept/centred-effects ridge (intercept -5.5 against -1.3, step size 1e-4, tree depth at its limit): R-hat 1.60 at tune 1,000, 1.74 at tune 300. The run says so (R-hat and ESS fail the checks; `--strict` exits 5), but the geometry that made the primer fast is not robust to the seed. A diagonal mass matrix at seed 11 had not finished after 10 minutes and was stopped. Sum-to-zero group effects with a separate mean (the ridge's cause removed) are the next lever to try | open |
+| post-fit work (cached primer fit, interleaved before/after, load 1-2.5) | classical raking on arrays: 2.15 -> 1.12 s; `posterior.nc` copied from the fit cache: 0.46 -> 0.01 s; a second process drawing the report's figures while the run draws the PNGs: +4 s of CPU and no wall-time gain on 2 cores (not kept). PNG plots (4.4 s) and the report (4.8 s, 5.6 s of it converting figures to SVG) remain the largest costs after the fit | raking and copy: yes |
+| cost per gradient | see the gradient row above | – |
 """
 
 
@@ -52,12 +58,16 @@ def write_report(res: dict, path: Path) -> None:
     c = res.get("cases", {})
     m = res.get("machine", {})
     L = ["# Benchmarks: real MRP models (issue 11)", ""]
+    shared = max((r.get("load_before") or 0 for r in c.values()), default=0) > 2 * (m.get("cpus") or 2)
     L.append(f"Generated by `.venv/bin/python benchmarks/bench_mrp.py{' --quick' if res.get('quick') else ''}`, "
              f"{res.get('started')} – {res.get('finished', 'unfinished')}, every case in a fresh interpreter, one "
-             "after the other in this one run. **The machine was shared**: the 1-minute load average before each "
-             "case is in the last column (2 cores; a load of 10 means each process got about a fifth of a core), "
-             "so wall times are upper bounds and only the side-by-side ratios and the load-free figures (ESS per "
-             "1,000 gradient evaluations, leapfrog steps per draw) carry over to an idle machine.")
+             "after the other in this one run. "
+             + ("**The machine was shared**: the 1-minute load average before each case is in the last column (2 "
+                "cores; a load of 10 means each process got about a fifth of a core), so wall times are upper "
+                "bounds and only the side-by-side ratios and the load-free figures (ESS per 1,000 gradient "
+                "evaluations, leapfrog steps per draw) carry over to an idle machine." if shared else
+                "The 1-minute load average before each case is in the last column: no more than the cases' own "
+                "processes make (one case at a time, its chains on both cores)."))
     L.append("")
     if res.get("note"):
         L.append(f"**Note:** {res['note']}")
@@ -94,6 +104,10 @@ def write_report(res: dict, path: Path) -> None:
     abb = c.get("ab_bambi_nutpie", {})
     if ab[1]:
         cache = [_get(r, "efficiency", "compile_cache") or "–" for r in ab]
+        if res.get("ab_compiled_callbacks_removed") is not None:
+            L.append(f"* Before the first A/B refit the compiled callbacks were removed from the compile cache "
+                     f"({res['ab_compiled_callbacks_removed']} files; PyTensor's own kernels kept, as Bambi + nutpie "
+                     "by hand finds them), so it compiles them and the second loads them.")
         L.append(f"* **A/B refit** (`mrp run --refit`, fresh CLI process): {_f(ab[0].get('wall_seconds'))} s the first "
                  f"time (fit {_f(_get(ab[0], 'timings', 'fit'))} s, compile cache: {cache[0]}), "
                  f"{_f(ab[1].get('wall_seconds'))} s the second (fit {_f(_get(ab[1], 'timings', 'fit'))} s, "

@@ -33,7 +33,7 @@ import pandas as pd
 from mrp_formula import __version__
 from mrp_formula.commands.scheduler import Event, Scheduler
 from mrp_formula.errors import EXIT_DIAGNOSTICS, EXIT_INTERNAL, MrpError, Problem, UsageError
-from mrp_formula.output.files import sha256_file, sha256_text
+from mrp_formula.output.files import sha256_file
 from mrp_formula.spec.tree import LoadedSpec, load_spec, variant_overrides
 from mrp_formula.system import write_text_atomic
 
@@ -47,12 +47,13 @@ STACK_SEED = 7  # the stacking mixture's stream: default_rng([spec seed, STACK_S
 
 @dataclass(frozen=True)
 class RunTask:
-    """What a worker needs to run one spec or variant: the spec by path (the worker reads it,
-    and its text's hash says it reads the same file), the overrides, where to write."""
+    """What a worker needs to run one spec or variant: the spec's text as the client read it (and
+    its path: the folder its relative paths start from), the overrides, where to write. The data
+    files it names are read by the worker: they must be reachable from every worker."""
 
     index: int
     spec: str  # the spec file, absolute
-    spec_sha256: str
+    spec_text: str
     variant: str
     overrides: tuple[str, ...]
     out: str  # the run folder
@@ -120,16 +121,7 @@ def run_task(task: RunTask) -> RunRecord:
                 worker=_worker_name())
     path = Path(task.spec)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return RunRecord(**base, status="failed", exit_code=2, error=f"{path}: the worker cannot read the spec "
-                         f"({exc.strerror or exc}); spec and data paths must be reachable from every worker")
-    if sha256_text(text) != task.spec_sha256:
-        return RunRecord(**base, status="failed", exit_code=2,
-                         error=f"{path}: the worker reads another version of the spec than the client (changed "
-                               f"during the batch, or another file system); paths must reach the same files")
-    try:
-        res = run(path, out=Path(task.out), overrides=task.overrides, refit=task.refit)
+        res = run(path, out=Path(task.out), overrides=task.overrides, refit=task.refit, spec_text=task.spec_text)
     except MrpError as exc:
         return RunRecord(**base, status="failed", exit_code=exc.exit_code, error=_first(exc),
                          seconds=time.perf_counter() - t0)
@@ -246,7 +238,6 @@ def plan_runs(files: Sequence[Path], out: Path, overrides: Sequence[str], *, str
                                           f"batch names its own run folder; rename one"))
             continue
         names[name] = f
-        sha = sha256_text(loaded.text)
         variants = [(BASE, ())] + [(v, variant_overrides(loaded, v)) for v in loaded.spec.variants]
         for variant, sets in variants:
             run = name if variant == BASE else f"{name}.{variant}"
@@ -257,7 +248,7 @@ def plan_runs(files: Sequence[Path], out: Path, overrides: Sequence[str], *, str
                 failed.append(RunRecord(index=-1, spec=str(f), variant=variant, run=run, status="failed",
                                         exit_code=exc.exit_code, error=_first(exc)))
                 continue
-            task = RunTask(index=len(tasks), spec=str(f), spec_sha256=sha, variant=variant, overrides=all_sets,
+            task = RunTask(index=len(tasks), spec=str(f), spec_text=loaded.text, variant=variant, overrides=all_sets,
                            out=str(out / run), strict=strict, refit=refit)
             keys[task.index] = key
             tasks.append(task)

@@ -544,7 +544,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
 
     # the replicates
     t2 = time.perf_counter()
-    remote = _Remote(spec=str(loaded.path), spec_sha256=sha256_text(loaded.text), overrides=tuple(overrides),
+    remote = _Remote(spec=str(loaded.path), spec_text=loaded.text, overrides=tuple(overrides),
                      priors=frozen)
     results = _run_all(ctx, tasks, jobs, on_replicate, scheduler=scheduler, remote=remote)
     timings["replicates"] = time.perf_counter() - t2
@@ -663,11 +663,12 @@ def _run_all(ctx: _Context, tasks: list[_Task], jobs: int, on_replicate, *, sche
 
 @dataclass(frozen=True)
 class _Remote:
-    """One replicate for a Dask worker: the spec by path (the worker plans it itself, as the
-    client did: the same canonical tables and fit plan), the frozen priors and the task."""
+    """One replicate for a Dask worker: the spec's text as the client read it, with its path (the
+    folder its relative paths start from; the worker plans it itself, as the client did: the same
+    canonical tables and fit plan), the frozen priors and the task."""
 
     spec: str
-    spec_sha256: str
+    spec_text: str
     overrides: tuple[str, ...]
     priors: dict | None
     task: _Task | None = None
@@ -675,12 +676,9 @@ class _Remote:
 
 def remote_replicate(item: _Remote) -> dict:
     """On a worker: the context of the spec (built once per process), then the replicate."""
-    key = (item.spec, item.spec_sha256, item.overrides)
+    key = (item.spec, sha256_text(item.spec_text), item.overrides)
     if _WORKER.get("key") != key:
-        loaded = load_spec(item.spec, item.overrides)
-        if sha256_text(loaded.text) != item.spec_sha256:
-            return {"replicate": item.task.replicate, "error": f"{item.spec}: the worker reads another version of "
-                    f"the spec than the client; spec and data paths must reach the same files from every worker"}
+        loaded = load_spec(item.spec, item.overrides, text=item.spec_text)
         base = plan_of(item.spec, item.overrides, loaded=loaded)
         tables = canonical_tables(base.tables)
         ctx = _Context(loaded=loaded, info=base.info, tables=tables, fit_plan=plan_fit(loaded, base.info, tables))

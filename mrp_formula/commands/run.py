@@ -49,7 +49,7 @@ class RunResult:
 
 def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
         refit: bool = False, cache: bool = True, into_existing: bool = False,
-        reporter: Reporter = SILENT, data=None, population=None) -> RunResult:
+        reporter: Reporter = SILENT, data=None, population=None, spec_text: str | None = None) -> RunResult:
     """Run the spec end to end and write the run folder.
 
     The posterior is reused from the cache beside the run folder while the model part of the
@@ -58,12 +58,13 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     ``into_existing`` (then the run's files are added to it and nothing there is replaced).
     ``reporter`` hears each phase as it begins and the sampler's progress. ``data`` and
     ``population`` are DataFrames that take the place of the spec's files (which it may then omit).
+    ``spec_text``: the spec's text, used instead of reading ``path`` (a batch task carries it).
     """
 
     timings = {}
     t0 = time.perf_counter()
     reporter.phase("checking spec")
-    loaded = load_spec(path, tuple(overrides), frames={"data": data, "population": population})
+    loaded = load_spec(path, tuple(overrides), frames={"data": data, "population": population}, text=spec_text)
     reporter.phase("reading data")
     plan = plan_of(path, overrides, loaded=loaded)
     loaded, info, tables = plan.loaded, plan.info, plan.tables

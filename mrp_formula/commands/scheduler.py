@@ -8,8 +8,8 @@ dask-jobqueue or Kubernetes. ``mrp batch`` and ``mrp recover`` both submit throu
 ``on_event`` as tasks start and finish.
 
 Tasks are small frozen records (a spec's path and text, overrides, seeds), never pickled
-models: a worker reads the spec and the data itself, so data paths must be reachable from every
-worker (a shared file system on a cluster). Each worker process compiles PyTensor code in its own
+models: a worker reads the data itself (and any spec the task's spec extends), so data paths must
+be reachable from every worker (a shared file system on a cluster). Each worker process compiles PyTensor code in its own
 directory (:func:`worker_compiledir`, set before PyTensor is imported): PyTensor's compile cache
 is not safe to share between concurrent processes. The directory is one per worker slot, kept
 between runs, so later batches reuse what earlier ones compiled.

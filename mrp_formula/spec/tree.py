@@ -370,17 +370,19 @@ class LoadedSpec(_Frozen):
 # --------------------------------------------------------------------------- loading
 
 
-def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, frames: dict | None = None
-              ) -> LoadedSpec:
+def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, frames: dict | None = None,
+              text: str | None = None) -> LoadedSpec:
     """Read, merge, override and validate a spec; raise :class:`SpecError` listing every problem.
 
     ``frames`` ({"data": df, "population": df}) are tables given in memory: each takes the place of
-    its section's ``source``, which the spec may then leave out."""
+    its section's ``source``, which the spec may then leave out. ``text``: the spec's text, given
+    instead of reading ``path`` (a batch task carries it to a worker); paths in it are still
+    relative to ``path``'s folder."""
     path = Path(path)
-    if not path.is_file():
+    if text is None and not path.is_file():
         raise SpecError(Problem("spec file not found", file=str(path),
                                 hint="check the path; `mrp init NAME.toml` writes a starter spec"))
-    raw, text, origins = _read_with_extends(path.resolve(), ())
+    raw, text, origins = _read_with_extends(path.resolve(), (), text)
     problems: list[Problem] = []
     raw, overridden = apply_overrides(raw, overrides)
     frames = {k: v for k, v in (frames or {}).items() if v is not None}
@@ -523,9 +525,9 @@ def _variant_problems(raw: dict, spec: Spec, file: str, base: Path, lines: dict)
     return problems
 
 
-def _read_toml(path: Path) -> tuple[dict, str]:
+def _read_toml(path: Path, text: str | None = None) -> tuple[dict, str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8") if text is None else text
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(Problem(f"cannot read the spec: {exc}", file=str(path))) from None
     try:
@@ -553,8 +555,8 @@ def spec_files(path) -> tuple[Path, ...]:
     return tuple(dict.fromkeys([path] + [Path(f) for f, _ in origins.values()]))
 
 
-def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> tuple[dict, str, Origins]:
-    raw, text = _read_toml(path)
+def _read_with_extends(path: Path, seen: tuple[Path, ...], text: str | None = None) -> tuple[dict, str, Origins]:
+    raw, text = _read_toml(path, text)
     _absolutize_paths(raw, path.parent)
     lines = key_lines(text)
     origins = {k: (str(path), v) for k, v in lines.items()}

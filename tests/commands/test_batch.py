@@ -220,7 +220,7 @@ def test_a_rerun_takes_current_runs_from_their_folders(tmp_path):
     pd.DataFrame({"estimand": ["rate"], "scale": [None], "mean": [0.3]}).to_csv(folder / "estimands.csv",
                                                                                 index=False)
     (folder / "manifest.json").write_text(json.dumps({"diagnostics": {"failed": []}}))
-    task = b.RunTask(index=0, spec="ab.toml", spec_sha256="x", variant="base", overrides=(), out=str(folder))
+    task = b.RunTask(index=0, spec="ab.toml", spec_text="", variant="base", overrides=(), out=str(folder))
     prev = {"ab": {"key": "k1", "status": "ok"}}
     rec = b.current_record(task, "k1", prev)
     assert rec.status == "current" and rec.rows[0]["mean"] == 0.3
@@ -315,3 +315,15 @@ def test_cli_batch_refuses_workers_with_a_scheduler(write, tmp_path, capsys):
     code, _, err = _cli(capsys, "batch", str(path), "--out", str(tmp_path / "o"), "--workers", "2", "--scheduler",
                         "tcp://127.0.0.1:1")
     assert code == 2 and "--scheduler" in err
+
+
+def test_a_task_carries_the_spec_text_the_worker_needs_no_spec_file(ab_dir, tmp_path):
+    """The worker runs the text the client read, with paths relative to the spec's folder; the
+    file itself may be gone (or another version) on the worker."""
+    spec = ab_dir / "ab.toml"
+    text = spec.read_text().replace("draws = 300", "draws = 20").replace("tune = 300", "tune = 20") \
+        + "[report]\nplots = false\n"
+    spec.unlink()
+    loaded = load_spec(spec, text=text)
+    assert loaded.spec.fit.draws == 20 and loaded.text == text
+    assert loaded.spec.data.source == str(ab_dir / "clicks.csv")  # relative to the spec's folder
