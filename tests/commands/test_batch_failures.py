@@ -18,6 +18,7 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import AB_SPEC
 
 from mrp_formula.commands import batch as b
 from mrp_formula.commands.run import run
@@ -26,34 +27,12 @@ from mrp_formula.commands.scheduler import compile_root
 pytestmark = pytest.mark.slow
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this file
 
-GOOD = """
-name = "NAME"
-[data]
-source = "clicks.csv"
-[model]
-formula = "clicked ~ treatment + (1 | gender)"
-family = "bernoulli"
-levels.treatment = ["control", "treatment"]
-[model.priors]
-Intercept = "Normal(0, 1.5)"
-treatment = "Normal(0, 1)"
-"1|gender" = "Normal(0, HalfNormal(0.5))"
-[fit]
-draws = 200
-tune = 200
-chains = 2
-seed = SEED
-[population.margins]
-gender = { female = 0.5, male = 0.5 }
-[estimands.click_rate]
-at = { treatment = ["control", "treatment"] }
-[estimands.lift]
-contrast = { treatment = ["treatment", "control"] }
-[report]
-plots = false
-ess_min = 100  # 200 draws x 2 chains: the defaults (400, 1.01) are for real runs
-rhat_max = 1.05
-"""
+# the shared A/B spec (tests/conftest.py), named and seeded per run, smaller, without plots
+GOOD = (textwrap.dedent(AB_SPEC).lstrip().replace('name = "ab"', 'name = "NAME"').replace("seed = 1\n", "seed = SEED\n")
+        .replace("draws = 300", "draws = 200").replace("tune = 300", "tune = 200")
+        + "[report]\nplots = false\n"
+        "ess_min = 100  # 200 draws x 2 chains: the defaults (400, 1.01) are for real runs\n"
+        "rhat_max = 1.05\n")
 
 # Eight groups of one observation each: the residual sd and the groups' sd trade off, and as
 # either shrinks the group effects are squeezed into a narrow neck (a funnel) that NUTS at a low
