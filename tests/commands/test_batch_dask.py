@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import AB_SPEC
 
 from mrp_formula.commands import batch as b
 from mrp_formula.commands.run import run
@@ -24,32 +25,10 @@ from mrp_formula.commands.scheduler import Scheduler
 
 pytestmark = pytest.mark.slow
 
-SPEC = """
-name = "ab"
-[data]
-source = "clicks.csv"
-[model]
-formula = "clicked ~ treatment + (1 | gender)"
-family = "bernoulli"
-levels.treatment = ["control", "treatment"]
-[model.priors]
-Intercept = "Normal(0, 1.5)"
-treatment = "Normal(0, 1)"
-"1|gender" = "Normal(0, HalfNormal(0.5))"
-[fit]
-draws = 100
-tune = 150
-chains = 2
-seed = 3
-[population.margins]
-gender = { female = 0.5, male = 0.5 }
-[estimands.click_rate]
-at = { treatment = ["control", "treatment"] }
-[estimands.lift]
-contrast = { treatment = ["treatment", "control"] }
-[variants.tight]
-"model.priors.treatment" = "Normal(0, 0.1)"
-"""
+# the shared A/B spec (tests/conftest.py), smaller and seeded, with a variant
+SPEC = (textwrap.dedent(AB_SPEC).lstrip().replace("draws = 300", "draws = 100").replace("tune = 300", "tune = 150")
+        .replace("seed = 1\n", "seed = 3\n")
+        + '[variants.tight]\n"model.priors.treatment" = "Normal(0, 0.1)"\n')
 KEEP = ["estimand", "treatment", "mean", "sd", "lower", "upper"]
 
 
