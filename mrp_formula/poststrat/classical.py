@@ -66,8 +66,11 @@ def _values(levels):
         return np.arange(1, len(levels) + 1, dtype=float)
 
 
+RAKE_TOL, RAKE_MAX_ITER = 1e-10, 1000  # the classical weights' raking: largest margin error, iterations
+
+
 def rake_weights(frame: pd.DataFrame, count: np.ndarray, population: pd.DataFrame, vars_: list[str],
-                 *, tol: float = 1e-10, max_iter: int = 1000) -> np.ndarray:
+                 *, tol: float = RAKE_TOL, max_iter: int = RAKE_MAX_ITER) -> np.ndarray:
     """Weights per row so that the weighted units match the population margins of ``vars_``:
     the rows' joint of ``vars_`` (weighted by ``count``) raked by :func:`population.rake`.
 
@@ -150,7 +153,7 @@ def _group_values(units: Units, population: pd.DataFrame, req: Request, post_var
             continue  # no population weight: weights 0 (as rake_weights)
         if rake_vars:  # the population weights summed per level as rake_weights sums them (the same bits)
             pops = {v: pop.groupby(pop[v].astype(str))[WEIGHT].sum().to_dict() for v in rake_vars}
-            w = _raked({v: lab[rows] for v, lab in labels.items()}, c, pops, tol=1e-10, max_iter=1000)
+            w = _raked({v: lab[rows] for v, lab in labels.items()}, c, pops, tol=RAKE_TOL, max_iter=RAKE_MAX_ITER)
         else:
             w = np.ones(len(rows))
         if (w * c).sum() > 0:
