@@ -206,3 +206,36 @@ def test_degenerate_draws_do_not_break_the_density(tmp_path):
     paths = P.write_plots(tmp_path, estimands=est, draws=draws, posterior=None, ppc=None,
                           ci_prob=0.9, ci_kind="eti", ropes={})
     check_pngs(paths, tmp_path, ["estimands.png"])
+
+
+def _trace_posterior(n: int, long_names: bool = False) -> xr.DataTree:
+    s = (CHAINS, DRAWS)
+    name = "1|a_rather_long_grouping_variable:another_one_{}_sigma" if long_names else "1|g{}_sigma"
+    ds = xr.Dataset({name.format(i): (("chain", "draw"), np.abs(RNG.normal(0.5, 0.1, s)) * 10.0 ** (i % 5 - 2))
+                     for i in range(n)}, coords={"chain": np.arange(CHAINS), "draw": np.arange(DRAWS)})
+    return xr.DataTree.from_dict({"posterior": ds})
+
+
+@pytest.mark.parametrize("n, long_names", [(1, False), (3, False), (P.MAX_TRACE + 4, True)])
+def test_trace_grid_keeps_every_label_clear(n, long_names):
+    """The trace figure has a fixed grid (no layout engine): every title and tick label stays
+    inside the figure, and no row's tick labels run into the next row's title."""
+    sink = P.FigureSink()
+    P._trace(_trace_posterior(n, long_names), sink)
+    (_, fig), = sink.figures
+    assert fig.get_layout_engine() is None
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    page = fig.bbox
+    rows = fig.axes[0::2]
+    for ax in fig.axes:
+        for label in [ax.title, *ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label]:
+            if label.get_text() and label.get_visible():
+                box = label.get_window_extent(renderer)
+                assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, \
+                    label.get_text()
+    suptitle = fig._suptitle.get_window_extent(renderer)
+    assert suptitle.y0 > rows[0].title.get_window_extent(renderer).y1
+    for upper, lower in zip(rows, rows[1:]):
+        ticks = min(t.get_window_extent(renderer).y0 for t in upper.get_xticklabels() if t.get_text())
+        assert ticks > lower.title.get_window_extent(renderer).y1
