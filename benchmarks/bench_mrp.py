@@ -110,9 +110,12 @@ def simulate_cces(folder: Path, respondents: int, seed: int = 11) -> dict:
         w *= b[grid[k].to_numpy()]
     cell = rng.choice(len(grid), size=respondents, p=w / w.sum())
     g = grid.iloc[cell].reset_index(drop=True)
-    eta = (-0.3 + eff["state"][g.state] + eff["age"][g.age] + eff["edu"][g.edu] + eff["race"][g.race]
-           + eff["state:race"][g.state, g.race] + eff["age:edu"][g.age, g.edu] + eff["sex"] * g.sex)
-    y = (rng.random(respondents) < 1 / (1 + np.exp(-eta))).astype(int)
+
+    def eta(f):
+        return (-0.3 + eff["state"][f.state] + eff["age"][f.age] + eff["edu"][f.edu] + eff["race"][f.race]
+                + eff["state:race"][f.state, f.race] + eff["age:edu"][f.age, f.edu] + eff["sex"] * f.sex)
+
+    y = (rng.random(respondents) < 1 / (1 + np.exp(-eta(g)))).astype(int)
 
     def named(frame):
         return pd.DataFrame({k: np.asarray(L[k])[frame[k].to_numpy()] for k in L})
@@ -125,7 +128,13 @@ def simulate_cces(folder: Path, respondents: int, seed: int = 11) -> dict:
     cells = sample.groupby(list(L), observed=True)["y"].agg(["sum", "count"]).reset_index()
     cells = cells.rename(columns={"sum": "mrp_successes", "count": "mrp_trials"})
     cells.to_parquet(folder / "cells.parquet")
-    return {"respondents": respondents, "cells": len(cells), "population_cells": len(pop)}
+    # the truth each state's estimate is judged against: the population-weighted mean of the true
+    # probabilities of its cells (no random draw here: the sample is the same with or without it)
+    p_true = 1 / (1 + np.exp(-eta(grid)))
+    state = grid.state.to_numpy()
+    truth = np.bincount(state, weights=pop_n * p_true) / np.bincount(state, weights=pop_n)
+    return {"respondents": respondents, "cells": len(cells), "population_cells": len(pop),
+            "truth": {s: float(t) for s, t in zip(L["state"], truth)}}
 
 
 def cces_spec(folder: Path, draws: int, chains: int) -> Path:

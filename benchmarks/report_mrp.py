@@ -54,6 +54,19 @@ draw, effective draws per 1,000 gradient evaluations) compare.
 """
 
 
+def recovery(estimates: dict | None, truth: dict[str, float]) -> dict | None:
+    """How a case's state estimates ({state: [mean, sd, ...]}) meet the simulated truth."""
+    if not estimates:
+        return None
+    common = [k for k in truth if k in estimates]
+    if not common:
+        return None
+    err = [estimates[k][0] - truth[k] for k in common]
+    return {"states": len(common), "max_error": max(abs(e) for e in err),
+            "rmse": (sum(e * e for e in err) / len(err)) ** 0.5,
+            "within_2sd": sum(abs(e) <= 2 * estimates[k][1] for e, k in zip(err, common))}
+
+
 def write_report(res: dict, path: Path) -> None:
     c = res.get("cases", {})
     m = res.get("machine", {})
@@ -130,6 +143,14 @@ def write_report(res: dict, path: Path) -> None:
                  f"{_f(cm.get('wall_seconds'))} s, plain Bambi + nutpie {_f(c.get('cces_bambi_nutpie', {}).get('wall_seconds'))} s, "
                  f"plain Bambi + PyMC {_f(c.get('cces_bambi_pymc', {}).get('wall_seconds'))} s "
                  f"({c.get('cces_bambi_pymc', {}).get('status', 'not run')}).")
+        truth = cc.get("truth")
+        if truth:
+            for label in ("cces_mrp", "cces_bambi_nutpie", "cces_bambi_pymc"):
+                rec = recovery(c.get(label, {}).get("estimates"), truth)
+                if rec:
+                    L.append(f"  {label}: state estimates against the simulated truth: largest error "
+                             f"{rec['max_error']:.4f}, root mean square {rec['rmse']:.4f}, "
+                             f"{rec['within_2sd']} of {rec['states']} states within 2 posterior sd.")
         peaks = cm.get("peak_rss_mb_by_step")
         if peaks:
             L.append("  Peak memory by step (mrp-formula, MB, high-water mark after the step): "

@@ -79,3 +79,38 @@ def rake_arrays(seed: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]], *,
         if err < tol:
             break
     return w, it, float(err)
+
+
+def rake_many(problems: list[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]], *, tol: float = 1e-10,
+              max_iter: int = 1000) -> list[np.ndarray]:
+    """:func:`rake_arrays` of many independent problems, (seed, parts) each, in one loop over
+    their concatenation: the shares per cell of each, bit for bit what :func:`rake_arrays` gives
+    it alone. Each margin's bins are the problems' bins one after the other, so a bin sums the
+    same cells in the same order; a problem whose largest error fell below ``tol`` stops changing
+    (its ratios are 1). Problems with different numbers of margins are raked one by one."""
+    k = len(problems[0][1]) if problems else 0
+    if len(problems) < 2 or k == 0 or any(len(parts) != k for _, parts in problems):
+        return [rake_arrays(seed, parts, tol=tol, max_iter=max_iter)[0] for seed, parts in problems]
+    w = np.concatenate([seed / seed.sum() for seed, _ in problems])
+    margins = []  # per margin: each cell's bin, the target per bin, the problem of each bin, its first bin
+    for j in range(k):
+        n_bins = np.array([len(parts[j][1]) for _, parts in problems])
+        first = np.concatenate([[0], np.cumsum(n_bins)[:-1]])
+        codes = np.concatenate([parts[j][0] + f for (_, parts), f in zip(problems, first)])
+        target = np.concatenate([parts[j][1] for _, parts in problems])
+        margins.append((codes, target, np.repeat(np.arange(len(problems)), n_bins), first))
+    active = np.ones(len(problems), dtype=bool)
+    for _ in range(max_iter):
+        for codes, target, owner, _first in margins:
+            current = np.bincount(codes, weights=w, minlength=len(target))
+            ratio = np.divide(target, current, out=np.ones_like(target), where=current > 0)
+            ratio[~active[owner]] = 1.0
+            w = w * ratio[codes]
+        err = np.zeros(len(problems))
+        for codes, target, _owner, first in margins:
+            gap = np.abs(np.bincount(codes, weights=w, minlength=len(target)) - target)
+            err = np.maximum(err, np.maximum.reduceat(gap, first))
+        active &= ~(err < tol)
+        if not active.any():
+            break
+    return np.split(w, np.cumsum([len(seed) for seed, _ in problems])[:-1])

@@ -17,7 +17,7 @@ from mrp_formula.spec.families import FAMILIES
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.spec.formula import FormulaInfo
 from mrp_formula.poststrat.sums import Reduced, Request
-from mrp_formula.data.population import WEIGHT, normalise_margin, rake_arrays
+from mrp_formula.data.population import WEIGHT, normalise_margin, rake_arrays, rake_many
 from mrp_formula.data.tables import Tables
 
 
@@ -92,29 +92,54 @@ def _raked(labels: dict[str, np.ndarray], count: np.ndarray, pops: dict[str, dic
     """:func:`rake_weights` on arrays: each variable's label per row, and its population weight per
     level. The cells are the joint levels of the kept rows in sorted order, as pandas' sorted
     groupby would list them, so the arithmetic (and every bit of the result) is the same."""
-    n = len(count)
-    keep = count > 0
-    for v, lab in labels.items():
-        pop = pops[v]
-        keep &= np.fromiter((pop.get(x, 0.0) > 0 for x in lab), dtype=bool, count=n)
-    if not keep.any():
-        return np.zeros(n)
-    parts, codes, sizes = [], [], []
-    for v, lab in labels.items():
-        levels, code = np.unique(lab[keep], return_inverse=True)
-        shares = normalise_margin({lv: pops[v][lv] for lv in levels})
-        parts.append(np.array(list(shares.values()), dtype=float))
-        codes.append(code.ravel())
-        sizes.append(len(levels))
-    cell_of_row, ids = np.unique(np.ravel_multi_index(codes, sizes), return_inverse=True)
-    ids = ids.ravel()
-    seed = np.bincount(ids, weights=count[keep], minlength=len(cell_of_row))
-    cell_codes = np.unravel_index(cell_of_row, sizes)
-    raked, _, _ = rake_arrays(seed, [(c.astype(np.int64), t) for c, t in zip(cell_codes, parts)],
-                              tol=tol, max_iter=max_iter)
-    w = np.zeros(n)
-    w[keep] = raked[ids] / seed[ids]
-    return w
+    problem = _RakeProblem.of(labels, count, pops)
+    if problem is None:
+        return np.zeros(len(count))
+    raked, _, _ = rake_arrays(problem.seed, problem.parts, tol=tol, max_iter=max_iter)
+    return problem.weights(raked)
+
+
+@dataclass(frozen=True)
+class _RakeProblem:
+    """The raking of one set of rows: which rows are kept (a positive count, every level in the
+    population), the cell of each kept row, the units per cell, and per variable (code of each
+    cell's level, population share per code)."""
+
+    n: int
+    keep: np.ndarray
+    cell_of_row: np.ndarray
+    seed: np.ndarray
+    parts: list
+
+    @classmethod
+    def of(cls, labels: dict[str, np.ndarray], count: np.ndarray,
+           pops: dict[str, dict[str, float]]) -> "_RakeProblem | None":
+        n = len(count)
+        keep = count > 0
+        for v, lab in labels.items():
+            pop = pops[v]
+            keep &= np.fromiter((pop.get(x, 0.0) > 0 for x in lab), dtype=bool, count=n)
+        if not keep.any():
+            return None
+        parts, codes, sizes = [], [], []
+        for v, lab in labels.items():
+            levels, code = np.unique(lab[keep], return_inverse=True)
+            shares = normalise_margin({lv: pops[v][lv] for lv in levels})
+            parts.append(np.array(list(shares.values()), dtype=float))
+            codes.append(code.ravel())
+            sizes.append(len(levels))
+        cells, ids = np.unique(np.ravel_multi_index(codes, sizes), return_inverse=True)
+        ids = ids.ravel()
+        seed = np.bincount(ids, weights=count[keep], minlength=len(cells))
+        cell_codes = np.unravel_index(cells, sizes)
+        return cls(n=n, keep=keep, cell_of_row=ids, seed=seed,
+                   parts=[(c.astype(np.int64), t) for c, t in zip(cell_codes, parts)])
+
+    def weights(self, raked: np.ndarray) -> np.ndarray:
+        """Each row's weight from the raked shares of the cells."""
+        w = np.zeros(self.n)
+        w[self.keep] = raked[self.cell_of_row] / self.seed[self.cell_of_row]
+        return w
 
 
 def _group_values(units: Units, population: pd.DataFrame, req: Request, post_vars: list[str]) -> Reduced:
@@ -134,6 +159,7 @@ def _group_values(units: Units, population: pd.DataFrame, req: Request, post_var
     pop_rows = pd.Series(pop_code).groupby(pop_code).indices  # each group's population rows, in order
     k = outcome.shape[1]
     vals = np.full((2, len(groups), k), np.nan)
+    raking = []  # (group, its rows, their units, its raking problem)
     for gi in range(len(groups)):
         if in_frame:
             key = tuple(str(groups.loc[gi, col]) for col in in_frame)
@@ -153,14 +179,24 @@ def _group_values(units: Units, population: pd.DataFrame, req: Request, post_var
             continue  # no population weight: weights 0 (as rake_weights)
         if rake_vars:  # the population weights summed per level as rake_weights sums them (the same bits)
             pops = {v: pop.groupby(pop[v].astype(str))[WEIGHT].sum().to_dict() for v in rake_vars}
-            w = _raked({v: lab[rows] for v, lab in labels.items()}, c, pops, tol=RAKE_TOL, max_iter=RAKE_MAX_ITER)
+            raking.append((gi, rows, c, _RakeProblem.of({v: lab[rows] for v, lab in labels.items()}, c, pops)))
         else:
-            w = np.ones(len(rows))
-        if (w * c).sum() > 0:
-            vals[1, gi] = (outcome[rows] * (w * c)[:, None]).sum(0) / (w * c).sum()
+            _weighted(vals, gi, outcome[rows], c, np.ones(len(rows)))
+    # every group raked at once (each group's weights are those of raking it alone, bit for bit)
+    solved = iter(rake_many([(p.seed, p.parts) for *_, p in raking if p is not None], tol=RAKE_TOL,
+                            max_iter=RAKE_MAX_ITER))
+    for gi, rows, c, problem in raking:
+        w = problem.weights(next(solved)) if problem is not None else np.zeros(len(rows))
+        _weighted(vals, gi, outcome[rows], c, w)
     if k == 1:
         vals = vals[:, :, 0]
     return Reduced(groups=groups, values=vals, weight=np.ones(len(groups)))
+
+
+def _weighted(vals: np.ndarray, gi: int, outcome: np.ndarray, c: np.ndarray, w: np.ndarray) -> None:
+    """The weighted mean of group ``gi`` into ``vals[1, gi]`` (left NaN when no weight is left)."""
+    if (w * c).sum() > 0:
+        vals[1, gi] = (outcome * (w * c)[:, None]).sum(0) / (w * c).sum()
 
 
 def raw_and_weighted(pieces, tables: Tables, info: FormulaInfo, family: str, categories,

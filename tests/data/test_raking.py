@@ -240,3 +240,36 @@ def test_rake_refuses_unlisted_levels_of_every_margin_at_once(tmp_path):
     assert f"rake.toml:{_line(text, 'b =')}: population.margins.b: sample level(s) 'b9'" in r.stderr
     r, _ = _check(tmp_path, 'a = { a0 = 0.4, a1 = 0.4, a2 = 0.2 }\nb = { b0 = 0.5, b1 = 0.4, b9 = 0.1 }')
     assert r.exit_code == 0, r.output  # listed, they are raked
+
+
+# --------------------------------------------------------------------------- many problems at once
+
+
+def _problem(rng, cells: int, margins: int):
+    """A random raking problem: cells with positive seeds, each margin a code per cell (every
+    level used) and target shares; with few cells the margins often cannot all be met."""
+    seed = rng.gamma(1.0, 1.0, cells)
+    parts = []
+    for _ in range(margins):
+        levels = int(rng.integers(1, min(cells, 4) + 1))
+        codes = np.concatenate([np.arange(levels), rng.integers(0, levels, cells - levels)])
+        rng.shuffle(codes)
+        target = rng.dirichlet(np.ones(levels))
+        parts.append((codes.astype(np.int64), target))
+    return seed, parts
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), problems=st.integers(0, 12), margins=st.integers(0, 4),
+       max_iter=st.sampled_from([1, 7, 1000]))
+def test_raking_many_problems_at_once_is_bit_identical_to_one_by_one(seed, problems, margins, max_iter):
+    """`rake_many` (every group of the classical estimates at once) gives each problem exactly
+    the shares `rake_arrays` gives it alone, whether it converges in a few sweeps or never."""
+    from mrp_formula.data.population import rake_arrays, rake_many
+
+    rng = np.random.default_rng(seed)
+    cases = [_problem(rng, int(rng.integers(1, 30)), margins) for _ in range(problems)]
+    got = rake_many(cases, tol=1e-10, max_iter=max_iter)
+    assert len(got) == len(cases)
+    for (s, parts), w in zip(cases, got):
+        np.testing.assert_array_equal(w, rake_arrays(s, parts, tol=1e-10, max_iter=max_iter)[0])

@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""The geometry levers of issue 11 on the MRP primer: one fit per call, printed as one line.
+
+    .venv/bin/python benchmarks/geometry_primer.py MODE SEED ADAPT [CHAINS DRAWS TUNE]
+
+MODE is how the seven group intercepts are built:
+
+- ``shipped``: as mrp-formula builds them (centred where ``model.plan`` centres them);
+- ``zsn_c``: sum-to-zero effects (PyMC's ``ZeroSumNormal``), centred where the shipped choice
+  centres, non-centred elsewhere; ``zsn_all_c``: every term centred sum-to-zero;
+  ``zsn_all_nc``: every term non-centred sum-to-zero;
+- ``c:TERM,TERM``: the shipped choice with these terms centred as well (e.g. ``c:1|age:edu``).
+
+ADAPT is nutpie's mass matrix: ``diag`` or ``low_rank``. SEED goes to ``nutpie.sample`` as it is
+(``mrp run`` derives nutpie's seed from ``fit.seed`` through PyMC, so the same number is not the
+same chains). The line gives the sampling seconds, gradient evaluations (all, and while tuning),
+leapfrog steps per draw, divergences, the largest R-hat, the three smallest bulk ESS of the
+parameters and the smallest per 1,000 gradient evaluations. Set CORES to limit nutpie's threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PRIMER = Path(__file__).resolve().parents[1] / "examples" / "mrp_primer" / "primer.toml"
+
+
+def main(argv: list[str]) -> None:
+    mode, seed, adapt = argv[0], int(argv[1]), argv[2]
+    chains, draws, tune = (int(x) for x in (argv[3:6] if len(argv) > 3 else (4, 1000, 1000)))
+    print(fit(mode, seed, adapt, chains, draws, tune)[1], flush=True)
+
+
+def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
+    """(posterior dataset, the line) of one fit of the primer built as ``mode`` says."""
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
+
+    import arviz as az
+    import nutpie
+    import pymc as pm
+    import pytensor
+    from bambi.backend import model_components
+    from bambi.backend.terms import GroupSpecificTerm
+
+    from mrp_formula import steps
+    from mrp_formula.model import sampler
+
+    plan = steps.plan(PRIMER)
+    shipped = dict(plan.fit_plan.parameterization)
+
+    class Term(GroupSpecificTerm):
+        def build(self, spec):
+            if mode == "shipped":
+                return super().build(spec)
+            if mode.startswith("c:"):
+                centred = self.name in mode[2:].split(",") or shipped[self.name] == "centered"
+                self.term.prior.noncentered = not centred
+                return super().build(spec)
+            name, dims = self.name, list(self.coords)
+            sigma = self.build_distribution(self.term.prior.args["sigma"], label=f"{name}_sigma")
+            centred = {"zsn_all_c": True, "zsn_all_nc": False}.get(mode, shipped[name] == "centered")
+            if centred:
+                return pm.ZeroSumNormal(name, sigma=sigma, dims=dims)
+            offset = pm.ZeroSumNormal(f"{name}_offset", sigma=1.0, dims=dims)
+            return pm.Deterministic(name, offset * sigma, dims=dims)
+
+    base = model_components.GroupSpecificTerm
+    model_components.GroupSpecificTerm = Term
+    try:
+        model = sampler.build_model(plan.loaded, plan.info, plan.fit_plan)
+        model.build()
+    finally:
+        model_components.GroupSpecificTerm = base
+    with pytensor.config.change_flags(numba__fastmath=False):
+        compiled = nutpie.compile_pymc_model(model.backend.model)
+    kwargs = {"low_rank_modified_mass_matrix": True} if adapt == "low_rank" else {}
+    if os.environ.get("CORES"):
+        kwargs["cores"] = int(os.environ["CORES"])
+    t0 = time.perf_counter()
+    tr = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=0.95,
+                       progress_bar=False, **kwargs)
+    seconds = time.perf_counter() - t0
+    post = tr["posterior"].to_dataset()
+    stats, warm = tr["sample_stats"].to_dataset(), tr["warmup_sample_stats"].to_dataset()
+    tuning = int(warm["n_steps"].sum())
+    grads = int(stats["n_steps"].sum()) + tuning
+    names = [v for v in post.data_vars if not v.endswith("_offset") and "__obs__" not in post[v].dims]
+    ess, rhat = az.ess(post[names], method="bulk"), az.rhat(post[names])
+    worst = sorted((float(ess[v].min()), v) for v in names)[:3]
+    return post, (f"{mode} seed={seed} {adapt} {chains}x{draws} tune={tune}: sampling {seconds:.1f} s, {grads} gradients "
+          f"({tuning} tuning), {int(stats['n_steps'].sum()) / (chains * draws):.1f} steps/draw, "
+          f"{int(stats['diverging'].sum())} divergences, max R-hat {max(float(rhat[v].max()) for v in names):.3f}, "
+          f"smallest ESS {', '.join(f'{v} {e:.0f}' for e, v in worst)}, "
+          f"{worst[0][0] / grads * 1000:.2f} per 1,000 gradients")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
