@@ -178,6 +178,8 @@ def orchestrate(args) -> dict:
         results_path(quick).write_text(json.dumps(res, indent=1, default=str))
 
     def case(label, params, timeout):
+        if args.cases and label not in args.cases.split(","):
+            return res["cases"].get(label, {})  # not rerun: its earlier result stays
         print(label, flush=True)
         r = run_case(params, logs=logs, timeout=timeout, label=label)
         r["loadavg"] = os.getloadavg()
@@ -286,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report", type=Path, default=None)
     ap.add_argument("--only", default="", help=f"comma-separated groups of cases: {','.join(GROUPS)} (default all)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--cases", default="", help="comma-separated case labels: only these of the chosen groups run "
+                                                "(e.g. cces_bambi_nutpie); the others keep their earlier results")
     args = ap.parse_args(argv)
     from benchmarks.report_mrp import write_report
 

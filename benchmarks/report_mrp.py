@@ -51,6 +51,25 @@ draw, effective draws per 1,000 gradient evaluations) compare.
 | seed 11 (a robustness check of the shipped geometry) | with the shipped settings and `fit.seed = 11` one of the four chains sticks in a far part of the intercept/centred-effects ridge (intercept -5.5 against -1.3, step size 1e-4, tree depth at its limit): R-hat 1.60 at tune 1,000, 1.74 at tune 300. The run says so (R-hat and ESS fail the checks; `--strict` exits 5), but the geometry that made the primer fast is not robust to the seed. A diagonal mass matrix at seed 11 had not finished after 10 minutes and was stopped. Sum-to-zero group effects with a separate mean (the ridge's cause removed) are the next lever to try | open |
 | post-fit work (cached primer fit, interleaved before/after, load 1-2.5) | classical raking on arrays: 2.15 -> 1.12 s; `posterior.nc` copied from the fit cache: 0.46 -> 0.01 s; a second process drawing the report's figures while the run draws the PNGs: +4 s of CPU and no wall-time gain on 2 cores (not kept). PNG plots (4.4 s) and the report (4.8 s, 5.6 s of it converting figures to SVG) remain the largest costs after the fit | raking and copy: yes |
 | cost per gradient | see the gradient row above | – |
+
+### Levers measured on 2026-12-01 (second session)
+
+Measured with `benchmarks/geometry_primer.py MODE SEED ADAPT CHAINS DRAWS TUNE` (the primer built as MODE
+says, then `nutpie.compile_pymc_model` and `nutpie.sample` with that seed; target_accept 0.95), one fit
+after the other on the otherwise idle machine. "Per 1,000 gradients" is the smallest bulk ESS of any
+parameter per 1,000 gradient evaluations (tuning included); higher is better.
+
+| lever | result | kept |
+| --- | --- | --- |
+| sum-to-zero group effects with a separate mean (PyMC's `ZeroSumNormal`; the intercept then carries the mean of every term, so the intercept/centred-effects ridge of the seed-11 chain is gone) | 4 x 300 (tune 300), seeds 2004 and 11, per 1,000 gradients: **shipped** (iid effects, age/edu/region/poll centred, low-rank) 1.29 and 2.24, 0 divergences. **Sum-to-zero, centred as shipped**: seed 2004 did not finish in 150 s with either mass matrix, and at 4 x 1,000 (low-rank) took 478 s: 274 steps per draw, R-hat 1.60, the state sd's ESS 7 (a stuck chain); seed 11 (diagonal) 3.06, the best of all. **Every term non-centred sum-to-zero**: 0.44-0.66 (diagonal), 0.85-1.14 (low-rank), no stuck chain, the 4-level sds (edu, age) worst. **Every term centred sum-to-zero**: 0.05-0.23, R-hat 1.12-1.55 | no: no variant beats the shipped geometry at both seeds. Removing the intercept ridge leaves the region/state one: region `dc` holds a single state (DC), whose effect the data cannot tell from its region's, and state nests in region throughout |
+| centre `1\\|age:edu` too (median information per level under 200) | 4 x 1,000, seed 2004, low-rank: 455,258 gradient evaluations against 287,603 shipped, 37.8 steps per draw against 29.6, 4 divergences against 2, R-hat 1.058 against 1.006, the age:edu sd's ESS 119 against 663 | no |
+| chains on the cores | the primer's gradient inside nutpie costs about 210 us on one thread (2 chains x 300 on one core: 13.3 s for 63,317 evaluations); the same 2 chains on both cores took 7.9 s, **1.68x** (two vCPUs of a KVM guest, so not 2x); 4 chains on 2 cores: 19.3 s for 126,743 evaluations, 152 us each in wall time | as before (chains over all cores) |
+| the trace figure on a fixed grid (no constrained layout) | drawing the figures of a cached primer run folder one after the other: its PNG 2.07 -> 1.33 s (building it 0.57 -> 0.39 s), the report's SVG figures 4.56 -> 3.54 s in all. End to end the gain is inside this machine's noise: three cached primer runs each, before (f8652b3) and after, interleaved, took 17.1-20.9 s and 17.1-22.4 s in all (the `plots` step 5.2-6.7 s and 5.2-6.9 s). The layout of its title, rows and tick labels is pinned by a test | yes (correct and no slower) |
+| the classical estimates' raking, every group at once (`data/population.rake_many`) | `raw_and_weighted` on the primer 1.46 -> 1.33 s: most states never reach the 1e-10 tolerance, so the loop runs its 1,000 iterations either way, now once for all states. Bit for bit the old weights (hypothesis tests against raking each group alone) | yes |
+| `gc.freeze()` after the fit (the PyMC model's 400,000 objects kept out of the collector's scans while figures are drawn) | primer at 2 x 150, fitted in the run, two pairs interleaved: plots 5.0 and 4.6 s without, 4.1 and 4.6 s with; report 5.6 and 5.3 s without, 5.2 and 5.3 s with; 10-11 full collections in either | no: no gain beyond the noise |
+| where the tuning goes (shipped primer, seed 2004) | 169,033 of the 287,603 gradient evaluations are tuning. The first 50 tuning draws take 45,077 of them (about 225 leapfrog steps per draw and chain, against 29.6 while drawing): the sampler starts with an identity mass matrix, while the slopes of the state-level percentages (p_evang, p_mormon, kerry_04) have posterior sds near 0.005. On the CCES case tuning is 76 % of the gradient evaluations (187,454 of 247,454). The next lever: fit numeric predictors scaled to unit sd and scale their draws back, so that the first mass matrix is the right size | not tried |
+| plain Bambi at CCES scale | see the note and the CCES rows above: Bambi's `predict` on 12,000 population cells with all 4,000 draws outgrew 23 GB (killed twice); predicting 100 draws at a time it took 117 s and peaked at 4.0 GB. mrp-formula's whole run peaked at 840 MB | – |
+| seed 11, again | sum-to-zero effects (above) do not cure it: the ridge that stuck the chain is gone, another (region/state) stays. Not solved: a run that hits it says so (R-hat and ESS fail the checks, `--strict` exits 5) | open |
 """
 
 
@@ -143,6 +162,16 @@ def write_report(res: dict, path: Path) -> None:
                  f"{_f(cm.get('wall_seconds'))} s, plain Bambi + nutpie {_f(c.get('cces_bambi_nutpie', {}).get('wall_seconds'))} s, "
                  f"plain Bambi + PyMC {_f(c.get('cces_bambi_pymc', {}).get('wall_seconds'))} s "
                  f"({c.get('cces_bambi_pymc', {}).get('status', 'not run')}).")
+        per_s = []
+        for label in ("cces_mrp", "cces_bambi_nutpie", "cces_bambi_pymc"):
+            r = c.get(label, {})
+            ess = _get(r, "diagnostics", "estimand_min_ess_bulk") or r.get("estimand_min_ess")
+            if r.get("status") == "ok" and ess and r.get("wall_seconds"):
+                per_s.append(f"{label} {ess / r['wall_seconds']:.1f}")
+        if per_s:
+            L.append(f"  mrp-formula is **{_f(_ratio(cm.get('wall_seconds'), c.get('cces_bambi_nutpie', {}).get('wall_seconds')))}x** "
+                     "faster than plain Bambi + nutpie end to end. Smallest estimand bulk ESS per second of wall time: "
+                     + ", ".join(per_s) + ".")
         truth = cc.get("truth")
         if truth:
             for label in ("cces_mrp", "cces_bambi_nutpie", "cces_bambi_pymc"):
