@@ -115,8 +115,8 @@ def case_bambi_cells(p: dict) -> dict:
 
 def _predict_in_chunks(model, idata, pop, draws_per_chunk: int):
     """(chain, draw, cell) probabilities of the population's cells, predicted ``draws_per_chunk``
-    draws at a time: Bambi's ``predict`` holds a (draws x cells x group columns) array, which at
-    CCES scale (4,000 draws x 12,000 cells) outgrew the machine's 23 GB in one call."""
+    draws at a time: at CCES scale (4,000 draws x 12,000 cells) Bambi's ``predict`` in one call
+    outgrew the machine's 23 GB and was killed (twice); 100 draws at a time peaked at 4 GB."""
     import numpy as np
 
     post = idata["posterior"]
