@@ -292,20 +292,22 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
     f = loaded.spec.fit
     start = time.perf_counter()
     forward = on_progress is not None and f.sampler == "nutpie"
-    # the tuning draws are kept only to count their gradient evaluations (then dropped)
-    kwargs = dict(draws=f.draws, tune=f.tune, chains=f.chains, random_seed=f.seed,
-                  progressbar=bool(progress and sys.stderr.isatty() and not forward), discard_tuned_samples=False)
+    bar = bool(progress and sys.stderr.isatty() and not forward)
     cores = _cores(f.chains)
     compiled = CompileRecord()
     try:
         with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers(), _exact_math(), \
-                _one_thread_each(), _nutpie_progress(on_progress if forward else None), \
-                (cached_wrappers(compiled) if f.sampler == "nutpie" else contextlib.nullcontext()):
+                _one_thread_each():
             warnings.simplefilter("ignore")
-            if f.sampler == "nutpie" and mass_matrix == "low_rank":
-                kwargs["nuts"] = {"low_rank_modified_mass_matrix": True}
-            dt = model.fit(inference_method=f.sampler, cores=cores,
-                           target_accept=f.target_accept, **kwargs)
+            if f.sampler == "nutpie":
+                with cached_wrappers(compiled):
+                    dt = _sample_nutpie(model, f, cores=cores, mass_matrix=mass_matrix, progressbar=bar,
+                                        on_progress=on_progress if forward else None)
+            else:
+                # the tuning draws are kept only to count their gradient evaluations (then dropped)
+                dt = model.fit(inference_method=f.sampler, cores=cores, target_accept=f.target_accept,
+                               draws=f.draws, tune=f.tune, chains=f.chains, random_seed=f.seed,
+                               progressbar=bar, discard_tuned_samples=False)
             dt = _with_work_counted(dt, seconds=time.perf_counter() - start, cores=cores,
                                     compile_cache=compiled.status if f.sampler == "nutpie" else "")
     except KeyboardInterrupt:
@@ -315,6 +317,45 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
                                file=str(loaded.path), line=loaded.line("fit"),
                                hint="try sampler = \"pymc\", stronger priors, or a simpler model")) from None
     return Fit(posterior=dt, seconds=time.perf_counter() - start, sampler=f.sampler)
+
+
+def _sample_nutpie(model, f, *, cores: int, mass_matrix: str, progressbar: bool, on_progress):
+    """Sample the built Bambi model with nutpie, straight from its PyMC model.
+
+    This is what ``model.fit(inference_method="nutpie")`` does, less one step: ``pm.sample`` first
+    assigns step methods, which builds a gradient graph only to find that NUTS fits, and throws it
+    away (about 1 s on the primer; nutpie builds its own). Everything else is theirs: the variables
+    Bambi samples, PyMC's seed for the first chain (the one nutpie takes), nutpie's compile and
+    sampler, PyMC's additions to the result, Bambi's clean-up of it. The draws are the same bit for
+    bit (``tests/model/test_sampler.py``). The tuning draws are kept only to count their gradient
+    evaluations (then dropped)."""
+    import nutpie
+    from pymc.backends.arviz import patch_nutpie_idata
+    from pymc.progress_bar import NutpieProgressBarManager
+    from pymc.util import get_default_varnames, get_random_generator
+
+    if not model.built:
+        model.build()
+    backend, pm_model = model.backend, model.backend.model
+    likelihood = set(backend.spec.family.likelihood.params)
+    names = [v.name for v in get_default_varnames(pm_model.unobserved_value_vars, include_transformed=False)
+             if not (v.name in likelihood and pm_model.named_vars.get(v.name) in pm_model.deterministics)]
+    # pm.sample: one generator per chain spawned from the seed; nutpie takes the first chain's
+    seed = int(get_random_generator(f.seed).spawn(f.chains)[0].integers(2**30))
+    nuts = {"target_accept": f.target_accept}
+    if mass_matrix == "low_rank":
+        nuts["low_rank_modified_mass_matrix"] = True
+    compiled = nutpie.compile_pymc_model(pm_model, var_names=names, backend="numba")
+    bar = NutpieProgressBarManager(chains=f.chains, draws=f.draws, progressbar=progressbar)
+    callback = _forward_progress(on_progress) if on_progress is not None else bar.update
+    start = time.time()
+    with bar:
+        dt = nutpie.sample(compiled, draws=f.draws, tune=max(f.tune, 1), chains=f.chains, cores=cores, seed=seed,
+                           save_warmup=True, store_unconstrained=False, progress_bar=False,
+                           progress_callback=callback, **nuts)
+    patch_nutpie_idata(dt, pm_model, sampling_time=time.time() - start)
+    backend.fit = True
+    return backend._clean_results(dt, omit_offsets=True, include_response_params=False)
 
 
 WORK_ATTRS = ("mrp_gradients_tuning", "mrp_gradients_draws", "mrp_sampling_seconds", "mrp_fit_seconds",
@@ -358,38 +399,22 @@ def _one_thread_each():
         yield
 
 
-@contextlib.contextmanager
-def _nutpie_progress(on_progress):
-    """Hand nutpie's per-chain progress to ``on_progress`` while sampling.
-
-    PyMC runs nutpie with ``progress_callback=NutpieProgressBarManager(...).update`` (the one
-    hook nutpie offers; Bambi passes no callback through ``Model.fit``), so for the duration of
-    the fit that class's ``update`` forwards each snapshot. An error in the display is swallowed:
-    progress never costs a fit."""
-    if on_progress is None:
-        yield
-        return
-    import pymc.sampling.mcmc as mcmc
-
+def _forward_progress(on_progress):
+    """nutpie's ``progress_callback`` that hands each snapshot of the chains to ``on_progress`` as
+    :class:`mrp_formula.progress.ChainState`; an error in the display is swallowed: progress never
+    costs a fit."""
     from mrp_formula.progress import ChainState
 
-    base = mcmc.NutpieProgressBarManager
+    def update(chain_progresses) -> None:
+        try:
+            on_progress(tuple(ChainState(chain=i, finished=int(cp.finished_draws), total=int(cp.total_draws),
+                                         divergences=int(cp.divergences), tuning=bool(cp.tuning),
+                                         started=bool(cp.started))
+                              for i, cp in enumerate(chain_progresses)))
+        except Exception:  # noqa: BLE001 - a display, never the fit
+            pass
 
-    class Forward(base):
-        def update(self, chain_progresses) -> None:
-            try:
-                on_progress(tuple(ChainState(chain=i, finished=int(cp.finished_draws), total=int(cp.total_draws),
-                                             divergences=int(cp.divergences), tuning=bool(cp.tuning),
-                                             started=bool(cp.started))
-                                  for i, cp in enumerate(chain_progresses)))
-            except Exception:  # noqa: BLE001 - a display, never the fit
-                pass
-
-    mcmc.NutpieProgressBarManager = Forward
-    try:
-        yield
-    finally:
-        mcmc.NutpieProgressBarManager = base
+    return update
 
 
 @contextlib.contextmanager
