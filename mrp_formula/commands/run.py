@@ -155,7 +155,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
         t5 = time.perf_counter()
         manifest_ = manifest_of(notes)
         write_json(manifest_, tmp / "manifest.json")
-        report_note = _report(tmp)
+        report_note = _report(tmp, fitted.posterior)
         timings["report"] = time.perf_counter() - t5  # in manifest.json, not on the page written before
         timings["total"] = time.perf_counter() - t0
         if report_note:  # the page failed: say so in the results, which are complete
@@ -213,13 +213,14 @@ def _plots(folder: Path, table, draws, posterior, ppc_table, spec, ordered=None)
     return ""
 
 
-def _report(folder: Path) -> str:
-    """Write report.html from the files just staged; a failure costs a note, never the results."""
+def _report(folder: Path, posterior) -> str:
+    """Write report.html from the files just staged (and the posterior they hold, in memory); a
+    failure costs a note, never the results."""
     try:
         from mrp_formula.output.report import report_note
     except Exception as exc:  # e.g. jinja2 missing from a broken install
         return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
-    return report_note(folder)
+    return report_note(folder, posterior)
 
 
 SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_above_null", "p_in_rope",

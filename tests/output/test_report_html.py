@@ -368,3 +368,23 @@ def test_contrasts_by_group_are_summarised_and_categories_labelled(tmp_path, no_
     html = render(v)
     assert P.anchor("lift_by") != P.anchor("lift-by") and re.fullmatch(r"[a-z0-9-]+", P.anchor("lift_by"))
     assert f'<table class="sortable" id="t-{P.anchor("lift_by")}">' in html and "chance to win" in html
+
+
+def test_the_runs_posterior_in_memory_draws_the_trace_the_file_would(folder, monkeypatch):
+    """``mrp run`` hands the report its posterior instead of having posterior.nc read back: the
+    trace figure is the same, and the file is not opened."""
+    import xarray as xr
+
+    from mrp_formula.output.report import document
+
+    from_file = document._figures(RunView.from_folder(folder))["trace"]
+    with xr.open_datatree(folder / "posterior.nc", engine="h5netcdf") as dt:
+        posterior = dt.load()
+
+    def no_reading(*_a, **_k):
+        raise AssertionError("posterior.nc was read although the posterior was given")
+
+    monkeypatch.setattr(xr, "open_datatree", no_reading)
+    in_memory = document._figures(RunView.from_folder(folder, posterior=posterior))["trace"]
+    assert from_file and [s.markup for s in in_memory] == [s.markup for s in from_file]
+    assert all(s.markup.startswith("<svg") and not s.error for s in in_memory)

@@ -54,17 +54,23 @@ def _figures(view: RunView) -> dict:
                                    draws=view.draws_of(name), ordered=ordered, **common)
     if view.ppc is not None and len(view.ppc):
         out["ppc"] = draw(("ppc",), counter, ppc=view.ppc, **common)
-    nc = view.folder / "posterior.nc"
-    if nc.is_file():
-        try:
-            import xarray as xr
-
-            with xr.open_datatree(nc, engine="h5netcdf") as dt:
-                posterior = dt.load()
+    try:
+        posterior = view.posterior if view.posterior is not None else _read_posterior(view.folder / "posterior.nc")
+        if posterior is not None:
             out["trace"] = draw(("trace",), counter, posterior=posterior, **common)
-        except Exception as exc:  # a figure is a report, not a result
-            out["trace"] = [Svg("trace.png", "", f"{type(exc).__name__}: {exc}")]
+    except Exception as exc:  # a figure is a report, not a result
+        out["trace"] = [Svg("trace.png", "", f"{type(exc).__name__}: {exc}")]
     return out
+
+
+def _read_posterior(nc: Path):
+    """The posterior a run folder holds, or None when it has none."""
+    if not nc.is_file():
+        return None
+    import xarray as xr
+
+    with xr.open_datatree(nc, engine="h5netcdf") as dt:
+        return dt.load()
 
 
 def _breakdowns(view: RunView) -> list[dict]:
@@ -212,9 +218,10 @@ def summary(view: RunView) -> str:
         report=str(Path(view.folder) / REPORT))
 
 
-def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.html`` (or ``out``) for the run folder ``folder``, atomically."""
-    view = RunView.from_folder(folder)
+def write_report(folder: str | Path, out: str | Path | None = None, *, posterior=None) -> Path:
+    """Write ``report.html`` (or ``out``) for the run folder ``folder``, atomically. ``posterior``:
+    the DataTree in the folder's posterior.nc, when the caller holds it (else it is read)."""
+    view = RunView.from_folder(folder, posterior=posterior)
     target = Path(out) if out is not None else Path(folder) / REPORT
     write_text_atomic(target, render(view))
     return target
@@ -237,11 +244,11 @@ def write_text_atomic(path: Path, text_: str) -> None:
                                  hint="choose a folder you can write to")) from None
 
 
-def report_note(folder: Path) -> str:
+def report_note(folder: Path, posterior=None) -> str:
     """For ``pipeline.run``: write the report into the staged run folder; a failure costs a run note
     (returned), never the results."""
     try:
-        write_report(folder)
+        write_report(folder, posterior=posterior)
     except Exception as exc:  # the report is a view of the results, not a result
         return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
     return ""

@@ -109,13 +109,17 @@ class RunView:
     written: str  # when the run folder was written (UTC, from manifest.json's time stamp)
     missing: tuple[str, ...] = field(default=())  # optional files the folder lacks or that could not be read
     calibration: pd.DataFrame | None = None  # calibration.csv, when the run was calibrated
+    # the posterior in memory (``mrp run`` hands over the one it wrote): the trace figure then need
+    # not read posterior.nc back (about 1 s on the primer); None: read from the folder when drawn
+    posterior: object | None = None
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_folder(cls, path: str | Path, *, draws: bool = True) -> "RunView":
+    def from_folder(cls, path: str | Path, *, draws: bool = True, posterior=None) -> "RunView":
         """Read a run folder; a path that is not one raises :class:`UsageError` (exit 2) naming it.
-        ``draws=False`` leaves the estimand draws unread (a comparison needs only the summary)."""
+        ``draws=False`` leaves the estimand draws unread (a comparison needs only the summary).
+        ``posterior``: the DataTree the folder's posterior.nc holds, when the caller has it in memory."""
         read_draws = draws
         folder = Path(path)
         if not folder.is_dir():
@@ -181,7 +185,8 @@ class RunView:
         return cls(folder=folder, manifest=manifest, estimands=estimands, draws=draws, ppc=ppc,
                    spec_text=spec_text, spec=spec, notes=notes, warnings=warnings_,
                    diagnostics=DiagnosticsSummary.from_manifest(manifest, spec),
-                   written=stamp.strftime("%Y-%m-%d %H:%M UTC"), missing=tuple(missing), calibration=calibration)
+                   written=stamp.strftime("%Y-%m-%d %H:%M UTC"), missing=tuple(missing), calibration=calibration,
+                   posterior=posterior)
 
     # ------------------------------------------------------------------ what the spec says
 
