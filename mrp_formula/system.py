@@ -1,10 +1,18 @@
 """What the code needs of the machine and the file system, in one place: the cores this process
-may use, and a text file written in one rename (the umask's mode, never half-written)."""
+may use, a text file written in one rename (the umask's mode, never half-written), and work done
+in a forked child beside the caller's own."""
 
 from __future__ import annotations
 
 import os
+import pickle
+import select
+import signal
+import sys
 import tempfile
+import threading
+import time
+import warnings
 from pathlib import Path
 
 
@@ -29,3 +37,97 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class Beside:
+    """Work running beside the caller; :meth:`result` waits for it (see :func:`beside`)."""
+
+    def __init__(self, pid: int | None, fd: int | None, value=None, error: str = "", seconds: float = 0.0) -> None:
+        self._pid, self._fd = pid, fd
+        self._value, self._error, self._seconds = value, error, seconds
+
+    def result(self, timeout: float = 900.0) -> tuple[object, str, float]:
+        """``(value, error, seconds)``: the work's return value (None when it failed), what went
+        wrong ('' when nothing did), and how long it ran. A child that has not answered after
+        ``timeout`` seconds is killed and reported as an error."""
+        if self._pid is None:
+            return self._value, self._error, self._seconds
+        data, deadline = b"", time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                ready = select.select([self._fd], [], [], max(left, 0))[0] if left > 0 else []
+                if not ready:
+                    os.kill(self._pid, signal.SIGKILL)
+                    self._error = f"did not finish in {timeout:.0f} s"
+                    break
+                chunk = os.read(self._fd, 1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            self.cancel()
+        if not self._error:
+            try:
+                self._value, self._error, self._seconds = pickle.loads(data)
+            except Exception:  # noqa: BLE001 - the child died before answering
+                self._error = "the process drawing them stopped without an answer"
+        return self._value, self._error, self._seconds
+
+    def cancel(self) -> None:
+        """Stop the child (if it still runs) and reap it; safe to call twice."""
+        if self._pid is not None:
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(self._pid, 0)
+            except ChildProcessError:
+                pass
+            os.close(self._fd)
+            self._pid = None
+
+
+def beside(work, *, parallel: bool = True) -> Beside:
+    """Run ``work()`` in a forked child while the caller goes on; the child sees the caller's
+    memory as it was (nothing is pickled but the answer) and may write files. On a platform
+    without a safe ``fork`` (anything but Linux), on one core, while another Python thread runs
+    (it may hold a lock the child would wait for forever, matplotlib's drawing lock among them), or
+    with ``parallel=False``, ``work()`` runs here and now. An exception in ``work`` becomes the
+    result's error text, never the caller's.
+
+    For CPU-bound work that would otherwise follow the caller's: on two cores, drawing the PNGs
+    beside the report page takes the longer of the two instead of their sum."""
+    if not parallel or sys.platform != "linux" or cpu_count() < 2 or threading.active_count() > 1:
+        return _inline(work)
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # Python warns about forking a process with threads: the ones left here are native (BLAS,
+        # the sampler's), which hold no Python lock; a child that hangs anyway is killed at the
+        # timeout of ``result``
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: answer, then leave without running the parent's exit handlers
+        code = 0
+        try:
+            os.close(read_fd)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            done = _inline(work)
+            payload = pickle.dumps((done._value, done._error, done._seconds))
+            with os.fdopen(write_fd, "wb") as f:
+                f.write(payload)
+        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+            code = 1
+        os._exit(code)
+    os.close(write_fd)
+    return Beside(pid, read_fd)
+
+
+def _inline(work) -> Beside:
+    start = time.perf_counter()
+    try:
+        value, error = work(), ""
+    except Exception as exc:  # noqa: BLE001 - reported, never raised
+        value, error = None, f"{type(exc).__name__}: {exc}"
+    return Beside(None, None, value=value, error=error, seconds=time.perf_counter() - start)

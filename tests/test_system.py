@@ -1,0 +1,81 @@
+"""The machine helpers (mrp_formula/system.py): work done beside the caller in a forked child."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from mrp_formula.system import beside
+
+linux = pytest.mark.skipif(sys.platform != "linux", reason="forks only on Linux")
+
+
+@linux
+def test_the_child_answers_and_its_files_are_there(tmp_path):
+    touched = []
+
+    def work():
+        touched.append(1)  # in the child's copy of memory, not the caller's
+        (tmp_path / "a.txt").write_text("drawn")
+        return {"pid": os.getpid()}
+
+    job = beside(work)
+    value, error, seconds = job.result()
+    assert error == "" and seconds > 0
+    assert value["pid"] != os.getpid()  # it ran in another process
+    assert touched == [] and (tmp_path / "a.txt").read_text() == "drawn"
+
+
+def test_without_parallel_the_work_runs_here_and_now():
+    touched = []
+    job = beside(lambda: touched.append(1) or os.getpid(), parallel=False)
+    assert touched == [1]
+    assert job.result()[:2] == (os.getpid(), "")
+
+
+@pytest.mark.parametrize("parallel", [pytest.param(True, marks=linux), False])
+def test_an_exception_is_the_results_error_never_the_callers(parallel):
+    def work():
+        raise ValueError("no ink")
+
+    value, error, _ = beside(work, parallel=parallel).result()
+    assert value is None and error == "ValueError: no ink"
+
+
+@linux
+def test_a_child_that_dies_or_hangs_is_an_error_not_a_hang():
+    value, error, _ = beside(lambda: os._exit(3)).result()
+    assert value is None and "stopped without an answer" in error
+    start = time.monotonic()
+    job = beside(lambda: time.sleep(60))
+    value, error, _ = job.result(timeout=0.5)
+    assert value is None and error.startswith("did not finish in")
+    assert time.monotonic() - start < 10
+    job.cancel()  # twice is harmless
+
+
+@linux
+def test_cancel_stops_a_running_child():
+    job = beside(lambda: time.sleep(60))
+    pid = job._pid
+    job.cancel()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: no such child any more
+
+
+@linux
+def test_while_another_python_thread_runs_the_work_stays_here():
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert beside(os.getpid).result()[0] == os.getpid()
+    finally:
+        stop.set()
+        t.join()
+    assert beside(os.getpid).result()[0] != os.getpid()
