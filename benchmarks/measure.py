@@ -95,7 +95,10 @@ def estimand_ess(arrays: dict) -> dict:
 
 
 def tree_rss_mb(pid: int) -> float:
-    """Sum of VmRSS over a process and its descendants (Linux /proc)."""
+    """The memory of a process and its descendants (Linux /proc), in MB: the sum of their
+    proportional set sizes (``Pss`` of ``smaps_rollup``), where a page two processes share counts
+    half in each, so a forked child (``mrp run`` draws its PNGs in one) adds only the pages it
+    writes; ``VmRSS`` where the kernel offers no ``smaps_rollup``."""
     total, stack, seen = 0.0, [pid], set()
     while stack:
         q = stack.pop()
@@ -103,16 +106,24 @@ def tree_rss_mb(pid: int) -> float:
             continue
         seen.add(q)
         try:
-            for line in Path(f"/proc/{q}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-                    break
+            total += _pss_mb(q)
             for task in Path(f"/proc/{q}/task").iterdir():
                 kids = (task / "children").read_text().split()
                 stack.extend(int(k) for k in kids)
         except (OSError, ValueError):
             continue
     return total
+
+
+def _pss_mb(pid: int) -> float:
+    for name, key in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
+        try:
+            for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+                if line.startswith(key):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return 0.0
 
 
 def child_env() -> dict:
