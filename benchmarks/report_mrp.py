@@ -70,6 +70,19 @@ parameter per 1,000 gradient evaluations (tuning included); higher is better.
 | where the tuning goes (shipped primer, seed 2004) | 169,033 of the 287,603 gradient evaluations are tuning. The first 50 tuning draws take 45,077 of them (about 225 leapfrog steps per draw and chain, against 29.6 while drawing): the sampler starts with an identity mass matrix, while the slopes of the state-level percentages (p_evang, p_mormon, kerry_04) have posterior sds near 0.005. On the CCES case tuning is 76 % of the gradient evaluations (187,454 of 247,454). Tried by hand: the primer with those three predictors divided by their sd over the states (the same model: their default priors scale with them), seed 2004: the first 50 tuning draws took 28,265 gradient evaluations instead of 45,077, but the whole fit 279,651 instead of 287,603 (-2.8 %), smallest parameter ESS 751 | no: too small a gain to build |
 | plain Bambi at CCES scale | see the note and the CCES rows above: Bambi's `predict` on 12,000 population cells with all 4,000 draws outgrew 23 GB (killed twice); predicting 100 draws at a time it took 117 s and peaked at 4.0 GB. mrp-formula's whole run peaked at 840 MB | – |
 | seed 11, again | sum-to-zero effects (above) do not cure it: the ridge that stuck the chain is gone, another (region/state) stays. Not solved: a run that hits it says so (R-hat and ESS fail the checks, `--strict` exits 5) | open |
+
+### Levers measured on 2026-12-01 (third session)
+
+Fixed costs around the fit, measured on the otherwise idle machine; the sampler levers with the
+shipped primer at 4 x 1,000 through `sampler.fit` (the seed as `fit.seed`, so as `mrp run` takes it).
+
+| lever | result | kept |
+| --- | --- | --- |
+| nutpie called straight from the built PyMC model (`model/sampler._sample_nutpie`), not through Bambi's `fit` and `pm.sample` | `pm.sample` first assigns step methods, which builds the model's gradient graph only to see that NUTS fits, and throws it away (nutpie builds its own). The primer at 2 x 100, fresh processes, two each: fit 10.5 and 10.2 s before, 9.6 and 9.2 s after. The same variables, PyMC's seed for the first chain, PyMC's additions and Bambi's clean-up of the result: the draws are the same bit for bit (`tests/model/test_sampler.py`, both mass matrices) | yes |
+| the page's trace figure from the posterior in memory | the report read `posterior.nc` back to draw the trace: 1.0 s on the primer (h5netcdf decoding). `mrp run` now hands the page the posterior it has; `mrp report FOLDER` still reads the file. The figure is the same markup either way (test) | yes |
+| the PNGs drawn in a forked child while the page is written (`system.beside`) | both draw from memory and take 3-6 s each on the primer; on two cores the pair now takes the longer of the two. A cached primer run (fresh process, three each, interleaved): 20.0, 20.2, 17.9 s before, 15.4, 14.2, 14.3 s after. Only on Linux, with more than one core, and when no other Python thread runs (a lock held by one would never be released in the child); a child that fails or hangs costs a note, never the run. The process tree's memory is now measured as proportional set size, which counts the pages the child shares once: the shipped primer's tree peaked at 783 MB (its main process alone at 655 MB) | yes |
+| group effects started at zero (PyMC jitters every free variable's start by U(-1, 1); here all but the group effects) | `fit.seed = 11`: no stuck chain (R-hat 1.013, 400,917 gradient evaluations, 2 divergences, smallest parameter ESS 390), where the shipped start did not finish in 400 s. But `fit.seed = 2004` and `7`: 361,565 and 340,463 gradient evaluations (shipped: 291,377 and 282,782), 25 and 17 divergences (shipped: 3 and 14), smallest parameter ESS 582 and 626 (shipped: 672 and 506) | no: worse at the two seeds that worked |
+| where a refit's fixed cost goes (A/B demo, `--refit`, cache loaded) | 7.7 s in all: about 2 s starting Python and importing the run's modules; reading and planning 0.55 s; importing Bambi and PyMC and building the model 2.4 s (`import bambi` alone takes 2.3-2.8 s after PyMC, 2.1 s of it the whole of ArviZ, which `bambi.interpret` and nutpie both import); the fit 1.5 s, of which sampling 0.34 s and the rest PyTensor rewriting the five functions nutpie compiles (their machine code comes from the cache); the PNGs beside the page 1.2 s. Plain Bambi + nutpie by hand pays the same imports. A 3x refit needs a compiled model that samples without importing Bambi and PyMC | – |
 """
 
 
@@ -130,7 +143,9 @@ def write_report(res: dict, path: Path) -> None:
     L.append("")
     mrp, bam = c.get("primer_2chains_mrp", {}), c.get("primer_2chains_bambi_pymc", {})
     ratio = _ratio(mrp.get("wall_seconds"), bam.get("wall_seconds"))
-    L.append(f"* **Primer, 2 chains, target_accept 0.95**: mrp-formula {_f(mrp.get('wall_seconds'))} s, plain Bambi "
+    cache = (mrp.get("efficiency") or {}).get("compile_cache")
+    L.append(f"* **Primer, 2 chains, target_accept 0.95**: mrp-formula {_f(mrp.get('wall_seconds'))} s"
+             + (f" (compile cache: {cache})" if cache else "") + ", plain Bambi "
              f"(PyMC NUTS, same aggregated cells) {_f(bam.get('wall_seconds'))} s: **{_f(ratio)}x** (target 10x).")
     ab = [c.get(f"ab_refit_cli_{i}", {}) for i in (1, 2)]
     abb = c.get("ab_bambi_nutpie", {})
