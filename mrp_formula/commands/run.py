@@ -92,14 +92,24 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
 
     t2 = time.perf_counter()
     family = spec.model.family
-    table = pd.concat([table, classical.raw_and_weighted(pieces, tables, info, family, predictor.categories,
-                                                         group_cols)], axis=1)
-    table = _ordered(table, group_cols)
-    ppc_table = ppc_mod.ppc(tables, info, family, predictor.categories, predictor,
-                              predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind,
-                              posterior=fitted.posterior, seed=spec.fit.seed)
-    cov = coverage_mod.coverage(tables, info, family, predictor.categories)
-    srm = coverage_mod.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
+
+    def classical_estimates() -> pd.DataFrame:
+        return classical.raw_and_weighted(pieces, tables, info, family, predictor.categories, group_cols)
+
+    # the classical estimates (raking every group: about 1 s on the primer) are computed in a
+    # forked child while this process runs the posterior predictive check; should the child fail,
+    # they are computed here again, so that its error is raised as it would have been
+    classical_job = beside(classical_estimates)
+    try:
+        ppc_table = ppc_mod.ppc(tables, info, family, predictor.categories, predictor,
+                                predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind,
+                                posterior=fitted.posterior, seed=spec.fit.seed)
+        cov = coverage_mod.coverage(tables, info, family, predictor.categories)
+        srm = coverage_mod.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
+        raw_weighted, error, _ = classical_job.result()
+    finally:
+        classical_job.cancel()
+    table = _ordered(pd.concat([table, classical_estimates() if error else raw_weighted], axis=1), group_cols)
     timings["checks"] = time.perf_counter() - t2
 
     diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)

@@ -5,12 +5,14 @@ forked process on Linux), so those two steps overlap."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 import mrp_formula
 from mrp_formula.commands.run import TIMINGS
+from mrp_formula.system import cpu_count
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "outputs.md"
 
@@ -46,3 +48,25 @@ def test_plots_that_fail_beside_the_page_cost_a_note_never_the_run(ab_dir, monke
     assert "plots were not written (RuntimeError: no ink); the tables are complete" in result.notes
     assert (out / "report.html").is_file() and (out / "estimands.csv").is_file() and not (out / "plots").exists()
     assert "plots were not written (RuntimeError: no ink); the tables are complete" in result.manifest["notes"]
+
+
+@pytest.mark.slow  # samples
+def test_classical_estimates_that_fail_beside_the_checks_fail_the_run_as_before(ab_dir, monkeypatch):
+    """The classical estimates are computed in a forked child; when it fails they are computed
+    again in the run's own process, so the error is the one the user would have seen."""
+    import mrp_formula.poststrat.classical as classical
+    from mrp_formula.errors import DataError, Problem
+
+    calls = []
+
+    def broken(*_a, **_k):
+        calls.append(1)
+        raise DataError(Problem("cannot rake", key="population.margins"))
+
+    monkeypatch.setattr(classical, "raw_and_weighted", broken)
+    with pytest.raises(DataError, match="cannot rake"):
+        mrp_formula.run(ab_dir / "ab.toml", out=ab_dir / "run", overrides=["fit.draws=50", "fit.tune=50",
+                                                                            "fit.chains=2"])
+    forked = sys.platform == "linux" and cpu_count() > 1
+    assert calls == ([1] if forked else [1, 1])  # the child's call happened in its own memory
+    assert not (ab_dir / "run").exists()  # nothing was written
