@@ -52,26 +52,27 @@ class Beside:
         ``timeout`` seconds is killed and reported as an error."""
         if self._pid is None:
             return self._value, self._error, self._seconds
-        data, deadline = b"", time.monotonic() + timeout
+        chunks, deadline = [], time.monotonic() + timeout
+        poller = select.poll()  # not select.select: it fails on descriptors above 1023
+        poller.register(self._fd, select.POLLIN | select.POLLHUP)
         try:
             while True:
                 left = deadline - time.monotonic()
-                ready = select.select([self._fd], [], [], max(left, 0))[0] if left > 0 else []
-                if not ready:
+                if left <= 0 or not poller.poll(left * 1000):
                     os.kill(self._pid, signal.SIGKILL)
                     self._error = f"did not finish in {timeout:.0f} s"
                     break
                 chunk = os.read(self._fd, 1 << 16)
                 if not chunk:
                     break
-                data += chunk
+                chunks.append(chunk)
         finally:
             self.cancel()
         if not self._error:
             try:
-                self._value, self._error, self._seconds = pickle.loads(data)
+                self._value, self._error, self._seconds = pickle.loads(b"".join(chunks))
             except Exception:  # noqa: BLE001 - the child died before answering
-                self._error = "the process drawing them stopped without an answer"
+                self._error = "the forked process stopped without an answer"
         return self._value, self._error, self._seconds
 
     def cancel(self) -> None:
@@ -101,13 +102,21 @@ def beside(work, *, parallel: bool = True) -> Beside:
     beside the report page takes the longer of the two instead of their sum."""
     if not parallel or sys.platform != "linux" or cpu_count() < 2 or threading.active_count() > 1:
         return _inline(work)
-    read_fd, write_fd = os.pipe()
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError:  # out of descriptors: do it here
+        return _inline(work)
     with warnings.catch_warnings():
         # Python warns about forking a process with threads: the ones left here are native (BLAS,
         # the sampler's), which hold no Python lock; a child that hangs anyway is killed at the
         # timeout of ``result``
         warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no memory or process slot for a child: do it here
+            os.close(read_fd)
+            os.close(write_fd)
+            return _inline(work)
     if pid == 0:  # the child: answer, then leave without running the parent's exit handlers
         code = 0
         try:

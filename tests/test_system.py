@@ -79,3 +79,9 @@ def test_while_another_python_thread_runs_the_work_stays_here():
         stop.set()
         t.join()
     assert beside(os.getpid).result()[0] != os.getpid()
+
+
+@linux
+def test_an_answer_that_cannot_travel_back_is_an_error():
+    value, error, _ = beside(lambda: (lambda: None)).result()  # a lambda does not pickle
+    assert value is None and "stopped without an answer" in error
