@@ -1,20 +1,43 @@
-"""The machine helpers (mrp_formula/system.py): work done beside the caller in a forked child."""
+"""The machine helpers (mrp_formula/system.py): work done beside the caller in a forked child.
+
+``beside`` forks only while no other Python thread runs; a test worker may have threads left by
+earlier tests (Dask, the browser), so the tests that need the fork say that none runs (their work
+takes no lock), and every work that must not run in the worker itself checks where it runs."""
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 import pytest
 
-from mrp_formula.system import beside
+from mrp_formula.system import beside, cpu_count
 
-linux = pytest.mark.skipif(sys.platform != "linux", reason="forks only on Linux")
+linux = pytest.mark.skipif(sys.platform != "linux" or cpu_count() < 2, reason="forks only on Linux, on 2+ cores")
+
+
+@pytest.fixture
+def alone(monkeypatch):
+    """As if no other Python thread ran in this process."""
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+
+
+def _in_child(action):
+    """``action`` in a forked child; in this process, an error instead."""
+    parent = os.getpid()
+
+    def work():
+        if os.getpid() == parent:
+            raise RuntimeError("ran in the caller")
+        return action()
+
+    return work
 
 
 @linux
-def test_the_child_answers_and_its_files_are_there(tmp_path):
+def test_the_child_answers_and_its_files_are_there(tmp_path, alone):
     touched = []
 
     def work():
@@ -22,8 +45,7 @@ def test_the_child_answers_and_its_files_are_there(tmp_path):
         (tmp_path / "a.txt").write_text("drawn")
         return {"pid": os.getpid()}
 
-    job = beside(work)
-    value, error, seconds = job.result()
+    value, error, seconds = beside(work).result()
     assert error == "" and seconds > 0
     assert value["pid"] != os.getpid()  # it ran in another process
     assert touched == [] and (tmp_path / "a.txt").read_text() == "drawn"
@@ -37,7 +59,7 @@ def test_without_parallel_the_work_runs_here_and_now():
 
 
 @pytest.mark.parametrize("parallel", [pytest.param(True, marks=linux), False])
-def test_an_exception_is_the_results_error_never_the_callers(parallel):
+def test_an_exception_is_the_results_error_never_the_callers(parallel, alone):
     def work():
         raise ValueError("no ink")
 
@@ -46,11 +68,11 @@ def test_an_exception_is_the_results_error_never_the_callers(parallel):
 
 
 @linux
-def test_a_child_that_dies_or_hangs_is_an_error_not_a_hang():
-    value, error, _ = beside(lambda: os._exit(3)).result()
+def test_a_child_that_dies_or_hangs_is_an_error_not_a_hang(alone):
+    value, error, _ = beside(_in_child(lambda: os._exit(3))).result()
     assert value is None and "stopped without an answer" in error
     start = time.monotonic()
-    job = beside(lambda: time.sleep(60))
+    job = beside(_in_child(lambda: time.sleep(60)))
     value, error, _ = job.result(timeout=0.5)
     assert value is None and error.startswith("did not finish in")
     assert time.monotonic() - start < 10
@@ -58,18 +80,22 @@ def test_a_child_that_dies_or_hangs_is_an_error_not_a_hang():
 
 
 @linux
-def test_cancel_stops_a_running_child():
-    job = beside(lambda: time.sleep(60))
+def test_an_answer_that_cannot_travel_back_is_an_error(alone):
+    value, error, _ = beside(_in_child(lambda: (lambda: None))).result()  # a lambda does not pickle
+    assert value is None and "stopped without an answer" in error
+
+
+@linux
+def test_cancel_stops_a_running_child(alone):
+    job = beside(_in_child(lambda: time.sleep(60)))
     pid = job._pid
+    assert pid is not None
     job.cancel()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaped: no such child any more
 
 
-@linux
 def test_while_another_python_thread_runs_the_work_stays_here():
-    import threading
-
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)
     t.start()
@@ -78,10 +104,3 @@ def test_while_another_python_thread_runs_the_work_stays_here():
     finally:
         stop.set()
         t.join()
-    assert beside(os.getpid).result()[0] != os.getpid()
-
-
-@linux
-def test_an_answer_that_cannot_travel_back_is_an_error():
-    value, error, _ = beside(lambda: (lambda: None)).result()  # a lambda does not pickle
-    assert value is None and "stopped without an answer" in error

@@ -37,7 +37,11 @@ def test_the_manifest_times_every_step_and_the_page_those_before_it(ab_dir):
 
 @pytest.mark.slow  # samples
 def test_plots_that_fail_beside_the_page_cost_a_note_never_the_run(ab_dir, monkeypatch):
+    import threading
+
     import mrp_formula.output.plots as plots
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # fork although earlier tests left threads
 
     def broken(*_a, **_k):
         raise RuntimeError("no ink")
@@ -57,6 +61,9 @@ def test_classical_estimates_that_fail_beside_the_checks_fail_the_run_as_before(
     import mrp_formula.poststrat.classical as classical
     from mrp_formula.errors import DataError, Problem
 
+    import threading
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # fork although earlier tests left threads
     calls = []
 
     def broken(*_a, **_k):
