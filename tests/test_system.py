@@ -1,8 +1,8 @@
 """The machine helpers (mrp_formula/system.py): work done beside the caller in a forked child.
 
 ``beside`` forks only while no other Python thread runs; a test worker may have threads left by
-earlier tests (Dask, the browser), so the tests that need the fork say that none runs (their work
-takes no lock), and every work that must not run in the worker itself checks where it runs."""
+earlier tests, so the tests that need the fork say that none runs (their work takes no lock), and
+every work that must not run in the worker itself checks where it runs."""
 
 from __future__ import annotations
 
