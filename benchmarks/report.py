@@ -431,8 +431,9 @@ def _setup(res: dict) -> list[str]:
     L.append("* Each case runs in a fresh Python process. *End to end* is from launching the process to "
              "having the estimates (imports, reading, building, compiling, sampling, predicting; for "
              "mrp-formula also writing the run folder). *Fit* is the wall time of the fit call (model "
-             "compilation + tuning + sampling). *Peak memory* is the peak RSS of the process (the larger of "
-             "`ru_maxrss` from `wait4` and the process tree's RSS sampled every 0.1 s); it includes the "
+             "compilation + tuning + sampling). *Peak memory* is the larger of the process's peak RSS "
+             "(`ru_maxrss` from `wait4`) and the process tree's proportional set size sampled every 0.1 s "
+             "(pages a child shares with its parent counted once); it includes the "
              "interpreter and the imported libraries"
              + (f" (for scale: the prediction cases below held {_mb(min(before))} to {_mb(max(before))} before "
                 "their step, with the imports, the posterior and the table loaded)" if before else "")
