@@ -4,6 +4,7 @@ pymc. Predicting from the posterior is :mod:`mrp_formula.predict`'s, which needs
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import time
@@ -56,11 +57,57 @@ def bambi_priors(plan: FitPlan) -> dict:
             import pymc as pm
 
             extra["transform"] = pm.distributions.transforms.ordered
+        # (Bambi hands a categorical response's priors on as arrays, one per category: not there)
+        if tp.role in ("intercept", "common") and _normal_with_fixed_scale(tp.prior) \
+                and FAMILIES[plan.family].categories != "categorical":
+            extra["transform"] = prior_scaled()
         if tp.component:  # a term of an auxiliary parameter's formula: Bambi's nested priors
             priors.setdefault(tp.component, {})[tp.term] = _bmb_prior(tp.prior, **extra)
         else:
             priors[tp.term] = _bmb_prior(tp.prior, **extra)
     return priors
+
+
+def _normal_with_fixed_scale(prior: Dist) -> bool:
+    """A Normal prior with fixed numbers for mu and sigma, other than N(0, 1) (a slope already in
+    units of its prior needs no change of variables)."""
+    params = dict(prior.params)
+    if prior.name != "Normal" or set(params) != {"mu", "sigma"} or any(isinstance(v, Dist) for v in params.values()):
+        return False
+    return bool(np.any(np.asarray(params["mu"], dtype=float) != 0) or np.any(np.asarray(params["sigma"], dtype=float) != 1))
+
+
+@functools.cache
+def prior_scaled():
+    """The transform that hands the sampler a slope in units of its Normal prior's sd.
+
+    A slope of a predictor on a large scale (a state's percentage of evangelicals, income in
+    dollars) has a prior sd of 1 / sd(x), often 0.01-0.1, and a posterior sd smaller still. The
+    sampler starts every chain at a jitter of U(-1, 1) around the prior's centre in the space it
+    moves in: on the slope's own scale that is 10-100 prior sds out, and the chain can spend its
+    tuning there or never come back (the primer: one chain in four stuck at some seeds). With
+    ``x = mu + sigma * v`` it moves ``v``, whose prior is N(0, 1): the start is within a prior sd
+    and the first steps are on the right scale. The model is the same (a change of variables with
+    a constant Jacobian); the posterior is of ``x``, as before."""
+    import pytensor.tensor as pt
+    from pymc.logprob.transforms import Transform
+
+    class PriorScaled(Transform):
+        name = "prior_scaled"
+        ndim_supp = 0
+
+        def forward(self, value, *inputs):
+            mu, sigma = inputs[-2:]
+            return (value - mu) / sigma
+
+        def backward(self, value, *inputs):
+            mu, sigma = inputs[-2:]
+            return mu + value * sigma
+
+        def log_jac_det(self, value, *inputs):
+            return pt.zeros_like(value) + pt.log(inputs[-1])
+
+    return PriorScaled()
 
 
 def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
@@ -247,8 +294,21 @@ def describe_priors(priors: dict) -> dict[str, str]:
         if isinstance(prior, dict):
             out.update({f"{name}.{t}": str(p) for t, p in describe_priors(prior).items()})
         else:
-            out[name] = " ".join(str(prior).split())
+            out[name] = " ".join(str(_without_prior_scaling(prior)).split())
     return out
+
+
+def _without_prior_scaling(prior):
+    """The prior as the user knows it: the sampler's change of variables (:func:`prior_scaled`)
+    is not part of it."""
+    args = getattr(prior, "args", None)
+    if not isinstance(args, dict) or getattr(args.get("transform"), "name", None) != prior_scaled().name:
+        return prior
+    import copy
+
+    prior = copy.copy(prior)
+    prior.args = {k: v for k, v in args.items() if k != "transform"}
+    return prior
 
 
 def improper_priors(priors: dict) -> list[str]:

@@ -189,3 +189,42 @@ def test_write_estimands_to_stdout(tmp_path, capsys):
     write_estimands(result, "table", "the title")
     out = capsys.readouterr()
     assert "the title" in out.out and "rate" in out.out and out.err == ""
+
+
+# --------------------------------------------------------------------------- the process's exit
+
+_ENTRY = """
+import atexit, sys
+mark = sys.argv[1]
+atexit.register(lambda: open(mark, "w").write("handlers ran"))
+sys.argv = ["mrp", *sys.argv[2:]]
+from mrp_formula.cli import main
+main()
+"""
+
+
+def _entry(tmp_path, *args):
+    """The `mrp` entry point in a fresh process (as the console script calls it), and whether the
+    process's exit handlers ran."""
+    import subprocess
+
+    mark = tmp_path / "atexit.txt"
+    done = subprocess.run([sys.executable, "-c", _ENTRY, str(mark), *args], capture_output=True, text=True,
+                          timeout=120)
+    return done, mark.is_file() and mark.read_text() == "handlers ran"
+
+
+def test_the_entry_point_ends_with_all_its_output_and_handlers(tmp_path):
+    """The command line skips the interpreter's teardown: the exit code, every byte written to a
+    pipe and the exit handlers must survive that."""
+    done, handled = _entry(tmp_path, "schema")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["title"]  # the whole schema, flushed: it parses
+    assert handled
+
+
+def test_the_entry_point_keeps_a_failing_exit_code(tmp_path):
+    done, handled = _entry(tmp_path, "check", str(tmp_path / "missing.toml"), "--json")
+    assert done.returncode == 3, done.stderr  # a spec error (the file is missing)
+    assert json.loads(done.stdout)["ok"] is False
+    assert handled

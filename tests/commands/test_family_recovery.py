@@ -42,7 +42,9 @@ LINKINV = {"identity": lambda x: x, "log": np.exp, "logit": lambda x: 1 / (1 + n
 def test_family_recovers_population_truth(family, tmp_path):
     fam = FAMILIES[family]
     intercept, scale, aux = CASES[family]
-    rng = np.random.default_rng(31)
+    # (seed 31 drew a zero-inflated Poisson sample whose level b averages 2.06 against a truth of
+    # 1.63: the posterior itself, at any number of draws, put the truth on its 99.9% bound)
+    rng = np.random.default_rng(32)
     idx = rng.choice(4, N, p=[0.4, 0.3, 0.2, 0.1])
     m = LINKINV[fam.link](intercept + scale * EFFECT)  # the parent parameter per level
     y = fam.simulate(m[idx], np.ones(N, dtype="int64"), aux, rng)

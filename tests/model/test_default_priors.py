@@ -23,6 +23,7 @@ import mrp_formula
 from mrp_formula.cli import app
 from mrp_formula.steps import plan_and_model, plan as prepared_plan
 from mrp_formula.model.plan import Dist, resolve_priors
+from mrp_formula.model import sampler as sampler_mod
 
 FAST = ["fit.draws=300", "fit.tune=300", "fit.chains=2", "report.plots=false"]
 REGIONS = [f"r{i}" for i in range(6)]
@@ -158,7 +159,9 @@ def test_defaults_are_bambis_computed_on_the_rows_and_all_handed_to_bambi(family
     assert set(fitted) == set(resolved), (set(fitted), set(resolved))
     for term, p in resolved.items():
         _close(_ours(p.prior), fitted[term], f"built {family} {term}")
-        assert fitted[term].get("transform") == reference.get(term, {}).get("transform")  # ordered thresholds
+        # ordered thresholds as Bambi's; Normal slopes and intercepts in units of their prior (for the sampler)
+        scaled = p.role in ("intercept", "common") and sampler_mod._normal_with_fixed_scale(p.prior)
+        assert fitted[term].get("transform") == ("PriorScaled" if scaled else reference.get(term, {}).get("transform"))
 
 
 def test_aggregated_fit_has_the_priors_of_the_row_fit(tmp_path):
