@@ -82,7 +82,7 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
         model_components.GroupSpecificTerm = base
     with pytensor.config.change_flags(numba__fastmath=False):
         compiled = nutpie.compile_pymc_model(model.backend.model)
-    kwargs = {"low_rank_modified_mass_matrix": True} if adapt == "low_rank" else {}
+    kwargs = {"adaptation": "low_rank"} if adapt == "low_rank" else {}
     if os.environ.get("CORES"):
         kwargs["cores"] = int(os.environ["CORES"])
     t0 = time.perf_counter()

@@ -57,15 +57,21 @@ def bambi_priors(plan: FitPlan) -> dict:
             import pymc as pm
 
             extra["transform"] = pm.distributions.transforms.ordered
-        # (Bambi hands a categorical response's priors on as arrays, one per category: not there)
-        if tp.role in ("intercept", "common") and _normal_with_fixed_scale(tp.prior) \
-                and FAMILIES[plan.family].categories != "categorical":
+        if sampled_in_prior_units(plan.family, tp):
             extra["transform"] = prior_scaled()
         if tp.component:  # a term of an auxiliary parameter's formula: Bambi's nested priors
             priors.setdefault(tp.component, {})[tp.term] = _bmb_prior(tp.prior, **extra)
         else:
             priors[tp.term] = _bmb_prior(tp.prior, **extra)
     return priors
+
+
+def sampled_in_prior_units(family: str, tp) -> bool:
+    """Whether the sampler moves this intercept or slope in units of its prior: a Normal with
+    fixed mu and sigma (not for a categorical response: Bambi hands its priors on as arrays, one
+    per category)."""
+    return (tp.role in ("intercept", "common") and _normal_with_fixed_scale(tp.prior)
+            and FAMILIES[family].categories != "categorical")
 
 
 def _normal_with_fixed_scale(prior: Dist) -> bool:
@@ -404,7 +410,7 @@ def _sample_nutpie(model, f, *, cores: int, mass_matrix: str, progressbar: bool,
     seed = int(get_random_generator(f.seed).spawn(f.chains)[0].integers(2**30))
     nuts = {"target_accept": f.target_accept}
     if mass_matrix == "low_rank":
-        nuts["low_rank_modified_mass_matrix"] = True
+        nuts["adaptation"] = "low_rank"
     compiled = nutpie.compile_pymc_model(pm_model, var_names=names, backend="numba")
     bar = NutpieProgressBarManager(chains=f.chains, draws=f.draws, progressbar=progressbar)
     callback = _forward_progress(on_progress) if on_progress is not None else bar.update

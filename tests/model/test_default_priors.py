@@ -160,7 +160,7 @@ def test_defaults_are_bambis_computed_on_the_rows_and_all_handed_to_bambi(family
     for term, p in resolved.items():
         _close(_ours(p.prior), fitted[term], f"built {family} {term}")
         # ordered thresholds as Bambi's; Normal slopes and intercepts in units of their prior (for the sampler)
-        scaled = p.role in ("intercept", "common") and sampler_mod._normal_with_fixed_scale(p.prior)
+        scaled = sampler_mod.sampled_in_prior_units(fp.family, p)
         assert fitted[term].get("transform") == ("PriorScaled" if scaled else reference.get(term, {}).get("transform"))
 
 

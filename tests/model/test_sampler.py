@@ -14,7 +14,7 @@ def _through_bambi(plan, low_rank: bool):
     import pytensor
 
     f = plan.loaded.spec.fit
-    nuts = {"low_rank_modified_mass_matrix": True} if low_rank else None
+    nuts = {"adaptation": "low_rank"} if low_rank else None
     model = steps.build(plan)
     with pytensor.config.change_flags(numba__fastmath=False):
         return model.fit(inference_method="nutpie", draws=f.draws, tune=f.tune, chains=f.chains,
