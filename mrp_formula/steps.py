@@ -188,6 +188,7 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
     if unknown:
         problems += _unknown_prior_keys(loaded, info, unknown, valid, problems)
     problems += structure_problems(loaded, info)
+    problems += parameterization_problems(loaded, info)
     if problems:
         raise SpecError(problems)
     return info
@@ -263,6 +264,26 @@ def structure_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Problem]:
             out.append(Problem(f"'{var}' is not the grouping variable of a (1|{var}) term of the formula",
                                hint=close if close.startswith("did you mean") else f"add (1 | {var}) to the formula",
                                **where))
+    return out
+
+
+def parameterization_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Problem]:
+    """A table ``model.parameterization`` is keyed by group terms of the formula, as written in
+    ``model.priors`` (``"1|race:female"``)."""
+    setting = loaded.spec.model.parameterization
+    if isinstance(setting, str):
+        return []
+    terms = [g.name for g in info.group_terms]
+    out = []
+    for name in setting:
+        if name in terms:
+            continue
+        same = [t for t in terms if t.replace(" ", "") == name.replace(" ", "")]
+        hint = (f"write it as the term is named: \"{same[0]}\"" if same
+                else did_you_mean(name, terms) or f"its group terms are {', '.join(terms) or 'none'}")
+        out.append(Problem(f"'{name}' is not a group term of the formula", hint=hint,
+                           key=dotted(("model", "parameterization", name)), file=str(loaded.path),
+                           line=loaded.line("model", "parameterization", name)))
     return out
 
 

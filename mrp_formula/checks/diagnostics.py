@@ -156,8 +156,9 @@ class Diagnostics:
         out = []
         if self.divergences > t.divergences_max:
             out.append(f"{self.divergences} divergent transitions: the sampler missed part of the posterior. "
-                       f"Raise fit.target_accept (now {t.target_accept}) towards 0.99, or switch "
-                       f"model.parameterization (centered <-> noncentered) for the group terms.")
+                       f"Raise fit.target_accept (now {t.target_accept}) towards 0.99, or switch a group term's "
+                       f"parameterization (centered <-> noncentered; the run's notes give each term's), "
+                       f"e.g. model.parameterization = {{ \"1|x\" = \"centered\" }}.")
         if not math.isnan(self.estimand_max_rhat) and self.estimand_max_rhat > t.rhat_max:
             out.append(f"estimands have not converged (max R-hat {self.estimand_max_rhat:.3f} > {t.rhat_max}): "
                        f"the chains disagree; run more draws (fit.draws, fit.tune) and check the priors.")

@@ -5,6 +5,7 @@ here imports Bambi or PyMC (:mod:`mrp_formula.model.sampler` does)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 import math
 import sys
 import warnings
@@ -70,7 +71,7 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
         if aggregated:
             family, formula = "binomial", with_response(info, f"p({SUCCESSES}, {TRIALS})")
     fit = loaded.spec.fit
-    needed = spec.parameterization == "auto" or fit.mass_matrix == "auto"
+    needed = "auto" in _settings(spec.parameterization, info) or fit.mass_matrix == "auto"
     info_by_term = information(data, info, family, aggregated) if needed else {}
     param, reason = choose_parameterization(info, spec.parameterization, info_by_term)
     mass, mass_reason = choose_mass_matrix(fit.mass_matrix, fit.sampler, info_by_term)
@@ -268,13 +269,23 @@ def information(data, info, family, aggregated) -> dict[str, float]:
     return out
 
 
-def choose_parameterization(info, setting: str, info_by_term: dict[str, float]):
+def _settings(setting: str | Mapping[str, str], info) -> dict[str, str]:
+    """``model.parameterization`` per group term: one setting for all, or a table by term whose
+    terms not named are ``auto``."""
+    if isinstance(setting, str):
+        return {g.name: setting for g in info.group_terms}
+    return {g.name: setting.get(g.name, "auto") for g in info.group_terms}
+
+
+def choose_parameterization(info, setting: str | Mapping[str, str], info_by_term: dict[str, float]):
     """Centred when the data pin down each level's effect well (``info_by_term``, from
-    :func:`information`); non-centred when data are thin."""
+    :func:`information`); non-centred when data are thin; as ``setting`` says where it is not
+    ``auto``."""
     choice, reason = {}, {}
+    settings = _settings(setting, info)
     for g in info.group_terms:
-        if setting != "auto":
-            choice[g.name], reason[g.name] = setting, "set in model.parameterization"
+        if settings[g.name] != "auto":
+            choice[g.name], reason[g.name] = settings[g.name], "set in model.parameterization"
             continue
         info_median = info_by_term[g.name]
         # Below a posterior sd of ~0.05 the likelihood dominates the prior and the centred form mixes better.

@@ -163,8 +163,8 @@ def _type(s: dict) -> str:
         return "level"
     if "$ref" in s:
         return "table"
-    if "anyOf" in s:
-        return " or ".join(_type(x) for x in s["anyOf"])
+    if "anyOf" in s or "oneOf" in s:
+        return " or ".join(_type(x) for x in s.get("anyOf", s.get("oneOf")))
     if "enum" in s or "const" in s:
         return "string"
     t = s.get("type")
@@ -180,6 +180,8 @@ def _type(s: dict) -> str:
 
 
 def _allowed(s: dict) -> str:
+    if "oneOf" in s:  # a value or a table of the same values
+        return "; ".join(dict.fromkeys(a for a in (_allowed(x.get("additionalProperties", x)) for x in s["oneOf"]) if a))
     parts = []
     if "enum" in s or "const" in s:
         parts.append(", ".join(f"`{json.dumps(v)}`" for v in s.get("enum", [s.get("const")])))

@@ -18,7 +18,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     model_validator,
 )
@@ -62,6 +64,14 @@ def _prior(v: Any) -> PriorSpec:
 
 
 Prior = Annotated[PriorSpec, BeforeValidator(_prior)]
+
+
+PARAMETERIZATIONS = Literal["auto", "centered", "noncentered"]
+_UNION_TAGS = ("every term", "by term")  # the branches of `parameterization`: not keys the user wrote
+Parameterization = Annotated[
+    Annotated[PARAMETERIZATIONS, Tag("every term")] | Annotated[dict[str, PARAMETERIZATIONS], Tag("by term")],
+    Discriminator(lambda v: "by term" if isinstance(v, dict) else "every term"),
+]
 
 
 class _Frozen(BaseModel):
@@ -174,8 +184,12 @@ class ModelSpec(_Frozen):
                             "(the same likelihood; Bambi's centring and data-scaled default priors are then "
                             "computed on the cells)."
     )
-    parameterization: Literal["auto", "centered", "noncentered"] = Field(
-        "auto", description="Of group effects; auto chooses per group term from the data."
+    parameterization: Parameterization = Field(
+        "auto", description='Of group effects: `"auto"` chooses per group term from the data (centred where the '
+                            'data pin down each level\'s effect, non-centred where they are thin); `"centered"` '
+                            'or `"noncentered"` for every group term; or a table by term, `{ "1|race:female" = '
+                            '"centered" }`, whose terms not named are `"auto"`. The run reports each term\'s '
+                            'choice and why (manifest `model.parameterization`).'
     )
     structure: dict[str, Structure] = Field(
         default_factory=dict,
@@ -507,7 +521,7 @@ def _variant_problems(raw: dict, spec: Spec, file: str, base: Path, lines: dict)
         except ValidationError as exc:
             overridden = set(paths.values())
             for p, err in zip(_pydantic_problems(exc, file, {}, overridden), exc.errors()):
-                loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+                loc = _user_loc(err["loc"])
                 k = next((k for k, o in paths.items() if loc[: len(o)] == o or o[: len(loc)] == loc), None)
                 if k is None:
                     continue  # a problem of the spec itself, reported there
@@ -688,10 +702,15 @@ def dotted(loc: tuple) -> str:
     return out
 
 
+def _user_loc(loc: tuple) -> tuple:
+    """Pydantic's location of an error as the keys the user wrote (validators and union branches dropped)."""
+    return tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("function-") or p in _UNION_TAGS)))
+
+
 def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overridden: set) -> list[Problem]:
     problems = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = _user_loc(err["loc"])
         kind = err["type"]
         where_file, line = _origin(origins, loc, file)
         from_set = next((o for o in overridden if loc[: len(o)] == o), None)

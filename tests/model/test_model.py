@@ -76,3 +76,37 @@ def test_mass_matrix_choice(setting, sampler, info, expected):
 
     choice, reason = choose_mass_matrix(setting, sampler, info)
     assert choice == expected and reason
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("auto", {"1|age": "centered", "1|region": "noncentered"}),  # from the information per level
+    ("noncentered", {"1|age": "noncentered", "1|region": "noncentered"}),  # one setting for every term
+    ({"1|region": "centered"}, {"1|age": "centered", "1|region": "centered"}),  # by term; the rest auto
+    ({"1|age": "noncentered", "1|region": "auto"}, {"1|age": "noncentered", "1|region": "noncentered"}),
+])
+def test_parameterization_choice(setting, expected):
+    from mrp_formula.model.plan import choose_parameterization
+
+    info = describe("y ~ x + (1|age) + (1|region)")
+    choice, reason = choose_parameterization(info, setting, {"1|age": 400.0, "1|region": 30.0})
+    assert choice == expected
+    for term, why in reason.items():
+        set_here = setting != "auto" and (isinstance(setting, str) or setting.get(term, "auto") != "auto")
+        assert why == "set in model.parameterization" if set_here else "median information per level" in why
+
+
+def test_a_term_set_in_the_spec_is_fitted_so(ab_dir):
+    """`parameterization = { "1|gender" = ... }` reaches the plan and the model Bambi builds; the
+    terms not named keep the choice from the data."""
+    from mrp_formula.steps import plan_and_model
+
+    auto, _ = plan_and_model(ab_dir / "ab.toml")
+    for value in ("centered", "noncentered"):
+        plan, built = plan_and_model(ab_dir / "ab.toml", [f'model.parameterization={{ "1|gender" = "{value}" }}'])
+        fp = plan.fit_plan
+        assert fp.parameterization["1|gender"] == value
+        assert fp.parameterization_reason["1|gender"] == "set in model.parameterization"
+        assert {t: c for t, c in fp.parameterization.items() if t != "1|gender"} == \
+            {t: c for t, c in auto.fit_plan.parameterization.items() if t != "1|gender"}
+        term = built.parameters[built.family.likelihood.parent].group_specific_terms["1|gender"]
+        assert term.prior.noncentered is (value == "noncentered")
