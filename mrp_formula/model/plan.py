@@ -5,10 +5,10 @@ here imports Bambi or PyMC (:mod:`mrp_formula.model.sampler` does)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 import math
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
