@@ -274,16 +274,28 @@ def parameterization_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Pro
     if isinstance(setting, str):
         return []
     terms = [g.name for g in info.group_terms]
+    structured = {f"1|{var}": st.kind for var, st in loaded.spec.model.structure.items() if st.kind != "iid"}
     out = []
     for name in setting:
+        where = {"key": dotted(("model", "parameterization", name)), "file": str(loaded.path),
+                 "line": loaded.line("model", "parameterization", name)}
+        if name in structured:
+            var = name.removeprefix("1|")
+            out.append(Problem(f"'{name}' has a {structured[name]} structure (model.structure.{var}), whose effects "
+                               f"are always non-centred", hint=f"remove it here, or set model.structure.{var} = "
+                               f"\"iid\" for independent effects", **where))
+            continue
         if name in terms:
+            continue
+        if name.split(".", 1)[0] in loaded.spec.model.formulas:
+            out.append(Problem(f"'{name}' is a term of the formula of {name.split('.', 1)[0]}, whose group effects "
+                               f"are always non-centred", hint="remove it: only the group terms of model.formula "
+                               "can be set", **where))
             continue
         same = [t for t in terms if t.replace(" ", "") == name.replace(" ", "")]
         hint = (f"write it as the term is named: \"{same[0]}\"" if same
                 else did_you_mean(name, terms) or f"its group terms are {', '.join(terms) or 'none'}")
-        out.append(Problem(f"'{name}' is not a group term of the formula", hint=hint,
-                           key=dotted(("model", "parameterization", name)), file=str(loaded.path),
-                           line=loaded.line("model", "parameterization", name)))
+        out.append(Problem(f"'{name}' is not a group term of the formula", hint=hint, **where))
     return out
 
 

@@ -19,6 +19,9 @@ from mrp_formula import __version__
 from mrp_formula.output.files import sha256_file
 
 CACHE_DIR = ".mrp-cache"
+# how a model is handed to the sampler, where that changes the draws and nothing else in the key
+# does: 2 = intercepts and slopes sampled in units of their prior (``sampler.prior_scaled``)
+SAMPLING_REVISION = 2
 
 
 def fit_key(plan, versions: dict[str, str]) -> str:
@@ -42,6 +45,7 @@ def fit_key(plan, versions: dict[str, str]) -> str:
         "fit": spec.fit.model_dump(),
         "versions": {k: versions.get(k) for k in ("bambi", "pymc", "nutpie", "pytensor")},
         "mrp_formula": __version__,
+        "sampling": SAMPLING_REVISION,
     }
     formulas = getattr(fp, "formulas", ())
     if formulas:  # only then: the keys of fits without them stay as they were

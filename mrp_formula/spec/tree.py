@@ -67,7 +67,7 @@ Prior = Annotated[PriorSpec, BeforeValidator(_prior)]
 
 
 PARAMETERIZATIONS = Literal["auto", "centered", "noncentered"]
-_UNION_TAGS = ("every term", "by term")  # the branches of `parameterization`: not keys the user wrote
+_UNION_TAGS = ("every term", "by term")  # the branches of `model.parameterization`: not keys the user wrote
 Parameterization = Annotated[
     Annotated[PARAMETERIZATIONS, Tag("every term")] | Annotated[dict[str, PARAMETERIZATIONS], Tag("by term")],
     Discriminator(lambda v: "by term" if isinstance(v, dict) else "every term"),
@@ -188,8 +188,9 @@ class ModelSpec(_Frozen):
         "auto", description='Of group effects: `"auto"` chooses per group term from the data (centred where the '
                             'data pin down each level\'s effect, non-centred where they are thin); `"centered"` '
                             'or `"noncentered"` for every group term; or a table by term, `{ "1|race:female" = '
-                            '"centered" }`, whose terms not named are `"auto"`. The run reports each term\'s '
-                            'choice and why (manifest `model.parameterization`).'
+                            '"centered" }` (the group terms of `formula`), whose terms not named are `"auto"`. '
+                            'The run\'s notes give each term\'s choice and why; the manifest records the '
+                            'choices (`model.parameterization`).'
     )
     structure: dict[str, Structure] = Field(
         default_factory=dict,
@@ -703,8 +704,13 @@ def dotted(loc: tuple) -> str:
 
 
 def _user_loc(loc: tuple) -> tuple:
-    """Pydantic's location of an error as the keys the user wrote (validators and union branches dropped)."""
-    return tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("function-") or p in _UNION_TAGS)))
+    """Pydantic's location of an error as the keys the user wrote (validators dropped, and the
+    branch of ``model.parameterization`` that was taken)."""
+    out = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    branch = ("model", "parameterization")
+    if out[:2] == branch and len(out) > 2 and out[2] in _UNION_TAGS:
+        out = branch + out[3:]
+    return out
 
 
 def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overridden: set) -> list[Problem]:
@@ -733,6 +739,8 @@ def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overri
             choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",") if c.strip()]
             msg = "is not one of the allowed values"
             hint = did_you_mean(str(err.get("input")), choices)
+            if loc == ("model", "parameterization") and not hint.startswith("did you mean"):
+                hint += ', or a table by group term: { "1|x" = "centered" }'
         elif kind in ("int_parsing", "int_type", "float_parsing", "float_type", "string_type", "bool_type",
                       "dict_type", "list_type", "tuple_type", "int_from_float", "bool_parsing",
                       "greater_than", "less_than", "greater_than_equal", "less_than_equal", "too_short"):

@@ -343,6 +343,16 @@ CASES: list[Case] = [
       edits=S('levels.treatment = ["control", "treatment"]',
               'levels.treatment = ["control", "treatment"]\nparameterization = { "1|region" = "centred" }'),
       at="parameterization =", absent=("dict[", "literal[", "valid dictionary")),
+    C("parameterization_of_a_structured_term", 3, "'1|region' has a rw1 structure (model.structure.region)",
+      "set model.structure.region = \"iid\"", key='model.parameterization."1|region"',
+      edits=S('levels.treatment = ["control", "treatment"]',
+              'levels.treatment = ["control", "treatment"]\nstructure.region = "rw1"\n'
+              'parameterization = { "1|region" = "centered" }'),
+      at="parameterization ="),
+    C("estimand_named_like_a_branch", 3, "is not one of the allowed values", "got 'odds'",
+      key='estimands."every term".scale',
+      edits=S('[estimands.click_rate]', '[estimands."every term"]\nat = { treatment = ["control"] }\nscale = "odds"\n\n'
+              '[estimands.click_rate]'), at='scale = "odds"'),
     C("parameterization_bad_value", 3, "is not one of the allowed values", "did you mean 'noncentered'",
       key="model.parameterization",
       edits=S('levels.treatment = ["control", "treatment"]',

@@ -485,7 +485,8 @@ def checks(view: RunView) -> list[Check]:
         out.append(Check("divergent transitions", count(d.divergences), f"at most {d.divergences_max}",
                          "fail" if bad else "ok",
                          "The sampler missed part of the posterior: raise fit.target_accept towards 0.99, or switch "
-                         "model.parameterization (centered / noncentered) for the group terms."
+                         "a group term's parameterization (centered / noncentered; the run's notes give each "
+                         "term's), e.g. model.parameterization = { \"1|x\" = \"centered\" }."
                          if bad else "None beyond the limit: the sampler explored the posterior.",
                          f"{count(d.divergences)} divergent transitions (at most {d.divergences_max})"))
     if d.chains > 1 and d.estimand_max_rhat is not None:
