@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from mrp_formula.spec.formula import FormulaInfo, describe, mark, transformed_re
 from mrp_formula.poststrat import sums
 from mrp_formula.output.files import Origin, check_out
 from mrp_formula.spec.families import FAMILIES
-from mrp_formula.spec.tree import LoadedSpec, dotted
+from mrp_formula.spec.tree import LoadedSpec, dotted, variant_overrides
 from mrp_formula.data.tables import Tables, prepare
 from mrp_formula.data.targets import Targets, check_calibrate_spec, load_targets
 from mrp_formula.poststrat import calibrate as calibrate_mod
@@ -296,6 +296,22 @@ def parameterization_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Pro
         hint = (f"write it as the term is named: \"{same[0]}\"" if same
                 else did_you_mean(name, terms) or f"its group terms are {', '.join(terms) or 'none'}")
         out.append(Problem(f"'{name}' is not a group term of the formula", hint=hint, **where))
+    return out
+
+
+def variant_problems(loaded: LoadedSpec, overrides=(), frames: dict | None = None) -> list[Problem]:
+    """The model checks of each variant (its terms, priors, structure, parameterization), reported
+    at the variant's table: what ``mrp batch`` would refuse, ``mrp check`` of the spec says."""
+    out = []
+    for name in loaded.spec.variants:
+        try:
+            spec_checks(load_spec(loaded.path, tuple(overrides) + variant_overrides(loaded, name), frames=frames))
+        except MrpError as exc:
+            for p in exc.problems:
+                own = next((k for k in loaded.spec.variants[name] if p.key == k or p.key.startswith(k + ".")), None)
+                line = loaded.line("variants", name, own) if own else None
+                out.append(replace(p, key=f"variants.{name} ({p.key})" if p.key else f"variants.{name}",
+                                   file=str(loaded.path), line=line or loaded.line("variants", name)))
     return out
 
 

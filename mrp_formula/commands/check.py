@@ -6,14 +6,20 @@ from dataclasses import replace
 
 from mrp_formula.checks import coverage as coverage_mod
 from mrp_formula.poststrat import classical as classical
+from mrp_formula.errors import SpecError
 from mrp_formula.spec.tree import load_spec
-from mrp_formula.steps import Plan, plan as plan_of
+from mrp_formula.steps import Plan, plan as plan_of, variant_problems
 
 
 def check(path, *, overrides=(), data=None, population=None) -> Plan:
-    """Validate the spec, the files, columns, levels, terms and population coverage. ``data`` and
-    ``population`` are DataFrames that take the place of the spec's files."""
-    loaded = load_spec(path, tuple(overrides), frames={"data": data, "population": population})
+    """Validate the spec (and the model of each of its variants), the files, columns, levels,
+    terms and population coverage. ``data`` and ``population`` are DataFrames that take the place
+    of the spec's files."""
+    frames = {"data": data, "population": population}
+    loaded = load_spec(path, tuple(overrides), frames=frames)
     plan = plan_of(path, overrides, loaded=loaded)
+    problems = variant_problems(loaded, overrides, frames)
+    if problems:
+        raise SpecError(problems)
     cov = coverage_mod.coverage(plan.tables, plan.info, plan.loaded.spec.model.family)
     return replace(plan, coverage=cov)

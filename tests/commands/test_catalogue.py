@@ -349,6 +349,15 @@ CASES: list[Case] = [
               'levels.treatment = ["control", "treatment"]\nstructure.region = "rw1"\n'
               'parameterization = { "1|region" = "centered" }'),
       at="parameterization ="),
+    C("variant_parameterization_unknown_term", 3, "'1|gendr' is not a group term of the formula",
+      "did you mean '1|gender'", key='variants.cen (model.parameterization."1|gendr")',
+      edits=S('[report]', '[variants.cen]\n"model.parameterization" = { "1|gendr" = "centered" }\n\n[report]'),
+      at='"model.parameterization" ='),
+    C("variant_drops_a_term_with_a_prior", 3, "'1|region' is not a term of the model",
+      key='variants.no_region (model.priors."1|region")',
+      edits=S('[report]', '[variants.no_region]\n"model.formula" = "clicked ~ treatment + age_band + (1 | gender)"'
+                          '\n\n[report]'),
+      at="[variants.no_region]"),
     C("estimand_named_like_a_branch", 3, "is not one of the allowed values", "got 'odds'",
       key='estimands."every term".scale',
       edits=S('[estimands.click_rate]', '[estimands."every term"]\nat = { treatment = ["control"] }\nscale = "odds"\n\n'
