@@ -287,8 +287,9 @@ def parameterization_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Pro
             continue
         if name in terms:
             continue
-        if name.split(".", 1)[0] in loaded.spec.model.formulas:
-            out.append(Problem(f"'{name}' is a term of the formula of {name.split('.', 1)[0]}, whose group effects "
+        component = name.split(".", 1)[0]
+        if component in loaded.spec.model.formulas:
+            out.append(Problem(f"'{name}' is a term of the formula of {component}, whose group effects "
                                f"are always non-centred", hint="remove it: only the group terms of model.formula "
                                "can be set", **where))
             continue

@@ -96,8 +96,8 @@ def test_parameterization_choice(setting, expected):
 
 
 def test_a_term_set_in_the_spec_is_fitted_so(ab_dir):
-    """`parameterization = { "1|gender" = ... }` reaches the plan and the model Bambi builds; the
-    terms not named keep the choice from the data."""
+    """`parameterization = { "1|gender" = ... }` reaches the plan and the model Bambi builds (the
+    terms not named keeping their choice from the data is `test_parameterization_choice`'s)."""
     from mrp_formula.steps import plan_and_model
 
     auto, _ = plan_and_model(ab_dir / "ab.toml")
