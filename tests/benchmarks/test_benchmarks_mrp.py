@@ -46,7 +46,7 @@ def test_report_shows_the_ratios_of_the_results(tmp_path):
                                                            "ess_per_1000_gradients_parameters": 4.5}},
                      "primer_2chains_bambi_pymc": {"status": "ok", "wall_seconds": 95.0, "load_before": 3.1},
                      "gradient_cost": {"status": "ok", "cells": 3693, "parameters": 100, "model_us": 180.0,
-                                       "numpy_us": 110.0, "fused_us": 30.0, "fused_matches_numpy": True,
+                                       "numpy_us": 110.0, "fused_us": 30.0, "fused_matches_numpy": True, "elementwise_us": 20.0,
                                        "model_over_fused": 6.0, "load_before": 2.0}}}
     path = tmp_path / "b.md"
     write_report(res, path)
@@ -54,6 +54,7 @@ def test_report_shows_the_ratios_of_the_results(tmp_path):
     assert "**9.5x** (target 10x)" in md
     assert "| primer_2chains_mrp | ok | 9.5 | 6.0 | 0 | 900 | – | 31.0 | 150 | 4.50 | – | 3.0 |" in md
     assert "**6.0x** the hand-fused reference" in md
+    assert "scalar libm: this llvmlite has no vectorised exp) 20 us" in md  # the floor of the fused loop
 
 
 @pytest.mark.slow  # compiles and samples the primer (a few seconds of draws)
