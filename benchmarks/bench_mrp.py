@@ -177,8 +177,11 @@ def orchestrate(args) -> dict:
     def save():
         results_path(quick).write_text(json.dumps(res, indent=1, default=str))
 
+    def wanted(label) -> bool:
+        return not args.cases or label in args.cases.split(",")
+
     def case(label, params, timeout):
-        if args.cases and label not in args.cases.split(","):
+        if not wanted(label):
             return res["cases"].get(label, {})  # not rerun: its earlier result stays
         print(label, flush=True)
         r = run_case(params, logs=logs, timeout=timeout, label=label)
@@ -196,7 +199,7 @@ def orchestrate(args) -> dict:
                                     "by": "state", "estimand": "support"}, timeout=budget)
     small = dict(draws=200, tune=200) if quick else dict(draws=500, tune=500)
     if "primer_vs_bambi" in only:
-        primer_vs_bambi(case, work, small, primer_formula, primer_cat, budget)
+        primer_vs_bambi(res, save, case, wanted, work, logs, small, primer_formula, primer_cat, budget)
     if "gradient" in only:
         case("gradient_cost", {"case": "gradient_cost", "spec": str(PRIMER), "numeric": PRIMER_NUMERIC,
                                "evals": 1000 if quick else 3000}, timeout=budget)
@@ -210,15 +213,33 @@ def orchestrate(args) -> dict:
     return res
 
 
-def primer_vs_bambi(case, work, small, primer_formula, primer_cat, budget) -> None:
-    """The primer at 2 chains through mrp-formula and through plain Bambi + PyMC on its cells."""
+def primer_vs_bambi(res, save, case, wanted, work, logs, small, primer_formula, primer_cat, budget) -> None:
+    """The primer at 2 chains through mrp-formula (the Python API in a fresh interpreter, and
+    ``mrp run`` as a fresh CLI process, as a user runs it) and through plain Bambi + PyMC on its cells."""
+    overrides = [f"fit.draws={small['draws']}", f"fit.tune={small['tune']}", "fit.chains=2", "report.plots=false"]
     case("primer_2chains_mrp", {"case": "mrp_spec", "spec": str(PRIMER), "run_dir": str(work / "primer_2x"),
-                                "overrides": [f"fit.draws={small['draws']}", f"fit.tune={small['tune']}",
-                                              "fit.chains=2", "report.plots=false"],
-                                "by": "state", "estimand": "support"}, timeout=budget)
+                                "overrides": overrides, "by": "state", "estimand": "support"}, timeout=budget)
+    if wanted("primer_2chains_cli"):
+        res["cases"]["primer_2chains_cli"] = cli_run(["run", str(PRIMER), "--out", str(work / "primer_2x_cli"),
+                                                      "--refit", "--no-progress", "--json", "--set", *overrides],
+                                                     work / "primer_2x_cli", logs, "primer_2chains_cli")
+        save()
     case("primer_2chains_bambi_pymc", {"case": "bambi_cells", "cells": str(work / "primer_cells.parquet"),
                                        "formula": primer_formula, "categorical": primer_cat, "sampler": "pymc",
                                        "chains": 2, "target_accept": 0.95, **small}, timeout=budget)
+
+
+def cli_run(args: list[str], run_dir: Path, logs: Path, label: str) -> dict:
+    """``mrp ARGS`` as a fresh CLI process (as a user runs it), with the run's timings, efficiency
+    and diagnostics from the manifest it wrote."""
+    r = run_cli(args, logs=logs, label=label)
+    man = run_dir / "manifest.json"
+    if r["exit_code"] == 0 and man.exists():  # a failed run leaves an earlier folder: not its figures
+        m = json.loads(man.read_text())
+        r["timings"], r["efficiency"] = m.get("timings_seconds"), m.get("efficiency")
+        r["diagnostics"] = {k: v for k, v in m["diagnostics"].items() if k != "worst_parameters"}
+    r["loadavg"] = os.getloadavg()
+    return r
 
 
 def ab_refit(res, save, case, work, logs, budget) -> None:
@@ -236,14 +257,8 @@ def ab_refit(res, save, case, work, logs, budget) -> None:
     removed = forget_compiled_callbacks()  # the first refit compiles them, as Bambi + nutpie by hand does
     res["ab_compiled_callbacks_removed"] = removed
     for i in (1, 2):
-        r = run_cli(["run", str(ab / "ab.toml"), "--out", str(ab / "run"), "--refit", "--no-progress", "--json"],
-                    logs=logs, label=f"ab_refit_cli_{i}")
-        man = ab / "run" / "manifest.json"
-        if man.exists():
-            m = json.loads(man.read_text())
-            r["timings"], r["efficiency"] = m.get("timings_seconds"), m.get("efficiency")
-        r["loadavg"] = os.getloadavg()
-        res["cases"][f"ab_refit_cli_{i}"] = r
+        res["cases"][f"ab_refit_cli_{i}"] = cli_run(["run", str(ab / "ab.toml"), "--out", str(ab / "run"), "--refit",
+                                                     "--no-progress", "--json"], ab / "run", logs, f"ab_refit_cli_{i}")
         save()
     case("ab_bambi_nutpie", {"case": "bambi_cells", "cells": str(ab / "cells.parquet"),
                              "formula": "p(mrp_successes, mrp_trials) ~ treatment + (1|gender)",

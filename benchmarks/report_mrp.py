@@ -102,6 +102,22 @@ run's `manifest.json` (`efficiency`, `diagnostics`, `timings_seconds`).
 | `1\\|race:female` centred (8 levels, median information per level 65, so the rule leaves it non-centred) | 4 x 1,000, seeds 2004, 7, 99, 4, 13, 11, 9, 10 against the shipped rule at the same seeds: gradient evaluations 217,000-238,000 against 267,000-301,000 (**18 % fewer**), divergences 22 in all, at most 6 in a run, against 69 in all, at most 36 (seed 13: **0 against 36**); but smallest parameter ESS 335-638 (mean 471) against 364-762 (mean 599), and smallest estimand ESS 1,721-2,216 (mean 1,925; under 2,000 in six of eight) against 1,014-2,742 (mean 2,178; under 2,000 in two). Per 1,000 gradient evaluations the same (parameters 2.0 against 2.1, estimands 8.3 against 7.8). A rule that would centre it (the data's sd per level against a moment estimate of the group sd, rather than information alone) is the next thing to try. A spec can now set it per term: `model.parameterization = { "1\\|race:female" = "centered" }` (seed 13 through `mrp run --set`: the same 236,783 gradient evaluations and 0 divergences as above) | not as the default: fewer divergences at the cost of ESS per run; per term in the spec |
 | nutpie's low-rank adaptation settings (passed to `nutpie.sample`; shipped primer, 4 x 1,000, seed 2004; shipped: 301,046 gradient evaluations, 187,231 of them tuning, 4 divergences, smallest parameter ESS 698, estimand ESS 2,201) | `mass_matrix_eigval_cutoff` 100 (fewer directions learnt): 368,940, 3 divergences, R-hat 1.067, parameter ESS **69**, estimand ESS 323. Cutoff 1.3 (more directions than the 2 nutpie sets): 308,894, 5, 728, 2,476. `mass_matrix_switch_freq` 40 (80 by default): 315,274, 3, 623, 3,041. The last two are inside the spread between seeds | no |
 | target_accept 0.98 in the primer (0.95 shipped) | seed 2004: 406,272 gradient evaluations, 1 divergence, smallest parameter ESS 400, estimand ESS 1,686 (shipped: 301,046, 4, 698, 2,201); seed 13: 374,646, 1, 486, 1,900 (shipped: 279,060, 36, 364, 1,014). Smaller steps cost a third more gradients and still diverge | no |
+
+### Levers measured on 2026-12-02 (fifth session, another machine: 2 cores, AMD EPYC)
+
+The benchmark above ran on this machine; the rows before it on an Intel Xeon. The same spec and seed
+give other draws here (numba compiles for the host CPU, so the rounding differs): the shipped primer at
+seed 2004 took 297,377 gradient evaluations here against 301,046 there. On one machine a run repeats
+bit for bit (two primer runs at 2 x 500: 82,291 gradient evaluations each).
+
+| lever | result | kept |
+| --- | --- | --- |
+| the hand-fused gradient reference made as tight as scalar code goes (`benchmarks/cases_mrp.case_gradient_cost`: one `exp` shared by the softplus and the sigmoid, one `log1p`, scratch arrays made once; was two `exp`) | by hand, one process (idle machine): the compiled model 158-161 us, the old loop 141 us, the new one 132-155 us; its element-wise math alone (softplus and sigmoid of 3,693 cells) 73-90 us. In the benchmark run above: 155, 105 and 55 us, the model **1.5x** the reference. numba here has no SVML (this llvmlite is not built with the patch, `python -m numba -s`), so `exp` and `log1p` are scalar libm calls, and they are half of the reference. What is left per gradient is that math: no cost-per-gradient lever remains on this stack | yes (the reference; the model unchanged) |
+| `1\\|region` non-centred, measured again now that intercepts and slopes start in units of their prior (the earlier stuck chain at seed 11 came from the start, fixed since) | shipped primer, 4 x 1,000, seeds 2004 / 7 / 13 / 99, plots off: non-centred 307,013 / 314,588 / 312,224 / 306,036 gradient evaluations, 18 / 4 / 0 / 2 divergences, smallest parameter ESS 444 / 200 / 443 / 526 (the region sd each time), estimand ESS 1,347 / 858 / 2,559 / 2,370. Shipped (centred): 297,377 / 271,170 / 276,311 / 261,211, 6 / 9 / **85** / 6 divergences, 703 / 666 / 190 / 640, 1,876 / 2,434 / 335 / 2,784. Of the 6 divergences at seed 2004, 4 are at a region sd of 0.025-0.04 (its 5 % quantile is 0.093): the centred funnel's neck. The region sd's posterior spans both regimes (median information per level 305 times its variance: 0.2 at sd 0.025, 18 at the median 0.24), so neither form suits all of it | no |
+| a moment estimate of each group sd for the centring rule (the next thing the rows above proposed) | the DerSimonian-Laird estimate from each term's level totals, on the primer: race:female 0.23, age 0.47, edu 0.42, age:edu 0.54, state 0.41, region 0.42, poll 0.20. These are marginal: the age:edu levels carry the age and edu effects (its posterior sd is 0.10) and the states their region's and the state predictors' (posterior 0.065), so information x sd^2 would centre age:edu, which was measured worse (the second session's row). A useful estimate needs the other terms fitted first (a pilot fit) | not built |
+| what bounds the shipped primer's time | seed 2004 here: 297,377 gradient evaluations, 180,198 of them tuning, 211 us each inside the sampler (2 chains at a time on 2 cores): sampling 31 s of the 48 s. The 4,000 kept draws alone take 117,179 evaluations (29.3 leapfrog steps a draw), about 15 s at this cost on these 2 cores, and the rest of a run (imports, prepare, build, checks, figures, page) about 10 s. 20 s end to end would need fewer than about 15 steps a draw with almost no tuning, or a gradient under 100 us: no lever measured comes near | – |
+| the primer at 2 x 500 measured as a user runs it (`mrp run`, a fresh CLI process) beside the Python API in a fresh interpreter (the case the table shows) | the CLI ends with `os._exit` once its output is flushed (fourth session), while the API's process tears the fitted PyMC model down; Bambi by hand pays its teardown as a user's script does. Both shown above; the ratio is the CLI's. With plots off, a primer run at 2 x 500 spends about 9 s outside the fit (CLI, this machine): Python and the CLI 1 s, prepare 0.8, importing Bambi/PyMC/nutpie and building 2.6, checks 0.9, the page 3.1 (its figures as SVG: trace 1.3 s, posterior predictive check 1.1 s). The page's figures drawn in a second process while plots are off would save about 0.9 s by estimate: not built, since by default the PNGs already take the second core | the CLI figure: yes |
+| where the A/B refit goes (benchmark run above, second refit, compile cache loaded: 5.9 s; Bambi + nutpie by hand 11.2 s, 1.9x) | prepare 0.44 s; importing and building 2.0 s, of which `import bambi` (`python -X importtime`) 2.85 s in that process: ArviZ 1.62 (nutpie imports it too), PyMC 0.53, sparse 0.50, formulae 0.36; the fit 1.37 s (sampling 0.2, PyTensor rewriting the graphs whose machine code is cached most of the rest); PNGs 1.23 s beside the page 1.16 s. A refit that skips Bambi, PyMC and the rewriting (PyTensor's rewritten functions pickled with the fit, nutpie's model rebuilt from them and our cached wrappers, the posterior laid out as the first fit's) would save about 2.5 s: about 3.4 s, 3.3x, by estimate. Not built: the posterior must equal Bambi's bit for bit (names, dims, coordinates, PyMC's additions), which needs its own tests | not built |
 """
 
 
@@ -145,27 +161,36 @@ def write_report(res: dict, path: Path) -> None:
              "steps/draw | us/gradient | ESS/1,000 grads (params) | peak MB | load |")
     L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, r in c.items():
-        if label == "gradient_cost" or label.startswith("ab_refit_cli"):
+        if label == "gradient_cost" or label.startswith("ab_refit_cli"):  # (in the lines below the table)
             continue
         eff = r.get("efficiency") or {}
         diag = r.get("diagnostics") or {}
         est_ess = diag.get("estimand_min_ess_bulk", r.get("estimand_min_ess"))
-        par_ess = r.get("min_ess_param_min_ess_bulk", r.get("min_ess_bulk"))
+        par_ess = r.get("min_ess_param_min_ess_bulk", r.get("min_ess_bulk", diag.get("min_ess_bulk")))
         div = diag.get("divergences", r.get("divergences"))
         fit_s = _get(r, "timings", "fit") if r.get("timings") else r.get("fit_seconds")
         spd = eff.get("leapfrog_steps_per_draw", r.get("mean_steps_per_draw"))
-        L.append(f"| {label} | {r.get('status')} | {_f(r.get('e2e_seconds') or r.get('wall_seconds'))} | "
+        status = r.get("status") or ("ok" if r.get("exit_code") == 0 else f"exit {r.get('exit_code')}")
+        L.append(f"| {label} | {status} | {_f(r.get('e2e_seconds') or r.get('wall_seconds'))} | "
                  f"{_f(fit_s)} | {_f(div, '{:.0f}')} | {_f(est_ess, '{:.0f}')} | {_f(par_ess, '{:.0f}')} | "
                  f"{_f(spd)} | {_f(eff.get('seconds_per_gradient') and eff['seconds_per_gradient'] * 1e6, '{:.0f}')} | "
                  f"{_f(eff.get('ess_per_1000_gradients_parameters'), '{:.2f}')} | {_f(r.get('peak_rss_mb'), '{:.0f}')} | "
                  f"{_load(r)} |")
     L.append("")
-    mrp, bam = c.get("primer_2chains_mrp", {}), c.get("primer_2chains_bambi_pymc", {})
-    ratio = _ratio(mrp.get("wall_seconds"), bam.get("wall_seconds"))
+    mrp, cli, bam = (c.get(k, {}) for k in ("primer_2chains_mrp", "primer_2chains_cli", "primer_2chains_bambi_pymc"))
     cache = (mrp.get("efficiency") or {}).get("compile_cache")
-    L.append(f"* **Primer, 2 chains, target_accept 0.95**: mrp-formula {_f(mrp.get('wall_seconds'))} s"
-             + (f" (compile cache: {cache})" if cache else "") + ", plain Bambi "
-             f"(PyMC NUTS, same aggregated cells) {_f(bam.get('wall_seconds'))} s: **{_f(ratio)}x** (target 10x).")
+    api = (f"mrp-formula's Python API in a fresh interpreter {_f(mrp.get('wall_seconds'))} s"
+           + (f" (compile cache: {cache})" if cache else "")
+           + f", {_f(_ratio(mrp.get('wall_seconds'), bam.get('wall_seconds')))}x")
+    if cli.get("exit_code") == 0:
+        L.append(f"* **Primer, 2 chains, target_accept 0.95**: `mrp run` (fresh CLI process, as a user runs it) "
+                 f"{_f(cli.get('wall_seconds'))} s, plain Bambi (PyMC NUTS, same aggregated cells, a fresh "
+                 f"process) {_f(bam.get('wall_seconds'))} s: **{_f(_ratio(cli.get('wall_seconds'), bam.get('wall_seconds')))}x** "
+                 f"(target 10x). The same run through {api}: that process also pays the interpreter's teardown of "
+                 "the fitted model, which the CLI skips (`cli._leave`), as Bambi by hand pays it.")
+    else:
+        L.append(f"* **Primer, 2 chains, target_accept 0.95**: {api}; plain Bambi (PyMC NUTS, same aggregated "
+                 f"cells) {_f(bam.get('wall_seconds'))} s (target 10x).")
     ab = [c.get(f"ab_refit_cli_{i}", {}) for i in (1, 2)]
     abb = c.get("ab_bambi_nutpie", {})
     if ab[1]:
