@@ -12,8 +12,9 @@ the other in one run so that they share the machine's load (recorded with each c
 
 - the MRP primer as shipped (4 x 1,000, target_accept 0.95): end to end, divergences, the
   smallest estimand and parameter ESS, the efficiency block of the manifest;
-- the primer at 2 x 500 (tune 500, 0.95) through mrp-formula and through plain Bambi on the same
-  aggregated cells with PyMC's NUTS;
+- the primer at 2 x 500 (tune 500, 0.95) through mrp-formula (its Python API in a fresh interpreter,
+  and ``mrp run`` as a fresh CLI process) and through plain Bambi on the same aggregated cells with
+  PyMC's NUTS;
 - a small A/B spec (4 cells) refitted with ``mrp run --refit`` as a fresh CLI process (twice: the
   second finds the compiled code of the first), against Bambi + nutpie on the same cells;
 - microseconds per log-density-and-gradient evaluation on the primer's cells: the compiled model
