@@ -106,7 +106,9 @@ run's `manifest.json` (`efficiency`, `diagnostics`, `timings_seconds`).
 ### Levers measured on 2026-12-02 (fifth session, another machine: 2 cores, AMD EPYC)
 
 The benchmark above ran on this machine; the rows before it on an Intel Xeon. The same spec and seed
-give other draws here (numba compiles for the host CPU, so the rounding differs): the shipped primer at
+give other draws here: OpenBLAS picks its `Haswell` kernels here and `SkylakeX` there, whose sums round
+differently in the last bit, which the sampler amplifies (with `OPENBLAS_CORETYPE=SkylakeX` this machine
+gives the numbers recorded there bit for bit; docs/outputs.md, Reproducibility). The shipped primer at
 seed 2004 took 297,377 gradient evaluations here against 301,046 there. On one machine a run repeats
 bit for bit (two primer runs at 2 x 500: 82,291 gradient evaluations each).
 
