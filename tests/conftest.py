@@ -145,7 +145,7 @@ def without_figures(monkeypatch) -> None:
     from mrp_formula.output.report import document
     from mrp_formula.output.report import page as P
 
-    monkeypatch.setattr(document, "_figures", lambda view: {"densities": [], "raw_vs_mrp": [], "forest": {
+    monkeypatch.setattr(document, "_figures", lambda view, **_: {"densities": [], "raw_vs_mrp": [], "forest": {
         name: [] for name in P.breakdown_columns(view)}, "trace": [], "ppc": []})
 
 

@@ -164,7 +164,7 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
             t5 = time.perf_counter()
             manifest_ = manifest_of(notes)
             write_json(manifest_, tmp / "manifest.json")
-            report_note = _report(tmp, fitted.posterior)
+            report_note = _report(tmp, fitted.posterior, parallel=plots is None)
             report_seconds = time.perf_counter() - t5
             if plots is not None:
                 plot_note, error, timings["plots"] = plots.result()
@@ -231,14 +231,15 @@ def _plots(folder: Path, table, draws, posterior, ppc_table, spec, ordered=None)
     return ""
 
 
-def _report(folder: Path, posterior) -> str:
+def _report(folder: Path, posterior, *, parallel: bool) -> str:
     """Write report.html from the files just staged (and the posterior they hold, in memory); a
-    failure costs a note, never the results."""
+    failure costs a note, never the results. ``parallel``: no PNGs are being drawn beside it, so
+    the page draws part of its figures in a second process."""
     try:
         from mrp_formula.output.report import report_note
     except Exception as exc:  # e.g. jinja2 missing from a broken install
         return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
-    return report_note(folder, posterior)
+    return report_note(folder, posterior, parallel=parallel)
 
 
 SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_above_null", "p_in_rope",

@@ -173,6 +173,25 @@ def test_every_figure_is_inline_svg_with_ids_unique_in_the_page(html):
     assert refs <= set(ids)  # every reference resolves within the page
 
 
+@pytest.mark.slow  # draws every figure of the page again
+def test_figures_drawn_in_a_second_process_give_the_same_page(folder, html, monkeypatch):
+    """With a core free (``mrp report``, or ``mrp run`` without PNGs) the trace and raw-vs-MRP
+    figures are drawn in a forked child: the page is the same to the byte, and a child that
+    fails as a whole costs nothing (its figures are drawn here)."""
+    from mrp_formula import system
+    from mrp_formula.output.report import document
+
+    forked = []
+    real = system.beside
+    monkeypatch.setattr(system, "beside", lambda work, parallel=True: forked.append(parallel) or real(work, parallel=parallel))
+    assert render(RunView.from_folder(folder), parallel=True) == html
+    assert forked == [True]
+
+    monkeypatch.setattr(system, "beside", lambda work, parallel=True: real(lambda: 1 / 0, parallel=parallel))
+    assert render(RunView.from_folder(folder), parallel=True) == html
+    assert set(document.BESIDE) <= set(document._figure_jobs(RunView.from_folder(folder)))
+
+
 @pytest.mark.slow  # drawing 4 chains x 1,000 draws for 51 states is the point, and costs ~7 s
 def test_page_stays_small_for_51_states_and_long_chains(tmp_path):
     f = make_run(tmp_path / "big", chains=4, draws=1000)
@@ -301,7 +320,7 @@ def test_write_report_and_the_pipeline_hook(tmp_path, monkeypatch, no_figures):
     assert write_report(f) == f / "report.html"
     assert (f / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert report_note(f) == ""
-    monkeypatch.setattr(document, "render", lambda view: 1 / 0)
+    monkeypatch.setattr(document, "render", lambda view, **_: 1 / 0)
     note = report_note(f)
     assert note.startswith("report.html was not written (ZeroDivisionError") and "tables are complete" in note
     assert (f / "report.html").read_text().startswith("<!DOCTYPE html>")  # the old page is intact

@@ -39,28 +39,57 @@ def ordered_variables(manifest: dict) -> dict[str, list[str]]:
             if s.get("kind") in ("rw1", "rw2", "ar1") and "variable" in s and "levels" in s}
 
 
-def _figures(view: RunView) -> dict:
-    """The figures of the page, by section."""
-    counter = Counter()
+# the page's figures drawn in a second process when one is free (``parallel``): the trace and the
+# raw-vs-MRP figure there, the rest here, about half the drawing each on the MRP primer
+BESIDE = ("trace", "raw_vs_mrp")
+
+
+def _figures(view: RunView, *, parallel: bool = False) -> dict:
+    """The figures of the page, by section. ``parallel``: the sections of ``BESIDE`` are drawn
+    in a forked child (``system.beside``) while this process draws the others; the page is the
+    same either way (each section numbers its figures' ids itself)."""
+    import mrp_formula.output.plots  # noqa: F401 - matplotlib imported once, before the child is forked
+    from mrp_formula.system import beside
+
+    jobs = _figure_jobs(view)
+    child = beside(lambda: {k: jobs[k]() for k in BESIDE}, parallel=parallel)
+    try:
+        out = {k: job() for k, job in jobs.items() if k not in BESIDE}
+        drawn, error, _ = child.result()
+    finally:
+        child.cancel()
+    if error:  # the child failed as a whole: draw them here, so that their own errors show on the page
+        drawn = {k: jobs[k]() for k in BESIDE}
+    return {k: out[k] if k in out else drawn[k] for k in jobs}
+
+
+def _figure_jobs(view: RunView) -> dict:
+    """Section -> a function drawing its figures as SVG, each section with its own id prefix."""
     common = {"ci_prob": view.ci_prob, "ci_kind": view.ci_kind, "ropes": view.ropes}
     est, draws = view.estimands, view.draws
-    out: dict = {"densities": [], "raw_vs_mrp": [], "forest": {}, "trace": [], "ppc": []}
-    if draws is not None:
-        out["densities"] = draw(("estimands",), counter, estimands=est, draws=draws, **common)
-    out["raw_vs_mrp"] = draw(("raw_vs_mrp",), counter, estimands=est, draws=draws, **common)
     ordered = ordered_variables(view.manifest)
-    for name in P.breakdown_columns(view):
-        out["forest"][name] = draw(("over_time", "forest"), counter, estimands=view.rows_of(name),
-                                   draws=view.draws_of(name), ordered=ordered, **common)
-    if view.ppc is not None and len(view.ppc):
-        out["ppc"] = draw(("ppc",), counter, ppc=view.ppc, **common)
-    try:
-        posterior = view.posterior if view.posterior is not None else _read_posterior(view.folder / "posterior.nc")
-        if posterior is not None:
-            out["trace"] = draw(("trace",), counter, posterior=posterior, **common)
-    except Exception as exc:  # a figure is a report, not a result
-        out["trace"] = [Svg("trace.png", "", f"{type(exc).__name__}: {exc}")]
-    return out
+
+    def densities():
+        return draw(("estimands",), Counter("d"), estimands=est, draws=draws, **common) if draws is not None else []
+
+    def forest():
+        return {name: draw(("over_time", "forest"), Counter(f"f{k}_"), estimands=view.rows_of(name),
+                           draws=view.draws_of(name), ordered=ordered, **common)
+                for k, name in enumerate(P.breakdown_columns(view), 1)}
+
+    def ppc():
+        return draw(("ppc",), Counter("p"), ppc=view.ppc, **common) if view.ppc is not None and len(view.ppc) else []
+
+    def trace():
+        try:
+            posterior = view.posterior if view.posterior is not None else _read_posterior(view.folder / "posterior.nc")
+            return draw(("trace",), Counter("t"), posterior=posterior, **common) if posterior is not None else []
+        except Exception as exc:  # a figure is a report, not a result
+            return [Svg("trace.png", "", f"{type(exc).__name__}: {exc}")]
+
+    return {"densities": densities, "raw_vs_mrp": lambda: draw(("raw_vs_mrp",), Counter("r"), estimands=est,
+                                                               draws=draws, **common),
+            "forest": forest, "trace": trace, "ppc": ppc}
 
 
 def _read_posterior(nc: Path):
@@ -175,8 +204,8 @@ def _warnings(view: RunView) -> list[str]:
     return [w[0].upper() + w[1:] for w in ws if w]
 
 
-def context(view: RunView) -> dict:
-    """Everything the template shows."""
+def context(view: RunView, *, parallel: bool = False) -> dict:
+    """Everything the template shows (``parallel``: see :func:`_figures`)."""
     cs = P.checks(view)
     verdict = P.verdict(view, cs)
     decisions, decision_summaries = P.decisions(view)
@@ -190,7 +219,7 @@ def context(view: RunView) -> dict:
         "ppc_outside": k, "ppc_levels": n,
         "calibration_table": _calibration_table(view), "calibration_lead": _calibration_lead(view),
         "coverage": [c for c in cs if c.name.startswith(("population", "design effect"))],
-        "figures": _figures(view), "spec_text": view.spec_text, "overrides": view.overrides,
+        "figures": _figures(view, parallel=parallel), "spec_text": view.spec_text, "overrides": view.overrides,
         "manifest": P.manifest_facts(view), "missing": list(view.missing),
         "manifest_json": _json(view.manifest), "version": str(view.manifest.get("mrp_formula", "")),
     }
@@ -202,9 +231,9 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=2, default=str)
 
 
-def render(view: RunView) -> str:
-    """The report of a run as one self-contained HTML page."""
-    return environment().get_template("report.html.j2").render(**context(view))
+def render(view: RunView, *, parallel: bool = False) -> str:
+    """The report of a run as one self-contained HTML page (``parallel``: see :func:`_figures`)."""
+    return environment().get_template("report.html.j2").render(**context(view, parallel=parallel))
 
 
 def summary(view: RunView) -> str:
@@ -218,12 +247,13 @@ def summary(view: RunView) -> str:
         report=str(Path(view.folder) / REPORT))
 
 
-def write_report(folder: str | Path, out: str | Path | None = None, *, posterior=None) -> Path:
+def write_report(folder: str | Path, out: str | Path | None = None, *, posterior=None, parallel: bool = True) -> Path:
     """Write ``report.html`` (or ``out``) for the run folder ``folder``, atomically. ``posterior``:
-    the DataTree in the folder's posterior.nc, when the caller holds it (else it is read)."""
+    the DataTree in the folder's posterior.nc, when the caller holds it (else it is read).
+    ``parallel``: part of the figures drawn in a second process (when the machine has a core free)."""
     view = RunView.from_folder(folder, posterior=posterior)
     target = Path(out) if out is not None else Path(folder) / REPORT
-    write_text_atomic(target, render(view))
+    write_text_atomic(target, render(view, parallel=parallel))
     return target
 
 
@@ -244,11 +274,11 @@ def write_text_atomic(path: Path, text_: str) -> None:
                                  hint="choose a folder you can write to")) from None
 
 
-def report_note(folder: Path, posterior=None) -> str:
+def report_note(folder: Path, posterior=None, *, parallel: bool = True) -> str:
     """For ``pipeline.run``: write the report into the staged run folder; a failure costs a run note
     (returned), never the results."""
     try:
-        write_report(folder, posterior=posterior)
+        write_report(folder, posterior=posterior, parallel=parallel)
     except Exception as exc:  # the report is a view of the results, not a result
         return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
     return ""
