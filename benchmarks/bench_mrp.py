@@ -233,7 +233,9 @@ def primer_vs_bambi(res, save, case, wanted, work, logs, small, primer_formula, 
 def cli_run(args: list[str], run_dir: Path, logs: Path, label: str) -> dict:
     """``mrp ARGS`` as a fresh CLI process (as a user runs it), with the run's timings, efficiency
     and diagnostics from the manifest it wrote."""
+    load_before = os.getloadavg()[0]
     r = run_cli(args, logs=logs, label=label)
+    r["load_before"] = load_before
     man = run_dir / "manifest.json"
     if r["exit_code"] == 0 and man.exists():  # a failed run leaves an earlier folder: not its figures
         m = json.loads(man.read_text())

@@ -22,6 +22,15 @@ def _load(r) -> str:
     return _f(la, "{:.1f}")
 
 
+def _status(r: dict) -> str:
+    """A case's status: a case's own ('ok', 'timeout', ...) or a CLI run's exit code."""
+    return r.get("status") or ("ok" if r.get("exit_code") == 0 else f"exit {r.get('exit_code')}" if r else "not run")
+
+
+def _ok(r: dict) -> bool:
+    return _status(r) == "ok"
+
+
 def _ratio(a, b):
     return None if not a or not b else b / a
 
@@ -117,9 +126,9 @@ bit for bit (two primer runs at 2 x 500: 82,291 gradient evaluations each).
 | the hand-fused gradient reference made as tight as scalar code goes (`benchmarks/cases_mrp.case_gradient_cost`: one `exp` shared by the softplus and the sigmoid, one `log1p`, scratch arrays made once; was two `exp`) | by hand, one process (idle machine): the compiled model 158-161 us, the old loop 141 us, the new one 132-155 us; its element-wise math alone (softplus and sigmoid of 3,693 cells) 73-90 us. In the benchmark run above: 155, 105 and 55 us, the model **1.5x** the reference. numba here has no SVML (this llvmlite is not built with the patch, `python -m numba -s`), so `exp` and `log1p` are scalar libm calls, and they are half of the reference. What is left per gradient is that math: no cost-per-gradient lever remains on this stack | yes (the reference; the model unchanged) |
 | `1\\|region` non-centred, measured again now that intercepts and slopes start in units of their prior (the earlier stuck chain at seed 11 came from the start, fixed since) | shipped primer, 4 x 1,000, seeds 2004 / 7 / 13 / 99, plots off: non-centred 307,013 / 314,588 / 312,224 / 306,036 gradient evaluations, 18 / 4 / 0 / 2 divergences, smallest parameter ESS 444 / 200 / 443 / 526 (the region sd each time), estimand ESS 1,347 / 858 / 2,559 / 2,370. Shipped (centred): 297,377 / 271,170 / 276,311 / 261,211, 6 / 9 / **85** / 6 divergences, 703 / 666 / 190 / 640, 1,876 / 2,434 / 335 / 2,784. Of the 6 divergences at seed 2004, 4 are at a region sd of 0.025-0.04 (its 5 % quantile is 0.093): the centred funnel's neck. The region sd's posterior spans both regimes (median information per level 305 times its variance: 0.2 at sd 0.025, 18 at the median 0.24), so neither form suits all of it | no |
 | a moment estimate of each group sd for the centring rule (the next thing the rows above proposed) | the DerSimonian-Laird estimate from each term's level totals, on the primer: race:female 0.23, age 0.47, edu 0.42, age:edu 0.54, state 0.41, region 0.42, poll 0.20. These are marginal: the age:edu levels carry the age and edu effects (its posterior sd is 0.10) and the states their region's and the state predictors' (posterior 0.065), so information x sd^2 would centre age:edu, which was measured worse (the second session's row). A useful estimate needs the other terms fitted first (a pilot fit) | not built |
-| what bounds the shipped primer's time | seed 2004 here: 297,377 gradient evaluations, 180,198 of them tuning, 211 us each inside the sampler (2 chains at a time on 2 cores): sampling 31 s of the 48 s. The 4,000 kept draws alone take 117,179 evaluations (29.3 leapfrog steps a draw), about 15 s at this cost on these 2 cores, and the rest of a run (imports, prepare, build, checks, figures, page) about 10 s. 20 s end to end would need fewer than about 15 steps a draw with almost no tuning, or a gradient under 100 us: no lever measured comes near | – |
+| what bounds the shipped primer's time | seed 2004 here: 297,377 gradient evaluations, 180,198 of them tuning, 211 us each inside the sampler (2 chains at a time on 2 cores): sampling 31 s of the 48 s. The 4,000 kept draws alone take 117,179 evaluations (29.3 leapfrog steps a draw), about 12 s at this cost on these 2 cores, and the rest of a run (imports, prepare, build, checks, figures, page) about 10 s. 20 s end to end would need fewer than about 15 steps a draw with almost no tuning, or a gradient under 100 us: no lever measured comes near | – |
 | the primer at 2 x 500 measured as a user runs it (`mrp run`, a fresh CLI process) beside the Python API in a fresh interpreter (the case the table shows) | the CLI ends with `os._exit` once its output is flushed (fourth session), while the API's process tears the fitted PyMC model down; Bambi by hand pays its teardown as a user's script does. Both shown above; the ratio is the CLI's. With plots off, a primer run at 2 x 500 spends about 9 s outside the fit (CLI, this machine): Python and the CLI 1 s, prepare 0.8, importing Bambi/PyMC/nutpie and building 2.6, checks 0.9, the page 3.1 (its figures as SVG: trace 1.3 s, posterior predictive check 1.1 s). The page's figures drawn in a second process while plots are off: see the next row | the CLI figure: yes |
-| the page's figures partly drawn in a forked child when no PNGs are drawn beside it (`report.plots = false`, and `mrp report`): the trace and raw-vs-MRP figures there, the others here (`output/report/document._figures`; each section numbers its own SVG ids, so the page is the same byte for byte, a test) | cached primer runs at 2 x 500, plots off, fresh processes, three pairs interleaved: the `report` step 2.87 / 2.52 / 2.62 s before, 1.72 / 1.76 / 1.93 s after; end to end 6.2 / 5.4 / 5.8 s before, 4.9 / 4.6 / 5.0 s after. Fresh fits (`--refit`) after: 16.1 and 17.2 s end to end, the page 2.1 and 1.7 s (3.1 s in the benchmark run above). With PNGs (the default) nothing changes: they already take the second core | yes |
+| the page's figures partly drawn in a forked child when no PNGs are drawn beside it (`report.plots = false`, and `mrp report`): the trace and raw-vs-MRP figures there, the others here (`output/report/document._figures`; each section numbers its own SVG ids, so the page is the same byte for byte, a test) | cached primer runs at 2 x 500, plots off, fresh processes, three pairs interleaved: the `report` step 2.87 / 2.52 / 2.62 s before, 1.72 / 1.76 / 1.93 s after; end to end 6.2 / 5.4 / 5.8 s before, 4.9 / 4.6 / 5.0 s after. Fresh fits (`--refit`) after: 16.1 and 17.2 s end to end, the page 2.1 and 1.7 s (2.0 s in the benchmark run above, 3.1 s in its run before the change). With PNGs (the default) nothing changes: they already take the second core | yes |
 | where the A/B refit goes (benchmark run above, second refit, compile cache loaded: 5.9 s; Bambi + nutpie by hand 11.2 s, 1.9x) | prepare 0.44 s; importing and building 2.0 s, of which `import bambi` (`python -X importtime`) 2.85 s in that process: ArviZ 1.62 (nutpie imports it too), PyMC 0.53, sparse 0.50, formulae 0.36; the fit 1.37 s (sampling 0.2, PyTensor rewriting the graphs whose machine code is cached most of the rest); PNGs 1.23 s beside the page 1.16 s. A refit that skips Bambi, PyMC and the rewriting (PyTensor's rewritten functions pickled with the fit, nutpie's model rebuilt from them and our cached wrappers, the posterior laid out as the first fit's) would save about 2.5 s: about 3.4 s, 3.3x, by estimate. Not built: the posterior must equal Bambi's bit for bit, and Bambi's clean-up of nutpie's result is computation (the intercept shifted back for mean-centred predictors), not only layout (names, dims, coordinates, PyMC's additions), so it would have to be derived again and proven equal | not built |
 """
 
@@ -173,8 +182,7 @@ def write_report(res: dict, path: Path) -> None:
         div = diag.get("divergences", r.get("divergences"))
         fit_s = _get(r, "timings", "fit") if r.get("timings") else r.get("fit_seconds")
         spd = eff.get("leapfrog_steps_per_draw", r.get("mean_steps_per_draw"))
-        status = r.get("status") or ("ok" if r.get("exit_code") == 0 else f"exit {r.get('exit_code')}")
-        L.append(f"| {label} | {status} | {_f(r.get('e2e_seconds') or r.get('wall_seconds'))} | "
+        L.append(f"| {label} | {_status(r)} | {_f(r.get('e2e_seconds') or r.get('wall_seconds'))} | "
                  f"{_f(fit_s)} | {_f(div, '{:.0f}')} | {_f(est_ess, '{:.0f}')} | {_f(par_ess, '{:.0f}')} | "
                  f"{_f(spd)} | {_f(eff.get('seconds_per_gradient') and eff['seconds_per_gradient'] * 1e6, '{:.0f}')} | "
                  f"{_f(eff.get('ess_per_1000_gradients_parameters'), '{:.2f}')} | {_f(r.get('peak_rss_mb'), '{:.0f}')} | "
@@ -182,15 +190,19 @@ def write_report(res: dict, path: Path) -> None:
     L.append("")
     mrp, cli, bam = (c.get(k, {}) for k in ("primer_2chains_mrp", "primer_2chains_cli", "primer_2chains_bambi_pymc"))
     cache = (mrp.get("efficiency") or {}).get("compile_cache")
+
+    def against_bambi(r) -> str:  # a ratio only when both finished: a stopped case's seconds are not its time
+        return f"{_f(_ratio(r.get('wall_seconds'), bam.get('wall_seconds')))}x" if _ok(r) and _ok(bam) else \
+            f"no ratio (mrp-formula: {_status(r)}, Bambi: {_status(bam)})"
+
     api = (f"mrp-formula's Python API in a fresh interpreter {_f(mrp.get('wall_seconds'))} s"
-           + (f" (compile cache: {cache})" if cache else "")
-           + f", {_f(_ratio(mrp.get('wall_seconds'), bam.get('wall_seconds')))}x")
-    if cli.get("exit_code") == 0:
+           + (f" (compile cache: {cache})" if cache else "") + f", {against_bambi(mrp)}")
+    if cli:
         L.append(f"* **Primer, 2 chains, target_accept 0.95**: `mrp run` (fresh CLI process, as a user runs it) "
                  f"{_f(cli.get('wall_seconds'))} s, plain Bambi (PyMC NUTS, same aggregated cells, a fresh "
-                 f"process) {_f(bam.get('wall_seconds'))} s: **{_f(_ratio(cli.get('wall_seconds'), bam.get('wall_seconds')))}x** "
-                 f"(target 10x). The same run through {api}: that process also pays the interpreter's teardown of "
-                 "the fitted model, which the CLI skips (`cli._leave`), as Bambi by hand pays it.")
+                 f"process) {_f(bam.get('wall_seconds'))} s: **{against_bambi(cli)}** (target 10x). The same run "
+                 f"through {api}: that process also pays the interpreter's teardown of the fitted model (the CLI "
+                 "skips it, `cli._leave`; Bambi by hand pays it), and the two fits' own speed differs from run to run.")
     else:
         L.append(f"* **Primer, 2 chains, target_accept 0.95**: {api}; plain Bambi (PyMC NUTS, same aggregated "
                  f"cells) {_f(bam.get('wall_seconds'))} s (target 10x).")

@@ -81,3 +81,14 @@ def test_report_judges_the_cces_estimates_against_the_truth(tmp_path):
     text = (tmp_path / "r.md").read_text()
     assert "cces_mrp: state estimates against the simulated truth: largest error 0.0500, root mean square 0.0361, " \
            "1 of 2 states within 2 posterior sd." in text
+
+
+def test_no_ratio_against_a_case_that_did_not_finish(tmp_path):
+    """A case stopped at its time limit records the seconds it was given, not its time: no ratio."""
+    res = {"started": "s", "finished": "f", "machine": {"cpus": 2},
+           "cases": {"primer_2chains_cli": {"exit_code": 0, "wall_seconds": 9.0},
+                     "primer_2chains_mrp": {"status": "ok", "wall_seconds": 10.0},
+                     "primer_2chains_bambi_pymc": {"status": "timeout", "wall_seconds": 1200.0}}}
+    write_report(res, tmp_path / "r.md")
+    text = (tmp_path / "r.md").read_text()
+    assert "**no ratio (mrp-formula: ok, Bambi: timeout)** (target 10x)" in text and "133.3x" not in text
