@@ -193,6 +193,7 @@ def run_case(params: dict, *, logs: Path, timeout: float, mem_limit_gb: float | 
 def run_cli(args: list[str], *, logs: Path, label: str) -> dict:
     """`.venv/bin/mrp ...` as a subprocess: wall time includes interpreter start and imports."""
     exe = Path(sys.executable).parent / "mrp"
+    logs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     proc = subprocess.run([str(exe), *args], cwd=str(ROOT), capture_output=True, text=True, env=child_env())
     wall = time.perf_counter() - start

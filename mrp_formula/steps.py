@@ -9,6 +9,9 @@ none repeats them. Bambi and PyMC are imported only when a model is built or sam
 from __future__ import annotations
 
 import difflib
+import functools
+import logging
+import time
 import importlib.util
 import re
 from dataclasses import dataclass, replace
@@ -29,7 +32,8 @@ from mrp_formula.data.tables import Tables, prepare
 from mrp_formula.data.targets import Targets, check_calibrate_spec, load_targets
 from mrp_formula.poststrat import calibrate as calibrate_mod
 from mrp_formula.errors import MrpError
-from mrp_formula.model.cache import FitCache, fit_key
+from mrp_formula.model.cache import FitCache, fit_key, model_key
+from mrp_formula.model.reuse import MODELS_DIR, RecipeStore
 from mrp_formula.checks.coverage import Coverage
 from mrp_formula.model.plan import Fit, FitPlan, plan_fit, versions
 from mrp_formula.predict.cells import predictor as make_predictor
@@ -37,6 +41,8 @@ from mrp_formula.progress import SILENT, Reporter, sampling_phase
 from mrp_formula.spec.priors import (POSITIVE, POSITIVE_DISTRIBUTIONS, UNIT, PriorSpec, support, values_text,
                                      with_support_within)
 from mrp_formula.spec.tree import load_spec
+
+log = logging.getLogger("mrp_formula")
 
 
 @dataclass(frozen=True)
@@ -483,17 +489,45 @@ def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: boo
                 return Fitted(fit=fit, key=key, reused=True, note=note)
             if note != "no cached fit" and not why:
                 why = note
-    from mrp_formula.model import sampler
-
-    reporter.phase("compiling model")
-    model = model if model is not None else build(plan)
     f = plan.loaded.spec.fit
-    reporter.phase(sampling_phase(f.chains, f.draws))
-    fit = sampler.fit(model, plan.loaded, mass_matrix=plan.fit_plan.mass_matrix, progress=progress,
-                      on_progress=reporter.chains if reporter is not SILENT else None)
+    recipes = RecipeStore(caches[0].root / MODELS_DIR) if cache and caches and f.sampler == "nutpie" else None
+    mkey = model_key(plan, versions()) if recipes is not None else ""
+    fit = None
+    if recipes is not None and model is None and not (progress and reporter is SILENT):
+        fit = _reused_fit(plan, recipes.load(mkey), reporter)
+    if fit is None:
+        from mrp_formula.model import sampler
+
+        reporter.phase("compiling model")
+        model = model if model is not None else build(plan)
+        reporter.phase(sampling_phase(f.chains, f.draws))
+        keep = functools.partial(recipes.keep, mkey) if recipes is not None else None
+        fit = sampler.fit(model, plan.loaded, mass_matrix=plan.fit_plan.mass_matrix, progress=progress,
+                          on_progress=reporter.chains if reporter is not SILENT else None, keep=keep)
     if cache and caches:
         caches[0].store(key, fit.posterior, fit.seconds)
     return Fitted(fit=fit, key=key, reused=False, note=why)
+
+
+def _reused_fit(plan: Plan, recipe, reporter: Reporter) -> Fit | None:
+    """A fit of the model a recipe describes (:mod:`mrp_formula.model.reuse`: no Bambi, no PyMC),
+    or None when there is no recipe or it cannot sample here (the fit then goes through Bambi)."""
+    if recipe is None:
+        return None
+    from mrp_formula.model import reuse
+
+    f = plan.loaded.spec.fit
+    start = time.perf_counter()
+    reporter.phase(sampling_phase(f.chains, f.draws))
+    try:
+        dt = reuse.fit(recipe, f, mass_matrix=plan.fit_plan.mass_matrix,
+                       on_progress=reporter.chains if reporter is not SILENT else None)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Unusable, or anything else: the fit through Bambi decides
+        log.info("the stored model was not reused (%s: %s); building it", type(exc).__name__, exc)
+        return None
+    return Fit(posterior=dt, seconds=time.perf_counter() - start, sampler=f.sampler)
 
 
 def estimate(plan: Plan, draws_tree, *, block: int | None = None, poststratify_fn=None,

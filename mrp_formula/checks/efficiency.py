@@ -28,7 +28,10 @@ def efficiency(dt, min_ess_parameters: float, min_ess_estimands: float) -> dict:
       thousand gradient evaluations;
     - ``compile_cache``: what became of the sampler's compiled functions: ``loaded`` from the
       compile cache, ``compiled`` (and stored for the next fit of the same model), or
-      ``not cached: <why>`` (null: not nutpie, or a fit cached by an earlier version).
+      ``not cached: <why>`` (null: not nutpie, or a fit cached by an earlier version);
+    - ``model_reuse``: ``reused`` (sampled from the model's recipe, without Bambi and PyMC:
+      :mod:`mrp_formula.model.reuse`), ``recorded`` (this fit wrote the recipe the next fit of
+      the model reuses), ``not recorded: <why>``, or null (no fit cache, not nutpie).
     """
     stats = dt["sample_stats"] if "sample_stats" in dt.children else None
     attrs = dict(stats.attrs) if stats is not None else {}
@@ -46,7 +49,8 @@ def efficiency(dt, min_ess_parameters: float, min_ess_estimands: float) -> dict:
     out = {"gradient_evaluations": grads, "gradient_evaluations_tuning": int(tuning) if known else None,
            "leapfrog_steps_per_draw": _num(steps_per_draw), "sampling_seconds": _num(sampling) if sampling > 0 else None,
            "fit_seconds": _num(fit_s) if fit_s > 0 else None, "parallel_chains": int(parallel) if parallel else None,
-           "seconds_per_gradient": _num(per_grad), "compile_cache": attrs.get("mrp_compile_cache") or None}
+           "seconds_per_gradient": _num(per_grad), "compile_cache": attrs.get("mrp_compile_cache") or None,
+           "model_reuse": attrs.get("mrp_model_reuse") or None}
     for key, ess in (("parameters", min_ess_parameters), ("estimands", min_ess_estimands)):
         ok = ess is not None and math.isfinite(ess)
         out[f"ess_per_second_{key}"] = _num(ess / fit_s) if ok and fit_s > 0 else None

@@ -24,8 +24,9 @@ CACHE_DIR = ".mrp-cache"
 SAMPLING_REVISION = 2
 
 
-def fit_key(plan, versions: dict[str, str]) -> str:
-    """Hash of the fitted data, formula, family, link, priors, parameterization and fit settings."""
+def _model_parts(plan, versions: dict[str, str]) -> dict:
+    """What the compiled model depends on: the fitted data, formula, family, link, priors,
+    parameterization, structure and the stack's versions (not the fit's settings)."""
     fp = plan.fit_plan
     spec = plan.loaded.spec
     data_hash = hashlib.sha256(pd.util.hash_pandas_object(fp.data, index=False).to_numpy().tobytes())
@@ -41,8 +42,6 @@ def fit_key(plan, versions: dict[str, str]) -> str:
         "priors": {k: str(v) for k, v in sorted(spec.model.priors.items())},
         "resolved_priors": [p.to_json() for p in getattr(fp, "priors", ())],  # defaults come from the rows
         "parameterization": fp.parameterization,
-        "mass_matrix": fp.mass_matrix,
-        "fit": spec.fit.model_dump(),
         "versions": {k: versions.get(k) for k in ("bambi", "pymc", "nutpie", "pytensor")},
         "mrp_formula": __version__,
         "sampling": SAMPLING_REVISION,
@@ -53,7 +52,25 @@ def fit_key(plan, versions: dict[str, str]) -> str:
     structures = getattr(fp, "structures", ())
     if structures:  # only then: the keys of fits without structure stay as they were
         parts["structure"] = [sp.key() for sp in structures]
+    return parts
+
+
+def _digest(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def fit_key(plan, versions: dict[str, str]) -> str:
+    """Hash of the fitted data, formula, family, link, priors, parameterization and fit settings."""
+    parts = _model_parts(plan, versions)
+    parts |= {"mass_matrix": plan.fit_plan.mass_matrix, "fit": plan.loaded.spec.fit.model_dump()}
+    return _digest(parts)
+
+
+def model_key(plan, versions: dict[str, str]) -> str:
+    """Hash of what the compiled model depends on, and the mass matrix (nutpie's statistics differ
+    with it): the fit key without the fit's settings (a recipe of :mod:`mrp_formula.model.reuse`
+    serves any seed, draws, chains or ``target_accept``)."""
+    return _digest(_model_parts(plan, versions) | {"reuse": "recipe", "mass_matrix": plan.fit_plan.mass_matrix})
 
 
 @dataclass(frozen=True)

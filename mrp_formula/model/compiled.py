@@ -71,6 +71,7 @@ class CompileRecord:
 
     status: str = "not compiled"
     keys: list[str] = field(default_factory=list)
+    folder: str = ""  # where numba keeps them (PyTensor's compile directory)
 
 
 def wrapper_key(kind: str, graph_key: str, *dims: int) -> str:
@@ -84,7 +85,7 @@ def _compile_cached(model, pymc_initial_point_fn, record: CompileRecord, origina
     import numba
     import numpy as np
     from nutpie import compile_pymc as cp
-    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS, compile_numba_function_src
+    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS, NUMBA_CACHE_PATH, compile_numba_function_src
 
     def fallback(why: str):
         record.status = f"not cached: {why}"
@@ -129,6 +130,7 @@ def _compile_cached(model, pymc_initial_point_fn, record: CompileRecord, origina
         return fallback(f"{type(exc).__name__}: {exc}"[:200])
     record.status = "loaded" if logp_c.cache_hits and expand_c.cache_hits else "compiled"
     record.keys = keys
+    record.folder = str(NUMBA_CACHE_PATH)
     return compiled
 
 
@@ -148,3 +150,33 @@ def cached_wrappers(record: CompileRecord):
         yield record
     finally:
         cp._compile_pymc_model_numba = original
+
+
+# ----------------------------------------------------------------------------- loading the wrappers alone
+
+
+def load_callbacks(keys, n_dim: int, n_expanded: int):
+    """The two wrappers of an earlier compile, loaded from the compile cache under ``keys``
+    (:class:`CompileRecord`) as C callbacks; None when either is not there. Nothing is compiled
+    and no graph is needed: the PyTensor function they call is inside their machine code (numba
+    imports the PyTensor modules it was compiled in, not Bambi or PyMC)."""
+    import numba
+    import numpy as np
+    from nutpie import compile_pymc as cp
+    from pytensor.link.numba.cache import compile_numba_function_src
+
+    out = []
+    for src, name, key in ((LOGP_SRC, "logp_numba", keys[0]), (EXPAND_SRC, "expand_numba", keys[1])):
+        env = {"__name__": __name__, "numba": numba, "np": np, "N_DIM": n_dim, "N_EXPANDED": n_expanded,
+               "inner": None}
+        py = compile_numba_function_src(src, name, env, cache_key=key)
+        sig = (cp._make_c_logp_func(n_dim, None, cp.make_user_data({}, {}), [], {}) if name == "logp_numba" else
+               cp._make_c_expand_func(n_dim, n_expanded, None, cp.make_user_data({}, {}), {}, {}))[1]
+        try:
+            c = numba.cfunc(sig, cache=True)(py)
+        except Exception:  # noqa: BLE001 - not in the cache: numba tried to compile it without ``inner``
+            return None
+        if not c.cache_hits:
+            return None
+        out.append(c)
+    return tuple(out)

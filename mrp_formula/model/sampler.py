@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import FitError, Problem, SpecError
+from mrp_formula.model import nuts
 from mrp_formula.model.compiled import CompileRecord, cached_wrappers
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.predict.cells import COMPONENT_LINK
@@ -349,33 +350,38 @@ def set_frozen_priors(model, priors: dict, parameterization: dict[str, str]) -> 
 
 # ----------------------------------------------------------------------------- fitting
 def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: bool = False,
-        on_progress=None) -> Fit:
+        on_progress=None, keep=None) -> Fit:
     """Sample the posterior; progress and sampler logs go to stderr, never stdout.
 
     ``on_progress`` (nutpie only) is called from the sampler's thread with a tuple of
     :class:`mrp_formula.progress.ChainState`, about ten times a second; it then replaces the
-    library's own progress bar."""
+    library's own progress bar. ``keep`` (nutpie only): ``keep(recipe, proof) -> note``, the store
+    of the model's :class:`~mrp_formula.model.reuse.Recipe` (``RecipeStore.keep`` of its key), so
+    that the next fit of this model samples without Bambi."""
     f = loaded.spec.fit
     start = time.perf_counter()
     forward = on_progress is not None and f.sampler == "nutpie"
     bar = bool(progress and sys.stderr.isatty() and not forward)
-    cores = _cores(f.chains)
+    cores = nuts.cores(f.chains)
     compiled = CompileRecord()
     try:
         with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_loggers(), _exact_math(), \
-                _one_thread_each():
+                nuts.one_thread_each():
             warnings.simplefilter("ignore")
+            reused = ""
             if f.sampler == "nutpie":
                 with cached_wrappers(compiled):
-                    dt = _sample_nutpie(model, f, cores=cores, mass_matrix=mass_matrix, progressbar=bar,
-                                        on_progress=on_progress if forward else None)
+                    dt, reused = _sample_nutpie(model, f, cores=cores, mass_matrix=mass_matrix, progressbar=bar,
+                                                on_progress=on_progress if forward else None, compiled=compiled,
+                                                keep=keep)
             else:
                 # the tuning draws are kept only to count their gradient evaluations (then dropped)
                 dt = model.fit(inference_method=f.sampler, cores=cores, target_accept=f.target_accept,
                                draws=f.draws, tune=f.tune, chains=f.chains, random_seed=f.seed,
                                progressbar=bar, discard_tuned_samples=False)
-            dt = _with_work_counted(dt, seconds=time.perf_counter() - start, cores=cores,
-                                    compile_cache=compiled.status if f.sampler == "nutpie" else "")
+            dt = nuts.with_work_counted(dt, seconds=time.perf_counter() - start, cores=cores,
+                                        compile_cache=compiled.status if f.sampler == "nutpie" else "",
+                                        model_reuse=reused)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -385,8 +391,10 @@ def fit(model, loaded: LoadedSpec, *, mass_matrix: str = "diagonal", progress: b
     return Fit(posterior=dt, seconds=time.perf_counter() - start, sampler=f.sampler)
 
 
-def _sample_nutpie(model, f, *, cores: int, mass_matrix: str, progressbar: bool, on_progress):
-    """Sample the built Bambi model with nutpie, straight from its PyMC model.
+def _sample_nutpie(model, f, *, cores: int, mass_matrix: str, progressbar: bool, on_progress, compiled: CompileRecord,
+                   keep=None):
+    """Sample the built Bambi model with nutpie, straight from its PyMC model: ``(posterior, what
+    became of its recipe)``.
 
     This is what ``model.fit(inference_method="nutpie")`` does, less one step: ``pm.sample`` first
     assigns step methods, which builds a gradient graph only to find that NUTS fits, and throws it
@@ -394,93 +402,127 @@ def _sample_nutpie(model, f, *, cores: int, mass_matrix: str, progressbar: bool,
     Bambi samples, PyMC's seed for the first chain (the one nutpie takes), nutpie's compile and
     sampler, PyMC's additions to the result, Bambi's clean-up of it. The draws are the same bit for
     bit (``tests/model/test_sampler.py``). The tuning draws are kept only to count their gradient
-    evaluations (then dropped)."""
-    import nutpie
+    evaluations (then dropped). With ``keep``, the model's recipe is written and proven on this
+    fit (:func:`_keep_recipe`)."""
     from pymc.backends.arviz import patch_nutpie_idata
     from pymc.progress_bar import NutpieProgressBarManager
-    from pymc.util import get_default_varnames, get_random_generator
+    from pymc.util import get_default_varnames
 
+    nutpie = nuts.import_nutpie()
     if not model.built:
         model.build()
     backend, pm_model = model.backend, model.backend.model
     likelihood = set(backend.spec.family.likelihood.params)
     names = [v.name for v in get_default_varnames(pm_model.unobserved_value_vars, include_transformed=False)
              if not (v.name in likelihood and pm_model.named_vars.get(v.name) in pm_model.deterministics)]
-    # pm.sample: one generator per chain spawned from the seed; nutpie takes the first chain's
-    seed = int(get_random_generator(f.seed).spawn(f.chains)[0].integers(2**30))
-    nuts = {"target_accept": f.target_accept}
-    if mass_matrix == "low_rank":
-        nuts["adaptation"] = "low_rank"
-    compiled = nutpie.compile_pymc_model(pm_model, var_names=names, backend="numba")
+    model_c = nutpie.compile_pymc_model(pm_model, var_names=names, backend="numba")
+    seeds: list = []
+    if keep is not None:
+        model_c = _asking(model_c, seeds)
     bar = NutpieProgressBarManager(chains=f.chains, draws=f.draws, progressbar=progressbar)
-    callback = _forward_progress(on_progress) if on_progress is not None else bar.update
-    start = time.time()
+    callback = nuts.forward_progress(on_progress) if on_progress is not None else bar.update
     with bar:
-        dt = nutpie.sample(compiled, draws=f.draws, tune=max(f.tune, 1), chains=f.chains, cores=cores, seed=seed,
-                           save_warmup=True, store_unconstrained=False, progress_bar=False,
-                           progress_callback=callback, **nuts)
-    patch_nutpie_idata(dt, pm_model, sampling_time=time.time() - start)
+        raw, run, seconds = nuts.run(nutpie, model_c, nuts.sample_kwargs(f, cores=cores, mass_matrix=mass_matrix,
+                                                                         callback=callback))
+    run._return_raw_trace = False
+    dt = run._extract(raw)  # nutpie's own DataTree of the raw trace
+    patch_nutpie_idata(dt, pm_model, sampling_time=seconds)
     backend.fit = True
-    return backend._clean_results(dt, omit_offsets=True, include_response_params=False)
+    dt = backend._clean_results(dt, omit_offsets=True, include_response_params=False)
+    if keep is None:
+        return dt, ""
+    return dt, _keep_recipe(keep, model, model_c, compiled, dt, raw, nuts.settings_json(run), seconds, seeds)
 
 
-WORK_ATTRS = ("mrp_gradients_tuning", "mrp_gradients_draws", "mrp_sampling_seconds", "mrp_fit_seconds",
-              "mrp_parallel_chains", "mrp_compile_cache")
+def _asking(model_c, seeds: list):
+    """nutpie's compiled model whose initial point function notes the seeds it is asked for."""
+    import dataclasses
+
+    inner = model_c.initial_point_func
+
+    def point(seed):
+        seeds.append(seed)
+        return inner(seed)
+
+    return dataclasses.replace(model_c, initial_point_func=point)
 
 
-def _with_work_counted(dt, *, seconds: float, cores: int, compile_cache: str = ""):
-    """The posterior without its tuning groups, with the work of the fit in the attributes of its
-    ``sample_stats`` (they travel with it into the fit cache and posterior.nc): gradient
-    evaluations (leapfrog steps) while tuning and while drawing, summed over chains; the
-    sampler's own wall time (without building and compiling) and the whole fit's; the number of
-    chains run at once; what the compile cache did (:mod:`mrp_formula.model.compiled`).
-    :func:`mrp_formula.checks.efficiency.efficiency` reads them."""
-    def steps(group: str) -> int:
-        if group not in dt.children or "n_steps" not in dt[group].data_vars:
-            return -1
-        return int(np.asarray(dt[group]["n_steps"].values, dtype=np.int64).sum())
+def _keep_recipe(keep, model, model_c, compiled: CompileRecord, dt, raw, settings, seconds, seeds) -> str:
+    """Write the model's recipe (:mod:`mrp_formula.model.reuse`) and keep it if it proves itself
+    on this fit: its layout of the raw trace equals Bambi's posterior, its initial points PyMC's.
+    Never fails the fit: the note says what happened."""
+    from mrp_formula.model import reuse
 
-    tuning, drawing = steps("warmup_sample_stats"), steps("sample_stats")
-    sampling = dt["posterior"].attrs.get("sampling_time")
-    for group in [g for g in dt.children if g.startswith("warmup_")]:
-        del dt[group]
-    if "sample_stats" in dt.children:
-        ds = dt["sample_stats"].to_dataset()
-        ds.attrs.update({"mrp_gradients_tuning": tuning, "mrp_gradients_draws": drawing,
-                         "mrp_sampling_seconds": float(sampling) if sampling is not None else -1.0,
-                         "mrp_fit_seconds": float(seconds), "mrp_parallel_chains": int(cores),
-                         "mrp_compile_cache": compile_cache})
-        dt["sample_stats"] = ds
-    return dt
+    if compiled.status not in ("loaded", "compiled") or len(compiled.keys) != 2:
+        return f"not recorded: the callbacks are {compiled.status}"
+    if not seeds:
+        return "not recorded: the sampler asked for no initial point"
+    try:
+        recipe = _recipe(model, model_c, compiled, dt, seeds[0])
+    except Exception as exc:  # noqa: BLE001 - the fit stands; only the reuse is lost
+        return f"not recorded: {type(exc).__name__}: {exc}"[:300]
+    point = model_c.initial_point_func
 
+    def proof(read_back) -> list[str]:
+        wrong = reuse.differences(dt, reuse.assemble(read_back, raw, settings, seconds))
+        mine = reuse.initial_point(read_back)
+        for s in [*dict.fromkeys(seeds), 0, 1, 2**63 + 11]:
+            if not np.array_equal(mine(s), point(s)):
+                wrong.append(f"the initial point of seed {s} differs from PyMC's")
+                break
+        return wrong
 
-@contextlib.contextmanager
-def _one_thread_each():
-    """One BLAS/OpenMP thread per sampling thread: the chains already fill the cores (more threads
-    would only compete for them), and the arithmetic of a gradient does not depend on how many
-    threads the machine offers."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        yield
+    try:
+        return keep(recipe, proof)
+    except Exception as exc:  # noqa: BLE001 - e.g. a read-only cache: the fit stands
+        return f"not recorded: {type(exc).__name__}: {exc}"[:300]
 
 
-def _forward_progress(on_progress):
-    """nutpie's ``progress_callback`` that hands each snapshot of the chains to ``on_progress`` as
-    :class:`mrp_formula.progress.ChainState`; an error in the display is swallowed: progress never
-    costs a fit."""
-    from mrp_formula.progress import ChainState
+def _recipe(model, model_c, compiled: CompileRecord, dt, seed):
+    """The recipe of a compiled model: nutpie's variables, PyMC's initial point (the support
+    point, and where each variable's jitter comes from), Bambi's intercept shifts and layout."""
+    from pymc.initial_point import make_initial_point_fn
 
-    def update(chain_progresses) -> None:
-        try:
-            on_progress(tuple(ChainState(chain=i, finished=int(cp.finished_draws), total=int(cp.total_draws),
-                                         divergences=int(cp.divergences), tuning=bool(cp.tuning),
-                                         started=bool(cp.started))
-                              for i, cp in enumerate(chain_progresses)))
-        except Exception:  # noqa: BLE001 - a display, never the fit
-            pass
+    from mrp_formula.model import reuse
 
-    return update
+    names, slices, shapes = model_c.shape_info
+    starts = tuple(int(s.start or 0) for s in slices)
+    stops = tuple(int(s.stop) for s in slices)
+    shapes = tuple(tuple(int(x) for x in s) for s in shapes)
+    n_dim = int(model_c.n_dim)
+    n_free = next(i for i, b in enumerate(stops) if b == n_dim) + 1
+    support = make_initial_point_fn(model=model.backend.model, jitter_rvs=set(), return_transformed=True)(0)
+    base = np.empty(n_dim, dtype="float64")
+    for name, a, b in zip(names[:n_free], starts, stops):
+        base[a:b] = np.asarray(support[name], dtype="float64").ravel()
+    jitter = reuse.find_jitter(base, starts[:n_free], stops[:n_free], shapes[:n_free], model_c.initial_point_func, seed)
+    return reuse.Recipe(
+        callbacks=tuple(compiled.keys), folder=compiled.folder, n_dim=n_dim, n_expanded=int(model_c.n_expanded), names=tuple(names), starts=starts,
+        stops=stops, shapes=shapes, dims={k: list(v) for k, v in (model_c.dims or {}).items()},
+        coords={k: list(v) for k, v in (model_c._coords or {}).items()},
+        reparameterized=tuple(model_c.reparameterized_names or ()), jitter=jitter, base=base, shifts=_shifts(model),
+        template=reuse.template_of(dt))
+
+
+def _shifts(model) -> tuple:
+    """Bambi's intercept shifts for mean-centred common predictors (``_clean_results``)."""
+    from bambi.utils import get_aliased_name
+
+    from mrp_formula.model.reuse import Shift
+
+    if not model.center_predictors:
+        return ()
+    out = []
+    rc = model.response_term.coords
+    for component in model.backend.distributional_components.values():
+        bc = component.component
+        if bc.intercept_term and bc.common_terms:
+            out.append(Shift(name=get_aliased_name(bc.intercept_term),
+                             terms=tuple(get_aliased_name(t) for t in bc.common_terms.values()),
+                             xmean=np.asarray(component.design_matrix_without_intercept.mean(0)),
+                             response_dims=tuple(rc) if rc else (),
+                             response_levels=len(list(rc.values())[0]) if rc else 0))
+    return tuple(out)
 
 
 @contextlib.contextmanager
@@ -493,13 +535,6 @@ def _exact_math():
 
     with pytensor.config.change_flags(numba__fastmath=False):
         yield
-
-
-def _cores(chains: int) -> int:
-    """Chains run in parallel on the machine's cores (PyMC's default is cpu_count // 2)."""
-    from mrp_formula.system import cpu_count
-
-    return max(1, min(chains, cpu_count()))
 
 
 # ----------------------------------------------------------------------------- prior draws (mrp prior, mrp recover)

@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 
 from mrp_formula import steps
-from mrp_formula.model import sampler
+from mrp_formula.model import nuts, sampler
 
 
 def _through_bambi(plan, low_rank: bool):
     import pytensor
 
     f = plan.loaded.spec.fit
-    nuts = {"adaptation": "low_rank"} if low_rank else None
+    options = {"adaptation": "low_rank"} if low_rank else None
     model = steps.build(plan)
     with pytensor.config.change_flags(numba__fastmath=False):
         return model.fit(inference_method="nutpie", draws=f.draws, tune=f.tune, chains=f.chains,
-                         cores=sampler._cores(f.chains), random_seed=f.seed, target_accept=f.target_accept,
-                         discard_tuned_samples=False, progressbar=False, nuts=nuts)
+                         cores=nuts.cores(f.chains), random_seed=f.seed, target_accept=f.target_accept,
+                         discard_tuned_samples=False, progressbar=False, nuts=options)
 
 
 @pytest.mark.slow  # compiles and samples twice
