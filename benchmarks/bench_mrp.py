@@ -13,10 +13,11 @@ the other in one run so that they share the machine's load (recorded with each c
 - the MRP primer as shipped (4 x 1,000, target_accept 0.95): end to end, divergences, the
   smallest estimand and parameter ESS, the efficiency block of the manifest;
 - the primer at 2 x 500 (tune 500, 0.95) through mrp-formula (its Python API in a fresh interpreter,
-  and ``mrp run`` as a fresh CLI process) and through plain Bambi on the same aggregated cells with
-  PyMC's NUTS;
+  which builds the model through Bambi and records its recipe, and ``mrp run`` as a fresh CLI
+  process, which reuses it) and through plain Bambi on the same aggregated cells with PyMC's NUTS;
 - a small A/B spec (4 cells) refitted with ``mrp run --refit`` as a fresh CLI process (twice: the
-  second finds the compiled code of the first), against Bambi + nutpie on the same cells;
+  first compiles and records the model, the second reuses it), against Bambi + nutpie on the same
+  cells;
 - microseconds per log-density-and-gradient evaluation on the primer's cells: the compiled model
   against a hand-written numpy version and a fused numba loop;
 - a CCES-scale simulated MRP (state x age x edu x race x sex, (1|state:race), (1|age:edu),
@@ -218,6 +219,8 @@ def primer_vs_bambi(res, save, case, wanted, work, logs, small, primer_formula, 
     """The primer at 2 chains through mrp-formula (the Python API in a fresh interpreter, and
     ``mrp run`` as a fresh CLI process, as a user runs it) and through plain Bambi + PyMC on its cells."""
     overrides = [f"fit.draws={small['draws']}", f"fit.tune={small['tune']}", "fit.chains=2", "report.plots=false"]
+    if wanted("primer_2chains_mrp"):  # this run builds the model through Bambi (and records it); the CLI's reuses it
+        res["primer_recipes_removed"] = forget_recipes(work)
     case("primer_2chains_mrp", {"case": "mrp_spec", "spec": str(PRIMER), "run_dir": str(work / "primer_2x"),
                                 "overrides": overrides, "by": "state", "estimand": "support"}, timeout=budget)
     if wanted("primer_2chains_cli"):
@@ -257,8 +260,10 @@ def ab_refit(res, save, case, work, logs, budget) -> None:
     (ab / "ab.toml").write_text(AB_SPEC.lstrip())
     cells = clicks.groupby(["treatment", "gender"])["clicked"].agg(["sum", "count"]).reset_index()
     cells.rename(columns={"sum": "mrp_successes", "count": "mrp_trials"}).to_parquet(ab / "cells.parquet")
-    removed = forget_compiled_callbacks()  # the first refit compiles them, as Bambi + nutpie by hand does
-    res["ab_compiled_callbacks_removed"] = removed
+    # the first refit compiles the callbacks and records the model's recipe, as Bambi + nutpie by hand
+    # compiles them; the second reuses both
+    res["ab_compiled_callbacks_removed"] = forget_compiled_callbacks()
+    res["ab_recipes_removed"] = forget_recipes(ab)
     for i in (1, 2):
         res["cases"][f"ab_refit_cli_{i}"] = cli_run(["run", str(ab / "ab.toml"), "--out", str(ab / "run"), "--refit",
                                                      "--no-progress", "--json"], ab / "run", logs, f"ab_refit_cli_{i}")
@@ -280,6 +285,19 @@ def forget_compiled_callbacks() -> int:
     for f in files:
         f.unlink(missing_ok=True)
     return len(files)
+
+
+def forget_recipes(folder: Path) -> int:
+    """Remove the models' recipes (``mrp_formula/model/reuse.py``) kept beside ``folder``'s runs."""
+    import shutil
+
+    from mrp_formula.model.cache import CACHE_DIR
+    from mrp_formula.model.reuse import MODELS_DIR
+
+    entries = [d for d in (folder / CACHE_DIR / MODELS_DIR).glob("*") if d.is_dir()]
+    for d in entries:
+        shutil.rmtree(d)
+    return len(entries)
 
 
 def cces(res, case, work, quick, budget) -> None:

@@ -195,10 +195,12 @@ def write_report(res: dict, path: Path) -> None:
         return f"{_f(_ratio(r.get('wall_seconds'), bam.get('wall_seconds')))}x" if _ok(r) and _ok(bam) else \
             f"no ratio (mrp-formula: {_status(r)}, Bambi: {_status(bam)})"
 
+    reused = (mrp.get("efficiency") or {}).get("model_reuse")
     api = (f"mrp-formula's Python API in a fresh interpreter {_f(mrp.get('wall_seconds'))} s"
-           + (f" (compile cache: {cache})" if cache else "") + f", {against_bambi(mrp)}")
+           + (f" (compile cache: {cache}; model: {reused})" if cache else "") + f", {against_bambi(mrp)}")
     if cli:
-        L.append(f"* **Primer, 2 chains, target_accept 0.95**: `mrp run` (fresh CLI process, as a user runs it) "
+        L.append(f"* **Primer, 2 chains, target_accept 0.95**: `mrp run` (fresh CLI process, as a user runs it; "
+                 f"model: {_get(cli, 'efficiency', 'model_reuse') or '–'}) "
                  f"{_f(cli.get('wall_seconds'))} s, plain Bambi (PyMC NUTS, same aggregated cells, a fresh "
                  f"process) {_f(bam.get('wall_seconds'))} s: **{against_bambi(cli)}** (target 10x). The same run "
                  f"through {api}: that process also pays the interpreter's teardown of the fitted model (the CLI "
@@ -210,14 +212,17 @@ def write_report(res: dict, path: Path) -> None:
     abb = c.get("ab_bambi_nutpie", {})
     if ab[1]:
         cache = [_get(r, "efficiency", "compile_cache") or "–" for r in ab]
+        reuse = [_get(r, "efficiency", "model_reuse") or "–" for r in ab]
         if res.get("ab_compiled_callbacks_removed") is not None:
             L.append(f"* Before the first A/B refit the compiled callbacks were removed from the compile cache "
                      f"({res['ab_compiled_callbacks_removed']} files; PyTensor's own kernels kept, as Bambi + nutpie "
-                     "by hand finds them), so it compiles them and the second loads them.")
+                     f"by hand finds them) and the model's recipe with them ({res.get('ab_recipes_removed', '–')}), "
+                     "so the first refit builds the model through Bambi, compiles them and records the recipe, and "
+                     "the second reuses both.")
         L.append(f"* **A/B refit** (`mrp run --refit`, fresh CLI process): {_f(ab[0].get('wall_seconds'))} s the first "
-                 f"time (fit {_f(_get(ab[0], 'timings', 'fit'))} s, compile cache: {cache[0]}), "
+                 f"time (fit {_f(_get(ab[0], 'timings', 'fit'))} s, compile cache: {cache[0]}, model: {reuse[0]}), "
                  f"{_f(ab[1].get('wall_seconds'))} s the second (fit {_f(_get(ab[1], 'timings', 'fit'))} s, "
-                 f"compile cache: {cache[1]}); "
+                 f"compile cache: {cache[1]}, model: {reuse[1]}); "
                  f"Bambi + nutpie by hand on the same cells {_f(abb.get('wall_seconds'))} s: "
                  f"**{_f(_ratio(ab[1].get('wall_seconds'), abb.get('wall_seconds')))}x** (target 3x).")
     g = c.get("gradient_cost", {})
