@@ -46,22 +46,34 @@ class Beside:
         self._pid, self._fd = pid, fd
         self._value, self._error, self._seconds = value, error, seconds
 
-    def result(self, timeout: float = 900.0) -> tuple[object, str, float]:
+    def result(self, timeout: float = 900.0, stalled: float = 30.0) -> tuple[object, str, float]:
         """``(value, error, seconds)``: the work's return value (None when it failed), what went
         wrong ('' when nothing did), and how long it ran. A child that has not answered after
-        ``timeout`` seconds is killed and reported as an error."""
+        ``timeout`` seconds, or that has used no CPU time for ``stalled`` seconds (the work is
+        CPU-bound: such a child waits on a lock that a thread of this process held when it was
+        forked, and never will answer), is killed and reported as an error; the caller then does
+        the work itself."""
         if self._pid is None:
             return self._value, self._error, self._seconds
         chunks, deadline = [], time.monotonic() + timeout
+        busy, busy_at = _cpu_ticks(self._pid), time.monotonic()
         poller = select.poll()  # not select.select: it fails on descriptors above 1023
         poller.register(self._fd, select.POLLIN | select.POLLHUP)
         try:
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not poller.poll(left * 1000):
-                    os.kill(self._pid, signal.SIGKILL)
+                now = time.monotonic()
+                left = deadline - now
+                if left <= 0:
                     self._error = f"did not finish in {timeout:.0f} s"
                     break
+                if not poller.poll(min(left, 1.0) * 1000):
+                    ticks = _cpu_ticks(self._pid)
+                    if ticks != busy:
+                        busy, busy_at = ticks, time.monotonic()
+                    elif ticks is not None and time.monotonic() - busy_at > stalled:
+                        self._error = f"stopped working (no CPU time for {stalled:.0f} s)"
+                        break
+                    continue
                 chunk = os.read(self._fd, 1 << 16)
                 if not chunk:
                     break
@@ -88,6 +100,15 @@ class Beside:
                 pass
             os.close(self._fd)
             self._pid = None
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """CPU time a process has used (user + system, in clock ticks), or None when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def beside(work, *, parallel: bool = True) -> Beside:

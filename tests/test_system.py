@@ -80,6 +80,21 @@ def test_a_child_that_dies_or_hangs_is_an_error_not_a_hang(alone):
 
 
 @linux
+def test_a_child_that_stops_working_is_given_up_long_before_the_timeout(alone):
+    # a forked child blocked on a lock that another thread held at the fork uses no CPU time:
+    # waiting for it would cost the whole timeout (900 s), so it is killed once it has stalled
+    lock = threading.Lock()
+    lock.acquire()  # as if held by a thread that does not exist in the child
+    start = time.monotonic()
+    value, error, _ = beside(_in_child(lambda: lock.acquire())).result(stalled=2)
+    assert value is None and error == "stopped working (no CPU time for 2 s)"
+    assert time.monotonic() - start < 30
+    # a child that works (uses CPU) is waited for
+    busy = beside(_in_child(lambda: sum(i * i for i in range(3_000_000)))).result(stalled=2)
+    assert busy[1] == "" and busy[0] > 0
+
+
+@linux
 def test_an_answer_that_cannot_travel_back_is_an_error(alone):
     value, error, _ = beside(_in_child(lambda: (lambda: None))).result()  # a lambda does not pickle
     assert value is None and "stopped without an answer" in error
