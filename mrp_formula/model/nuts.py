@@ -14,10 +14,6 @@ import types
 
 import numpy as np
 
-WORK_ATTRS = ("mrp_gradients_tuning", "mrp_gradients_draws", "mrp_sampling_seconds", "mrp_fit_seconds",
-              "mrp_parallel_chains", "mrp_compile_cache", "mrp_model_reuse")
-
-
 def import_nutpie():
     """``nutpie``, imported without importing ArviZ.
 

@@ -23,13 +23,16 @@ Imports neither Bambi nor PyMC; :mod:`mrp_formula.model.sampler` writes recipes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,12 +322,14 @@ def fit(recipe: Recipe, f, *, mass_matrix: str, on_progress=None):
     gives it, with the work counted. :class:`Unusable` when the recipe cannot sample here."""
     start = time.perf_counter()
     cores = nuts.cores(f.chains)
-    nutpie, compiled = compiled_model(recipe)
     callback = nuts.forward_progress(on_progress) if on_progress is not None else None
-    with nuts.one_thread_each():
+    # as a fit through Bambi: library output to stderr, library warnings off, one BLAS thread each
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), nuts.one_thread_each():
+        warnings.simplefilter("ignore")
+        nutpie, compiled = compiled_model(recipe)
         raw, sampler, seconds = nuts.run(nutpie, compiled, nuts.sample_kwargs(f, cores=cores, mass_matrix=mass_matrix,
                                                                              callback=callback))
-    dt = assemble(recipe, raw, nuts.settings_json(sampler), seconds)
+        dt = assemble(recipe, raw, nuts.settings_json(sampler), seconds)
     return nuts.with_work_counted(dt, seconds=time.perf_counter() - start, cores=cores, compile_cache="loaded",
                                   model_reuse="reused")
 
