@@ -4,6 +4,7 @@ in a forked child beside the caller's own."""
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import select
@@ -132,12 +133,20 @@ def beside(work, *, parallel: bool = True) -> Beside:
         # the sampler's), which hold no Python lock; a child that hangs anyway is killed at the
         # timeout of ``result``
         warnings.simplefilter("ignore", DeprecationWarning)
+        # Everything the caller holds is frozen out of the child's garbage collections: an object
+        # left to the collector here (nutpie's sampler keeps some in reference cycles) would
+        # otherwise be freed there, and a native destructor that waits for threads the child does
+        # not have (nutpie's does) hangs it. The caller's own collections go on as before.
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError:  # no memory or process slot for a child: do it here
+            gc.unfreeze()
             os.close(read_fd)
             os.close(write_fd)
             return _inline(work)
+        if pid != 0:
+            gc.unfreeze()
     if pid == 0:  # the child: answer, then leave without running the parent's exit handlers
         code = 0
         try:

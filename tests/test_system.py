@@ -95,6 +95,32 @@ def test_a_child_that_stops_working_is_given_up_long_before_the_timeout(alone):
 
 
 @linux
+def test_the_child_never_frees_what_the_caller_left_to_the_collector(tmp_path, alone):
+    # nutpie's sampler leaves objects in reference cycles whose native destructors wait for the
+    # sampler's threads: freed in a forked child (which has no such threads) they hung it
+    import gc
+
+    freed = tmp_path / "freed"
+
+    class Native:
+        def __del__(self):
+            freed.write_text(str(os.getpid()))
+
+    gc.disable()
+    try:
+        a = Native()
+        a.cycle = [a]
+        del a  # garbage only the collector can free
+        value, error, _ = beside(_in_child(lambda: gc.collect() >= 0)).result()
+        assert (value, error) == (True, "")
+        assert not freed.exists()  # the child's collection left it alone
+    finally:
+        gc.enable()
+    gc.collect()
+    assert freed.read_text() == str(os.getpid())  # the caller's collections go on
+
+
+@linux
 def test_an_answer_that_cannot_travel_back_is_an_error(alone):
     value, error, _ = beside(_in_child(lambda: (lambda: None))).result()  # a lambda does not pickle
     assert value is None and "stopped without an answer" in error
