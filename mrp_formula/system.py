@@ -52,8 +52,8 @@ class Beside:
         wrong ('' when nothing did), and how long it ran. A child that has not answered after
         ``timeout`` seconds, or that has used no CPU time for ``stalled`` seconds (the work is
         CPU-bound: such a child waits on a lock that a thread of this process held when it was
-        forked, and never will answer), is killed and reported as an error; the caller then does
-        the work itself."""
+        forked, and never will answer), is killed and reported as an error (the classical
+        estimates and the page's figures are then computed here; missing PNGs are a run note)."""
         if self._pid is None:
             return self._value, self._error, self._seconds
         chunks, deadline = [], time.monotonic() + timeout
@@ -62,8 +62,7 @@ class Beside:
         poller.register(self._fd, select.POLLIN | select.POLLHUP)
         try:
             while True:
-                now = time.monotonic()
-                left = deadline - now
+                left = deadline - time.monotonic()
                 if left <= 0:
                     self._error = f"did not finish in {timeout:.0f} s"
                     break
