@@ -128,9 +128,13 @@ def _pss_mb(pid: int) -> float:
 
 def child_env() -> dict:
     """The environment of a case or CLI run: this checkout's mrp_formula first on the path, so the
-    code measured is the code hashed by ``package_files``."""
+    code measured is the code hashed by ``package_files``. Python may write bytecode caches (an
+    environment that forbids it would make every process compile mrp_formula's modules again,
+    which an installed package never does, while the libraries it is compared with have theirs)."""
     path = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def run_case(params: dict, *, logs: Path, timeout: float, mem_limit_gb: float | None = None, label: str) -> dict:

@@ -237,7 +237,10 @@ def write_report(res: dict, path: Path) -> None:
                  f"{_f(ab[1].get('wall_seconds'))} s the second (fit {_f(_get(ab[1], 'timings', 'fit'))} s, "
                  f"compile cache: {cache[1]}, model: {reuse[1]}); "
                  f"Bambi + nutpie by hand on the same cells {_f(abb.get('wall_seconds'))} s: "
-                 f"**{_f(_ratio(ab[1].get('wall_seconds'), abb.get('wall_seconds')))}x** (target 3x).")
+                 f"**{_f(_ratio(ab[1].get('wall_seconds'), abb.get('wall_seconds')))}x** (target 3x)."
+                 + (f" The second refit and Bambi + nutpie ran {len(res['ab_rounds'])} times, one after the other "
+                    f"(s: {', '.join(_f(r.get('mrp')) + ' and ' + _f(r.get('bambi_nutpie')) for r in res['ab_rounds'])}); "
+                    "the figures above are each one's median." if res.get("ab_rounds") else ""))
     g = c.get("gradient_cost", {})
     if g.get("status") == "ok":
         L.append(f"* **Cost per gradient** on the primer's {g.get('cells'):,} cells ({g.get('parameters')} parameters): "

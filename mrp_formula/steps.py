@@ -439,6 +439,13 @@ class Fitted:
     key: str  # the fit-cache key
     reused: bool  # True when it came from the cache
     note: str  # the cache's message ("" when nothing worth saying)
+    store_in: Path | None = None  # the fit cache it is still to be stored in (``posterior(store=False)``)
+
+
+def store_fit(fitted: Fitted) -> None:
+    """Store a fit that ``posterior(..., store=False)`` left for later in its fit cache."""
+    if fitted.store_in is not None:
+        FitCache(fitted.store_in).store(fitted.key, fitted.fit.posterior, fitted.fit.seconds)
 
 
 @dataclass(frozen=True)
@@ -471,10 +478,11 @@ def build(plan: Plan):
 
 
 def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: bool = False, cache: bool = True,
-              progress: bool = False, reporter: Reporter = SILENT) -> Fitted:
+              progress: bool = False, reporter: Reporter = SILENT, store: bool = True) -> Fitted:
     """The posterior of ``plan``: from the first cache in ``cache_roots`` that holds a matching fit,
     else sampled and stored in ``cache_roots[0]``. ``refit`` samples anyway; ``cache=False``
-    neither reads nor writes the cache. The Bambi ``model`` is built here when it is None and a fit
+    neither reads nor writes the cache; ``store=False`` leaves a new fit for the caller to store
+    (:func:`store_fit`: ``mrp run`` writes it while the page is drawn). The Bambi ``model`` is built here when it is None and a fit
     is needed, so a cached run never imports Bambi or PyMC. ``reporter`` hears the phases
     (compiling, sampling) and the chains' progress."""
 
@@ -504,9 +512,11 @@ def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: boo
         keep = functools.partial(recipes.keep, mkey) if recipes is not None else None
         fit = sampler.fit(model, plan.loaded, mass_matrix=plan.fit_plan.mass_matrix, progress=progress,
                           on_progress=reporter.chains if reporter is not SILENT else None, keep=keep)
-    if cache and caches:
-        caches[0].store(key, fit.posterior, fit.seconds)
-    return Fitted(fit=fit, key=key, reused=False, note=why)
+    fitted = Fitted(fit=fit, key=key, reused=False, note=why, store_in=caches[0].root if cache and caches else None)
+    if store:
+        store_fit(fitted)
+        fitted = replace(fitted, store_in=None)
+    return fitted
 
 
 def _reused_fit(plan: Plan, recipe, reporter: Reporter) -> Fit | None:

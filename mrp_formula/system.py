@@ -1,10 +1,13 @@
 """What the code needs of the machine and the file system, in one place: the cores this process
 may use, a text file written in one rename (the umask's mode, never half-written), and work done
-in a forked child beside the caller's own."""
+in a forked child beside the caller's own (forked when the work is due, or ahead of it, so that
+the child imports what the work needs while the caller goes on)."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
 import os
 import pickle
 import select
@@ -15,6 +18,52 @@ import threading
 import time
 import warnings
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def without_dask():
+    """Inside, ``import dask`` fails (unless dask was imported before, when nothing changes).
+
+    xarray imports dask whenever it is installed: every array it wraps is checked against
+    ``dask.array.Array``, and every netCDF file it writes asks dask (and distributed) which scheduler
+    runs, which costs about a second a process on a two-core machine. A run's arrays are numpy
+    arrays, so that second buys nothing: ``mrp run`` runs inside this. On leaving, dask is
+    importable again and xarray's records of it (which modules are available, its chunk managers)
+    are forgotten, so code after it finds dask as usual. While inside, another thread of the process
+    cannot import dask either."""
+    if "dask" in sys.modules:
+        yield
+        return
+    _forget_dask_records()
+    sys.modules["dask"] = None  # the import system's "not importable" mark
+    try:
+        yield
+    finally:
+        if "dask" in sys.modules and sys.modules["dask"] is None:
+            del sys.modules["dask"]
+        _forget_dask_records()
+
+
+def _forget_dask_records() -> None:
+    """xarray's cached answers to "is dask there?", when xarray is imported (private names: a
+    version without them has nothing to forget, or caches them elsewhere, which costs the time
+    :func:`without_dask` saves and nothing else)."""
+    if "xarray" not in sys.modules:
+        return
+    with contextlib.suppress(Exception):
+        from xarray.namedarray import pycompat
+
+        known = pycompat._cached_duck_array_modules.get("dask")
+        if known is not None and not known.available:
+            del pycompat._cached_duck_array_modules["dask"]
+    with contextlib.suppress(Exception):
+        from xarray.namedarray.utils import module_available
+
+        module_available.cache_clear()
+    with contextlib.suppress(Exception):
+        from xarray.namedarray.parallelcompat import list_chunkmanagers
+
+        list_chunkmanagers.cache_clear()
 
 
 def cpu_count() -> int:
@@ -43,9 +92,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 class Beside:
     """Work running beside the caller; :meth:`result` waits for it (see :func:`beside`)."""
 
-    def __init__(self, pid: int | None, fd: int | None, value=None, error: str = "", seconds: float = 0.0) -> None:
+    def __init__(self, pid: int | None, fd: int | None, value=None, error: str = "", seconds: float = 0.0,
+                 job: str | None = None) -> None:
         self._pid, self._fd = pid, fd
         self._value, self._error, self._seconds = value, error, seconds
+        self._job = job  # the file that handed the work to a child forked ahead (removed with it)
 
     def result(self, timeout: float = 900.0, stalled: float = 30.0) -> tuple[object, str, float]:
         """``(value, error, seconds)``: the work's return value (None when it failed), what went
@@ -100,6 +151,9 @@ class Beside:
                 pass
             os.close(self._fd)
             self._pid = None
+        if self._job is not None:
+            Path(self._job).unlink(missing_ok=True)
+            self._job = None
 
 
 def _cpu_ticks(pid: int) -> int | None:
@@ -160,6 +214,118 @@ def beside(work, *, parallel: bool = True) -> Beside:
         os._exit(code)
     os.close(write_fd)
     return Beside(pid, read_fd)
+
+
+class Ahead:
+    """A child forked ahead of its work (see :func:`ahead`): :meth:`beside` hands it the work."""
+
+    def __init__(self, pid: int | None = None, job_fd: int | None = None, answer_fd: int | None = None) -> None:
+        self._pid, self._job_fd, self._answer_fd = pid, job_fd, answer_fd
+
+    def beside(self, fn, *args) -> Beside:
+        """Run ``fn(*args)`` in the child, beside the caller, as :func:`beside` does; ``fn`` is a
+        module-level function and ``args`` are pickled (through a private temporary file, so that
+        the caller never waits for a child still importing). Without a child, or when the work
+        cannot be handed over (an argument that does not pickle, a child that died), it is
+        :func:`beside`'s: forked now, or run here."""
+        if self._pid is None:
+            return beside(lambda: fn(*args))
+        pid, job_fd, answer_fd = self._pid, self._job_fd, self._answer_fd
+        self._pid = self._job_fd = self._answer_fd = None
+        path = None
+        try:
+            fd, path = tempfile.mkstemp(prefix="mrp-work-", suffix=".pickle")
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump((fn, args), f, protocol=pickle.HIGHEST_PROTOCOL)
+            name = os.fsencode(path)
+            os.write(job_fd, len(name).to_bytes(4, "little") + name)  # a few bytes: never blocks
+        except Exception:  # noqa: BLE001 - do it the usual way
+            os.close(job_fd)
+            Beside(pid, answer_fd, job=path).cancel()
+            return beside(lambda: fn(*args))
+        os.close(job_fd)
+        return Beside(pid, answer_fd, job=path)
+
+    def cancel(self) -> None:
+        """Stop the child when it was given no work; safe to call twice."""
+        if self._pid is not None:
+            os.close(self._job_fd)
+            Beside(self._pid, self._answer_fd).cancel()
+            self._pid = self._job_fd = self._answer_fd = None
+
+    def __enter__(self) -> Ahead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
+
+
+def ahead(modules: tuple[str, ...], *, parallel: bool = True) -> Ahead:
+    """Fork a child now that imports ``modules`` and then waits for one piece of work
+    (:meth:`Ahead.beside`): the imports (matplotlib's alone takes a second) run on another core
+    while the caller reads, fits and summarises, and the work, when it comes, starts at once.
+    Under :func:`beside`'s conditions only (Linux, two or more cores, no other Python thread,
+    ``parallel``); otherwise :meth:`Ahead.beside` falls back to :func:`beside`. A module that
+    fails to import is left to the work, which then meets the error itself. The child leaves
+    when the caller cancels it, hands it work, or ends (the pipe it waits on closes)."""
+    if not parallel or sys.platform != "linux" or cpu_count() < 2 or threading.active_count() > 1:
+        return Ahead()
+    try:
+        job_r, job_w = os.pipe()
+    except OSError:
+        return Ahead()
+    try:
+        answer_r, answer_w = os.pipe()
+    except OSError:
+        os.close(job_r)
+        os.close(job_w)
+        return Ahead()
+    gc.freeze()  # as in beside: the caller's objects are never the child's to collect
+    try:
+        pid = os.fork()
+    except OSError:
+        gc.unfreeze()
+        for fd in (job_r, job_w, answer_r, answer_w):
+            os.close(fd)
+        return Ahead()
+    if pid != 0:
+        gc.unfreeze()
+        os.close(job_r)
+        os.close(answer_w)
+        return Ahead(pid, job_w, answer_r)
+    code = 0  # the child
+    try:
+        os.close(job_w)
+        os.close(answer_r)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: BLE001 - the work meets it
+                pass
+        job = _read_job(job_r)
+        if job is not None:
+            with open(job, "rb") as f:
+                fn, args = pickle.load(f)
+            os.unlink(job)
+            done = _inline(lambda: fn(*args))
+            payload = pickle.dumps((done._value, done._error, done._seconds))
+            with os.fdopen(answer_w, "wb") as f:
+                f.write(payload)
+    except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+        code = 1
+    os._exit(code)
+
+
+def _read_job(fd: int) -> str | None:
+    """The path a caller wrote to ``fd`` (4 bytes of length, then the name), or None at its end."""
+    data = b""
+    while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "little"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None
+        data += chunk
+    return os.fsdecode(data[4:4 + int.from_bytes(data[:4], "little")])
 
 
 def _inline(work) -> Beside:

@@ -10,10 +10,11 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from mrp_formula.system import beside, cpu_count
+from mrp_formula.system import ahead, beside, cpu_count, without_dask
 
 linux = pytest.mark.skipif(sys.platform != "linux" or cpu_count() < 2, reason="forks only on Linux, on 2+ cores")
 
@@ -145,3 +146,107 @@ def test_while_another_python_thread_runs_the_work_stays_here():
     finally:
         stop.set()
         t.join()
+
+
+# ahead: a child forked before its work, which it imports for meanwhile
+
+
+def _where(tag: str) -> tuple:
+    """Module-level (work handed to a child forked ahead travels by reference)."""
+    return tag, os.getpid(), "colorsys" in sys.modules
+
+
+def _fails() -> None:
+    raise ValueError("no ink")
+
+
+@linux
+def test_a_child_forked_ahead_imports_then_does_the_work_it_is_handed(alone, monkeypatch):
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    with ahead(("colorsys",)) as helper:
+        assert "colorsys" not in sys.modules  # imported there, not here
+        job = helper.beside(_where, "drawn")
+        job_file = job._job
+        (tag, pid, imported), error, seconds = job.result()
+    assert (tag, error, imported) == ("drawn", "", True) and pid != os.getpid() and seconds >= 0
+    assert not Path(job_file).exists()  # the file that handed the work over is gone
+
+
+@linux
+def test_work_that_fails_ahead_is_the_results_error(alone):
+    with ahead(()) as helper:
+        value, error, _ = helper.beside(_fails).result()
+    assert value is None and error == "ValueError: no ink"
+
+
+@linux
+def test_work_that_cannot_be_handed_over_is_done_as_beside_does(alone):
+    with ahead(()) as helper:
+        child = helper._pid
+        value, error, _ = helper.beside(lambda: os.getpid()).result()  # a lambda does not pickle
+        assert error == "" and value != os.getpid()  # forked anew, by beside
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child, os.WNOHANG)  # the child forked ahead is stopped and reaped
+
+
+@linux
+def test_a_child_forked_ahead_and_never_used_is_stopped(alone):
+    helper = ahead(("colorsys",))
+    pid = helper._pid
+    assert pid is not None
+    helper.cancel()
+    helper.cancel()  # twice is harmless
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_without_a_fork_the_work_is_beside_s():
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        with ahead(("colorsys",)) as helper:
+            assert helper._pid is None  # another thread runs: no fork
+            assert helper.beside(_where, "here").result()[0][:2] == ("here", os.getpid())
+    finally:
+        stop.set()
+        t.join()
+
+
+# without_dask: xarray's import of dask kept off a run
+
+
+def test_inside_dask_cannot_be_imported_and_after_it_is_found_again():
+    code = """
+import sys, xarray as xr, numpy as np
+from mrp_formula.system import without_dask
+with without_dask():
+    xr.DataArray(np.ones(3), dims="x").to_dataset(name="v").to_netcdf(sys.argv[1], engine="h5netcdf")
+    assert "dask" not in sys.modules or sys.modules["dask"] is None
+    try:
+        import dask
+    except ImportError:
+        pass
+    else:
+        raise AssertionError("dask was importable inside")
+assert "dask" not in sys.modules
+import dask.array as da
+arr = xr.DataArray(da.ones(3, chunks=1), dims="x")
+assert arr.chunks == ((1, 1, 1),), arr.chunks  # xarray knows dask again
+print("ok")
+"""
+    import subprocess
+    import tempfile as tf
+
+    with tf.TemporaryDirectory() as d:
+        out = subprocess.run([sys.executable, "-c", code, str(Path(d) / "a.nc")], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ok"
+
+
+def test_once_dask_is_imported_nothing_changes(monkeypatch):
+    sentinel = object()
+    monkeypatch.setitem(sys.modules, "dask", sentinel)
+    with without_dask():
+        assert sys.modules["dask"] is sentinel
+    assert sys.modules["dask"] is sentinel

@@ -20,12 +20,12 @@ from mrp_formula.poststrat import classical as classical
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import calibrate as calibrate_mod
 from mrp_formula.output.files import check_out
-from mrp_formula.steps import default_out, estimate, out_origin, posterior
+from mrp_formula.steps import default_out, estimate, out_origin, posterior, store_fit
 from mrp_formula.steps import plan as plan_of
 from mrp_formula.model.cache import CACHE_DIR, FitCache
 from mrp_formula.progress import SILENT, Reporter
 from mrp_formula.spec.tree import load_spec
-from mrp_formula.system import beside
+from mrp_formula.system import Ahead, ahead, beside, without_dask
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,12 @@ class RunResult:
         return summary(RunView.from_folder(self.out))
 
 
+# what the page and the PNGs import (matplotlib alone takes a second): a child forked when the run
+# starts imports them on another core while the run reads, fits and summarises, and then draws them
+OUTPUT_MODULES = ("matplotlib.pyplot", "mrp_formula.output.plots", "mrp_formula.output.report", "jinja2",
+                  "PIL.Image")
+
+
 def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
         refit: bool = False, cache: bool = True, into_existing: bool = False,
         reporter: Reporter = SILENT, data=None, population=None, spec_text: str | None = None) -> RunResult:
@@ -62,6 +68,15 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     ``spec_text``: the spec's text, used instead of reading ``path`` (a batch task carries it).
     """
 
+    with without_dask(), ahead(OUTPUT_MODULES) as helper:  # system.without_dask: no array here is dask's
+        return _run(path, helper, out=out, overrides=overrides, progress=progress, block=block, refit=refit,
+                    cache=cache, into_existing=into_existing, reporter=reporter, data=data, population=population,
+                    spec_text=spec_text)
+
+
+def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
+         refit: bool = False, cache: bool = True, into_existing: bool = False,
+         reporter: Reporter = SILENT, data=None, population=None, spec_text: str | None = None) -> RunResult:
     timings = {}
     t0 = time.perf_counter()
     reporter.phase("checking spec")
@@ -76,114 +91,128 @@ def run(path, *, out=None, overrides=(), progress: bool = False, block: int | No
     check_out(out_dir, into_existing=into_existing, origin=origin)
     t_posterior = time.perf_counter()
     fitted_ = posterior(plan, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache, progress=progress,
-                        reporter=reporter)
+                        reporter=reporter, store=False)
     fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
     timings["fit"] = fitted.seconds
     timings["posterior"] = time.perf_counter() - t_posterior
-    layout = _layout(fitted.posterior)
-
-    t1 = time.perf_counter()
-    reporter.phase("poststratifying")
-    est = estimate(plan, fitted.posterior, block=block)
-    spec = loaded.spec
-    predictor, pieces, ed, table, group_cols = est.predictor, est.pieces, est.draws, est.table, est.group_columns
-    draws = est_mod.long_draws(ed)
-    timings["poststratify"] = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    family = spec.model.family
-
-    def classical_estimates() -> pd.DataFrame:
-        return classical.raw_and_weighted(pieces, tables, info, family, predictor.categories, group_cols)
-
-    # the classical estimates (raking every group: about 1 s on the primer) are computed in a
-    # forked child while this process runs the posterior predictive check; should the child fail,
-    # they are computed here again, so that its error is raised as it would have been
-    classical_job = beside(classical_estimates)
+    stored = False  # the fit, in the fit cache
     try:
-        ppc_table = ppc_mod.ppc(tables, info, family, predictor.categories, predictor,
-                                predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind,
-                                posterior=fitted.posterior, seed=spec.fit.seed)
-        cov = coverage_mod.coverage(tables, info, family, predictor.categories)
-        srm = coverage_mod.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
-        raw_weighted, error, _ = classical_job.result()
-    finally:
-        classical_job.cancel()
-    table = _ordered(pd.concat([table, classical_estimates() if error else raw_weighted], axis=1), group_cols)
-    timings["checks"] = time.perf_counter() - t2
+        layout = _layout(fitted.posterior)
 
-    diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)
-    thresholds = Thresholds(rhat_max=spec.report.rhat_max, ess_min=spec.report.ess_min,
-                            divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept)
-    warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.level == "warning")
-    cache_notes = (cache_note,) if cache_note else ()
-    calibration = est.calibration
-    cal_table = cal_notes = None
-    if calibration is not None:
-        cal_table = calibrate_mod.summary(calibration, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
-        cal_notes = calibrate_mod.calibration_notes(calibration, cal_table)
-        warnings_ = warnings_ + tuple(n for n in cal_notes if n.level == "warning")
-    notes = (plan.notes + cache_notes + tuple(cov.notes())
-             + tuple(n for n in srm if n.level != "warning")
-             + tuple(n for n in cal_notes or () if n.level != "warning"))
-    failed = diag.problems(thresholds)
+        t1 = time.perf_counter()
+        reporter.phase("poststratifying")
+        est = estimate(plan, fitted.posterior, block=block)
+        spec = loaded.spec
+        predictor, pieces, ed, table, group_cols = est.predictor, est.pieces, est.draws, est.table, est.group_columns
+        draws = est_mod.long_draws(ed)
+        timings["poststratify"] = time.perf_counter() - t1
 
-    def manifest_of(notes_) -> dict:
-        sections = {**run_sections(loaded, tables, plan.fit_plan),
-                    "diagnostics": {**diag.to_json(), "failed": failed},
-                    "fit_cache": {"key": key, "reused": cached},
-                    "efficiency": efficiency(fitted.posterior, diag.min_ess_bulk, diag.estimand_min_ess),
-                    "coverage": cov.to_json()}
-        if calibration is not None:
-            cal = spec.calibrate
-            sections["calibrate"] = {"by": cal.by, "source": str(loaded.resolve(cal.source)), "column": cal.column,
-                                     "link": calibration.link, "levels": len(calibration.levels),
-                                     "passes": calibration.steps, "max_error": calibration.max_error}
-        return manifest(loaded, sections, overrides=overrides, notes=notes_ + warnings_, warnings=warnings_,
-                        timings=timings)
+        t2 = time.perf_counter()
+        family = spec.model.family
 
-    reporter.phase("writing")
-    with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
-        t3 = time.perf_counter()
-        write_table(table, tmp / "estimands.csv")
-        write_table(draws, tmp / "estimand_draws.parquet")
-        write_table(ppc_table, tmp / "ppc.csv")
-        if calibration is not None:
-            write_table(cal_table, tmp / "calibration.csv")
-            write_table(calibrate_mod.long_shifts(calibration, predictor.n_chains, predictor.n_draws),
-                        tmp / "calibration_draws.parquet")
-        cached_nc = FitCache(out_dir.resolve().parent / CACHE_DIR).entry(key) / "posterior.nc" if cache else None
-        _write_posterior(fitted.posterior, tmp / "posterior.nc", cached_nc, layout)
-        (tmp / "spec.toml").write_text(loaded.text + "".join(f"\n# applied with --set: {o}" for o in overrides))
-        timings["write"] = time.perf_counter() - t3
-        # the PNGs are drawn in a forked child while this process writes the page: on two cores
-        # the longer of the two instead of their sum (both draw the same figures from memory)
-        plots = beside(lambda: _plots(tmp, table, draws, fitted.posterior, ppc_table, spec,
-                                      ordered=ordered_levels(plan.fit_plan.structures))) if spec.report.plots else None
+        def classical_estimates() -> pd.DataFrame:
+            return classical.raw_and_weighted(pieces, tables, info, family, predictor.categories, group_cols)
+
+        # the classical estimates (raking every group: about 1 s on the primer) are computed in a
+        # forked child while this process runs the posterior predictive check; should the child fail,
+        # they are computed here again, so that its error is raised as it would have been
+        classical_job = beside(classical_estimates)
         try:
-            t5 = time.perf_counter()
+            ppc_table = ppc_mod.ppc(tables, info, family, predictor.categories, predictor,
+                                    predictor.n_samples, spec.report.ci_prob, spec.report.ci_kind,
+                                    posterior=fitted.posterior, seed=spec.fit.seed)
+            cov = coverage_mod.coverage(tables, info, family, predictor.categories)
+            srm = coverage_mod.srm_check(tables, spec.data.allocation) if spec.data.allocation else []
+            raw_weighted, error, _ = classical_job.result()
+        finally:
+            classical_job.cancel()
+        table = _ordered(pd.concat([table, classical_estimates() if error else raw_weighted], axis=1), group_cols)
+        timings["checks"] = time.perf_counter() - t2
+
+        diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)
+        thresholds = Thresholds(rhat_max=spec.report.rhat_max, ess_min=spec.report.ess_min,
+                                divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept)
+        warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.level == "warning")
+        cache_notes = (cache_note,) if cache_note else ()
+        calibration = est.calibration
+        cal_table = cal_notes = None
+        if calibration is not None:
+            cal_table = calibrate_mod.summary(calibration, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
+            cal_notes = calibrate_mod.calibration_notes(calibration, cal_table)
+            warnings_ = warnings_ + tuple(n for n in cal_notes if n.level == "warning")
+        notes = (plan.notes + cache_notes + tuple(cov.notes())
+                 + tuple(n for n in srm if n.level != "warning")
+                 + tuple(n for n in cal_notes or () if n.level != "warning"))
+        failed = diag.problems(thresholds)
+
+        def manifest_of(notes_) -> dict:
+            sections = {**run_sections(loaded, tables, plan.fit_plan),
+                        "diagnostics": {**diag.to_json(), "failed": failed},
+                        "fit_cache": {"key": key, "reused": cached},
+                        "efficiency": efficiency(fitted.posterior, diag.min_ess_bulk, diag.estimand_min_ess),
+                        "coverage": cov.to_json()}
+            if calibration is not None:
+                cal = spec.calibrate
+                sections["calibrate"] = {"by": cal.by, "source": str(loaded.resolve(cal.source)), "column": cal.column,
+                                         "link": calibration.link, "levels": len(calibration.levels),
+                                         "passes": calibration.steps, "max_error": calibration.max_error}
+            return manifest(loaded, sections, overrides=overrides, notes=notes_ + warnings_, warnings=warnings_,
+                            timings=timings)
+
+        reporter.phase("writing")
+        with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
+            t3 = time.perf_counter()
+            write_table(table, tmp / "estimands.csv")
+            write_table(draws, tmp / "estimand_draws.parquet")
+            write_table(ppc_table, tmp / "ppc.csv")
+            if calibration is not None:
+                write_table(cal_table, tmp / "calibration.csv")
+                write_table(calibrate_mod.long_shifts(calibration, predictor.n_chains, predictor.n_draws),
+                            tmp / "calibration_draws.parquet")
+            (tmp / "spec.toml").write_text(loaded.text + "".join(f"\n# applied with --set: {o}" for o in overrides))
+            timings["write"] = time.perf_counter() - t3
             manifest_ = manifest_of(notes)
             write_json(manifest_, tmp / "manifest.json")
-            report_note = _report(tmp, fitted.posterior, parallel=plots is None)
-            report_seconds = time.perf_counter() - t5
-            if plots is not None:
-                plot_note, error, timings["plots"] = plots.result()
-                plot_note = plot_note or (f"plots were not written ({error}); the tables are complete" if error else "")
-                if plot_note:
-                    notes = notes + (plot_note,)
-        finally:
-            if plots is not None:
-                plots.cancel()
-        timings["report"] = report_seconds  # in manifest.json, not on the page written before
-        timings["total"] = time.perf_counter() - t0
-        if report_note:  # the page failed: say so in the results, which are complete
-            notes = notes + (report_note,)
-        manifest_ = manifest_of(notes)
-        write_json(manifest_, tmp / "manifest.json")
-    return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
-                     out=out_dir, notes=notes, manifest=manifest_, warnings=warnings_,
-                     failed=tuple(failed) + tuple(n for n in srm if n.code == "srm.mismatch"),
-                     ppc=ppc_table)
+            ropes = {n: tuple(e.rope) for n, e in spec.estimands.items() if e.rope is not None}
+            figures = (table, draws, ppc_table, spec.report.ci_prob, spec.report.ci_kind, ropes,
+                       ordered_levels(plan.fit_plan.structures)) if spec.report.plots else None
+            # the page and the PNGs are drawn by the child forked when the run began (it has imported
+            # matplotlib meanwhile), while this process stores the fit and writes posterior.nc
+            drawing = helper.beside(_outputs, tmp, fitted.posterior, figures)
+            try:
+                t4 = time.perf_counter()
+                stored = True
+                store_fit(fitted_)
+                cached_nc = FitCache(out_dir.resolve().parent / CACHE_DIR).entry(key) / "posterior.nc" if cache else None
+                _write_posterior(fitted.posterior, tmp / "posterior.nc", cached_nc, layout)
+                timings["write"] += time.perf_counter() - t4
+                drawn, error, _ = drawing.result()
+            finally:
+                drawing.cancel()
+            if error:  # the child failed as a whole: draw here, so that the page's own errors show
+                drawn = _outputs(tmp, fitted.posterior, figures)
+            report_note, report_seconds, plot_note, plot_seconds = drawn
+            if plot_note:
+                notes = notes + (plot_note,)
+            if figures is not None:
+                timings["plots"] = plot_seconds
+            timings["report"] = report_seconds  # in manifest.json, not on the page written before
+            timings["total"] = time.perf_counter() - t0
+            if report_note:  # the page failed: say so in the results, which are complete
+                notes = notes + (report_note,)
+            manifest_ = manifest_of(notes)
+            write_json(manifest_, tmp / "manifest.json")
+        return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
+                         out=out_dir, notes=notes, manifest=manifest_, warnings=warnings_,
+                         failed=tuple(failed) + tuple(n for n in srm if n.code == "srm.mismatch"),
+                         ppc=ppc_table)
+    except Exception:
+        if not stored:  # the fit is kept for the next run all the same
+            try:
+                store_fit(fitted_)
+            except Exception:  # noqa: BLE001 - the run's own error is the one to report
+                pass
+        raise
 
 
 # the steps of timings_seconds, in order (docs/outputs.md says what each covers)
@@ -218,14 +247,32 @@ def ordered_levels(structures) -> dict[str, list[str]]:
     return {sp.factor: list(sp.levels) for sp in structures if sp.kind in ("rw1", "rw2", "ar1")}
 
 
-def _plots(folder: Path, table, draws, posterior, ppc_table, spec, ordered=None) -> str:
+def _outputs(folder: Path, posterior, figures: tuple | None) -> tuple[str, float, str, float]:
+    """The page (``report.html``) and, with ``figures`` (see :func:`_plots`), the PNGs of a staged
+    run folder, the PNGs in a forked child while the page is written: on two cores the longer of
+    the two instead of their sum. ``(report note, report seconds, plot note, plot seconds)``; a
+    note is '' unless something was not written."""
+    plots = beside(lambda: _plots(folder, posterior, *figures)) if figures is not None else None
+    try:
+        start = time.perf_counter()
+        report_note = _report(folder, posterior, parallel=plots is None)
+        report_seconds = time.perf_counter() - start
+        plot_note, error, plot_seconds = plots.result() if plots is not None else ("", "", 0.0)
+    finally:
+        if plots is not None:
+            plots.cancel()
+    plot_note = plot_note or (f"plots were not written ({error}); the tables are complete" if error else "")
+    return report_note, report_seconds, plot_note, plot_seconds
+
+
+def _plots(folder: Path, posterior, table, draws, ppc_table, ci_prob: float, ci_kind: str, ropes: dict,
+           ordered: dict) -> str:
     """Write the PNGs; a plot that fails costs a note, never the results."""
     try:
         from mrp_formula.output.plots import write_plots
 
-        ropes = {n: tuple(e.rope) for n, e in spec.estimands.items() if e.rope is not None}
         write_plots(folder, estimands=table, draws=draws, posterior=posterior, ppc=ppc_table,
-                    ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind, ropes=ropes, ordered=ordered)
+                    ci_prob=ci_prob, ci_kind=ci_kind, ropes=ropes, ordered=ordered)
     except Exception as exc:  # plotting is a report, not a result
         return f"plots were not written ({type(exc).__name__}: {exc}); the tables are complete"
     return ""

@@ -28,7 +28,8 @@ def test_the_manifest_times_every_step_and_the_page_those_before_it(ab_dir):
     result = mrp_formula.run(ab_dir / "ab.toml", out=out, overrides=["fit.draws=100", "fit.tune=100", "fit.chains=2"])
     t = result.manifest["timings_seconds"]
     assert tuple(t) == TIMINGS and all(v >= 0 for v in t.values())
-    assert t["total"] >= t["posterior"] + t["write"] + max(t["plots"], t["report"]) and t["posterior"] >= t["fit"] > 0
+    # posterior.nc and the fit cache are written (and counted in `write`) while the page is drawn
+    assert t["total"] >= t["posterior"] + max(t["write"], t["plots"], t["report"]) and t["posterior"] >= t["fit"] > 0
     page = (out / "report.html").read_text()
     shown = re.search(r"<dt>timings</dt><dd>([^<]*)</dd>", page).group(1)
     # plots, report and total end after the page
