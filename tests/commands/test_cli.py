@@ -81,3 +81,19 @@ def test_failed_run_leaves_earlier_results(ab_dir, tmp_path):
     r = runner.invoke(app, ["run", str(ab_dir / "ab.toml"), "--out", str(out), "--set", "fit.draws=0"])
     assert r.exit_code == 3
     assert (out / "estimands.csv").read_text() == "earlier"
+
+
+@pytest.mark.parametrize("command, rarely", [("check", True), ("watch", False), ("batch", False)])
+def test_a_process_that_ends_with_its_command_collects_garbage_rarely(command, rarely):
+    import subprocess
+    import sys
+
+    from mrp_formula.cli import COLLECT_RARELY
+
+    code = ("import atexit, gc, sys\n"
+            "atexit.register(lambda: print('thresholds', *gc.get_threshold(), flush=True))\n"
+            f"sys.argv = ['mrp', {command!r}, '--help']\n"
+            "from mrp_formula.cli import main\nmain()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("thresholds"))
+    assert (tuple(int(v) for v in line.split()[1:]) == COLLECT_RARELY) is rarely
