@@ -48,10 +48,11 @@ class RunResult:
         return summary(RunView.from_folder(self.out))
 
 
-# what the page and the PNGs import (matplotlib alone takes a second): a child forked when the run
-# starts imports them on another core while the run reads, fits and summarises, and then draws them
-OUTPUT_MODULES = ("matplotlib.pyplot", "mrp_formula.output.plots", "mrp_formula.output.report", "jinja2",
-                  "PIL.Image")
+# what the page and the PNGs import (matplotlib alone takes a second; scipy.special for the checks'
+# probabilities; pyarrow's parquet reader for the page's view of the staged folder): a child forked when
+# the run starts imports them on another core while the run reads, fits and summarises, then draws them
+OUTPUT_MODULES = ("mrp_formula.output.plots", "mrp_formula.output.report", "jinja2", "scipy.special", "PIL.Image",
+                  "PIL.PngImagePlugin", "matplotlib.backends.backend_svg", "pyarrow.parquet", "pyarrow.dataset")
 
 
 def run(path, *, out=None, overrides=(), progress: bool = False, block: int | None = None,
