@@ -41,13 +41,18 @@ def without_dask():
     finally:
         if "dask" in sys.modules and sys.modules["dask"] is None:
             del sys.modules["dask"]
-        _forget_dask_records()
+        _forget_dask_records(after=True)
 
 
-def _forget_dask_records() -> None:
+# xarray's modules that note at their import whether dask is installed (``dask_available``)
+_NOTING_DASK = ("xarray.core.duck_array_ops", "xarray.namedarray.daskmanager")
+
+
+def _forget_dask_records(*, after: bool = False) -> None:
     """xarray's cached answers to "is dask there?", when xarray is imported (private names: a
-    version without them has nothing to forget, or caches them elsewhere, which costs the time
-    :func:`without_dask` saves and nothing else)."""
+    version without them has nothing to forget), and, ``after`` leaving, the notes of modules
+    imported inside, taken again (a version that keeps such answers elsewhere would go on without
+    dask after a run; ``tests/test_system.py`` checks that this one does not)."""
     if "xarray" not in sys.modules:
         return
     with contextlib.suppress(Exception):
@@ -64,6 +69,16 @@ def _forget_dask_records() -> None:
         from xarray.namedarray.parallelcompat import list_chunkmanagers
 
         list_chunkmanagers.cache_clear()
+    if after:
+        with contextlib.suppress(Exception):
+            from xarray.namedarray.utils import module_available
+
+            for name in _NOTING_DASK:
+                module = sys.modules.get(name)
+                if module is not None and hasattr(module, "dask_available"):
+                    module.dask_available = module_available("dask")
+                    if hasattr(module, "DaskManager"):
+                        module.DaskManager.available = module.dask_available
 
 
 def cpu_count() -> int:
@@ -157,12 +172,18 @@ class Beside:
 
 
 def _cpu_ticks(pid: int) -> int | None:
-    """CPU time a process has used (user + system, in clock ticks), or None when unknown."""
+    """CPU time a process and its live descendants have used (user + system, in clock ticks; a
+    child that waits for its own child's work is not stalled), or None when unknown."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
+        ticks = int(fields[11]) + int(fields[12])
     except (OSError, IndexError, ValueError):
         return None
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return ticks + sum(_cpu_ticks(int(c)) or 0 for c in children)
 
 
 def beside(work, *, parallel: bool = True) -> Beside:
@@ -177,6 +198,8 @@ def beside(work, *, parallel: bool = True) -> Beside:
     beside the report page takes the longer of the two instead of their sum."""
     if not parallel or sys.platform != "linux" or cpu_count() < 2 or threading.active_count() > 1:
         return _inline(work)
+    _reap_leaving()
+    parent = os.getpid()
     try:
         read_fd, write_fd = os.pipe()
     except OSError:  # out of descriptors: do it here
@@ -205,6 +228,7 @@ def beside(work, *, parallel: bool = True) -> Beside:
         try:
             os.close(read_fd)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _die_with_parent(parent)
             done = _inline(work)
             payload = pickle.dumps((done._value, done._error, done._seconds))
             with os.fdopen(write_fd, "wb") as f:
@@ -230,28 +254,35 @@ class Ahead:
         :func:`beside`'s: forked now, or run here."""
         if self._pid is None:
             return beside(lambda: fn(*args))
-        pid, job_fd, answer_fd = self._pid, self._job_fd, self._answer_fd
-        self._pid = self._job_fd = self._answer_fd = None
         path = None
         try:
             fd, path = tempfile.mkstemp(prefix="mrp-work-", suffix=".pickle")
             with os.fdopen(fd, "wb") as f:
                 pickle.dump((fn, args), f, protocol=pickle.HIGHEST_PROTOCOL)
             name = os.fsencode(path)
-            os.write(job_fd, len(name).to_bytes(4, "little") + name)  # a few bytes: never blocks
-        except Exception:  # noqa: BLE001 - do it the usual way
-            os.close(job_fd)
-            Beside(pid, answer_fd, job=path).cancel()
-            return beside(lambda: fn(*args))
-        os.close(job_fd)
+            os.write(self._job_fd, len(name).to_bytes(4, "little") + name)  # a few bytes: never blocks
+        except BaseException as exc:
+            if path is not None:
+                Path(path).unlink(missing_ok=True)
+            self.cancel()
+            if not isinstance(exc, Exception):  # an interrupt: the caller's to handle
+                raise
+            return beside(lambda: fn(*args))  # done the usual way
+        pid, answer_fd = self._pid, self._answer_fd
+        os.close(self._job_fd)
+        self._pid = self._job_fd = self._answer_fd = None
         return Beside(pid, answer_fd, job=path)
 
     def cancel(self) -> None:
-        """Stop the child when it was given no work; safe to call twice."""
+        """Let the child go when it was given no work; safe to call twice. It is not killed (it
+        may be writing matplotlib's font cache, whose lock would outlive it): the pipe it waits on
+        closes, and it leaves once its imports are done (reaped by a later fork, or by init)."""
         if self._pid is not None:
             os.close(self._job_fd)
-            Beside(self._pid, self._answer_fd).cancel()
+            os.close(self._answer_fd)
+            _LEAVING.append(self._pid)
             self._pid = self._job_fd = self._answer_fd = None
+            _reap_leaving()
 
     def __enter__(self) -> Ahead:
         return self
@@ -260,14 +291,41 @@ class Ahead:
         self.cancel()
 
 
+_LEAVING: list[int] = []  # children forked ahead and let go, not yet reaped
+
+
+def _reap_leaving() -> None:
+    for pid in list(_LEAVING):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _LEAVING.remove(pid)
+
+
+def _die_with_parent(parent: int) -> None:
+    """From now on this forked child is killed when the process that forked it ends (Linux's
+    parent-death signal), so that no child of a child that was given up goes on writing into a
+    folder; it leaves at once if that process has already ended."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def ahead(modules: tuple[str, ...], *, parallel: bool = True) -> Ahead:
     """Fork a child now that imports ``modules`` and then waits for one piece of work
     (:meth:`Ahead.beside`): the imports (matplotlib's alone takes a second) run on another core
     while the caller reads, fits and summarises, and the work, when it comes, starts at once.
     Under :func:`beside`'s conditions only (Linux, two or more cores, no other Python thread,
     ``parallel``); otherwise :meth:`Ahead.beside` falls back to :func:`beside`. A module that
-    fails to import is left to the work, which then meets the error itself. The child leaves
-    when the caller cancels it, hands it work, or ends (the pipe it waits on closes)."""
+    fails to import is left to the work, which then meets the error itself. The child imports
+    undisturbed (an interrupt of the caller's terminal reaches the caller alone), then leaves
+    when the caller lets it go or ends, or once it has answered."""
+    _reap_leaving()
     if not parallel or sys.platform != "linux" or cpu_count() < 2 or threading.active_count() > 1:
         return Ahead()
     try:
@@ -280,29 +338,34 @@ def ahead(modules: tuple[str, ...], *, parallel: bool = True) -> Ahead:
         os.close(job_r)
         os.close(job_w)
         return Ahead()
-    gc.freeze()  # as in beside: the caller's objects are never the child's to collect
-    try:
-        pid = os.fork()
-    except OSError:
-        gc.unfreeze()
-        for fd in (job_r, job_w, answer_r, answer_w):
-            os.close(fd)
-        return Ahead()
-    if pid != 0:
-        gc.unfreeze()
-        os.close(job_r)
-        os.close(answer_w)
-        return Ahead(pid, job_w, answer_r)
+    parent = os.getpid()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # as in beside: native threads only
+        gc.freeze()  # as in beside: the caller's objects are never the child's to collect
+        try:
+            pid = os.fork()
+        except OSError:
+            gc.unfreeze()
+            for fd in (job_r, job_w, answer_r, answer_w):
+                os.close(fd)
+            return Ahead()
+        if pid != 0:
+            gc.unfreeze()
+            os.close(job_r)
+            os.close(answer_w)
+            return Ahead(pid, job_w, answer_r)
     code = 0  # the child
     try:
         os.close(job_w)
         os.close(answer_r)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for module in modules:
             try:
                 importlib.import_module(module)
             except Exception:  # noqa: BLE001 - the work meets it
                 pass
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _die_with_parent(parent)
         job = _read_job(job_r)
         if job is not None:
             with open(job, "rb") as f:

@@ -207,8 +207,8 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
                          out=out_dir, notes=notes, manifest=manifest_, warnings=warnings_,
                          failed=tuple(failed) + tuple(n for n in srm if n.code == "srm.mismatch"),
                          ppc=ppc_table)
-    except Exception:
-        if not stored:  # the fit is kept for the next run all the same
+    except BaseException:  # an error or an interrupt after the fit: the fit is kept for the next run all the same
+        if not stored:
             try:
                 store_fit(fitted_)
             except Exception:  # noqa: BLE001 - the run's own error is the one to report
