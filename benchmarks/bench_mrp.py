@@ -283,7 +283,7 @@ def ab_refit(res, save, case, work, logs, budget) -> None:
     save()
 
 
-AB_ROUNDS = 3
+AB_ROUNDS = 5
 
 
 def _median_case(results: list[dict]) -> dict:
