@@ -512,11 +512,25 @@ def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: boo
         keep = functools.partial(recipes.keep, mkey) if recipes is not None else None
         fit = sampler.fit(model, plan.loaded, mass_matrix=plan.fit_plan.mass_matrix, progress=progress,
                           on_progress=reporter.chains if reporter is not SILENT else None, keep=keep)
+    _check_complete(fit.posterior, f)
     fitted = Fitted(fit=fit, key=key, reused=False, note=why, store_in=caches[0].root if cache and caches else None)
     if store:
         store_fit(fitted)
         fitted = replace(fitted, store_in=None)
     return fitted
+
+
+def _check_complete(tree, f) -> None:
+    """A sampler that returns fewer draws than the spec asks for was interrupted (a library may
+    catch the interrupt and return the draws so far): raise it, so that nothing is summarised or
+    cached from a partial fit."""
+    post = tree["posterior"] if "posterior" in tree.children else None
+    if post is None:
+        return
+    sizes = post.dataset.sizes
+    if sizes.get("chain", f.chains) < f.chains or sizes.get("draw", f.draws) < f.draws:
+        raise KeyboardInterrupt(f"the sampler returned {sizes.get('chain')} chains x {sizes.get('draw')} draws "
+                                f"of the {f.chains} x {f.draws} asked for")
 
 
 def _reused_fit(plan: Plan, recipe, reporter: Reporter) -> Fit | None:

@@ -76,14 +76,13 @@ class Trace:
 
 
 def run(nutpie, compiled, kwargs: dict):
-    """Sample: ``(Trace, the sampler, seconds)``. As ``nutpie.sample`` when blocking: an interrupt
-    returns what was drawn so far, any other error cancels the sampler."""
+    """Sample: ``(Trace, the sampler, seconds)``. An interrupt or an error cancels the sampler and
+    is raised: what the chains drew so far is not the fit the spec asks for (``nutpie.sample``
+    would return it, and a run would summarise and cache it as if it were)."""
     start = time.time()
     sampler = nutpie.sample(compiled, **kwargs)
     try:
         raw = sampler.wait()
-    except KeyboardInterrupt:
-        raw = sampler.abort()
     except BaseException:
         sampler.cancel()
         raise

@@ -225,3 +225,48 @@ def test_skipped_statistics_follow_nutpies_settings():
     settings = json.dumps({"settings": {"store_gradient": True, "adapt_options": {"mass_matrix_options": {}}}})
     skipped = reuse.skipped(settings)
     assert "gradient" not in skipped and "mass_matrix_inv" in skipped and "unconstrained_draw" in skipped
+
+
+def test_an_interrupt_cancels_the_sampler_and_is_raised_never_a_partial_fit():
+    from mrp_formula.model import nuts
+
+    calls = []
+
+    class Sampler:
+        def wait(self):
+            raise KeyboardInterrupt
+
+        def abort(self):  # what nutpie.sample returns on an interrupt: the draws so far
+            calls.append("abort")
+            return "partial"
+
+        def cancel(self):
+            calls.append("cancel")
+
+    class Nutpie:
+        @staticmethod
+        def sample(compiled, **kwargs):
+            return Sampler()
+
+    with pytest.raises(KeyboardInterrupt):
+        nuts.run(Nutpie, None, {})
+    assert calls == ["cancel"]
+
+
+def test_a_fit_with_fewer_draws_than_asked_is_an_interrupt():
+    import numpy as np
+    import xarray as xr
+
+    from mrp_formula.steps import _check_complete
+
+    class F:
+        chains, draws = 2, 100
+
+    def tree(chains, draws):
+        post = xr.Dataset({"a": (("chain", "draw"), np.zeros((chains, draws)))})
+        return xr.DataTree.from_dict({"posterior": post})
+
+    _check_complete(tree(2, 100), F)
+    for short in ((2, 40), (1, 100), (2, 0)):
+        with pytest.raises(KeyboardInterrupt, match="asked for"):
+            _check_complete(tree(*short), F)
