@@ -229,10 +229,7 @@ def beside(work, *, parallel: bool = True) -> Beside:
             os.close(read_fd)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             _die_with_parent(parent)
-            done = _inline(work)
-            payload = pickle.dumps((done._value, done._error, done._seconds))
-            with os.fdopen(write_fd, "wb") as f:
-                f.write(payload)
+            _answer(write_fd, work)
         except BaseException:  # noqa: BLE001 - nothing may escape a forked child
             code = 1
         os._exit(code)
@@ -371,10 +368,7 @@ def ahead(modules: tuple[str, ...], *, parallel: bool = True) -> Ahead:
             with open(job, "rb") as f:
                 fn, args = pickle.load(f)
             os.unlink(job)
-            done = _inline(lambda: fn(*args))
-            payload = pickle.dumps((done._value, done._error, done._seconds))
-            with os.fdopen(answer_w, "wb") as f:
-                f.write(payload)
+            _answer(answer_w, lambda: fn(*args))
     except BaseException:  # noqa: BLE001 - nothing may escape a forked child
         code = 1
     os._exit(code)
@@ -389,6 +383,14 @@ def _read_job(fd: int) -> str | None:
             return None
         data += chunk
     return os.fsdecode(data[4:4 + int.from_bytes(data[:4], "little")])
+
+
+def _answer(fd: int, work) -> None:
+    """In a forked child: do ``work`` and write its ``(value, error, seconds)`` to ``fd``, pickled."""
+    done = _inline(work)
+    payload = pickle.dumps((done._value, done._error, done._seconds))
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
 
 
 def _inline(work) -> Beside:
