@@ -45,6 +45,42 @@ def without_dask():
 
 
 # xarray's modules that note at their import whether dask is installed (``dask_available``)
+def import_deferring(module: str, deferred: str, names: tuple[str, ...]):
+    """``import module``, where ``module`` takes only ``names`` from ``deferred`` when it is imported:
+    meanwhile ``deferred`` stands in as functions of those names that import it on their first call,
+    so a process that never calls them never imports it. formulae takes ``splev`` from
+    scipy.interpolate (for its ``bs()`` transform), which imports scipy.optimize: 0.26 s of every
+    ``mrp run`` and ``mrp check`` on a two-core machine for a function few formulas call.
+
+    The module is imported as usual when either is imported already, while another thread runs
+    (it could be handed the stand-in), or when the stand-in does not do (``module`` takes more)."""
+    if module in sys.modules or deferred in sys.modules or threading.active_count() > 1:
+        return importlib.import_module(module)
+    stand_in = type(sys)(deferred)
+    stand_in.__dict__.update({name: _deferred(deferred, name) for name in names})
+    before = set(sys.modules)
+    sys.modules[deferred] = stand_in
+    try:
+        return importlib.import_module(module)
+    except ImportError:  # it takes more than ``names``: forget what this attempt imported, then as usual
+        for name in set(sys.modules) - before:
+            if name == module or name.startswith(module + "."):
+                del sys.modules[name]
+    finally:
+        if sys.modules.get(deferred) is stand_in:
+            del sys.modules[deferred]
+    return importlib.import_module(module)
+
+
+def _deferred(module: str, name: str):
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"{module}.{name}, imported on the first call"
+    return call
+
+
 _NOTING_DASK = ("xarray.core.duck_array_ops", "xarray.namedarray.daskmanager")
 
 

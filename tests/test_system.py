@@ -326,3 +326,75 @@ def test_once_dask_is_imported_nothing_changes(monkeypatch):
     with without_dask():
         assert sys.modules["dask"] is sentinel
     assert sys.modules["dask"] is sentinel
+
+
+# import_deferring: a module's import kept off the path until a function of it is called
+
+
+def _fresh(code: str, *args: str) -> str:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_formulae_is_imported_without_scipy_interpolate_and_its_splines_still_work():
+    code = """
+import sys
+import numpy as np, pandas as pd
+from mrp_formula.spec.formula import describe, formulae
+describe("y ~ x + (1|g)")
+assert "scipy.interpolate" not in sys.modules, "imported with formulae"
+d = pd.DataFrame({"y": np.arange(20.0), "x": np.linspace(0, 1, 20)})
+print(np.asarray(formulae().design_matrices("y ~ bs(x, df=4)", d).common).round(12).tolist())
+assert "scipy.interpolate" in sys.modules  # imported by the first call of splev
+"""
+    plain = """
+import numpy as np, pandas as pd, formulae
+d = pd.DataFrame({"y": np.arange(20.0), "x": np.linspace(0, 1, 20)})
+print(np.asarray(formulae.design_matrices("y ~ bs(x, df=4)", d).common).round(12).tolist())
+"""
+    assert _fresh(code) == _fresh(plain)
+
+
+def _modules(tmp_path, monkeypatch, takes: str) -> None:
+    (tmp_path / "mrp_heavy.py").write_text("def a():\n    return 'a'\n\ndef b():\n    return 'b'\n")
+    (tmp_path / "mrp_light.py").write_text(f"from mrp_heavy import {takes}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("mrp_heavy", "mrp_light"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def test_the_deferred_module_is_imported_at_the_first_call(tmp_path, monkeypatch):
+    from mrp_formula.system import import_deferring
+
+    _modules(tmp_path, monkeypatch, "a")
+    light = import_deferring("mrp_light", "mrp_heavy", ("a",))
+    assert "mrp_heavy" not in sys.modules
+    assert light.a() == "a" and light.a.__name__ == "a"
+    assert "mrp_heavy" in sys.modules
+
+
+def test_a_module_that_takes_more_than_the_stand_in_is_imported_as_usual(tmp_path, monkeypatch):
+    from mrp_formula.system import import_deferring
+
+    _modules(tmp_path, monkeypatch, "a, b")
+    light = import_deferring("mrp_light", "mrp_heavy", ("a",))
+    assert light.a() == "a" and light.b() == "b"
+    assert light.a is sys.modules["mrp_heavy"].a  # the real function, not a stand-in
+
+
+def test_while_another_thread_runs_nothing_is_deferred(tmp_path, monkeypatch):
+    from mrp_formula.system import import_deferring
+
+    _modules(tmp_path, monkeypatch, "a")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        light = import_deferring("mrp_light", "mrp_heavy", ("a",))
+    finally:
+        stop.set()
+        other.join()
+    assert light.a is sys.modules["mrp_heavy"].a

@@ -36,7 +36,7 @@ import pandas as pd
 
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import FitError, Problem
-from mrp_formula.spec.formula import FormulaInfo, GroupTerm, environment
+from mrp_formula.spec.formula import FormulaInfo, GroupTerm, environment, formulae
 from mrp_formula.poststrat.sums import PLAIN_UNIT, Scenario, plain_weighted_sums
 from mrp_formula.spec.tree import dotted
 from mrp_formula.spec.levels import canon_series
@@ -106,7 +106,7 @@ class Design:
 
 def design_matrices(data: pd.DataFrame, formula: str, family: str):
     """formulae's design matrices of ``data``, made by the same calls as ``bambi.Model``."""
-    import formulae as fm
+    fm = formulae()
 
     text = data.select_dtypes("object").columns  # Bambi turns object columns into categories
     if len(text):
@@ -198,7 +198,7 @@ def component(data: pd.DataFrame, name: str, rhs: str) -> tuple[Design, FormulaI
 
     text = f"{name} ~ {rhs}"
     info = describe(text, key=dotted(("model", "formulas", name)))
-    import formulae as fm
+    fm = formulae()
 
     typed = data.copy()
     objects = typed.select_dtypes("object").columns

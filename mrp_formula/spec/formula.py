@@ -42,10 +42,19 @@ def namespace() -> dict[str, object]:
     return {name: fn for name, (_, fn) in ALLOWED_CALLS.items() if fn is not None}
 
 
+def formulae():
+    """The formulae package, imported without scipy.interpolate until a formula calls ``bs()``
+    (:func:`mrp_formula.system.import_deferring`). Every import of formulae here goes through it."""
+    from mrp_formula.system import import_deferring
+
+    return import_deferring("formulae", "scipy.interpolate", ("splev",))
+
+
 def environment():
     """The formulae evaluation environment of a formula: the allowed calls and nothing else (no
     module's globals, so no name of this package can shadow a transform, as a logger named
     ``log`` once did)."""
+    formulae()
     from formulae.environment import Environment
 
     return Environment([namespace()])
@@ -191,7 +200,7 @@ def describe(text: str, *, key: str = "model.formula", file: str = "", line: int
     problems = check_safe(text, key=key, file=file, line=line)
     if problems:
         raise SpecError(problems)
-    import formulae as fm
+    fm = formulae()
     from formulae.terms import GroupSpecificTerm, Intercept
 
     if not text.split("~", 1)[0].strip():
