@@ -173,10 +173,32 @@ def load_callbacks(keys, n_dim: int, n_expanded: int):
         sig = (cp._make_c_logp_func(n_dim, None, cp.make_user_data({}, {}), [], {}) if name == "logp_numba" else
                cp._make_c_expand_func(n_dim, n_expanded, None, cp.make_user_data({}, {}), {}, {}))[1]
         try:
-            c = numba.cfunc(sig, cache=True)(py)
+            with _loading_only():
+                c = numba.cfunc(sig, cache=True)(py)
         except Exception:  # noqa: BLE001 - not in the cache: numba tried to compile it without ``inner``
             return None
         if not c.cache_hits:
             return None
         out.append(c)
     return tuple(out)
+
+
+@contextlib.contextmanager
+def _loading_only():
+    """numba refreshes its CPU target before it looks in its cache: it imports every implementation
+    module that compiling needs (0.27 s a process on a two-core machine) and that loading machine
+    code does not. Inside, the refresh does only what loading needs, the runtime (NRT) the code
+    calls; under numba's compiler lock, so no other thread compiles meanwhile. Whatever numba
+    compiles later refreshes the target itself (``numba.core.compiler``), so it finds them all; a
+    symbol the loaded code would still miss makes the load fail, and the fit goes through Bambi."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+    from numba.core.runtime import rtsys
+
+    context = cpu_target.target_context
+    with global_compiler_lock:
+        context.refresh = lambda: rtsys.initialize(context)  # shadows the method on this instance
+        try:
+            yield
+        finally:
+            del context.refresh
