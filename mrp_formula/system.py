@@ -44,7 +44,6 @@ def without_dask():
         _forget_dask_records(after=True)
 
 
-# xarray's modules that note at their import whether dask is installed (``dask_available``)
 def import_deferring(module: str, deferred: str, names: tuple[str, ...]):
     """``import module``, where ``module`` takes only ``names`` from ``deferred`` when it is imported:
     meanwhile ``deferred`` stands in as functions of those names that import it on their first call,
@@ -53,7 +52,9 @@ def import_deferring(module: str, deferred: str, names: tuple[str, ...]):
     ``mrp run`` and ``mrp check`` on a two-core machine for a function few formulas call.
 
     The module is imported as usual when either is imported already, while another thread runs
-    (it could be handed the stand-in), or when the stand-in does not do (``module`` takes more)."""
+    (it could be handed the stand-in), or when the stand-in does not do: ``module`` takes more
+    than ``names`` (an ImportError), or a module it imports keeps the stand-in itself (``import
+    scipy.interpolate as si``); what that attempt imported is forgotten first."""
     if module in sys.modules or deferred in sys.modules or threading.active_count() > 1:
         return importlib.import_module(module)
     stand_in = type(sys)(deferred)
@@ -61,15 +62,23 @@ def import_deferring(module: str, deferred: str, names: tuple[str, ...]):
     before = set(sys.modules)
     sys.modules[deferred] = stand_in
     try:
-        return importlib.import_module(module)
-    except ImportError:  # it takes more than ``names``: forget what this attempt imported, then as usual
-        for name in set(sys.modules) - before:
-            if name == module or name.startswith(module + "."):
-                del sys.modules[name]
+        imported = importlib.import_module(module)
+    except ImportError:
+        imported = None
     finally:
         if sys.modules.get(deferred) is stand_in:
             del sys.modules[deferred]
+    new = set(sys.modules) - before
+    if imported is not None and not any(_holds(sys.modules.get(name), stand_in) for name in new):
+        return imported
+    for name in new:
+        if name == module or name.startswith(module + ".") or _holds(sys.modules.get(name), stand_in):
+            sys.modules.pop(name, None)
     return importlib.import_module(module)
+
+
+def _holds(module, stand_in) -> bool:
+    return any(value is stand_in for value in getattr(module, "__dict__", {}).values())
 
 
 def _deferred(module: str, name: str):
@@ -81,6 +90,7 @@ def _deferred(module: str, name: str):
     return call
 
 
+# xarray's modules that note at their import whether dask is installed (``dask_available``)
 _NOTING_DASK = ("xarray.core.duck_array_ops", "xarray.namedarray.daskmanager")
 
 

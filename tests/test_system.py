@@ -398,3 +398,12 @@ def test_while_another_thread_runs_nothing_is_deferred(tmp_path, monkeypatch):
         stop.set()
         other.join()
     assert light.a is sys.modules["mrp_heavy"].a
+
+
+def test_a_module_kept_as_a_stand_in_by_another_is_imported_as_usual(tmp_path, monkeypatch):
+    from mrp_formula.system import import_deferring
+
+    _modules(tmp_path, monkeypatch, "a")
+    (tmp_path / "mrp_light.py").write_text("import mrp_heavy as heavy\n")
+    light = import_deferring("mrp_light", "mrp_heavy", ("a",))
+    assert light.heavy is sys.modules["mrp_heavy"] and light.heavy.b() == "b"  # the real module

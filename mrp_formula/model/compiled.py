@@ -173,31 +173,58 @@ def load_callbacks(keys, n_dim: int, n_expanded: int):
         sig = (cp._make_c_logp_func(n_dim, None, cp.make_user_data({}, {}), [], {}) if name == "logp_numba" else
                cp._make_c_expand_func(n_dim, n_expanded, None, cp.make_user_data({}, {}), {}, {}))[1]
         try:
-            with _loading_only():
-                c = numba.cfunc(sig, cache=True)(py)
-        except Exception:  # noqa: BLE001 - not in the cache: numba tried to compile it without ``inner``
+            c = _load_cached(py, sig)
+        except Exception:  # noqa: BLE001 - an unreadable cache entry: the fit goes through Bambi
             return None
-        if not c.cache_hits:
+        if c is None:
             return None
         out.append(c)
     return tuple(out)
+
+
+def _load_cached(py, sig):
+    """``numba.cfunc(sig, cache=True)(py)`` when numba's cache holds it, else None: what
+    ``CFunc.compile`` does on a cache hit, and never a compile (on a miss, numba would compile the
+    wrapper without the PyTensor function it calls)."""
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    c = CFunc(py, sigutils.normalize_signature(sig), locals={}, options={})
+    c.enable_caching()
+    with _loading_only():
+        loaded = c._cache.load_overload(c._sig, c._targetdescr.target_context)
+    if loaded is None:
+        return None
+    c._cache_hits += 1
+    c._library = loaded.library
+    c._wrapper_name = loaded.fndesc.llvm_cfunc_wrapper_name
+    c._wrapper_address = c._library.get_pointer_to_function(c._wrapper_name)
+    return c
 
 
 @contextlib.contextmanager
 def _loading_only():
     """numba refreshes its CPU target before it looks in its cache: it imports every implementation
     module that compiling needs (0.27 s a process on a two-core machine) and that loading machine
-    code does not. Inside, the refresh does only what loading needs, the runtime (NRT) the code
-    calls; under numba's compiler lock, so no other thread compiles meanwhile. Whatever numba
-    compiles later refreshes the target itself (``numba.core.compiler``), so it finds them all; a
-    symbol the loaded code would still miss makes the load fail, and the fit goes through Bambi."""
+    code does not. Inside, the refresh does what loading needs: the runtime (NRT) the code calls,
+    and the symbols numba's hashing adds to LLVM's table (the only ones the implementation modules
+    add; the others are there once the target exists; a symbol missing at load would stop the
+    process, LLVM's JIT does not raise). Nothing may compile inside (:func:`_load_cached` never
+    does): it holds numba's compiler lock, so no other thread compiles meanwhile, and whatever
+    numba compiles later refreshes the target fully itself (``numba.core.compiler``)."""
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     from numba.core.runtime import rtsys
 
     context = cpu_target.target_context
+
+    def refresh() -> None:
+        import numba.cpython.hashing  # noqa: F401 - adds the hash secrets' symbols
+
+        rtsys.initialize(context)
+
     with global_compiler_lock:
-        context.refresh = lambda: rtsys.initialize(context)  # shadows the method on this instance
+        context.refresh = refresh  # shadows the method on this instance
         try:
             yield
         finally:

@@ -58,3 +58,38 @@ def test_numba_options_fall_back_to_nutpies_compile(ab_dir):
     with cached_wrappers(record):
         nutpie.compile_pymc_model(_pymc_model(ab_dir), error_model="numpy")
     assert record.status == "not cached: numba options given"
+
+
+
+_FRESH = """
+import sys
+import numba, numpy as np
+numba.config.CACHE_DIR = sys.argv[1]
+sys.path.insert(0, sys.argv[1])
+from mrp_cached import finite_sum, finite_mean
+from mrp_formula.model.compiled import _load_cached
+sig = "float64(float64, float64)"
+loaded = _load_cached(finite_sum, sig)
+if sys.argv[2] == "first":
+    assert loaded is None  # not cached yet: nothing compiled
+else:
+    assert loaded.cache_hits == 1 and loaded.ctypes(1.0, 2.0) == 3.0
+# numba compiles as usual afterwards, with every implementation (np.all, np.isfinite)
+assert numba.cfunc(sig, cache=True)(finite_sum).ctypes(2.0, 2.0) == 4.0
+assert numba.cfunc(sig)(finite_mean).ctypes(1.0, 3.0) == 2.0
+print("ok")
+"""
+
+
+def test_cached_callbacks_are_loaded_never_compiled_and_numba_compiles_fully_after(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "mrp_cached.py").write_text(
+        "import numpy as np\n\n"
+        "def finite_sum(a, b):\n    x = np.array([a, b])\n    return x.sum() if np.all(np.isfinite(x)) else 0.0\n\n"
+        "def finite_mean(a, b):\n    x = np.array([a, b])\n    return x.mean() if np.all(np.isfinite(x)) else 0.0\n")
+    for which in ("first", "second"):  # fresh processes: numba's target is set up once a process
+        out = subprocess.run([sys.executable, "-c", _FRESH, str(tmp_path), which], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.strip() == "ok"
