@@ -366,7 +366,7 @@ def _modules(tmp_path, monkeypatch, takes: str) -> None:
         monkeypatch.delitem(sys.modules, name, raising=False)
 
 
-def test_the_deferred_module_is_imported_at_the_first_call(tmp_path, monkeypatch):
+def test_the_deferred_module_is_imported_at_the_first_call(tmp_path, monkeypatch, alone):  # other tests may leave threads
     from mrp_formula.system import import_deferring
 
     _modules(tmp_path, monkeypatch, "a")
@@ -376,7 +376,7 @@ def test_the_deferred_module_is_imported_at_the_first_call(tmp_path, monkeypatch
     assert "mrp_heavy" in sys.modules
 
 
-def test_a_module_that_takes_more_than_the_stand_in_is_imported_as_usual(tmp_path, monkeypatch):
+def test_a_module_that_takes_more_than_the_stand_in_is_imported_as_usual(tmp_path, monkeypatch, alone):  # other tests may leave threads
     from mrp_formula.system import import_deferring
 
     _modules(tmp_path, monkeypatch, "a, b")
@@ -400,7 +400,7 @@ def test_while_another_thread_runs_nothing_is_deferred(tmp_path, monkeypatch):
     assert light.a is sys.modules["mrp_heavy"].a
 
 
-def test_a_module_kept_as_a_stand_in_by_another_is_imported_as_usual(tmp_path, monkeypatch):
+def test_a_module_kept_as_a_stand_in_by_another_is_imported_as_usual(tmp_path, monkeypatch, alone):  # other tests may leave threads
     from mrp_formula.system import import_deferring
 
     _modules(tmp_path, monkeypatch, "a")
