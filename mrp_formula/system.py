@@ -48,8 +48,9 @@ def import_deferring(module: str, deferred: str, names: tuple[str, ...]):
     """``import module``, where ``module`` takes only ``names`` from ``deferred`` when it is imported:
     meanwhile ``deferred`` stands in as functions of those names that import it on their first call,
     so a process that never calls them never imports it. formulae takes ``splev`` from
-    scipy.interpolate (for its ``bs()`` transform), which imports scipy.optimize: 0.26 s of every
-    ``mrp run`` and ``mrp check`` on a two-core machine for a function few formulas call.
+    scipy.interpolate (for its ``bs()`` transform, which mrp-formula's formulas do not allow), and
+    scipy.interpolate imports scipy.optimize: 0.26 s of every ``mrp run`` and ``mrp check`` on a
+    two-core machine for a function they never call.
 
     The module is imported as usual when either is imported already, while another thread runs
     (it could be handed the stand-in), or when the stand-in does not do: ``module`` takes more

@@ -43,8 +43,9 @@ def namespace() -> dict[str, object]:
 
 
 def formulae():
-    """The formulae package, imported without scipy.interpolate until a formula calls ``bs()``
-    (:func:`mrp_formula.system.import_deferring`). Every import of formulae here goes through it."""
+    """The formulae package, imported without scipy.interpolate until formulae's ``bs()`` runs
+    (:func:`mrp_formula.system.import_deferring`; the formulas here do not allow it). Every import
+    of formulae here goes through it."""
     from mrp_formula.system import import_deferring
 
     return import_deferring("formulae", "scipy.interpolate", ("splev",))
