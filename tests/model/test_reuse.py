@@ -117,7 +117,7 @@ def test_a_reused_fit_imports_neither_bambi_nor_pymc_nor_arviz(ab_dir):
         out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert out[0]["reuse"] == "recorded" and "bambi" in out[0]["imported"]
     assert {k: out[1][k] for k in ("reuse", "imported")} == {"reuse": "reused", "imported": []}
-    assert out[1]["draws"] == out[0]["draws"]  # the callbacks loaded alone (compiled._loading_only): the same bits
+    assert out[1]["draws"] == out[0]["draws"]  # the callbacks loaded from the cache alone (compiled._load_cached): the same bits
 
 
 @pytest.mark.slow  # samples three times
