@@ -9,7 +9,13 @@ MODE is how the seven group intercepts are built:
 - ``zsn_c``: sum-to-zero effects (PyMC's ``ZeroSumNormal``), centred where the shipped choice
   centres, non-centred elsewhere; ``zsn_all_c``: every term centred sum-to-zero;
   ``zsn_all_nc``: every term non-centred sum-to-zero;
-- ``c:TERM,TERM``: the shipped choice with these terms centred as well (e.g. ``c:1|age:edu``).
+- ``c:TERM,TERM``: the shipped choice with these terms centred as well (e.g. ``c:1|age:edu``);
+- ``p:TERM=W,TERM=W``: the shipped choice with these terms partially non-centred (Papaspiliopoulos,
+  Roberts & Skold 2007): ``offset ~ N(0, sigma**W)``, effects ``sigma**(1 - W) * offset``; W = 1 is
+  centred, W = 0 non-centred (e.g. ``p:1|region=0.5``);
+- ``pw:I0``: every term partially non-centred with W = I / (I + I0), I its median information per
+  level (``model.plan.information``): the Gaussian optimum I s^2 / (1 + I s^2) of that paper with
+  the effects' sd s taken as 1 / sqrt(I0).
 
 ADAPT is nutpie's mass matrix: ``diag`` or ``low_rank``. SEED goes to ``nutpie.sample`` as it is
 (``mrp run`` derives nutpie's seed from ``fit.seed`` through PyMC, so the same number is not the
@@ -56,6 +62,14 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
 
     plan = steps.plan(PRIMER)
     shipped = dict(plan.fit_plan.parameterization)
+    if mode.startswith("pw:"):
+        from mrp_formula.model.plan import information
+
+        fp = plan.fit_plan
+        i0 = float(mode[3:])
+        by_term = information(fp.data, plan.info, fp.family, fp.aggregated)
+        mode = "p:" + ",".join(f"{t}={i / (i + i0):.3f}" for t, i in by_term.items())
+        print(mode, flush=True)
 
     class Term(GroupSpecificTerm):
         def build(self, spec):
@@ -66,6 +80,15 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
                 self.term.prior.noncentered = not centred
                 return super().build(spec)
             name, dims = self.name, list(self.coords)
+            if mode.startswith("p:"):
+                weights = {k: float(w) for k, w in (kv.split("=") for kv in mode[2:].split(","))}
+                if name not in weights:
+                    self.term.prior.noncentered = shipped[name] != "centered"
+                    return super().build(spec)
+                w = weights[name]
+                sigma = self.build_distribution(self.term.prior.args["sigma"], label=f"{name}_sigma")
+                offset = pm.Normal(f"{name}_offset", mu=0.0, sigma=sigma ** w, dims=dims)
+                return pm.Deterministic(name, offset * sigma ** (1.0 - w), dims=dims)
             sigma = self.build_distribution(self.term.prior.args["sigma"], label=f"{name}_sigma")
             centred = {"zsn_all_c": True, "zsn_all_nc": False}.get(mode, shipped[name] == "centered")
             if centred:

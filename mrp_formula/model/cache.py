@@ -46,6 +46,8 @@ def _model_parts(plan, versions: dict[str, str]) -> dict:
         "mrp_formula": __version__,
         "sampling": SAMPLING_REVISION,
     }
+    if getattr(fp, "centring", None):  # only then: the keys of fits without partial terms stay as they were
+        parts["centring"] = dict(sorted(fp.centring.items()))
     formulas = getattr(fp, "formulas", ())
     if formulas:  # only then: the keys of fits without them stay as they were
         parts["formulas"] = [list(f) for f in formulas]

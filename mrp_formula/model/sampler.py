@@ -123,7 +123,7 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
 
     spec = loaded.spec.model
     priors = bambi_priors(plan)
-    if plan.structures:
+    if plan.structures or plan.centring:
         _install_structure_hook()
     # Bambi refuses a group prior without a hyperprior, but N(0, sd) effects with a fixed sd are a
     # legal model: build with a placeholder, then set the fixed prior on the term itself.
@@ -145,6 +145,7 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
             for name, prior in fixed.items():
                 terms[name]._prior = prior  # the setter would refuse it (see above)
             model._mrp_structures = {sp.term: sp for sp in plan.structures}  # read by the hook below
+            model._mrp_centring = dict(plan.centring)  # and this
             return model
     except Exception as exc:
         raise SpecError(Problem(f"Bambi cannot build this model: {exc}", key="model", file=str(loaded.path),
@@ -156,15 +157,16 @@ def build_model(loaded: LoadedSpec, info: FormulaInfo, plan: FitPlan):
 
 
 def _install_structure_hook() -> None:
-    """Let Bambi build every group term as before, except those of ``model.structure``.
+    """Let Bambi build every group term as before, except those of ``model.structure`` and the
+    partially non-centred ones (``FitPlan.centring``).
 
     Bambi builds each group term's effects in ``GroupSpecificTerm.build`` (called from
     ``DistributionalComponent.build_group_specific_terms``, which then adds ``coef[group_index]``
-    to the linear predictor). The subclass installed here builds a structured term's effects
-    instead, when the Bambi model carries a plan for it (``model._mrp_structures``, set by
-    :func:`build_model`); any other term, and any model without plans, is built by Bambi's own
-    code. The hook stays installed, so a model rebuilt by Bambi (after ``set_priors``) keeps its
-    structure.
+    to the linear predictor). The subclass installed here builds a structured or partial term's
+    effects instead, when the Bambi model carries a plan for it (``model._mrp_structures``,
+    ``model._mrp_centring``, set by :func:`build_model`); any other term, and any model without
+    plans, is built by Bambi's own code. The hook stays installed, so a model rebuilt by Bambi
+    (after ``set_priors``) keeps its structure.
     """
     from bambi.backend import model_components
     from bambi.backend.terms import GroupSpecificTerm
@@ -177,11 +179,30 @@ def _install_structure_hook() -> None:
 
         def build(self, spec):
             sp = getattr(spec, "_mrp_structures", {}).get(self.name)
-            if sp is None:
-                return super().build(spec)
-            return _build_structured(self, sp)
+            if sp is not None:
+                return _build_structured(self, sp)
+            w = getattr(spec, "_mrp_centring", {}).get(self.name)
+            if w is not None:
+                return _build_partial(self, w)
+            return super().build(spec)
 
     model_components.GroupSpecificTerm = StructuredGroupTerm
+
+
+def _build_partial(term, w: float):
+    """The effects of a partially non-centred group intercept (Papaspiliopoulos, Roberts & Skold
+    2007): ``{term}_offset ~ Normal(0, sd ** w)`` and ``{term} = sd ** (1 - w) * {term}_offset``, so
+    the effects are Normal(0, sd) as Bambi's centred (w = 1) and non-centred (w = 0) forms make them;
+    the names and dims are Bambi's non-centred ones (``model.plan.partial_centring`` says which
+    terms)."""
+    import pymc as pm
+
+    name, dims = term.name, list(term.coords)
+    prior = term.term.prior
+    key = term.term.hyperprior_alias.get("sigma", "sigma")
+    sigma = term.build_distribution(prior.args["sigma"], label=f"{name}_{key}")
+    offset = pm.Normal(f"{name}_offset", mu=0.0, sigma=sigma ** w, dims=dims)
+    return pm.Deterministic(name, offset * sigma ** (1.0 - w), dims=dims)
 
 
 def _build_structured(term, sp):

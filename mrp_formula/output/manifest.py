@@ -70,7 +70,7 @@ def run_sections(loaded: LoadedSpec, tables: Tables, fit_plan: FitPlan) -> dict:
         "sampler": sampler_entry(loaded, fp),
         "model": {"formula": spec.model.formula, "fitted_formula": fp.formula, "family": fp.family,
                   "aggregated": fp.aggregated, "rows_in": fp.rows_in, "cells_fitted": fp.cells,
-                  "parameterization": fp.parameterization,
+                  "parameterization": fp.parameterization, "centring_weight": fp.centring,
                   "structure": [sp.to_json() for sp in fp.structures],
                   "formulas": {name: rhs for name, rhs in fp.formulas}},
         "priors": [p.to_json() for p in fp.priors],

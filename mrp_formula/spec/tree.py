@@ -186,7 +186,8 @@ class ModelSpec(_Frozen):
     )
     parameterization: Parameterization = Field(
         "auto", description='Of group effects: `"auto"` chooses per group term from the data (centred where the '
-                            'data pin down each level\'s effect, non-centred where they are thin); `"centered"` '
+                            'data pin down each level\'s effect, non-centred where they are thin, a group intercept '
+                            'partially non-centred between, with its centring weight from the data); `"centered"` '
                             'or `"noncentered"` for every group term; or a table by term, `{ "1|race:female" = '
                             '"centered" }` (the group terms of `formula`), whose terms not named are `"auto"`. '
                             'The run\'s notes give each term\'s choice and why; the manifest records the '

@@ -3,13 +3,15 @@ before the code was reorganised (tests/golden/, rewritten only on purpose with
 `python tests/commands/test_same_numbers.py`, when a change is meant to move the numbers).
 
 The bits depend on the BLAS kernels OpenBLAS picks for the CPU (their sums round differently in
-the last bit, and the sampler's trajectories amplify that): the numbers were recorded with its
-``SkylakeX`` kernels. Where the CPU runs those, the spec is run in a fresh process with
-``OPENBLAS_CORETYPE`` set to them and must give the recorded numbers bit for bit; on a CPU that
-cannot, the numbers must agree within Monte Carlo error (docs/outputs.md, Reproducibility)."""
+the last bit, and the sampler's trajectories amplify that): tests/golden/recorded.json names the
+kernels the numbers were recorded with (and, for the record, the CPU). Where the CPU runs those, the
+spec is run in a fresh process with ``OPENBLAS_CORETYPE`` set to them and must give the recorded
+numbers bit for bit (seen across an Intel Xeon and an AMD EPYC); on a CPU that cannot, the numbers
+must agree within Monte Carlo error (docs/outputs.md, Reproducibility)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +31,7 @@ CASES = {  # name -> (spec, --set overrides): small fits, so the test stays quic
     "mrp_primer": (ROOT / "examples" / "mrp_primer" / "primer.toml",
                    ["fit.draws=200", "fit.tune=200", "fit.chains=2"]),
 }
-RECORDED_KERNELS = "SkylakeX"  # OpenBLAS's kernels when tests/golden was recorded (an Intel Xeon)
+RECORDING_KERNELS = "Haswell"  # OpenBLAS's kernels a recording uses (AVX2 and FMA: most x86-64 CPUs since 2013)
 # the CPU flags each OpenBLAS kernel set needs (forcing kernels the CPU lacks would crash it)
 KERNEL_NEEDS = {"SkylakeX": {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}, "Haswell": {"avx2", "fma"}}
 # Monte Carlo standard error of each number in units of sd / sqrt(bulk ESS) (normal approximations:
@@ -64,6 +66,21 @@ def can_run(kernels: str) -> bool:
     return sys.platform == "linux" and KERNEL_NEEDS[kernels] <= cpu_flags()
 
 
+def cpu_model() -> str:
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("model name"))
+    except (OSError, StopIteration):
+        return ""
+    return line.split(":", 1)[1].strip()
+
+
+def recorded() -> dict:
+    """The kernels tests/golden was recorded with, and the CPU it was recorded on."""
+    return json.loads((GOLDEN / "recorded.json").read_text())
+
+
+
+
 def numbers_with_kernels(name: str, out: Path, kernels: str) -> pd.DataFrame:
     """``numbers`` in a fresh process whose OpenBLAS uses ``kernels`` (it reads the variable once, when loaded)."""
     # this checkout's package first, whatever the environment has installed
@@ -86,8 +103,8 @@ def same_labels(name: str, now: pd.DataFrame, before: pd.DataFrame) -> None:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_same_numbers_as_recorded(name, tmp_path):
     before = pd.read_csv(GOLDEN / f"{name}.csv", keep_default_na=False)
-    if can_run(RECORDED_KERNELS):  # the recorded kernels: the same bits
-        now = numbers_with_kernels(name, tmp_path / "run", RECORDED_KERNELS)
+    if can_run(recorded()["kernels"]):  # the recorded kernels: the same bits
+        now = numbers_with_kernels(name, tmp_path / "run", recorded()["kernels"])
         same_labels(name, now, before)
         for col in NUMBERS:
             np.testing.assert_allclose(now[col].to_numpy(float), before[col].to_numpy(float), rtol=1e-9,
@@ -110,12 +127,13 @@ if __name__ == "__main__":
     # record the numbers (only when a change is meant to move them), with the recorded kernels
     import tempfile
 
-    if os.environ.get("OPENBLAS_CORETYPE") != RECORDED_KERNELS:
-        if not can_run(RECORDED_KERNELS):
-            raise SystemExit(f"this CPU cannot run OpenBLAS's {RECORDED_KERNELS} kernels: record on one that can, "
-                             "or change RECORDED_KERNELS and record every case again")
-        os.execve(sys.executable, [sys.executable, __file__], {**os.environ, "OPENBLAS_CORETYPE": RECORDED_KERNELS})
+    if os.environ.get("OPENBLAS_CORETYPE") != RECORDING_KERNELS:
+        if not can_run(RECORDING_KERNELS):
+            raise SystemExit(f"this CPU cannot run OpenBLAS's {RECORDING_KERNELS} kernels: record on one that can, "
+                             "or change RECORDING_KERNELS")
+        os.execve(sys.executable, [sys.executable, __file__], {**os.environ, "OPENBLAS_CORETYPE": RECORDING_KERNELS})
     GOLDEN.mkdir(exist_ok=True)
+    (GOLDEN / "recorded.json").write_text(json.dumps({"kernels": RECORDING_KERNELS, "cpu": cpu_model()}) + "\n")
     for case in CASES:
         with tempfile.TemporaryDirectory() as d:
             numbers(case, Path(d) / "run").drop(columns="ess_bulk").to_csv(GOLDEN / f"{case}.csv", index=False,

@@ -79,20 +79,51 @@ def test_mass_matrix_choice(setting, sampler, info, expected):
 
 
 @pytest.mark.parametrize("setting, expected", [
-    ("auto", {"1|age": "centered", "1|region": "noncentered"}),  # from the information per level
-    ("noncentered", {"1|age": "noncentered", "1|region": "noncentered"}),  # one setting for every term
-    ({"1|region": "centered"}, {"1|age": "centered", "1|region": "centered"}),  # by term; the rest auto
-    ({"1|age": "noncentered", "1|region": "auto"}, {"1|age": "noncentered", "1|region": "noncentered"}),
+    # from the information per level: centred, partial between, non-centred
+    ("auto", {"1|age": "centered", "1|state": "partial", "1|region": "noncentered"}),
+    ("noncentered", {"1|age": "noncentered", "1|state": "noncentered", "1|region": "noncentered"}),  # every term
+    ({"1|region": "centered"}, {"1|age": "centered", "1|state": "partial", "1|region": "centered"}),  # the rest auto
+    ({"1|age": "noncentered", "1|region": "auto"}, {"1|age": "noncentered", "1|state": "partial",
+                                                    "1|region": "noncentered"}),
 ])
 def test_parameterization_choice(setting, expected):
     from mrp_formula.model.plan import choose_parameterization
 
-    info = describe("y ~ x + (1|age) + (1|region)")
-    choice, reason = choose_parameterization(info, setting, {"1|age": 400.0, "1|region": 30.0})
+    info = describe("y ~ x + (1|age) + (1|state) + (1|region)")
+    choice, reason = choose_parameterization(info, setting, {"1|age": 4000.0, "1|state": 300.0, "1|region": 15.0})
     assert choice == expected
     for term, why in reason.items():
         set_here = setting != "auto" and (isinstance(setting, str) or setting.get(term, "auto") != "auto")
         assert why == "set in model.parameterization" if set_here else "median information per level" in why
+    if setting == "auto":
+        assert reason["1|state"] == "centring weight 0.60 = I / (I + 200), I = 300, the median information per level"
+
+
+@pytest.mark.parametrize("information, weight, choice", [
+    (0.0, 0.0, "noncentered"),
+    (23.0, 0.1, "noncentered"),  # w = 0.103, to two decimals 0.10: the non-centred form
+    (25.0, 0.11, "partial"),
+    (200.0, 0.5, "partial"),  # where the binary rule switches, half way
+    (1700.0, 0.89, "partial"),
+    (1800.0, 0.9, "centered"),
+    (1e7, 1.0, "centered"),
+])
+def test_centring_weight(information, weight, choice):
+    """w = I / (I + 200), to two decimals, between the two forms; each form where w is 0.1 or less
+    from it."""
+    from mrp_formula.model.plan import centring_weight, choose_parameterization
+
+    assert centring_weight(information) == weight
+    got, _ = choose_parameterization(describe("y ~ (1|g)"), "auto", {"1|g": information})
+    assert got == {"1|g": choice}
+
+
+def test_a_slope_is_never_partial():
+    """Only group intercepts are built partially non-centred: a slope keeps the binary rule."""
+    from mrp_formula.model.plan import choose_parameterization
+
+    got, _ = choose_parameterization(describe("y ~ x + (x|g)"), "auto", {"1|g": 300.0, "x|g": 300.0})
+    assert got == {"1|g": "partial", "x|g": "centered"}
 
 
 def test_a_term_set_in_the_spec_is_fitted_so(ab_dir):
@@ -110,3 +141,33 @@ def test_a_term_set_in_the_spec_is_fitted_so(ab_dir):
             {t: c for t, c in auto.fit_plan.parameterization.items() if t != "1|gender"}
         term = built.parameters[built.family.likelihood.parent].group_specific_terms["1|gender"]
         assert term.prior.noncentered is (value == "noncentered")
+
+
+@pytest.mark.parametrize("w", [0.3, 0.7])
+def test_partial_effects_have_the_terms_prior(ab_dir, w):
+    """A partially non-centred term (``FitPlan.centring``) is built as Bambi's non-centred names,
+    ``offset ~ N(0, sd ** w)`` and effects ``sd ** (1 - w) * offset``: its effects are N(0, sd)
+    whatever w (draws from the built model's prior: effect / sd is standard normal)."""
+    from dataclasses import replace
+
+    import pymc as pm
+
+    from mrp_formula.model import sampler
+    from mrp_formula.steps import plan as make_plan
+
+    p = make_plan(ab_dir / "ab.toml")
+    fp = replace(p.fit_plan, parameterization={**p.fit_plan.parameterization, "1|gender": "partial"},
+                 centring={"1|gender": w})
+    built = sampler.build_model(p.loaded, p.info, fp)
+    built.build()
+    model = built.backend.model
+    assert {"1|gender_offset", "1|gender_sigma"} <= {v.name for v in model.free_RVs}
+    with model:
+        drawn = pm.sample_prior_predictive(draws=4000, random_seed=7, var_names=["1|gender", "1|gender_sigma",
+                                                                              "1|gender_offset"])
+    prior = drawn["prior"]
+    sd = prior["1|gender_sigma"].to_numpy()[..., None]
+    z_effect = (prior["1|gender"].to_numpy() / sd).ravel()
+    z_offset = (prior["1|gender_offset"].to_numpy() / sd ** w).ravel()
+    for z in (z_effect, z_offset):  # n >= 8,000: the sd's standard error is under 0.008
+        assert abs(z.mean()) < 0.04 and abs(z.std() - 1) < 0.04
