@@ -5,12 +5,14 @@
 
 MODE is how the seven group intercepts are built:
 
-- ``shipped``: as mrp-formula builds them (centred where ``model.plan`` centres them);
-- ``zsn_c``: sum-to-zero effects (PyMC's ``ZeroSumNormal``), centred where the shipped choice
+- ``shipped``: as mrp-formula builds them (``model.plan``: centred, partial or non-centred);
+- ``binary``: centred from ``INFORMATION_CENTRED`` on, non-centred below (the choice before the
+  partial form), which every mode below starts from;
+- ``zsn_c``: sum-to-zero effects (PyMC's ``ZeroSumNormal``), centred where the binary choice
   centres, non-centred elsewhere; ``zsn_all_c``: every term centred sum-to-zero;
   ``zsn_all_nc``: every term non-centred sum-to-zero;
-- ``c:TERM,TERM``: the shipped choice with these terms centred as well (e.g. ``c:1|age:edu``);
-- ``p:TERM=W,TERM=W``: the shipped choice with these terms partially non-centred (Papaspiliopoulos,
+- ``c:TERM,TERM``: the binary choice with these terms centred as well (e.g. ``c:1|age:edu``);
+- ``p:TERM=W,TERM=W``: the binary choice with these terms partially non-centred (Papaspiliopoulos,
   Roberts & Skold 2007): ``offset ~ N(0, sigma**W)``, effects ``sigma**(1 - W) * offset``; W = 1 is
   centred, W = 0 non-centred (e.g. ``p:1|region=0.5``);
 - ``pw:I0``: every term partially non-centred with W = I / (I + I0), I its median information per
@@ -31,6 +33,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -59,21 +62,23 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
 
     from mrp_formula import steps
     from mrp_formula.model import sampler
+    from mrp_formula.model.plan import INFORMATION_CENTRED, information
 
     plan = steps.plan(PRIMER)
-    shipped = dict(plan.fit_plan.parameterization)
+    fp = plan.fit_plan
+    by_term = information(fp.data, plan.info, fp.family, fp.aggregated)
+    # every mode but "shipped" starts from the binary rule (centred from INFORMATION_CENTRED on)
+    shipped = {t: "centered" if i >= INFORMATION_CENTRED else "noncentered" for t, i in by_term.items()}
+    if mode != "shipped":
+        fp = replace(fp, parameterization=shipped, centring={})
     if mode.startswith("pw:"):
-        from mrp_formula.model.plan import information
-
-        fp = plan.fit_plan
         i0 = float(mode[3:])
-        by_term = information(fp.data, plan.info, fp.family, fp.aggregated)
         mode = "p:" + ",".join(f"{t}={i / (i + i0):.3f}" for t, i in by_term.items())
         print(mode, flush=True)
 
     class Term(GroupSpecificTerm):
         def build(self, spec):
-            if mode == "shipped":
+            if mode == "binary":
                 return super().build(spec)
             if mode.startswith("c:"):
                 centred = self.name in mode[2:].split(",") or shipped[self.name] == "centered"
@@ -97,9 +102,10 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
             return pm.Deterministic(name, offset * sigma, dims=dims)
 
     base = model_components.GroupSpecificTerm
-    model_components.GroupSpecificTerm = Term
+    if mode != "shipped":  # mrp-formula's own build otherwise
+        model_components.GroupSpecificTerm = Term
     try:
-        model = sampler.build_model(plan.loaded, plan.info, plan.fit_plan)
+        model = sampler.build_model(plan.loaded, plan.info, fp)
         model.build()
     finally:
         model_components.GroupSpecificTerm = base
