@@ -175,7 +175,7 @@ the other, on the otherwise idle machine, unless the row says otherwise.
 
 ### Levers measured on 2026-12-03 (ninth session, the same kind of machine: 2 cores, AMD EPYC)
 
-The fits table above ran on the code before this session. The geometry rows were measured with
+The fits table above ran on this session's code (the partial form included). The geometry rows were measured with
 `benchmarks/geometry_primer.py MODE SEED low_rank 4 1000 1000` (the primer as shipped, 4 x 1,000,
 target_accept 0.95; nutpie's seed as given), one fit after the other; `binary` is the choice before
 this session (age, edu, region and poll centred, the rest non-centred). The last rows are `mrp run`
