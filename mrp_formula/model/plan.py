@@ -316,12 +316,16 @@ def choose_parameterization(info, setting: str | Mapping[str, str], info_by_term
             reason[g.name] = (f"centring weight {w:.2f} = I / (I + {INFORMATION_CENTRED}), I = {info_median:.0f}, "
                               f"the median information per level")
             continue
-        # Below a posterior sd of ~0.05 the likelihood dominates the prior and the centred form mixes better.
-        centred = info_median >= INFORMATION_CENTRED
-        choice[g.name] = "centered" if centred else "noncentered"
-        reason[g.name] = (f"median information per level {info_median:.0f} "
-                          f"{'>=' if centred else '<'} {INFORMATION_CENTRED}")
+        choice[g.name], reason[g.name] = _binary_choice(info_median)
     return choice, reason
+
+
+def _binary_choice(info_median: float) -> tuple[str, str]:
+    """Centred or non-centred, and why, by the median information per level alone."""
+    # Below a posterior sd of ~0.05 the likelihood dominates the prior and the centred form mixes better.
+    centred = info_median >= INFORMATION_CENTRED
+    return ("centered" if centred else "noncentered",
+            f"median information per level {info_median:.0f} {'>=' if centred else '<'} {INFORMATION_CENTRED}")
 
 
 def partial_centring(info, family: str, priors, param: dict[str, str], reason: dict[str, str],
@@ -340,10 +344,7 @@ def partial_centring(info, family: str, priors, param: dict[str, str], reason: d
                 and isinstance(tp.prior.param("sigma"), Dist) and FAMILIES[family].categories != "categorical"):
             out[term] = centring_weight(info_by_term[term])
             continue
-        centred = info_by_term[term] >= INFORMATION_CENTRED
-        param[term] = "centered" if centred else "noncentered"
-        reason[term] = (f"median information per level {info_by_term[term]:.0f} "
-                        f"{'>=' if centred else '<'} {INFORMATION_CENTRED}")
+        param[term], reason[term] = _binary_choice(info_by_term[term])
     return out
 
 

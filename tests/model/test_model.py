@@ -171,3 +171,19 @@ def test_partial_effects_have_the_terms_prior(ab_dir, w):
     z_offset = (prior["1|gender_offset"].to_numpy() / sd ** w).ravel()
     for z in (z_effect, z_offset):  # n >= 8,000: the sd's standard error is under 0.008
         assert abs(z.mean()) < 0.04 and abs(z.std() - 1) < 0.04
+
+
+def test_a_partial_choice_the_sampler_cannot_build_goes_back_to_the_binary_rule():
+    """Only a Normal(0, sd) group intercept with a prior on its sd is built partially: a term whose
+    prior is another distribution keeps the binary rule (and says so)."""
+    from mrp_formula.model.plan import Dist, TermPrior, choose_parameterization, partial_centring
+
+    info = describe("y ~ (1|g) + (1|h)")
+    by_term = {"1|g": 300.0, "1|h": 300.0}
+    param, reason = choose_parameterization(info, "auto", by_term)
+    sd = Dist("HalfNormal", (("sigma", 1.0),))
+    priors = (TermPrior("1|g", "group", Dist("Normal", (("mu", 0.0), ("sigma", sd))), "default"),
+              TermPrior("1|h", "group", Dist("StudentT", (("nu", 4.0), ("mu", 0.0), ("sigma", sd))), "spec"))
+    assert partial_centring(info, "bernoulli", priors, param, reason, by_term) == {"1|g": 0.6}
+    assert param == {"1|g": "partial", "1|h": "centered"}
+    assert reason["1|h"] == "median information per level 300 >= 200"
