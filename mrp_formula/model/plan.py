@@ -87,7 +87,7 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
     structures, structure_notes = plan_structures(loaded, info, tables, priors)
     for sp in structures:
         param[sp.term], reason[sp.term] = "noncentered", f"{sp.kind} structure (always non-centred)"
-    centring = partial_centring(info, spec.family, priors, param, reason, info_by_term)
+    centring = partial_centring(spec.family, priors, param, reason, info_by_term)
     return FitPlan(data=data, formula=formula, family=family, aggregated=aggregated,
                    rows_in=int(tables.stats.get("sample_rows_used", len(sample))), cells=len(data), parameterization=param,
                    centring=centring,
@@ -328,7 +328,7 @@ def _binary_choice(info_median: float) -> tuple[str, str]:
             f"median information per level {info_median:.0f} {'>=' if centred else '<'} {INFORMATION_CENTRED}")
 
 
-def partial_centring(info, family: str, priors, param: dict[str, str], reason: dict[str, str],
+def partial_centring(family: str, priors, param: dict[str, str], reason: dict[str, str],
                      info_by_term: dict[str, float]) -> dict[str, float]:
     """The centring weight of each term ``param`` makes partial, where the sampler can build it: a
     group intercept of a one-response family whose prior is Normal(0, sd) with a prior on the sd.

@@ -184,6 +184,6 @@ def test_a_partial_choice_the_sampler_cannot_build_goes_back_to_the_binary_rule(
     sd = Dist("HalfNormal", (("sigma", 1.0),))
     priors = (TermPrior("1|g", "group", Dist("Normal", (("mu", 0.0), ("sigma", sd))), "default"),
               TermPrior("1|h", "group", Dist("StudentT", (("nu", 4.0), ("mu", 0.0), ("sigma", sd))), "spec"))
-    assert partial_centring(info, "bernoulli", priors, param, reason, by_term) == {"1|g": 0.6}
+    assert partial_centring("bernoulli", priors, param, reason, by_term) == {"1|g": 0.6}
     assert param == {"1|g": "partial", "1|h": "centered"}
     assert reason["1|h"] == "median information per level 300 >= 200"
