@@ -23,11 +23,14 @@ ADAPT is nutpie's mass matrix: ``diag`` or ``low_rank``. SEED goes to ``nutpie.s
 (``mrp run`` derives nutpie's seed from ``fit.seed`` through PyMC, so the same number is not the
 same chains). The line gives the sampling seconds, gradient evaluations (all, and while tuning),
 leapfrog steps per draw, divergences, the largest R-hat, the three smallest bulk ESS of the
-parameters and the smallest per 1,000 gradient evaluations. Set CORES to limit nutpie's threads.
+parameters and the smallest per 1,000 gradient evaluations. Set CORES to limit nutpie's threads,
+TARGET for another target_accept than 0.95, NUTS to a JSON object of further settings of
+``nutpie.sample`` (e.g. ``{"trajectory_kind": "Microcanonical"}``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -114,8 +117,10 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
     kwargs = {"adaptation": "low_rank"} if adapt == "low_rank" else {}
     if os.environ.get("CORES"):
         kwargs["cores"] = int(os.environ["CORES"])
+    _with_settings(json.loads(os.environ.get("NUTS", "{}")))  # e.g. NUTS='{"trajectory_kind": "Microcanonical"}'
+    target = float(os.environ.get("TARGET", "0.95"))
     t0 = time.perf_counter()
-    tr = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=0.95,
+    tr = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target,
                        progress_bar=False, **kwargs)
     seconds = time.perf_counter() - t0
     post = tr["posterior"].to_dataset()
@@ -130,6 +135,35 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
           f"{int(stats['diverging'].sum())} divergences, max R-hat {max(float(rhat[v].max()) for v in names):.3f}, "
           f"smallest ESS {', '.join(f'{v} {e:.0f}' for e, v in worst)}, "
           f"{worst[0][0] / grads * 1000:.2f} per 1,000 gradients")
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra``'s values put in, nested dictionaries merged key by key."""
+    return {k: _merged(v, extra[k]) if isinstance(v, dict) and isinstance(extra.get(k), dict) else extra.get(k, v)
+            for k, v in base.items()} | {k: v for k, v in extra.items() if k not in base}
+
+
+def _with_settings(extra: dict) -> None:
+    """Make ``nutpie.sample`` start from NUTS settings with ``extra`` set (settings that its keywords
+    do not reach, such as ``trajectory_kind``)."""
+    import types
+
+    if not extra:
+        return
+    ns = sys.modules["nutpie.sample"]  # the module (``nutpie.sample`` the attribute is the function)
+    lib = ns._lib
+
+    def made(make):
+        def settings(seed):
+            s = make(seed)
+            s.update_settings(_merged(s.as_dict()["settings"], extra))
+            return s
+        return settings
+
+    kinds = types.SimpleNamespace(LowRank=made(lib.PyNutsSettings.LowRank), Diag=made(lib.PyNutsSettings.Diag),
+                                  Flow=lib.PyNutsSettings.Flow)
+    ns._lib = types.SimpleNamespace(**{n: getattr(lib, n) for n in dir(lib) if not n.startswith("__")})
+    ns._lib.PyNutsSettings = kinds
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ class Diagnostics:
         """Failed checks that make the reported numbers untrustworthy (``--strict`` exits 5)."""
         out = []
         if self.divergences > t.divergences_max:
-            out.append(f"{self.divergences} divergent transitions: the sampler missed part of the posterior. "
+            out.append(f"{self.divergences} divergent transition{'s' if self.divergences != 1 else ''}: the sampler missed part of the posterior. "
                        f"Raise fit.target_accept (now {t.target_accept}) towards 0.99, or switch a group term's "
                        f"parameterization (centered <-> noncentered; the run's notes give each term's), "
                        f"e.g. model.parameterization = {{ \"1|x\" = \"centered\" }}.")

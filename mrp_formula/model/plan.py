@@ -358,7 +358,9 @@ def choose_mass_matrix(setting: str, sampler: str, info_by_term: dict[str, float
         return "diagonal", f"the {sampler} sampler adapts a diagonal mass matrix"
     if setting != "auto":
         return setting, "set in fit.mass_matrix"
-    most = max(info_by_term.values(), default=0.0)
+    if not info_by_term:
+        return "diagonal", "no group term"
+    most = max(info_by_term.values())
     if most >= INFORMATION_CENTRED:
         return "low_rank", f"a group term has median information per level {most:.0f} >= {INFORMATION_CENTRED}"
     return "diagonal", f"every group term has median information per level < {INFORMATION_CENTRED}"

@@ -488,7 +488,7 @@ def checks(view: RunView) -> list[Check]:
                          "a group term's parameterization (centered / noncentered; the run's notes give each "
                          "term's), e.g. model.parameterization = { \"1|x\" = \"centered\" }."
                          if bad else "None beyond the limit: the sampler explored the posterior.",
-                         f"{count(d.divergences)} divergent transitions (at most {d.divergences_max})"))
+                         f"{count(d.divergences)} divergent transition{'s' if d.divergences != 1 else ''} (at most {d.divergences_max})"))
     if d.chains > 1 and d.estimand_max_rhat is not None:
         bad = d.estimand_max_rhat > d.rhat_max
         out.append(Check("R-hat of the estimands (largest)", f"{d.estimand_max_rhat:.3f}", f"at most {d.rhat_max}",
@@ -633,7 +633,7 @@ def _srm_checks(view: RunView) -> list[Check]:
 
 
 # warnings of the run that the checks above already judge (Diagnostics.warnings, the SRM check)
-JUDGED = re.compile(r"^(\d+ divergent transitions|estimands have|model parameters mix|low energy BFMI|"
+JUDGED = re.compile(r"^(\d+ divergent transitions?|estimands have|model parameters mix|low energy BFMI|"
                     r"\d+ transitions hit|sample ratio mismatch)")
 
 
