@@ -5,7 +5,9 @@ a key, what is wrong and how to fix it; the CLI prints them and exits with the c
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 # Documented exit codes (docs/cli.md): 0 ok, 1 internal error, 2 usage,
@@ -30,8 +32,15 @@ class Problem:
     got: str | None = None
     snippet: str = ""  # e.g. the formula reprinted with the bad part marked
 
+    @property
+    def place(self) -> str:
+        """The file as messages name it, the same form whichever step found the problem: relative to
+        the current folder when the file is inside it, else absolute (a label that is no file, such
+        as "data (DataFrame)", as it is)."""
+        return shown_path(self.file)
+
     def render(self) -> str:
-        where = self.file
+        where = self.place
         if where and self.line:
             where = f"{where}:{self.line}"
         parts = [f"{where}: "] if where else []  # a problem of no file (a diagnostic, an option) names none
@@ -49,13 +58,29 @@ class Problem:
 
     def to_json(self) -> dict:
         return {
-            "file": self.file,
+            "file": self.place,
             "line": self.line,
             "key": self.key,
             "message": self.message,
             "got": self.got,
             "hint": self.hint,
         }
+
+
+def shown_path(file: str) -> str:
+    """``file`` relative to the current folder when it is an existing file inside it, absolute when
+    it is one elsewhere, unchanged when it names no file."""
+    if not file:
+        return file
+    try:
+        path = Path(file)
+        if not path.is_file():
+            return file
+        full = path.resolve()
+        here = Path(os.getcwd()).resolve()
+        return str(full.relative_to(here)) if full.is_relative_to(here) else str(full)
+    except (OSError, ValueError):
+        return file
 
 
 class MrpError(Exception):

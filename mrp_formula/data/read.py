@@ -20,7 +20,8 @@ def read_table(path: Path, query: str | None, *, key: str, file: str, line: int 
     """CSV, Parquet or a DuckDB database (with ``query``); errors name the key and the file."""
     if not path.exists():
         raise DataError(Problem(f"file not found: {path}", key=key, file=file, line=line,
-                                hint="paths are relative to the spec file"))
+                                hint="paths in a spec are relative to its file; a path given with --set, to the "
+                                     "folder mrp runs in"))
     suffix = path.suffix.lower()
     try:
         if query is not None or suffix in (".duckdb", ".db"):

@@ -1,0 +1,20 @@
+"""mrp_formula.errors: how a problem names its place."""
+
+from __future__ import annotations
+
+
+def test_problems_name_their_file_in_one_form(tmp_path, monkeypatch):
+    """Whichever step found a problem (the spec's checks keep the path as given, the data's checks
+    a resolved one), the message and --json name the file the same way."""
+    from mrp_formula.errors import Problem
+
+    (tmp_path / "in").mkdir()
+    spec = tmp_path / "in" / "spec.toml"
+    spec.write_text("")
+    other = tmp_path / "other.toml"
+    other.write_text("")
+    monkeypatch.chdir(tmp_path / "in")
+    assert Problem("x", file=str(spec), line=3).render() == "spec.toml:3: x"
+    assert Problem("x", file="spec.toml", line=3).render() == "spec.toml:3: x"
+    assert Problem("x", file="../other.toml").to_json()["file"] == str(other.resolve())
+    assert Problem("x", file="data (DataFrame)").render() == "data (DataFrame): x"
