@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mrp_formula.errors import EXIT_INTERNAL, EXIT_USAGE, MrpError, Problem
+from mrp_formula.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MrpError, Problem
 from mrp_formula.errors import UsageError as MrpUsageError
 from mrp_formula.progress import SILENT, Reporter
 
@@ -216,8 +217,12 @@ def _call(fn, as_json: bool, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except KeyboardInterrupt:
-        err.print("interrupted: earlier results are untouched")
-        raise typer.Exit(130) from None
+        message = "interrupted: earlier results are untouched"
+        err.print(message)
+        if as_json:  # --json promises a JSON object on stdout whatever happens
+            sys.stdout.write(json.dumps({"ok": False, "exit_code": EXIT_INTERRUPTED,
+                                         "errors": [Problem(message).to_json()]}, indent=2) + "\n")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except (MrpError, Exception) as exc:  # noqa: BLE001 - the last line of defence
         _fail(exc, as_json)
 
@@ -747,6 +752,8 @@ def main(argv: list[str] | None = None) -> None:
     is a JSON error object on stdout when --json was asked for (the same shape as every other
     --json error), with exit code 2."""
     args = expand_set(list(sys.argv[1:] if argv is None else argv))
+    if argv is None and hasattr(signal, "SIGPIPE"):  # `mrp check s.toml | head -1`: end quietly, as Unix tools do
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if argv is None and args[:1] not in (["watch"], ["batch"]):  # a process that ends when the command does
         gc.set_threshold(*COLLECT_RARELY)
     try:

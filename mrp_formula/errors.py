@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Iterable
 
 # Documented exit codes (docs/cli.md): 0 ok, 1 internal error, 2 usage,
-# 3 invalid spec, 4 data or population problem, 5 diagnostics failed under --strict.
+# 3 invalid spec, 4 data or population problem, 5 diagnostics failed under --strict, 130 interrupted
+# (Ctrl-C: earlier results untouched).
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_SPEC = 3
 EXIT_DATA = 4
 EXIT_DIAGNOSTICS = 5
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,31 @@
+"""mrp_formula.cli: what the user sees when a command is interrupted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import AB_SPEC
+
+from mrp_formula import cli
+from mrp_formula.commands import run as run_mod
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_an_interrupt_exits_130_and_says_so(monkeypatch, capsys, as_json):
+    monkeypatch.setattr(run_mod, "run", _interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", str(AB_SPEC), "--no-progress"] + (["--json"] if as_json else []))
+    assert exit_.value.code == 130
+    out = capsys.readouterr()
+    assert "interrupted: earlier results are untouched" in out.err
+    if as_json:  # --json: an error object on stdout, as for every other exit code
+        answer = json.loads(out.out)
+        assert answer["ok"] is False and answer["exit_code"] == 130
+        assert answer["errors"][0]["message"] == "interrupted: earlier results are untouched"
+    else:
+        assert out.out == ""
