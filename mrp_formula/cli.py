@@ -249,7 +249,8 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
                "coverage": plan.coverage.to_json() if plan.coverage is not None else None,
                "priors": [p.to_json() for p in fp.priors], "prior_scale": fp.prior_scale}
     coverage_notes = ([] if plan.coverage is None else
-                      coverage_mod.coverage_lines(plan.coverage, plan.tables.new_levels))
+                      coverage_mod.coverage_lines(plan.coverage, plan.tables.new_levels,
+                                                  {sp.factor: sp.kind for sp in fp.structures}))
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return

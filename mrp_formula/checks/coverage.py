@@ -40,15 +40,24 @@ class Coverage:
         return out
 
 
-def coverage_lines(cov: Coverage, new_levels: dict) -> list[str]:
+def new_level_origin(kind: str) -> str:
+    """Where the effects of a group factor's levels without sample come from, by its structure."""
+    if kind == "iid":
+        return "effects drawn from the fitted group distribution"
+    return f"effects from the {kind} structure, informed by the neighbouring levels"
+
+
+def coverage_lines(cov: Coverage, new_levels: dict, kinds: dict | None = None) -> list[str]:
     """What ``mrp check`` prints of the coverage: cells and weight without sample, new levels and
-    their share of the weight, and the design effect of weighting."""
+    their share of the weight, and the design effect of weighting. ``kinds``: the structure of each
+    structured group factor (rw1, ar1, icar, ...); the others are iid."""
     out = [f"{cov.cells - cov.cells_without_sample} of {cov.cells} population cells have sample; "
            f"{cov.cells_without_sample} ({cov.weight_without_sample:.1%} of the population weight) have none"
            + (": the model extrapolates there" if cov.cells_without_sample else "")]
     for factor, share in cov.new_level_share.items():
         levels = list(new_levels.get(factor, ()))
-        out.append(f"new levels of '{factor}' (no sample; effects drawn from the fitted group distribution): "
+        origin = new_level_origin((kinds or {}).get(factor, "iid"))
+        out.append(f"new levels of '{factor}' (no sample; {origin}): "
                    f"{', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}, {share:.1%} of the population weight")
     out.append(f"effective sample size {cov.effective_n:.0f} of {cov.n_units:.0f} after weighting to the "
                f"population margins (design effect {cov.design_effect:.2f})")

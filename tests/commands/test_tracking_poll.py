@@ -25,3 +25,16 @@ def test_weekly_estimates_follow_the_truth_within_their_intervals():
     raw_err = float(np.sqrt(np.mean((raw - truth[raw.index]) ** 2)))
     assert mrp_err < raw_err  # the raw weekly shares are biased (the old answer more) and noisy
     assert 15 in table.index and 15 not in raw.index  # a week without fieldwork is estimated
+
+
+def test_the_week_without_fieldwork_is_said_to_come_from_the_walk():
+    """`mrp check` says where week 15's effect comes from as the run's notes do: the RW1 structure,
+    not an independent draw from the group distribution."""
+    from mrp_formula.checks.coverage import coverage_lines
+    from mrp_formula.commands.check import check
+
+    plan = check(EXAMPLE / "tracking.toml")
+    kinds = {sp.factor: sp.kind for sp in plan.fit_plan.structures}
+    line = next(x for x in coverage_lines(plan.coverage, plan.tables.new_levels, kinds) if "'week'" in x)
+    assert "rw1 structure" in line and "drawn from the fitted group distribution" not in line
+    assert "drawn from the fitted group distribution" in coverage_lines(plan.coverage, plan.tables.new_levels)[1]

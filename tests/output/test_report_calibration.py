@@ -49,3 +49,17 @@ def test_the_section_shows_every_level_and_the_largest_shift(tmp_path, no_figure
 def test_no_section_without_calibration(tmp_path, no_figures):
     html = render(RunView.from_folder(make_run(tmp_path / "run")))
     assert 'id="calibration"' not in html and 'href="#calibration"' not in html
+
+
+def test_a_contrast_of_a_population_variable_is_described_as_two_subpopulations(tmp_path, no_figures):
+    """The page says what the run's notes say: a contrast of a variable the population table has
+    compares its cells with one level against those with the other, not everyone set to each."""
+    from mrp_formula.output.report.page import describe_estimand
+
+    arm = make_run(tmp_path / "arm", manifest={"tables": {"population_columns": ["state", "n"]}})
+    assert ("with treatment set to treatment vs set to control for everyone"
+            in describe_estimand(RunView.from_folder(arm), "lift"))
+    folder = make_run(tmp_path / "sub", manifest={"tables": {"population_columns": ["treatment", "state", "n"]}})
+    words = describe_estimand(RunView.from_folder(folder), "lift")
+    assert "between the population's cells with treatment = treatment and those with treatment = control" in words
+    assert "for everyone" not in words

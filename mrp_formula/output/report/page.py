@@ -224,7 +224,11 @@ def describe_estimand(view: RunView, name: str) -> str:
             and len(next(iter(contrast.values()))) == 2:
         (var, (a, b)), = contrast.items()
         scale = str(e.get("scale", "difference")).replace("_", " ")
-        head = f"{scale} of the {base}{_kind(view)} with {var} set to {a} vs set to {b} for everyone"
+        if var in (view.manifest.get("tables", {}).get("population_columns") or ()):  # two subpopulations
+            head = (f"{scale} of the {base}{_kind(view)} between the population's cells with {var} = {a} and "
+                    f"those with {var} = {b} (each with its own mix of the other variables)")
+        else:
+            head = f"{scale} of the {base}{_kind(view)} with {var} set to {a} vs set to {b} for everyone"
     else:
         head = base + _kind(view)
     if at:
@@ -607,9 +611,18 @@ def _coverage_checks(view: RunView) -> list[Check]:
             lv = levels.get(var) or []
             shown = ", ".join(map(str, lv[:8])) + (f" and {len(lv) - 8} more" if len(lv) > 8 else "")
             parts.append(f"{var}: {shown} ({pct(new.get(var), 'n/a')} of the weight)")
-        out.append(Check("population levels absent from the sample", "; ".join(parts), "", "note",
-                         "Their effects are drawn from the fitted group distribution: they are as uncertain as a "
-                         "new group is, and carry no information of their own."))
+        kinds = {sp.get("variable"): sp.get("kind") for sp in view.manifest.get("model", {}).get("structure") or []}
+        structured = sorted(v for v in dict.fromkeys(list(levels) + list(new)) if kinds.get(v, "iid") != "iid")
+        iid = [v for v in dict.fromkeys(list(levels) + list(new)) if v not in structured]
+        words = []
+        if iid:
+            words.append(f"{'Their' if not structured else ', '.join(iid) + ':'} effects are drawn from the fitted "
+                         "group distribution: they are as uncertain as a new group is, and carry no information of "
+                         "their own.")
+        for v in structured:
+            words.append(f"{v}: effects from the {kinds[v]} structure (model.structure.{v}), informed by the "
+                         "neighbouring levels: the estimates there rest on that structure.")
+        out.append(Check("population levels absent from the sample", "; ".join(parts), "", "note", " ".join(words)))
     deff = _num(cov.get("design_effect"))
     if deff is not None:
         out.append(Check("design effect of weighting the sample to the population", f"{deff:.2f}",
