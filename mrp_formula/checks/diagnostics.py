@@ -16,9 +16,16 @@ RHAT_MAX = 1.01
 ESS_MIN_PER_CHAIN = 100
 
 
+CONSTANT = 1e-9  # draws that span less than this (relative to their size) are one number
+
+
 def ess_rhat(x: np.ndarray) -> tuple[float, float]:
-    """Bulk ESS and rank-normalised R-hat of one quantity given as (chains, draws)."""
+    """Bulk ESS and rank-normalised R-hat of one quantity given as (chains, draws); none (NaN) for a
+    quantity whose draws do not vary beyond rounding (an estimand the calibration fixes: its ranks
+    would be rounding noise, and its ESS and R-hat meaningless)."""
     x = np.asarray(x, dtype=float)
+    if x.size and np.isfinite(x).all() and np.ptp(x) <= CONSTANT * max(1.0, float(np.abs(x).max())):
+        return math.nan, math.nan
     return ess_bulk(x), (rhat(x) if x.shape[0] > 1 else math.nan)
 
 

@@ -139,7 +139,8 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
         cal_table = cal_notes = None
         if calibration is not None:
             cal_table = calibrate_mod.summary(calibration, ci_prob=spec.report.ci_prob, ci_kind=spec.report.ci_kind)
-            cal_notes = calibrate_mod.calibration_notes(calibration, cal_table)
+            cal_notes = (calibrate_mod.calibration_notes(calibration, cal_table)
+                         + calibrate_mod.fixed_estimands(table, group_cols))
             warnings_ = warnings_ + tuple(n for n in cal_notes if n.level == "warning")
         notes = (plan.notes + cache_notes + tuple(cov.notes())
                  + tuple(n for n in srm if n.level != "warning")

@@ -186,6 +186,23 @@ def long_shifts(cal: Calibration, n_chains: int, n_draws: int) -> pd.DataFrame:
                          "shift": cal.shift.reshape(-1)})
 
 
+def fixed_estimands(estimands: pd.DataFrame, label_columns: list[str]) -> list:
+    """An info note naming the estimands the calibration fixes exactly (their draws do not vary: the
+    known means determine them), whose interval has no width and whose ESS and R-hat are left out."""
+    from mrp_formula.notes import info
+
+    fixed = estimands[estimands["ess_bulk"].isna() & (estimands["sd"].abs() <= 1e-9 * estimands["mean"].abs().clip(lower=1))]
+    if not len(fixed):
+        return []
+    names = [" ".join(str(r[c]) for c in ["estimand", *label_columns] if c in r and pd.notna(r[c]) and str(r[c]))
+             for _, r in fixed.iterrows()]
+    return [info("calibrate.fixed",
+                 f"calibrate: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''} "
+                 f"{'is' if len(names) == 1 else 'are'} fixed by the calibration's known means (every draw the "
+                 f"same): not an estimate with uncertainty; its interval has no width, and no ESS or R-hat is "
+                 f"reported")]
+
+
 def calibration_notes(cal: Calibration, table: pd.DataFrame) -> list:
     """What the shifts say of the sample: an info note always (the largest shift), a warning
     (``calibrate.bias``) when a known value lies outside the uncalibrated estimate's interval,

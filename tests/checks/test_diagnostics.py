@@ -61,3 +61,17 @@ def test_fit_diagnostics_names_the_worst_parameters():
     assert list(diag.worst)[0] == "bad"
     assert diag.max_rhat > 1.5 and diag.min_ess_bulk < 40
     assert diag.worst["good"][1] > 1000
+
+
+def test_a_quantity_that_does_not_vary_has_no_ess_or_rhat():
+    """An estimand the calibration fixes varies only by rounding: its ranks would be noise."""
+    import math
+
+    import numpy as np
+
+    from mrp_formula.checks.diagnostics import ess_rhat
+
+    x = 0.3982 + np.random.default_rng(0).normal(0, 5e-12, (2, 200))
+    assert all(math.isnan(v) for v in ess_rhat(x))
+    ess, rhat = ess_rhat(0.3982 + np.random.default_rng(0).normal(0, 1e-3, (2, 200)))
+    assert ess > 100 and rhat < 1.05

@@ -220,3 +220,17 @@ def test_every_estimand_comes_from_the_shifted_predictions(case):
     by_region_plain = plain.table[plain.table.estimand == "by_region"].set_index("region")["mean"]
     np.testing.assert_allclose(by_region_plain.loc[list(cal.levels)].to_numpy(), cal.uncalibrated.mean(axis=0),
                                rtol=1e-9)
+
+
+def test_estimands_the_calibration_fixes_are_named():
+    import numpy as np
+    import pandas as pd
+
+    from mrp_formula.poststrat.calibrate import fixed_estimands
+
+    table = pd.DataFrame({"estimand": ["overall", "by_state", "by_state"], "state": [None, "s01", "s02"],
+                          "mean": [0.398, 0.3, 0.5], "sd": [4.8e-12, 0.02, 1e-13],
+                          "ess_bulk": [np.nan, 800.0, np.nan]})
+    (note,) = fixed_estimands(table, ["state"])
+    assert note.code == "calibrate.fixed" and "overall, by_state s02 are fixed by" in note
+    assert fixed_estimands(table.iloc[[1]], ["state"]) == []
