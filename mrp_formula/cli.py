@@ -477,6 +477,8 @@ def recover_(spec: SpecArg,
         verdict = "[yellow]recovery check only[/] (use --truth prior to test calibration)"
     elif result.calibrated:
         verdict = "[green]calibrated[/]"
+    elif result.calibrated is None:  # passed, but with too few replicates to have been able to fail
+        verdict = "[yellow]no verdict[/] (too few replicates: see the warning above)"
     else:
         verdict = "[bold red]NOT calibrated[/]"
     err.print(f"{verdict}; results in {result.out} ({result.seconds:.0f} s)", highlight=False)

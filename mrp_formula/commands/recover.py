@@ -99,6 +99,7 @@ class RecoveryResult:
     seconds: float
     manifest: dict = field(default_factory=dict)
     truth: str = DEFAULT_TRUTH  # where the true parameters came from: "prior" or "posterior"
+    underpowered: bool = False  # too few replicates for a pass to mean anything (no verdict then)
 
     @property
     def kind(self) -> str:
@@ -113,8 +114,9 @@ class RecoveryResult:
     @property
     def calibrated(self) -> bool | None:
         """True for a calibration study (prior truths) that passed every test with every replicate
-        fitted, False when it did not; None for a recovery check, which cannot tell."""
-        return self.ok if self.truth == "prior" else None
+        fitted, False when it did not; None for a recovery check, which cannot tell, and for a study
+        that passed with too few replicates for a pass to mean anything (:func:`underpowered`)."""
+        return self.ok if self.truth == "prior" and not (self.ok and self.underpowered) else None
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -127,6 +129,14 @@ def coverage_band(k: int, prob: float, level: float = BAND) -> tuple[int, int]:
 
     a = (1 - level) / 2
     return int(binom.ppf(a, k, prob)), int(binom.ppf(1 - a, k, prob))
+
+
+def underpowered(k: int, prob: float, rows: int) -> bool:
+    """Whether a study of ``k`` replicates (``rows`` estimand rows, Bonferroni over their tests)
+    would pass intervals that cover two thirds of their nominal probability or less: then a pass
+    says nothing, and the run gives no verdict."""
+    lo, _ = coverage_band(k, prob, level=1 - single_test_level(rows))
+    return lo <= 2 / 3 * prob * k
 
 
 def coverage_p(covered: int, k: int, prob: float) -> float:
@@ -579,7 +589,19 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
         notes.append(f"{low_ess} refit(s) have an estimand ESS below the {RANK_DRAWS} draws the truth is ranked "
                      f"among: correlated draws can bend the rank histogram; raise fit.draws")
     calibrated = (not cov_off and not ranks_off and not failed) if truth == "prior" else None
-    if truth == "prior" and calibrated:
+    weak = truth == "prior" and underpowered(len(good), spec.report.ci_prob, len(keys))
+    if calibrated and weak:
+        lo, hi = coverage_band(len(good), spec.report.ci_prob, level=1 - single_test_level(len(keys)))
+        needed = next(n for n in range(len(good) + 1, 10_000)
+                      if not underpowered(n, spec.report.ci_prob, len(keys)))
+        notes.append(Note("recover.underpowered",
+                          f"verdict: none: with {len(good)} replicates any count of {lo}-{hi} covered would have "
+                          f"passed, so intervals that cover {lo / len(good):.0%} of the time would pass for "
+                          f"{spec.report.ci_prob:.0%} ones: the study cannot tell a calibrated pipeline from a "
+                          f"badly miscalibrated one; run at least {needed} replicates (--replicates {needed})",
+                          "warning"))
+        calibrated = None
+    elif truth == "prior" and calibrated:
         lo, hi = coverage_band(len(good), spec.report.ci_prob, level=1 - single_test_level(len(keys)))
         notes.append(f"verdict: calibrated ({len(good)} replicates; every coverage count and rank test passed at "
                      f"a family-wise level of {STUDY_ALPHA:.0%}, Bonferroni over {2 * len(keys)} tests; any count "
@@ -613,7 +635,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
         write_json(manifest_, tmp / "manifest.json")
     return RecoveryResult(summary=summary, replicates=reps, out=out_dir, notes=tuple(notes),
                           coverage_off=cov_off, ranks_off=ranks_off, failed=failed,
-                          seconds=timings["total"], manifest=manifest_, truth=truth)
+                          seconds=timings["total"], manifest=manifest_, truth=truth, underpowered=weak)
 
 
 def _why_not(cov_off, ranks_off, failed) -> list[str]:

@@ -121,6 +121,18 @@ def test_only_a_passing_sbc_run_is_calibrated():
                               **common).calibrated is False
     post = rec.RecoveryResult(coverage_off=(), ranks_off=(), failed=(), truth="posterior", **common)
     assert post.calibrated is None and post.kind == "recovery check"
+    # a pass with too few replicates to have been able to fail is no verdict; a failure stays one
+    assert rec.RecoveryResult(coverage_off=(), ranks_off=(), failed=(), truth="prior", underpowered=True,
+                              **common).calibrated is None
+    assert rec.RecoveryResult(coverage_off=("x",), ranks_off=(), failed=(), truth="prior", underpowered=True,
+                              **common).calibrated is False
+
+
+@pytest.mark.parametrize("k, weak", [(2, True), (4, True), (8, True), (10, False), (20, False), (100, False)])
+def test_too_few_replicates_give_no_verdict(k, weak):
+    """With 3 estimand rows and 94 % intervals, 4 replicates pass any count of 2-4 covered (50 %):
+    no better than two thirds of the nominal coverage is no test; 10 replicates need 7 (70 %)."""
+    assert rec.underpowered(k, 0.94, 3) is weak
 
 
 # ----------------------------------------------------------------------------- fixed priors
