@@ -498,7 +498,7 @@ def batch_(specs: Annotated[list[Path], typer.Argument(help="Spec files, or fold
            as_json: JsonOpt = False,
            verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log the libraries' messages.")] = False,
            ) -> None:
-    """Run many specs, and every [variants.NAME] of each, on Dask workers: one run folder each,
+    """Run many specs, and every variant (a \\[variants.NAME] table) of each, on Dask workers: one run folder each,
     OUT/batch.csv side by side, OUT/index.html linking the reports. Exit 0 when every run
     succeeded, else the worst run's exit code."""
     _setup_logging(verbose)

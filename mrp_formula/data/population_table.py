@@ -156,7 +156,7 @@ def check_estimands(loaded, info, variables, population, problems, data_problems
                     problems.add(f"'{var}' is not a population variable: the estimands set it", key=key,
                                  line=line, hint=f"to report each level use at = {{ {var} = [...] }}")
                 continue  # a model variable the population lacks: reported once, below
-            close = did_you_mean(var, pop_columns)
+            close = did_you_mean(var, [c for c in pop_columns if c not in (spec.population.weight, WEIGHT)])
             if close.startswith("did you mean"):
                 problems.add(f"'{var}' is not a population variable", key=key, line=line, hint=close)
             else:

@@ -36,6 +36,13 @@ SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 VI_REMOVED = ('"vi" (variational inference) was removed: its approximation stopped far from the posterior '
               'without a warning, was overconfident about group effects, and cannot be checked (no R-hat or '
               'ESS); use sampler = "nutpie" (the default; docs/architecture.md says why)')
+# what to add for a missing table (a missing plain key gets `add `key = ...``)
+MISSING_TABLE = {
+    ("data",): 'add a [data] table: source = "sample.csv"',
+    ("model",): 'add a [model] table: formula = "y ~ x + (1 | g)" and family',
+    ("population",): 'add a [population] table: source = "cells.csv" with weight = "n", or [population.margins]',
+    ("estimands",): "add at least one [estimands.NAME] table, e.g. [estimands.overall] (the population average)",
+}
 PATH_KEYS = (("data", "source"), ("population", "source"), ("report", "out"), ("calibrate", "source"))
 
 
@@ -733,7 +740,7 @@ def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overri
             hint = close if close.startswith("did you mean") else f"remove it{'; ' + close if close else ''}"
         elif kind == "missing":
             msg = "required key is missing"
-            hint = f"add `{loc[-1]} = ...`"
+            hint = MISSING_TABLE.get(tuple(loc), f"add `{loc[-1]} = ...`")
         elif kind == "literal_error":
             got = repr(err.get("input"))
             expected = err.get("ctx", {}).get("expected", "")
