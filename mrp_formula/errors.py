@@ -95,7 +95,12 @@ class MrpError(Exception):
             problems = [Problem(problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
-        self.problems: tuple[Problem, ...] = tuple(problems)
+        # in the order of the file, as a reader goes through it (problems of no line after those of
+        # their file that have one; different files, and problems of no file, keep their order)
+        problems = list(problems)
+        files = list(dict.fromkeys(p.file for p in problems))
+        self.problems: tuple[Problem, ...] = tuple(sorted(
+            problems, key=lambda p: (files.index(p.file), p.line is None, p.line or 0)))
         super().__init__("\n".join(p.render() for p in self.problems))
 
 

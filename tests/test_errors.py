@@ -18,3 +18,12 @@ def test_problems_name_their_file_in_one_form(tmp_path, monkeypatch):
     assert Problem("x", file="spec.toml", line=3).render() == "spec.toml:3: x"
     assert Problem("x", file="../other.toml").to_json()["file"] == str(other.resolve())
     assert Problem("x", file="data (DataFrame)").render() == "data (DataFrame): x"
+
+
+def test_problems_come_in_the_order_of_the_file():
+    from mrp_formula.errors import Problem, SpecError
+
+    err = SpecError([Problem("b", file="s.toml", line=9), Problem("no line", file="s.toml"),
+                     Problem("a", file="s.toml", line=5), Problem("other file", file="base.toml", line=1),
+                     Problem("c", file="s.toml", line=6)])
+    assert [p.message for p in err.problems] == ["a", "c", "b", "no line", "other file"]
