@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from generate import truth, truth_vs
+from generate import simulate, truth, truth_vs
 
 HEAD = "estimand,treatment,scale,mean,median,sd,lower,upper,ci_prob,ci_kind\n"
 
@@ -27,6 +27,9 @@ def test_the_demo_passes_its_own_checks(tmp_path):
     import mrp_formula
     from conftest import ROOT
 
-    result = mrp_formula.run(ROOT / "specs" / "ab_click.toml", out=tmp_path / "run", cache=False)
+    clicks = tmp_path / "clicks.csv"  # the data `make demo` generates (generate.py's defaults)
+    simulate().to_csv(clicks, index=False)
+    result = mrp_formula.run(ROOT / "specs" / "ab_click.toml", out=tmp_path / "run", cache=False,
+                             overrides=[f"data.source={clicks}"])
     assert result.diagnostics.divergences == 0
     assert result.failed == ()
