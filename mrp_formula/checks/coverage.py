@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.data.population import WEIGHT
+from mrp_formula.data.population_table import new_level_origin
 from mrp_formula.data.tables import Tables
 from mrp_formula.notes import Note
 from mrp_formula.poststrat.classical import _frame_and_count, rake_weights
@@ -40,13 +41,6 @@ class Coverage:
         return out
 
 
-def new_level_origin(kind: str) -> str:
-    """Where the effects of a group factor's levels without sample come from, by its structure."""
-    if kind == "iid":
-        return "effects drawn from the fitted group distribution"
-    return f"effects from the {kind} structure, informed by the neighbouring levels"
-
-
 def coverage_lines(cov: Coverage, new_levels: dict, kinds: dict | None = None) -> list[str]:
     """What ``mrp check`` prints of the coverage: cells and weight without sample, new levels and
     their share of the weight, and the design effect of weighting. ``kinds``: the structure of each
@@ -56,7 +50,7 @@ def coverage_lines(cov: Coverage, new_levels: dict, kinds: dict | None = None) -
            + (": the model extrapolates there" if cov.cells_without_sample else "")]
     for factor, share in cov.new_level_share.items():
         levels = list(new_levels.get(factor, ()))
-        origin = new_level_origin((kinds or {}).get(factor, "iid"))
+        origin = new_level_origin((kinds or {}).get(factor, "iid"), factor)
         out.append(f"new levels of '{factor}' (no sample; {origin}): "
                    f"{', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}, {share:.1%} of the population weight")
     out.append(f"effective sample size {cov.effective_n:.0f} of {cov.n_units:.0f} after weighting to the "

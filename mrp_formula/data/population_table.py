@@ -225,7 +225,11 @@ def check_declared_new(loaded, info, problems) -> None:
 
 
 def new_level_source(spec, factor: str) -> str:
-    kind = getattr(spec.model.structure.get(factor), "kind", "iid")
+    return new_level_origin(getattr(spec.model.structure.get(factor), "kind", "iid"), factor)
+
+
+def new_level_origin(kind: str, factor: str) -> str:
+    """Where the effects of a group factor's levels without sample come from, by its structure."""
     if kind == "iid":
         return "their effects are drawn from the fitted group distribution"
     return f"their effects come from the {kind} structure of model.structure.{factor}"
