@@ -24,7 +24,8 @@ ADAPT is nutpie's mass matrix: ``diag`` or ``low_rank``. SEED goes to ``nutpie.s
 same chains). The line gives the sampling seconds, gradient evaluations (all, and while tuning),
 leapfrog steps per draw, divergences, the largest R-hat, the three smallest bulk ESS of the
 parameters and the smallest per 1,000 gradient evaluations. Set CORES to limit nutpie's threads,
-TARGET for another target_accept than 0.95, NUTS to a JSON object of further settings of
+TARGET for another target_accept than 0.95, BACKEND for PyTensor's JAX backend (``jax`` with JAX's
+own gradient, ``jax/pytensor`` with PyTensor's; where JAX is installed), NUTS to a JSON object of further settings of
 ``nutpie.sample`` (e.g. ``{"trajectory_kind": "Microcanonical"}``).
 """
 
@@ -112,8 +113,11 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
         model.build()
     finally:
         model_components.GroupSpecificTerm = base
+    backend = os.environ.get("BACKEND", "numba")  # "jax" or "jax/pytensor": PyTensor's JAX backend
     with pytensor.config.change_flags(numba__fastmath=False):
-        compiled = nutpie.compile_pymc_model(model.backend.model)
+        compiled = nutpie.compile_pymc_model(model.backend.model, backend=backend.split("/")[0],
+                                             gradient_backend=(backend.split("/") + ["pytensor"])[1]
+                                             if backend.startswith("jax") else "pytensor")
     kwargs = {"adaptation": "low_rank"} if adapt == "low_rank" else {}
     if os.environ.get("CORES"):
         kwargs["cores"] = int(os.environ["CORES"])
