@@ -107,8 +107,9 @@ def semantic_notes(spec, info: FormulaInfo, population_vars) -> list[str]:
 AUXILIARY = {name: f.auxiliary for name, f in FAMILIES.items() if f.auxiliary}
 
 
-def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
-    """Checks that need the formula but not the data: all problems at once."""
+def spec_checks(loaded: LoadedSpec, *, data: bool = True) -> FormulaInfo:
+    """Checks that need the formula but not the data: all problems at once. When the spec has
+    problems, the data's are reported with them (``data``; see :func:`_data_problems`)."""
 
     spec = loaded.spec
     file = str(loaded.path)
@@ -151,6 +152,7 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
         valid |= {f"{name}.{t}" for t in cinfo.prior_names}
         groups |= {f"{name}.{g.name}" for g in cinfo.group_terms}
     unknown = []  # prior keys that are not terms of the model
+    probe = functools.cache(lambda: _prepare_error(loaded, info))  # the data checks, run at most once
     for name, prior in spec.model.priors.items():
         where = {"key": dotted(("model", "priors", name)), "file": file,
                  "line": loaded.line("model", "priors", name)}
@@ -192,12 +194,46 @@ def spec_checks(loaded: LoadedSpec) -> FormulaInfo:
                                     f"{values_text(support(prior))}", got=str(prior),
                                     hint="use a prior on (0, 1): " + ", ".join(with_support_within(UNIT)), **where))
     if unknown:
-        problems += _unknown_prior_keys(loaded, info, unknown, valid, problems)
+        problems += _unknown_prior_keys(loaded, info, unknown, valid, probe)
     problems += structure_problems(loaded, info)
     problems += parameterization_problems(loaded, info)
-    if problems:
-        raise SpecError(problems)
+    if problems or (probe.cache_info().currsize and probe() is not None):
+        raise _with_data_problems(problems, probe, data)
     return info
+
+
+# Spec keys the data checks read as they are: while one of them is wrong, the data's problems would
+# be found against the wrong formula or family, so they wait for the fix.
+DATA_CHECKS_READ = ("model.formula", "model.family", "model.formulas")
+
+
+def _with_data_problems(spec_problems: list[Problem], probe, data: bool) -> MrpError:
+    """The error of a spec with problems, with the problems the data checks (``probe``) find, so
+    that a user sees both at once rather than the data's only after fixing the spec. The data are
+    checked when ``data`` is set and neither the formula nor the family is wrong
+    (:data:`DATA_CHECKS_READ`), or when a prior key's problem needed them already. A formula naming
+    a column the data lack is the data's error (exit 4, as without the spec's problems); otherwise
+    it is the spec's."""
+    probed = probe.cache_info().currsize > 0
+    broken = any(p.key == k or p.key.startswith(k + ".") for p in spec_problems for k in DATA_CHECKS_READ)
+    exc = probe() if probed or (data and not broken) else None
+    if exc is None:
+        return SpecError(spec_problems)
+    missing = any(p.key == "model.formula" and "is not a column" in p.message for p in exc.problems)
+    cls = type(exc) if missing else SpecError
+    return cls(spec_problems + [p for p in exc.problems if p not in spec_problems])
+
+
+def _prepare_error(loaded: LoadedSpec, info: FormulaInfo) -> MrpError | None:
+    """The error the data checks raise for this spec, if any (a probe: a failure that is no
+    user's mistake counts as none, the spec's own problems being what is raised)."""
+    try:
+        prepare(loaded, info)
+    except MrpError as exc:
+        return exc
+    except Exception:  # noqa: BLE001 - only a probe
+        return None
+    return None
 
 
 def formula_components(loaded: LoadedSpec, info: FormulaInfo) -> tuple[dict[str, FormulaInfo], list[Problem]]:
@@ -312,7 +348,8 @@ def variant_problems(loaded: LoadedSpec, overrides=(), frames: dict | None = Non
     out = []
     for name in loaded.spec.variants:
         try:
-            spec_checks(load_spec(loaded.path, tuple(overrides) + variant_overrides(loaded, name), frames=frames))
+            spec_checks(load_spec(loaded.path, tuple(overrides) + variant_overrides(loaded, name), frames=frames),
+                        data=False)
         except MrpError as exc:
             for p in exc.problems:
                 own = next((k for k in loaded.spec.variants[name] if p.key == k or p.key.startswith(k + ".")), None)
@@ -358,32 +395,26 @@ def _transformed_response_problem(info: FormulaInfo, family: str, span: tuple[in
 _DID_YOU_MEAN = re.compile(r"did you mean '(.+)'\?")
 
 
-def _unknown_prior_keys(loaded: LoadedSpec, info: FormulaInfo, unknown, valid: set[str],
-                        spec_problems: list[Problem]) -> list[Problem]:
+def _unknown_prior_keys(loaded: LoadedSpec, info: FormulaInfo, unknown, valid: set[str], probe) -> list[Problem]:
     """Problems of prior keys that are not terms of the model.
 
     A key close to a term may be right while the formula holds the typo (a group term on a
     misspelt column, with the prior written for the column's name): then the data are read to
-    tell. When they lack a column of the formula, that problem is raised first, a key that is what
-    the formula would have once the column is fixed is not reported, and a term naming a missing
-    column is never suggested.
+    tell (``probe``). When they lack a column of the formula, a key that is what the formula would
+    have once the column is fixed is not reported, and a term naming a missing column is never
+    suggested; the data's problems are raised with the spec's (:func:`spec_checks`).
     """
 
     term_vars = dict(info.common_term_vars)
     term_vars.update({g.name: g.expr_vars + g.factor_vars for g in info.group_terms})
     data_exc, fixes = None, {}  # fixes: a formula variable that is not a column -> the column it may mean
     if any(difflib.get_close_matches(name, valid, n=1, cutoff=0.6) for name, _ in unknown):
-        try:
-            prepare(loaded, info)
-        except MrpError as exc:
-            data_exc = exc
-            for p in exc.problems:
-                for var in info.response_vars + info.rhs_vars:
-                    if p.key == "model.formula" and f"'{var}' is not a column" in p.message:
-                        m = _DID_YOU_MEAN.search(p.hint)
-                        fixes[var] = m.group(1) if m else None
-        except Exception:  # noqa: BLE001 - only a probe; the spec's own problems are reported below
-            pass
+        data_exc = probe()
+        for p in data_exc.problems if data_exc is not None else ():
+            for var in info.response_vars + info.rhs_vars:
+                if p.key == "model.formula" and f"'{var}' is not a column" in p.message:
+                    m = _DID_YOU_MEAN.search(p.hint)
+                    fixes[var] = m.group(1) if m else None
     broken = {t for t, vs in term_vars.items() if set(vs) & set(fixes)}
     out = []
     for name, where in unknown:
@@ -391,10 +422,6 @@ def _unknown_prior_keys(loaded: LoadedSpec, info: FormulaInfo, unknown, valid: s
             continue  # the key names the term the formula means; the formula's problem says so
         out.append(Problem(f"'{name}' is not a term of the model", hint=did_you_mean(name, valid - broken),
                            **where))
-    if data_exc is not None:
-        first = [p for p in data_exc.problems if p.key == "model.formula"]
-        rest = [p for p in data_exc.problems if p.key != "model.formula"]
-        raise type(data_exc)(first + rest + spec_problems + out)
     return out
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from mrp_formula.checks import coverage as coverage_mod
 from mrp_formula.poststrat import classical as classical
-from mrp_formula.errors import SpecError
+from mrp_formula.errors import MrpError, SpecError
 from mrp_formula.spec.tree import load_spec
 from mrp_formula.steps import Plan, plan as plan_of, variant_problems
 
@@ -17,7 +17,10 @@ def check(path, *, overrides=(), data=None, population=None) -> Plan:
     of the spec's files."""
     frames = {"data": data, "population": population}
     loaded = load_spec(path, tuple(overrides), frames=frames)
-    plan = plan_of(path, overrides, loaded=loaded)
+    try:
+        plan = plan_of(path, overrides, loaded=loaded)
+    except MrpError as exc:  # the variants' problems too, all at once, as the spec's error says
+        raise type(exc)(exc.problems + tuple(variant_problems(loaded, overrides, frames))) from None
     problems = variant_problems(loaded, overrides, frames)
     if problems:
         raise SpecError(problems)

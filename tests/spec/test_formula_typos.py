@@ -80,11 +80,21 @@ def test_formula_problem_first(tmp_path, formula, priors, expected):
     assert _problems(_spec(tmp_path, formula, priors)) == expected
 
 
-def test_far_off_prior_key_needs_no_data(tmp_path):
-    """A key close to no term is the prior's problem alone: reported without reading any data."""
-    path = _spec(tmp_path, "y ~ arm + (1|region)", {"zzz": "Normal(0, 1)"}, data=False)
+def test_far_off_prior_key_is_the_priors_problem(tmp_path):
+    """A key close to no term is the prior's problem alone when the data are fine."""
+    path = _spec(tmp_path, "y ~ arm + (1|region)", {"zzz": "Normal(0, 1)"})
     assert _problems(path) == (SpecError, [("model.priors.zzz", "'zzz' is not a term of the model",
                                             "expected one of '1|region', 'Intercept', 'arm', 'sigma'")])
+
+
+def test_far_off_prior_key_and_missing_data_at_once(tmp_path):
+    """A spec problem does not hide the data's: the missing file is reported with the prior key,
+    as the spec's error (exit 3)."""
+    path = _spec(tmp_path, "y ~ arm + (1|region)", {"zzz": "Normal(0, 1)"}, data=False)
+    cls, problems = _problems(path)
+    assert cls is SpecError
+    assert [k for k, _, _ in problems] == ["data.source", "model.priors.zzz"]
+    assert "d.csv" in problems[0][1]
 
 
 def test_cli_reports_the_formula(tmp_path):

@@ -1,0 +1,94 @@
+"""`mrp check` reports the spec's problems and the data's at once: a mistake in the spec does not
+hide a typo in the population, a missing file or a variant's broken model (unless the formula or
+the family is wrong, which the data checks read as they are)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mrp_formula.cli import app
+
+SPEC = """
+name = "at-once"
+[data]
+source = "clicks.csv"
+[model]
+formula = "{formula}"
+family = "{family}"
+[model.priors]
+"1|gender" = "{prior}"
+[population.margins]
+gender = {{ female = 0.5, {male} = 0.5 }}
+[estimands.rate]
+at = {{ arm = ["a", "b"] }}
+{variants}
+"""
+
+GOOD = dict(formula="clicked ~ arm + (1 | gender)", family="bernoulli", prior="Normal(0, HalfNormal(0.5))",
+            male="male", variants="")
+BAD_PRIOR = "Normal(1, HalfNormal(0.5))"  # a group term's effects have mean 0
+MEAN_ZERO = "a group term's effects have mean 0"
+MAL = "population level 'mal' of 'gender'"
+
+
+def _write(tmp_path, data=True, **edits):
+    if data:
+        rng = np.random.default_rng(3)
+        n = 80
+        pd.DataFrame({"clicked": rng.integers(0, 2, n), "arm": rng.choice(["a", "b"], n),
+                      "gender": rng.choice(["female", "male"], n)}).to_csv(tmp_path / "clicks.csv", index=False)
+    path = tmp_path / "s.toml"
+    path.write_text(textwrap.dedent(SPEC.format(**(GOOD | edits))).lstrip())
+    return path
+
+
+def _check(path):
+    result = CliRunner().invoke(app, ["check", str(path), "--json"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _messages(out):
+    return [(p["key"], p["message"]) for p in out["errors"]]
+
+
+@pytest.mark.parametrize("edits, data, expected", [
+    # a spec problem and a population typo: both, in the order of the file, as the spec's error
+    (dict(prior=BAD_PRIOR, male="mal"), True, ['model.priors."1|gender"', "population.margins.gender"]),
+    # a spec problem and no data file at all
+    (dict(prior=BAD_PRIOR), False, ["data.source", 'model.priors."1|gender"']),
+    # a variant whose model is broken, beside the spec's own problem
+    (dict(prior=BAD_PRIOR, variants='[variants.nogender]\n"model.formula" = "clicked ~ arm"'), True,
+     ['model.priors."1|gender"', 'variants.nogender (model.priors."1|gender")']),
+])
+def test_spec_and_data_problems_at_once(tmp_path, edits, data, expected):
+    code, out = _check(_write(tmp_path, data=data, **edits))
+    assert code == 3
+    assert [k for k, _ in _messages(out)] == expected
+    assert MEAN_ZERO in _messages(out)[expected.index('model.priors."1|gender"')][1]
+
+
+def test_the_population_typo_alone_is_the_datas_error(tmp_path):
+    code, out = _check(_write(tmp_path, male="mal"))
+    assert code == 4
+    assert [k for k, _ in _messages(out)] == ["population.margins.gender"]
+    assert MAL in _messages(out)[0][1]
+
+
+@pytest.mark.parametrize("edits", [
+    dict(family="binomial"),  # the family's response is p(successes, trials): the data checks wait
+    dict(family="binomial", prior=BAD_PRIOR),
+])
+def test_a_wrong_family_keeps_the_data_checks_back(tmp_path, edits):
+    """With the family wrong, the data's problems (here: no file) would be found against it: only
+    the spec's are reported."""
+    code, out = _check(_write(tmp_path, data=False, male="mal", **edits))
+    assert code == 3
+    keys = [k for k, _ in _messages(out)]
+    assert "model.formula" in keys and "data.source" not in keys and "population.margins.gender" not in keys
