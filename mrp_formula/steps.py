@@ -328,6 +328,8 @@ def parameterization_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Pro
                                f"\"iid\" for independent effects", **where))
             continue
         if name in terms:
+            if not isinstance(setting[name], str):
+                out += _centring_weight_problems(loaded, info, name, where)
             continue
         component = name.split(".", 1)[0]
         if component in loaded.spec.model.formulas:
@@ -340,6 +342,27 @@ def parameterization_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Pro
                 else did_you_mean(name, terms) or f"its group terms are {', '.join(terms) or 'none'}")
         out.append(Problem(f"'{name}' is not a group term of the formula", hint=hint, **where))
     return out
+
+
+def _centring_weight_problems(loaded: LoadedSpec, info: FormulaInfo, name: str, where: dict) -> list[Problem]:
+    """A centring weight set by hand is for the partially non-centred form, which mrp-formula builds
+    for a group intercept of a one-response family whose prior is Normal(0, sd) with a prior on the
+    sd (``model.plan.partial_centring``)."""
+    term = next(g for g in info.group_terms if g.name == name)
+    family = loaded.spec.model.family
+    prior = loaded.spec.model.priors.get(name)
+    choose = 'set "centered" or "noncentered" instead'
+    if term.expr_vars:
+        return [Problem(f"a centring weight is for a group intercept (1|...); '{name}' has slopes",
+                        hint=choose, **where)]
+    if FAMILIES[family].categories == "categorical":
+        return [Problem(f"a centring weight is not built for the {family} family's group effects (one per category)",
+                        hint=choose, **where)]
+    if prior is not None and not isinstance(prior.param("sigma"), PriorSpec):
+        return [Problem(f"a centring weight needs a prior on the sd of '{name}', whose prior fixes it "
+                        f"(model.priors.\"{name}\" = {prior})", hint='e.g. "Normal(0, HalfNormal(1))", or remove '
+                        "the weight: a fixed sd leaves nothing to reparameterize", **where)]
+    return []
 
 
 def variant_problems(loaded: LoadedSpec, overrides=(), frames: dict | None = None) -> list[Problem]:

@@ -72,7 +72,8 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
         if aggregated:
             family, formula = "binomial", with_response(info, f"p({SUCCESSES}, {TRIALS})")
     fit = loaded.spec.fit
-    needed = "auto" in _settings(spec.parameterization, info) or fit.mass_matrix == "auto"
+    settings = _settings(spec.parameterization, info)
+    needed = any(not isinstance(v, str) or v == "auto" for v in settings.values()) or fit.mass_matrix == "auto"
     info_by_term = information(data, info, family, aggregated) if needed else {}
     param, reason = choose_parameterization(info, spec.parameterization, info_by_term)
     mass, mass_reason = choose_mass_matrix(fit.mass_matrix, fit.sampler, info_by_term)
@@ -87,7 +88,8 @@ def plan_fit(loaded: LoadedSpec, info: FormulaInfo, tables: Tables) -> FitPlan:
     structures, structure_notes = plan_structures(loaded, info, tables, priors)
     for sp in structures:
         param[sp.term], reason[sp.term] = "noncentered", f"{sp.kind} structure (always non-centred)"
-    centring = partial_centring(spec.family, priors, param, reason, info_by_term)
+    by_hand = {t: float(w) for t, w in settings.items() if not isinstance(w, str)}
+    centring = partial_centring(spec.family, priors, param, reason, info_by_term, by_hand)
     return FitPlan(data=data, formula=formula, family=family, aggregated=aggregated,
                    rows_in=int(tables.stats.get("sample_rows_used", len(sample))), cells=len(data), parameterization=param,
                    centring=centring,
@@ -272,9 +274,9 @@ def information(data, info, family, aggregated) -> dict[str, float]:
     return out
 
 
-def _settings(setting: str | Mapping[str, str], info) -> dict[str, str]:
+def _settings(setting: str | Mapping[str, str | float], info) -> dict[str, str | float]:
     """``model.parameterization`` per group term: one setting for all, or a table by term whose
-    terms not named are ``auto``."""
+    terms not named are ``auto`` (a number there is a centring weight set by hand)."""
     if isinstance(setting, str):
         return {g.name: setting for g in info.group_terms}
     return {g.name: setting.get(g.name, "auto") for g in info.group_terms}
@@ -299,13 +301,17 @@ def centring_weight(information: float) -> float:
     return round(information / (information + INFORMATION_CENTRED), 2) if information > 0 else 0.0
 
 
-def choose_parameterization(info, setting: str | Mapping[str, str], info_by_term: dict[str, float]):
+def choose_parameterization(info, setting: str | Mapping[str, str | float], info_by_term: dict[str, float]):
     """From the data where ``setting`` is ``auto`` (``info_by_term``, from :func:`information`):
     centred when the data pin down each level's effect well, non-centred when they are thin, and
     partially non-centred between (:func:`centring_weight`); as ``setting`` says elsewhere."""
     choice, reason = {}, {}
     settings = _settings(setting, info)
     for g in info.group_terms:
+        if not isinstance(settings[g.name], str):
+            choice[g.name] = "partial"
+            reason[g.name] = f"centring weight {settings[g.name]:g} set in model.parameterization"
+            continue
         if settings[g.name] != "auto":
             choice[g.name], reason[g.name] = settings[g.name], "set in model.parameterization"
             continue
@@ -329,11 +335,13 @@ def _binary_choice(info_median: float) -> tuple[str, str]:
 
 
 def partial_centring(family: str, priors, param: dict[str, str], reason: dict[str, str],
-                     info_by_term: dict[str, float]) -> dict[str, float]:
+                     info_by_term: dict[str, float], set_by_hand: Mapping[str, float] | None = None) -> dict[str, float]:
     """The centring weight of each term ``param`` makes partial, where the sampler can build it: a
-    group intercept of a one-response family whose prior is Normal(0, sd) with a prior on the sd.
-    Any other term the partial choice named goes back to the binary rule (``param`` and ``reason``
-    are updated in place)."""
+    group intercept of a one-response family whose prior is Normal(0, sd) with a prior on the sd;
+    the weight ``set_by_hand`` (``model.parameterization``), else from the data. Any other term the
+    partial choice named goes back to the binary rule (``param`` and ``reason`` are updated in
+    place; the spec's checks refuse a weight set by hand for such a term, so only the data's
+    choice can)."""
     by_term = {tp.term: tp for tp in priors if tp.role == "group" and not tp.component}
     out = {}
     for term, choice in param.items():
@@ -342,7 +350,7 @@ def partial_centring(family: str, priors, param: dict[str, str], reason: dict[st
         tp = by_term.get(term)
         if (tp is not None and tp.prior.name == "Normal" and not tp.prior.param("mu")
                 and isinstance(tp.prior.param("sigma"), Dist) and FAMILIES[family].categories != "categorical"):
-            out[term] = centring_weight(info_by_term[term])
+            out[term] = (set_by_hand or {}).get(term) or centring_weight(info_by_term[term])
             continue
         param[term], reason[term] = _binary_choice(info_by_term[term])
     return out

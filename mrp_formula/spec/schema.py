@@ -175,13 +175,17 @@ def _type(s: dict) -> str:
         return f"array of {_type(items)}"
     if t == "object":
         inner = s.get("additionalProperties")
-        return f"table of {_type(inner)}" if isinstance(inner, dict) else "table"
+        if not isinstance(inner, dict):
+            return "table"
+        kind = _type(inner)
+        return f"table of ({kind})" if " or " in kind else f"table of {kind}"
     return {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean"}.get(t, "any")
 
 
 def _allowed(s: dict) -> str:
     if "oneOf" in s:  # a value or a table of the same values
-        return "; ".join(dict.fromkeys(a for a in (_allowed(x.get("additionalProperties", x)) for x in s["oneOf"]) if a))
+        each = (_allowed(x.get("additionalProperties", x)) for x in s["oneOf"])
+        return "; ".join(dict.fromkeys(part for a in each if a for part in a.split("; ")))
     parts = []
     if "enum" in s or "const" in s:
         parts.append(", ".join(f"`{json.dumps(v)}`" for v in s.get("enum", [s.get("const")])))

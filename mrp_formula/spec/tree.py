@@ -74,9 +74,22 @@ Prior = Annotated[PriorSpec, BeforeValidator(_prior)]
 
 
 PARAMETERIZATIONS = Literal["auto", "centered", "noncentered"]
-_UNION_TAGS = ("every term", "by term")  # the branches of `model.parameterization`: not keys the user wrote
+# the branches of `model.parameterization` and of its table's values: not keys the user wrote
+_UNION_TAGS = ("every term", "by term", "choice", "centring weight")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# A term of the table: a choice, or a centring weight w set by hand (0 < w < 1: the partially
+# non-centred form, offset ~ N(0, sd^w), effects sd^(1 - w) offset; model/plan.py).
+TermParameterization = Annotated[
+    Annotated[PARAMETERIZATIONS, Tag("choice")] | Annotated[float, Field(gt=0, lt=1), Tag("centring weight")],
+    Discriminator(lambda v: "centring weight" if _is_number(v) else "choice"),
+]
 Parameterization = Annotated[
-    Annotated[PARAMETERIZATIONS, Tag("every term")] | Annotated[dict[str, PARAMETERIZATIONS], Tag("by term")],
+    Annotated[PARAMETERIZATIONS, Tag("every term")] | Annotated[dict[str, TermParameterization], Tag("by term")],
     Discriminator(lambda v: "by term" if isinstance(v, dict) else "every term"),
 ]
 
@@ -196,7 +209,10 @@ class ModelSpec(_Frozen):
                             'data pin down each level\'s effect, non-centred where they are thin, a group intercept '
                             'partially non-centred between, with its centring weight from the data); `"centered"` '
                             'or `"noncentered"` for every group term; or a table by term, `{ "1|race:female" = '
-                            '"centered" }` (the group terms of `formula`), whose terms not named are `"auto"`. '
+                            '"centered" }` (the group terms of `formula`), whose terms not named are `"auto"`; '
+                            'a group intercept with a prior on its sd can take a centring weight strictly between '
+                            '0 (non-centred) and 1 (centred) there, `{ "1|region" = 0.5 }`, for the partially '
+                            'non-centred form. '
                             'The run\'s notes give each term\'s choice and why; the manifest records the '
                             'choices (`model.parameterization`).'
     )
@@ -716,8 +732,8 @@ def _user_loc(loc: tuple) -> tuple:
     branch of ``model.parameterization`` that was taken)."""
     out = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
     branch = ("model", "parameterization")
-    if out[:2] == branch and len(out) > 2 and out[2] in _UNION_TAGS:
-        out = branch + out[3:]
+    if out[:2] == branch:
+        out = branch + tuple(p for p in out[2:] if p not in _UNION_TAGS)
     return out
 
 
@@ -755,6 +771,9 @@ def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overri
             got = repr(err.get("input"))
             if loc and loc[-1] in ("ci_prob", "target_accept"):
                 hint = "a probability strictly between 0 and 1, e.g. 0.95"
+            elif loc[:2] == ("model", "parameterization") and kind.startswith(("greater", "less")):
+                hint = ('a centring weight is strictly between 0 and 1; for the ends write "noncentered" (0) '
+                        'or "centered" (1)')
             elif kind.startswith(("greater", "less")):
                 hint = f"use a number {msg.removeprefix('Input should be ')}"
         problems.append(Problem(msg, key=key, file=where_file, line=line, got=got, hint=hint))

@@ -143,6 +143,32 @@ def test_a_term_set_in_the_spec_is_fitted_so(ab_dir):
         assert term.prior.noncentered is (value == "noncentered")
 
 
+def test_a_centring_weight_set_in_the_spec_is_fitted_so(ab_dir):
+    """`parameterization = { "1|gender" = 0.3 }` builds the partially non-centred form with that
+    weight (the offset's prior sd is sd ** 0.3), says so in the plan's reasons, and another weight
+    is another fit and another compiled model."""
+    import pymc as pm
+
+    from mrp_formula.model.cache import fit_key, model_key
+    from mrp_formula.model.plan import versions
+    from mrp_formula.steps import plan_and_model
+
+    keys = set()
+    for w in (0.3, 0.4):
+        plan, built = plan_and_model(ab_dir / "ab.toml", [f'model.parameterization={{ "1|gender" = {w} }}'])
+        fp = plan.fit_plan
+        assert fp.parameterization["1|gender"] == "partial" and fp.centring == {"1|gender": w}
+        assert fp.parameterization_reason["1|gender"] == f"centring weight {w} set in model.parameterization"
+        keys |= {fit_key(plan, versions()), model_key(plan, versions())}
+    built.build()
+    with built.backend.model:
+        prior = pm.sample_prior_predictive(draws=4000, random_seed=3,
+                                           var_names=["1|gender_sigma", "1|gender_offset"])["prior"]
+    z = (prior["1|gender_offset"].to_numpy() / prior["1|gender_sigma"].to_numpy()[..., None] ** 0.4).ravel()
+    assert abs(z.mean()) < 0.04 and abs(z.std() - 1) < 0.04  # n = 8,000: the sd's standard error is under 0.008
+    assert len(keys) == 4
+
+
 @pytest.mark.parametrize("w", [0.3, 0.7])
 def test_partial_effects_have_the_terms_prior(ab_dir, w):
     """A partially non-centred term (``FitPlan.centring``) is built as Bambi's non-centred names,
