@@ -25,7 +25,9 @@ same chains). The line gives the sampling seconds, gradient evaluations (all, an
 leapfrog steps per draw, divergences, the largest R-hat, the three smallest bulk ESS of the
 parameters and the smallest per 1,000 gradient evaluations. Set CORES to limit nutpie's threads,
 TARGET for another target_accept than 0.95, BACKEND for PyTensor's JAX backend (``jax`` with JAX's
-own gradient, ``jax/pytensor`` with PyTensor's; where JAX is installed), NUTS to a JSON object of further settings of
+own gradient, ``jax/pytensor`` with PyTensor's; where JAX is installed), DATA for the data as inputs
+of the compiled function rather than constants (``inputs``, or ``inputs_static`` keeping their
+shapes), NUTS to a JSON object of further settings of
 ``nutpie.sample`` (e.g. ``{"trajectory_kind": "Microcanonical"}``).
 """
 
@@ -113,6 +115,8 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
         model.build()
     finally:
         model_components.GroupSpecificTerm = base
+    if os.environ.get("DATA"):  # "inputs" or "inputs_static": the data as inputs of the graph, not constants
+        _data_as_inputs(model.backend.model, static=os.environ["DATA"] == "inputs_static")
     backend = os.environ.get("BACKEND", "numba")  # "jax" or "jax/pytensor": PyTensor's JAX backend
     with pytensor.config.change_flags(numba__fastmath=False):
         compiled = nutpie.compile_pymc_model(model.backend.model, backend=backend.split("/")[0],
@@ -139,6 +143,30 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
           f"{int(stats['diverging'].sum())} divergences, max R-hat {max(float(rhat[v].max()) for v in names):.3f}, "
           f"smallest ESS {', '.join(f'{v} {e:.0f}' for e, v in worst)}, "
           f"{worst[0][0] / grads * 1000:.2f} per 1,000 gradients")
+
+
+def _data_as_inputs(model, static: bool) -> None:
+    """Make the model's log density take its data (every constant of 50 or more values: the cells'
+    index vectors, design columns, successes and trials) as shared variables, which nutpie passes
+    to the compiled function at each call, instead of constants compiled into it: what a compile
+    cache keyed by the model's structure alone would need. ``static`` keeps their shapes in the
+    graph (a new sample would need the same number of cells)."""
+    import numpy as np
+    import pytensor
+    from pytensor.graph.basic import Constant, ancestors
+    from pytensor.graph.replace import graph_replace
+
+    logp = model.logp
+
+    def with_inputs(*args, **kwargs):
+        out = logp(*args, **kwargs)
+        data = [v for v in ancestors([out]) if isinstance(v, Constant) and getattr(v.data, "size", 0) >= 50]
+        print(f"{len(data)} constants made inputs: " + ", ".join(f"{c.data.dtype}{c.data.shape}" for c in data),
+              flush=True)
+        return graph_replace(out, {c: pytensor.shared(np.asarray(c.data), shape=c.data.shape if static
+                                                      else (None,) * c.ndim) for c in data}, strict=False)
+
+    model.logp = with_inputs
 
 
 def _merged(base: dict, extra: dict) -> dict:
