@@ -3,6 +3,8 @@ estimands, summed into unique cells; the population's new levels of each group f
 
 from __future__ import annotations
 
+import re
+
 import difflib
 
 import numpy as np
@@ -136,9 +138,10 @@ def population_cells(loaded, info, sample, variables, problems, join_cache, weig
     return cells, notes, stats
 
 
-def check_estimands(loaded, info, variables, population, problems, data_problems, pop_columns):
+def check_estimands(loaded, info, variables, population, problems, data_problems, pop_columns, absent=frozenset()):
     """Estimands against the population: spec mistakes go to ``problems`` (exit 3), tables that
-    lack a column to ``data_problems`` (exit 4)."""
+    lack a column to ``data_problems`` (exit 4). What names a predictor in ``absent`` (the formula's,
+    missing from the sample: ``tables._without``) is not checked."""
     spec = loaded.spec
     analyst_set = {v for e in spec.estimands.values() for v in list(e.at) + list(e.contrast or {})}
     pop_vars = set(population.columns) - {WEIGHT}
@@ -166,6 +169,8 @@ def check_estimands(loaded, info, variables, population, problems, data_problems
         if est.contrast:
             set_vars.update(est.contrast)
         for var, levels in set_vars.items():
+            if var in absent:
+                continue
             where = "contrast" if est.contrast and var in est.contrast else "at"
             key = f"estimands.{name}.{where}.{var}"
             if var not in variables:
@@ -183,7 +188,7 @@ def check_estimands(loaded, info, variables, population, problems, data_problems
             if var not in pop_vars and var not in set_vars:
                 lacking.setdefault(var, []).append(name)
         for term in est.exclude:
-            if term not in info.prior_names:
+            if term not in info.prior_names and not set(re.split(r"\W+", term)) & absent:
                 problems.add(f"'{term}' is not a term of the model", key=f"estimands.{name}.exclude",
                              line=loaded.line(*base, "exclude"), hint=did_you_mean(term, info.prior_names))
     for var, names in lacking.items():

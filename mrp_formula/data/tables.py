@@ -7,7 +7,7 @@ Every problem found is collected and raised at once as a :class:`DataError`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from mrp_formula.data.population_table import (check_declared_new, check_estiman
                                                population_cells)
 from mrp_formula.data.read import read_collapsed, check_query, read_source, sample_name
 from mrp_formula.data.weights import check_frequency_weights, frequency_weights
-from mrp_formula.errors import DataError, ProblemList, SpecError, did_you_mean
+from mrp_formula.errors import DataError, MrpError, ProblemList, SpecError, did_you_mean
 from mrp_formula.notes import Note
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.spec.formula import FormulaInfo
@@ -51,8 +51,29 @@ class Tables:
     weights: str | None = None  # column of frequency weights in `sample`, if any
 
 
-def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
-    """Read and check the sample and the population; raise with every problem found."""
+def _without(absent: list[str], loaded: LoadedSpec, info: FormulaInfo) -> list:
+    """The problems the rest of the checks (the sample's values, the population, the estimands)
+    find in a model without the terms of the predictors the sample lacks, so that those do not hide
+    the others: only problems that do not name a missing predictor (those would follow from its
+    absence)."""
+    gone = set(absent)
+    terms = dict(info.common_term_vars)
+    reduced = replace(info, common_terms=tuple(t for t in info.common_terms if not set(terms.get(t, ())) & gone),
+                      common_vars=tuple(v for v in info.common_vars if v not in gone),
+                      common_term_vars=tuple((t, vs) for t, vs in info.common_term_vars if not set(vs) & gone),
+                      group_terms=tuple(g for g in info.group_terms if not set(g.expr_vars + g.factor_vars) & gone))
+    try:
+        prepare(loaded, reduced, _absent=frozenset(gone))
+    except MrpError as exc:
+        return [p for p in exc.problems if not any(f"'{v}'" in p.message or f"{v}" == p.key.rsplit(".", 1)[-1]
+                                                   for v in gone)]
+    return []
+
+
+def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = frozenset()) -> Tables:
+    """Read and check the sample and the population; raise with every problem found. (``_absent``:
+    the predictors of the formula that :func:`_without` left out, which the checks of the spec's
+    own keys skip.)"""
     spec = loaded.spec
     file = str(loaded.path)
     problems = ProblemList(file=file)
@@ -93,12 +114,16 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
     elif weights:
         sample = frequency_weights(sample, spec.data.weights, loaded, problems)
         needed.append(spec.data.weights)
+    absent = []
     for var in needed:
         if var in sample.columns or var == weights:
             continue
+        absent.append(var)
         role = "response" if var in info.response_vars else "predictor"
         problems.add(f"{role} '{var}' is not a column of {sample_name(loaded)}", key="model.formula",
                      line=loaded.line("model", "formula"), hint=did_you_mean(var, sample.columns))
+    if absent and not problems.items[:-len(absent)] and not set(absent) & set(info.response_vars):
+        problems.extend(_without(absent, loaded, info))
     problems.raise_if_any(DataError)
     sample = sample[needed].copy()
 
@@ -165,7 +190,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
             sample[resp] = pd.Categorical(sample[resp], categories=[lv for lv in order if lv in present],
                                           ordered=True)
     for var in spec.model.levels:
-        if var not in info.rhs_vars and var not in info.response_vars:
+        if var not in info.rhs_vars and var not in info.response_vars and var not in _absent:
             problems.add(f"'{var}' is not a predictor in the formula", key=f"model.levels.{var}",
                          line=loaded.line("model", "levels", var), hint=did_you_mean(var, info.rhs_vars))
     problems.raise_if_any(DataError)
@@ -186,7 +211,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo) -> Tables:
 
     data_problems = ProblemList(file=file)
     check_estimands(loaded, info, variables, population, problems, data_problems,
-                     pop_stats.get("population_columns", []))
+                     pop_stats.get("population_columns", []), _absent)
     check_declared_new(loaded, info, problems)
     if data_problems:
         raise DataError(problems.items + data_problems.items)

@@ -21,6 +21,7 @@ source = "clicks.csv"
 [model]
 formula = "{formula}"
 family = "{family}"
+{levels}
 [model.priors]
 "1|gender" = "{prior}"
 [population.margins]
@@ -31,18 +32,19 @@ at = {{ arm = ["a", "b"] }}
 """
 
 GOOD = dict(formula="clicked ~ arm + (1 | gender)", family="bernoulli", prior="Normal(0, HalfNormal(0.5))",
-            male="male", variants="")
+            male="male", variants="", levels="")
 BAD_PRIOR = "Normal(1, HalfNormal(0.5))"  # a group term's effects have mean 0
 MEAN_ZERO = "a group term's effects have mean 0"
 MAL = "population level 'mal' of 'gender'"
 
 
-def _write(tmp_path, data=True, **edits):
+def _write(tmp_path, data=True, drop=(), **edits):
     if data:
         rng = np.random.default_rng(3)
         n = 80
         pd.DataFrame({"clicked": rng.integers(0, 2, n), "arm": rng.choice(["a", "b"], n),
-                      "gender": rng.choice(["female", "male"], n)}).to_csv(tmp_path / "clicks.csv", index=False)
+                      "gender": rng.choice(["female", "male"], n)}).drop(columns=list(drop)).to_csv(
+            tmp_path / "clicks.csv", index=False)
     path = tmp_path / "s.toml"
     path.write_text(textwrap.dedent(SPEC.format(**(GOOD | edits))).lstrip())
     return path
@@ -92,3 +94,35 @@ def test_a_wrong_family_keeps_the_data_checks_back(tmp_path, edits):
     assert code == 3
     keys = [k for k, _ in _messages(out)]
     assert "model.formula" in keys and "data.source" not in keys and "population.margins.gender" not in keys
+
+
+ARM = ("model.formula", "predictor 'arm' is not a column of the sample")
+
+
+def test_a_predictor_missing_from_the_sample_does_not_hide_the_population(tmp_path):
+    """The sample lacks a predictor: the population's problems are found with the rest of the model."""
+    code, out = _check(_write(tmp_path, drop=["arm"], male="mal"))
+    assert code == 4
+    got = _messages(out)
+    assert [k for k, _ in got] == ["model.formula", "population.margins.gender"]
+    assert got[0][1].startswith(ARM[1]) and MAL in got[1][1]
+
+
+def test_what_follows_from_the_missing_predictor_is_not_repeated(tmp_path):
+    """Its levels, its estimands' `at` and the population's want of it follow from its absence:
+    only the missing column is reported."""
+    code, out = _check(_write(tmp_path, drop=["arm"], levels='levels.arm = ["a", "b"]'))
+    assert code == 4
+    assert [(k, m.split(";")[0]) for k, m in _messages(out)] == [ARM]
+
+
+def test_a_term_of_the_missing_predictor_excluded_is_not_a_problem(tmp_path):
+    """An estimand that excludes the term of the missing predictor: only the column is reported
+    (with the population's own problem)."""
+    path = _write(tmp_path, formula="clicked ~ arm + (1 | gender) + (1 | region)", variants='exclude = ["1|region"]',
+                  male="mal")
+    code, out = _check(path)
+    assert code == 4
+    got = _messages(out)
+    assert [k for k, _ in got] == ["model.formula", "population.margins.gender"]
+    assert "predictor 'region' is not a column of the sample" in got[0][1] and MAL in got[1][1]
