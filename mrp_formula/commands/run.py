@@ -180,7 +180,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
                        ordered_levels(plan.fit_plan.structures)) if spec.report.plots else None
             # the page and the PNGs are drawn by the child forked when the run began (it has imported
             # matplotlib meanwhile), while this process stores the fit and writes posterior.nc
-            drawing = helper.beside(_outputs, tmp, fitted.posterior, figures)
+            drawing = helper.beside(_outputs, tmp, fitted.posterior, figures, out_dir)
             try:
                 t4 = time.perf_counter()
                 stored = True
@@ -192,7 +192,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
             finally:
                 drawing.cancel()
             if error:  # the child failed as a whole: draw here, so that the page's own errors show
-                drawn = _outputs(tmp, fitted.posterior, figures)
+                drawn = _outputs(tmp, fitted.posterior, figures, out_dir)
             report_note, report_seconds, plot_note, plot_seconds = drawn
             if plot_note:
                 notes = notes + (plot_note,)
@@ -249,15 +249,15 @@ def ordered_levels(structures) -> dict[str, list[str]]:
     return {sp.factor: list(sp.levels) for sp in structures if sp.kind in ("rw1", "rw2", "ar1")}
 
 
-def _outputs(folder: Path, posterior, figures: tuple | None) -> tuple[str, float, str, float]:
+def _outputs(folder: Path, posterior, figures: tuple | None, home: Path) -> tuple[str, float, str, float]:
     """The page (``report.html``) and, with ``figures`` (see :func:`_plots`), the PNGs of a staged
-    run folder, the PNGs in a forked child while the page is written: on two cores the longer of
-    the two instead of their sum. ``(report note, report seconds, plot note, plot seconds)``; a
-    note is '' unless something was not written."""
+    run folder (which becomes ``home``), the PNGs in a forked child while the page is written: on
+    two cores the longer of the two instead of their sum. ``(report note, report seconds, plot
+    note, plot seconds)``; a note is '' unless something was not written."""
     plots = beside(lambda: _plots(folder, posterior, *figures)) if figures is not None else None
     try:
         start = time.perf_counter()
-        report_note = _report(folder, posterior, parallel=plots is None)
+        report_note = _report(folder, posterior, parallel=plots is None, home=home)
         report_seconds = time.perf_counter() - start
         plot_note, error, plot_seconds = plots.result() if plots is not None else ("", "", 0.0)
     finally:
@@ -280,7 +280,7 @@ def _plots(folder: Path, posterior, table, draws, ppc_table, ci_prob: float, ci_
     return ""
 
 
-def _report(folder: Path, posterior, *, parallel: bool) -> str:
+def _report(folder: Path, posterior, *, parallel: bool, home: Path) -> str:
     """Write report.html from the files just staged (and the posterior they hold, in memory); a
     failure costs a note, never the results. ``parallel``: no PNGs are being drawn beside it, so
     the page draws part of its figures in a second process."""
@@ -288,7 +288,7 @@ def _report(folder: Path, posterior, *, parallel: bool) -> str:
         from mrp_formula.output.report import report_note
     except Exception as exc:  # e.g. jinja2 missing from a broken install
         return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
-    return report_note(folder, posterior, parallel=parallel)
+    return report_note(folder, posterior, parallel=parallel, home=home)
 
 
 SUMMARY = ["mean", "median", "sd", "lower", "upper", "ci_prob", "ci_kind", "p_above_null", "p_in_rope",

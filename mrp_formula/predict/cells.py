@@ -117,6 +117,12 @@ def design_matrices(data: pd.DataFrame, formula: str, family: str):
         dm.common.terms.pop("Intercept")
         sl = dm.common.slices.pop("Intercept")
         dm.common.design_matrix = np.delete(dm.common.design_matrix, sl, axis=1)
+        # the other terms' columns move up by the intercept's width (Bambi's own removal leaves
+        # the slices as they were, since it reads each term's own data; predicting reads the slices)
+        width = sl.stop - sl.start
+        for name, s in list(dm.common.slices.items()):
+            if s.start >= sl.stop:
+                dm.common.slices[name] = slice(s.start - width, s.stop - width)
     else:
         dm = fm.design_matrices(formula, data, "error", environment())
     return dm

@@ -82,6 +82,19 @@ def test_run_folder_contents(ab_run):
     assert "bambi" in manifest["versions"] and "diagnostics" in manifest
 
 
+def test_the_page_names_the_run_folder_not_its_staging(ab_run, monkeypatch):
+    """The page is written into a staged folder that is renamed when the run is complete: it names
+    the folder the reader finds, and the command to write it again works from where the run ran."""
+    _, _, d = ab_run
+    page = (d / "run" / "report.html").read_text()
+    assert ".tmp-" not in page
+    assert str((d / "run").resolve()) in page  # the manifest section's run folder
+    monkeypatch.chdir(d)
+    from mrp_formula.output.report import RunView
+
+    assert RunView.from_folder(d / "run", draws=False).rewrite == "mrp report run"
+
+
 def test_same_seed_same_numbers(ab_run):
     _, result, d = ab_run
     again = mrp_formula.run(d / "ab.toml", out=d / "run2", overrides=FAST, refit=True)

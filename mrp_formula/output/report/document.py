@@ -244,14 +244,16 @@ def summary(view: RunView) -> str:
     return environment().get_template("summary.html.j2").render(
         title=view.name, description=view.description, verdict=P.verdict(view, cs), headlines=P.headlines(view),
         decisions=decisions, decision_summaries=decision_summaries, ci_name=view.ci_name,
-        report=str(Path(view.folder) / REPORT))
+        report=str(Path(view.place) / REPORT))
 
 
-def write_report(folder: str | Path, out: str | Path | None = None, *, posterior=None, parallel: bool = True) -> Path:
+def write_report(folder: str | Path, out: str | Path | None = None, *, posterior=None, parallel: bool = True,
+                 home: Path | None = None) -> Path:
     """Write ``report.html`` (or ``out``) for the run folder ``folder``, atomically. ``posterior``:
     the DataTree in the folder's posterior.nc, when the caller holds it (else it is read).
-    ``parallel``: part of the figures drawn in a second process (when the machine has a core free)."""
-    view = RunView.from_folder(folder, posterior=posterior)
+    ``parallel``: part of the figures drawn in a second process (when the machine has a core free).
+    ``home``: where a staged folder will be once the run is complete (the page names it)."""
+    view = RunView.from_folder(folder, posterior=posterior, home=home)
     target = Path(out) if out is not None else Path(folder) / REPORT
     write_text_atomic(target, render(view, parallel=parallel))
     return target
@@ -274,11 +276,11 @@ def write_text_atomic(path: Path, text_: str) -> None:
                                  hint="choose a folder you can write to")) from None
 
 
-def report_note(folder: Path, posterior=None, *, parallel: bool = True) -> str:
-    """For ``pipeline.run``: write the report into the staged run folder; a failure costs a run note
-    (returned), never the results."""
+def report_note(folder: Path, posterior=None, *, parallel: bool = True, home: Path | None = None) -> str:
+    """For ``pipeline.run``: write the report into the staged run folder (which becomes ``home``);
+    a failure costs a run note (returned), never the results."""
     try:
-        write_report(folder, posterior=posterior, parallel=parallel)
+        write_report(folder, posterior=posterior, parallel=parallel, home=home)
     except Exception as exc:  # the report is a view of the results, not a result
         return f"report.html was not written ({type(exc).__name__}: {exc}); the tables are complete"
     return ""

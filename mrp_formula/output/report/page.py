@@ -731,7 +731,7 @@ def manifest_facts(view: RunView) -> list[Fact]:
     v = m.get("versions") or {}
     if v:
         facts.append(Fact("versions", ", ".join(f"{k} {val}" for k, val in v.items())))
-    facts.append(Fact("run folder", str(view.folder.resolve()), True))
+    facts.append(Fact("run folder", str(view.place.resolve()), True))
     facts.append(Fact("written", view.written))
     return facts
 

@@ -112,14 +112,34 @@ class RunView:
     # the posterior in memory (``mrp run`` hands over the one it wrote): the trace figure then need
     # not read posterior.nc back (about 1 s on the primer); None: read from the folder when drawn
     posterior: object | None = None
+    # where the folder is for its reader: a run writes its page into a staged folder that is then
+    # renamed to this (None: where it was read)
+    home: Path | None = None
+
+    @property
+    def place(self) -> Path:
+        """The run folder as a reader finds it (see ``home``)."""
+        return self.home if self.home is not None else self.folder
+
+    @property
+    def rewrite(self) -> str:
+        """The command that writes the page again: ``mrp report`` and the folder, relative to the
+        current folder when inside it (where the run was made), else absolute."""
+        import shlex
+
+        full = self.place.resolve()
+        here = Path.cwd().resolve()
+        shown = full.relative_to(here) if full.is_relative_to(here) and full != here else full
+        return f"mrp report {shlex.quote(str(shown))}"
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_folder(cls, path: str | Path, *, draws: bool = True, posterior=None) -> "RunView":
+    def from_folder(cls, path: str | Path, *, draws: bool = True, posterior=None, home: Path | None = None) -> "RunView":
         """Read a run folder; a path that is not one raises :class:`UsageError` (exit 2) naming it.
         ``draws=False`` leaves the estimand draws unread (a comparison needs only the summary).
-        ``posterior``: the DataTree the folder's posterior.nc holds, when the caller has it in memory."""
+        ``posterior``: the DataTree the folder's posterior.nc holds, when the caller has it in memory.
+        ``home``: where the folder will be for its reader (see the field)."""
         read_draws = draws
         folder = Path(path)
         if not folder.is_dir():
@@ -186,7 +206,7 @@ class RunView:
                    spec_text=spec_text, spec=spec, notes=notes, warnings=warnings_,
                    diagnostics=DiagnosticsSummary.from_manifest(manifest, spec),
                    written=stamp.strftime("%Y-%m-%d %H:%M UTC"), missing=tuple(missing), calibration=calibration,
-                   posterior=posterior)
+                   posterior=posterior, home=Path(home) if home is not None else None)
 
     # ------------------------------------------------------------------ what the spec says
 
