@@ -83,6 +83,13 @@ def load_targets(loaded: LoadedSpec, tables: Tables) -> Targets | None:
     if cal.by not in pop_vars:
         spec_problems.add(f"'{cal.by}' is not a population variable", key="calibrate.by",
                           line=loaded.line("calibrate", "by"), hint=did_you_mean(cal.by, pop_vars))
+    unset = [v for v in tables.variables if v not in pop_vars]  # set by the estimands alone (`at`, `contrast`)
+    if unset:
+        names = ", ".join(f"'{v}'" for v in unset)
+        spec_problems.add(f"calibration matches the population as it is, and the population has no {names} (the "
+                          f"estimands set {'it' if len(unset) == 1 else 'them'}): the shift would rest on a value "
+                          f"of {names} chosen for you", key="calibrate", line=loaded.line("calibrate"),
+                          hint=f"add {names} to the population (its share of each level), or remove [calibrate]")
     spec_problems.raise_if_any(SpecError)
     where = {"key": "calibrate.source", "line": loaded.line("calibrate", "source")}
     path = loaded.resolve(cal.source)

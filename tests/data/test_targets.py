@@ -50,9 +50,9 @@ def _files(folder, known=None):
 
 
 def _check(folder, *, formula="y ~ age + (1|region)", family="bernoulli", link="", by="region",
-           source="known.csv", column="share"):
+           source="known.csv", column="share", estimand=""):
     text = textwrap.dedent(SPEC.format(formula=formula, family=family, link=link, by=by, source=source,
-                                       column=column))
+                                       column=column)) + estimand
     (folder / "spec.toml").write_text(text)
     r = runner.invoke(app, ["check", str(folder / "spec.toml")])
     assert "Traceback" not in r.output and "internal error" not in r.output, r.output
@@ -78,6 +78,17 @@ def test_by_must_be_a_population_variable(tmp_path):
     assert r.exit_code == 3, r.output
     assert f"spec.toml:{_line(text, 'by = ')}: calibrate.by: 'regon' is not a population variable" in r.output
     assert "did you mean 'region'?" in r.output
+
+
+def test_a_model_variable_the_population_lacks_is_refused(tmp_path):
+    """The estimands set `grade` (at), the population has none: the shift would rest on a value of
+    it chosen for the user (once: its first level), so calibration is refused."""
+    _files(tmp_path)
+    r, text = _check(tmp_path, formula="y ~ grade + age + (1|region)", estimand='at = { grade = ["a", "b"] }\n')
+    assert r.exit_code == 3, r.output
+    assert f"spec.toml:{_line(text, '[calibrate]')}: calibrate: calibration matches the population as it is, and " \
+           "the population has no 'grade'" in r.output
+    assert "add 'grade' to the population" in r.output
 
 
 @pytest.mark.parametrize("what, kw, expect", [
