@@ -120,7 +120,7 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
     backend = os.environ.get("BACKEND", "numba")  # "jax" or "jax/pytensor": PyTensor's JAX backend
     with pytensor.config.change_flags(numba__fastmath=False):
         compiled = nutpie.compile_pymc_model(model.backend.model, backend=backend.split("/")[0],
-                                             gradient_backend=(backend.split("/") + ["pytensor"])[1]
+                                             gradient_backend=(backend.split("/") + ["jax"])[1]
                                              if backend.startswith("jax") else "pytensor")
     kwargs = {"adaptation": "low_rank"} if adapt == "low_rank" else {}
     if os.environ.get("CORES"):

@@ -109,7 +109,7 @@ AUXILIARY = {name: f.auxiliary for name, f in FAMILIES.items() if f.auxiliary}
 
 def spec_checks(loaded: LoadedSpec, *, data: bool = True) -> FormulaInfo:
     """Checks that need the formula but not the data: all problems at once. When the spec has
-    problems, the data's are reported with them (``data``; see :func:`_data_problems`)."""
+    problems, the data's are reported with them (``data``; see :func:`_with_data_problems`)."""
 
     spec = loaded.spec
     file = str(loaded.path)
@@ -352,22 +352,27 @@ def _centring_weight_problems(loaded: LoadedSpec, info: FormulaInfo, name: str, 
     family = loaded.spec.model.family
     prior = loaded.spec.model.priors.get(name)
     choose = 'set "centered" or "noncentered" instead'
+    where = where | {"got": f"{loaded.spec.model.parameterization[name]:g}"}
     if term.expr_vars:
         return [Problem(f"a centring weight is for a group intercept (1|...); '{name}' has slopes",
                         hint=choose, **where)]
     if FAMILIES[family].categories == "categorical":
         return [Problem(f"a centring weight is not built for the {family} family's group effects (one per category)",
                         hint=choose, **where)]
-    if prior is not None and not isinstance(prior.param("sigma"), PriorSpec):
+    if prior is not None and prior.dist == "Normal" and not isinstance(prior.param("sigma"), PriorSpec):
         return [Problem(f"a centring weight needs a prior on the sd of '{name}', whose prior fixes it "
                         f"(model.priors.\"{name}\" = {prior})", hint='e.g. "Normal(0, HalfNormal(1))", or remove '
                         "the weight: a fixed sd leaves nothing to reparameterize", **where)]
     return []
 
 
-def variant_problems(loaded: LoadedSpec, overrides=(), frames: dict | None = None) -> list[Problem]:
+def variant_problems(loaded: LoadedSpec, overrides=(), frames: dict | None = None,
+                     known: Sequence[Problem] = ()) -> list[Problem]:
     """The model checks of each variant (its terms, priors, structure, parameterization), reported
-    at the variant's table: what ``mrp batch`` would refuse, ``mrp check`` of the spec says."""
+    at the variant's table: what ``mrp batch`` would refuse, ``mrp check`` of the spec says. A
+    problem of the spec itself (``known``: the spec's own error), which every variant inherits, is
+    not repeated for each."""
+    seen = {(p.key, p.message, p.got) for p in known}
     out = []
     for name in loaded.spec.variants:
         try:
@@ -375,6 +380,8 @@ def variant_problems(loaded: LoadedSpec, overrides=(), frames: dict | None = Non
                         data=False)
         except MrpError as exc:
             for p in exc.problems:
+                if (p.key, p.message, p.got) in seen:
+                    continue
                 own = next((k for k in loaded.spec.variants[name] if p.key == k or p.key.startswith(k + ".")), None)
                 line = loaded.line("variants", name, own) if own else None
                 out.append(replace(p, key=f"variants.{name} ({p.key})" if p.key else f"variants.{name}",

@@ -19,8 +19,13 @@ def check(path, *, overrides=(), data=None, population=None) -> Plan:
     loaded = load_spec(path, tuple(overrides), frames=frames)
     try:
         plan = plan_of(path, overrides, loaded=loaded)
-    except MrpError as exc:  # the variants' problems too, all at once, as the spec's error says
-        raise type(exc)(exc.problems + tuple(variant_problems(loaded, overrides, frames))) from None
+    except MrpError as exc:  # the variants' own problems too, all at once
+        extra = variant_problems(loaded, overrides, frames, known=exc.problems)
+        if not extra:
+            raise
+        missing = any(p.key == "model.formula" and "is not a column" in p.message for p in exc.problems)
+        cls = type(exc) if isinstance(exc, SpecError) or missing else SpecError  # a spec mistake: exit 3
+        raise cls(exc.problems + tuple(extra)) from None
     problems = variant_problems(loaded, overrides, frames)
     if problems:
         raise SpecError(problems)

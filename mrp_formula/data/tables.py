@@ -54,20 +54,29 @@ class Tables:
 def _without(absent: list[str], loaded: LoadedSpec, info: FormulaInfo) -> list:
     """The problems the rest of the checks (the sample's values, the population, the estimands)
     find in a model without the terms of the predictors the sample lacks, so that those do not hide
-    the others: only problems that do not name a missing predictor (those would follow from its
-    absence)."""
+    the others: only problems that do not name a variable those terms held (a missing predictor,
+    or one met only in a term with it: what is said of them would follow from the reduction)."""
     gone = set(absent)
     terms = dict(info.common_term_vars)
     reduced = replace(info, common_terms=tuple(t for t in info.common_terms if not set(terms.get(t, ())) & gone),
-                      common_vars=tuple(v for v in info.common_vars if v not in gone),
+                      common_vars=tuple(v for v in info.common_vars
+                                        if v not in gone and (not terms or any(v in vs and not set(vs) & gone
+                                                                               for vs in terms.values()))),
                       common_term_vars=tuple((t, vs) for t, vs in info.common_term_vars if not set(vs) & gone),
                       group_terms=tuple(g for g in info.group_terms if not set(g.expr_vars + g.factor_vars) & gone))
+    lost = frozenset(set(info.rhs_vars) - set(reduced.rhs_vars))
     try:
-        prepare(loaded, reduced, _absent=frozenset(gone))
+        prepare(loaded, reduced, _absent=lost)
     except MrpError as exc:
-        return [p for p in exc.problems if not any(f"'{v}'" in p.message or f"{v}" == p.key.rsplit(".", 1)[-1]
-                                                   for v in gone)]
+        return [p for p in exc.problems if not any(_names(p, v) for v in lost)]
     return []
+
+
+def _names(problem, var: str) -> bool:
+    """Whether ``problem`` is about ``var``: it quotes it, or its key is a table entry of it
+    (``model.levels.VAR``, ``population.margins.VAR``; not ``population.source``)."""
+    parts = problem.key.split(".")
+    return f"'{var}'" in problem.message or (len(parts) >= 3 and parts[-1] == var)
 
 
 def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = frozenset()) -> Tables:

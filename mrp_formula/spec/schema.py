@@ -184,7 +184,7 @@ def _type(s: dict) -> str:
 
 def _allowed(s: dict) -> str:
     if "oneOf" in s:  # a value or a table of the same values
-        each = (_allowed(x.get("additionalProperties", x)) for x in s["oneOf"])
+        each = [_branch(x.get("additionalProperties", x)) for x in s["oneOf"]]
         return "; ".join(dict.fromkeys(part for a in each if a for part in a.split("; ")))
     parts = []
     if "enum" in s or "const" in s:
@@ -195,6 +195,16 @@ def _allowed(s: dict) -> str:
     if "minProperties" in s:
         parts.append(f"at least {s['minProperties']}")
     return "; ".join(parts)
+
+
+def _branch(s: dict) -> str:
+    """One branch of a choice: its values, or a number's range in words."""
+    if "oneOf" in s:
+        return _allowed(s)
+    if s.get("type") in ("number", "integer") and "enum" not in s:
+        bounds = _allowed(s)
+        return f"a {s['type']} {bounds.replace('; ', ' and ')}" if bounds else ""
+    return _allowed(s)
 
 
 def _default(field) -> str:

@@ -501,8 +501,23 @@ def variant_overrides(loaded: LoadedSpec, name: str) -> tuple[str, ...]:
                  for key, value in variants[name].items())
 
 
+def override_path(key: str) -> tuple[str, ...]:
+    """The keys of a ``--set`` (or variant) path: dotted as in TOML, with a part in quotes where it
+    holds a dot or a character a bare TOML key cannot (``model.priors."1|race:female"``); a part
+    written bare is taken as it is (``model.priors.1|gender``), dots excepted."""
+    try:
+        node = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        return tuple(key.split("."))
+    parts = []
+    while isinstance(node, dict) and len(node) == 1:
+        (k, node), = node.items()
+        parts.append(k)
+    return tuple(parts)
+
+
 def _variant_value(key: str, value: Any, base: Path) -> Any:
-    if tuple(key.split(".")) in PATH_KEYS and isinstance(value, str):
+    if override_path(key) in PATH_KEYS and isinstance(value, str):
         return str((base / Path(value).expanduser()).resolve())
     return value
 
@@ -523,7 +538,7 @@ def _variant_problems(raw: dict, spec: Spec, file: str, base: Path, lines: dict)
                                     hint='add a --set path, e.g. "model.formula" = "y ~ x"'))
             continue
         over = {k: _variant_value(k, v, base) for k, v in table.items()}
-        paths = {k: tuple(k.split(".")) for k in over}
+        paths = {k: override_path(k) for k in over}
         bad = [k for k, p in paths.items() if p[0] in NOT_IN_VARIANTS or "" in p]
         for k in bad:
             problems.append(Problem(f"a variant cannot set '{k}'", file=file, key=dotted(("variants", name, k)),
@@ -664,7 +679,7 @@ def apply_overrides(raw: dict, overrides) -> tuple[dict, set]:
             value = tomllib.loads(f"v = {value_text}")["v"]
         except tomllib.TOMLDecodeError:
             value = value_text
-        parts = key.split(".")
+        parts = list(override_path(key))
         node = raw
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -764,7 +779,11 @@ def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overri
             msg = "is not one of the allowed values"
             hint = did_you_mean(str(err.get("input")), choices)
             if loc == ("model", "parameterization") and not hint.startswith("did you mean"):
-                hint += ', or a table by group term: { "1|x" = "centered" }'
+                hint += ('; a centring weight is set per group term: { "1|x" = 0.5 }'
+                         if isinstance(err.get("input"), (int, float)) and not isinstance(err.get("input"), bool)
+                         else ', or a table by group term: { "1|x" = "centered" }')
+            elif loc[:2] == ("model", "parameterization") and not hint.startswith("did you mean"):
+                hint += ", or a centring weight: a number strictly between 0 and 1, without quotes (0.5)"
         elif kind in ("int_parsing", "int_type", "float_parsing", "float_type", "string_type", "bool_type",
                       "dict_type", "list_type", "tuple_type", "int_from_float", "bool_parsing",
                       "greater_than", "less_than", "greater_than_equal", "less_than_equal", "too_short"):

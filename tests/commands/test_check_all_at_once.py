@@ -126,3 +126,42 @@ def test_a_term_of_the_missing_predictor_excluded_is_not_a_problem(tmp_path):
     got = _messages(out)
     assert [k for k, _ in got] == ["model.formula", "population.margins.gender"]
     assert "predictor 'region' is not a column of the sample" in got[0][1] and MAL in got[1][1]
+
+
+def test_a_variable_met_only_beside_the_missing_one_is_not_misreported(tmp_path):
+    """`gender` is in the formula only in a term with the missing `channel`: the checks without that
+    term must not say `gender` is not a predictor (its levels are listed)."""
+    path = _write(tmp_path, formula="clicked ~ arm + (1 | gender:channel)", levels='levels.gender = ["female", "male"]',
+                  prior="Normal(0, HalfNormal(0.5))")
+    text = path.read_text().replace('"1|gender" =', '"1|gender:channel" =')
+    path.write_text(text)
+    code, out = _check(path)
+    assert code == 4
+    assert [(k, m.split(";")[0]) for k, m in _messages(out)] == [
+        ("model.formula", "predictor 'channel' is not a column of the sample")]
+
+
+def test_a_predictor_named_like_a_key_hides_nothing(tmp_path):
+    """A missing predictor called `source` does not hide `population.source`'s problem."""
+    path = _write(tmp_path, formula="clicked ~ arm + (1 | source)")
+    path.write_text(path.read_text().replace('"1|gender" =', '"1|source" =').replace(
+        "[population.margins]\ngender = { female = 0.5, male = 0.5 }", '[population]\nsource = "nope.csv"\nweight = "n"'))
+    code, out = _check(path)
+    assert code == 4
+    keys = [k for k, _ in _messages(out)]
+    assert keys == ["model.formula", "population.source"], _messages(out)
+
+
+def test_the_specs_own_problems_are_not_repeated_for_each_variant(tmp_path):
+    variants = '[variants.long]\n"fit.draws" = 2000\n[variants.longer]\n"fit.draws" = 4000'
+    code, out = _check(_write(tmp_path, prior=BAD_PRIOR, male="mal", variants=variants))
+    assert code == 3
+    assert [k for k, _ in _messages(out)] == ['model.priors."1|gender"', "population.margins.gender"]
+
+
+def test_a_variants_mistake_beside_a_data_problem_is_the_specs_error(tmp_path):
+    """A data problem of the spec and a variant's mistake: exit 3, as for a mistake of the spec."""
+    code, out = _check(_write(tmp_path, male="mal", variants='[variants.nogender]\n"model.formula" = "clicked ~ arm"'))
+    assert code == 3
+    assert [k for k, _ in _messages(out)] == ["population.margins.gender",
+                                               'variants.nogender (model.priors."1|gender")']

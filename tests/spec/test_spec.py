@@ -120,3 +120,20 @@ def test_extends_cycle_and_missing(write):
     c = write("c.toml", 'extends = "nope.toml"\nname = "c"\n')
     with pytest.raises(SpecError, match="does not exist"):
         load_spec(c)
+
+
+@pytest.mark.parametrize("key, path", [
+    ("fit.draws", ("fit", "draws")),
+    ('model.priors."1|race:female"', ("model", "priors", "1|race:female")),  # quoted, as in TOML
+    ("model.priors.1|gender", ("model", "priors", "1|gender")),  # bare, as the docs write it
+    ('estimands."every term".scale', ("estimands", "every term", "scale")),
+])
+def test_override_paths_read_quotes_as_toml_does(key, path):
+    from mrp_formula.spec.tree import override_path
+
+    assert override_path(key) == path
+
+
+def test_a_quoted_term_in_an_override_sets_that_term(ab_dir):
+    loaded = load_spec(ab_dir / "ab.toml", ('model.parameterization."1|gender"=0.3',))
+    assert dict(loaded.spec.model.parameterization) == {"1|gender": 0.3}
