@@ -25,8 +25,9 @@ def read_adjacency(path: Path, *, key: str, file: str, line: int | None) -> Adja
     where = {"key": key, "file": file, "line": line}
     if not path.is_file():
         raise DataError(Problem(f"adjacency file not found: {path}", **where,
-                                hint="a CSV with two columns, one pair of neighbouring levels per row; paths are "
-                                     "relative to the spec file"))
+                                hint="a CSV with two columns, one pair of neighbouring levels per row; paths in a "
+                                     "spec are relative to its file, a path given with --set to the folder mrp "
+                                     "runs in"))
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - any reading failure is the file's problem

@@ -517,9 +517,20 @@ def override_path(key: str) -> tuple[str, ...]:
 
 
 def _variant_value(key: str, value: Any, base: Path) -> Any:
-    if override_path(key) in PATH_KEYS and isinstance(value, str):
-        return str((base / Path(value).expanduser()).resolve())
-    return value
+    return with_absolute_paths(override_path(key), value, base)
+
+
+def with_absolute_paths(parts: tuple[str, ...], value: Any, base: Path) -> Any:
+    """``value`` set at ``parts`` with every file path it holds (a source, an adjacency table, a
+    join's source; in a table given whole too) made absolute from ``base``, as the spec's own
+    paths are from its folder."""
+    tree: Any = copy.deepcopy(value)
+    for part in reversed(parts):
+        tree = {part: tree}
+    _absolutize_paths(tree, base)
+    for part in parts:
+        tree = tree[part]
+    return tree
 
 
 def _variant_problems(raw: dict, spec: Spec, file: str, base: Path, lines: dict) -> list[Problem]:
@@ -686,9 +697,7 @@ def apply_overrides(raw: dict, overrides) -> tuple[dict, set]:
             if not isinstance(node, dict):
                 raise UsageError(Problem("cannot set a key inside a value that is not a table", key="--set",
                                          got=repr(item)))
-        if tuple(parts) in PATH_KEYS and isinstance(value, str):
-            value = str(Path(value).expanduser().resolve())  # relative to where mrp runs
-        node[parts[-1]] = value
+        node[parts[-1]] = with_absolute_paths(tuple(parts), value, Path.cwd())  # relative to where mrp runs
         done.add(tuple(parts))
     return raw, done
 

@@ -137,3 +137,11 @@ def test_override_paths_read_quotes_as_toml_does(key, path):
 def test_a_quoted_term_in_an_override_sets_that_term(ab_dir):
     loaded = load_spec(ab_dir / "ab.toml", ('model.parameterization."1|gender"=0.3',))
     assert dict(loaded.spec.model.parameterization) == {"1|gender": 0.3}
+
+
+@pytest.mark.parametrize("override", ['data.source="{d}/clicks.csv"', 'data={{ source = "{d}/clicks.csv" }}'])
+def test_a_path_given_with_set_is_from_where_mrp_runs_in_either_form(ab_dir, monkeypatch, override):
+    """A dotted path and a table given whole resolve their paths alike: from the current folder."""
+    monkeypatch.chdir(ab_dir.parent)
+    loaded = load_spec(ab_dir / "ab.toml", (override.format(d=ab_dir.name),))
+    assert loaded.spec.data.source == str((ab_dir / "clicks.csv").resolve())
