@@ -245,6 +245,7 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
                "sample_rows": plan.tables.stats.get("sample_rows_used"), "cells_fitted": fp.cells,
                "aggregated": fp.aggregated, "population_cells": len(plan.tables.population),
                "estimands": list(plan.loaded.spec.estimands), "notes": list(notes),
+               "warnings": [n for n in notes if getattr(n, "level", "") == "warning"],
                "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
                "coverage": plan.coverage.to_json() if plan.coverage is not None else None,
                "priors": [p.to_json() for p in fp.priors], "prior_scale": fp.prior_scale}
@@ -255,13 +256,16 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
     err.print(f"[green]ok[/]: {spec} is valid", highlight=False)
-    err.print(f"  model: {plan.info.text}  ({summary['family']})", markup=False, highlight=False)
+    err.print(f"  model: {' '.join(plan.info.text.split())}  ({summary['family']})", markup=False, highlight=False)
     err.print(f"  sample: {summary['sample_rows']} rows -> {fp.cells} fitted rows/cells; "
               f"population: {summary['population_cells']} cells", highlight=False)
     for line in prior_lines(fp.priors):
         err.print(line, markup=False, highlight=False)
     for note in notes:
-        err.print(f"  note: {note}", markup=False, highlight=False)
+        if getattr(note, "level", "") == "warning":
+            err.print(f"  [yellow]warning[/]: {escape(note)}", highlight=False)
+        else:
+            err.print(f"  note: {note}", markup=False, highlight=False)
     for note in coverage_notes:
         err.print(f"  coverage: {note}", markup=False, highlight=False)
 

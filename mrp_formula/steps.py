@@ -376,8 +376,10 @@ def variant_problems(loaded: LoadedSpec, overrides=(), frames: dict | None = Non
     out = []
     for name in loaded.spec.variants:
         try:
-            spec_checks(load_spec(loaded.path, tuple(overrides) + variant_overrides(loaded, name), frames=frames),
-                        data=False)
+            variant = load_spec(loaded.path, tuple(overrides) + variant_overrides(loaded, name), frames=frames)
+            info = spec_checks(variant, data=False)
+            if found := estimand_term_problems(variant, info):
+                raise SpecError(found)
         except MrpError as exc:
             for p in exc.problems:
                 if (p.key, p.message, p.got) in seen:
@@ -386,6 +388,27 @@ def variant_problems(loaded: LoadedSpec, overrides=(), frames: dict | None = Non
                 line = loaded.line("variants", name, own) if own else None
                 out.append(replace(p, key=f"variants.{name} ({p.key})" if p.key else f"variants.{name}",
                                    file=str(loaded.path), line=line or loaded.line("variants", name)))
+    return out
+
+
+def estimand_term_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Problem]:
+    """The estimands' `at` and `contrast` variables and `exclude` terms against the formula alone
+    (what the data checks also find, with the sample's levels): for a variant, whose formula may
+    drop what the spec's estimands name."""
+    out = []
+    predictors, terms = set(info.rhs_vars), set(info.prior_names)
+    for name, est in loaded.spec.estimands.items():
+        for where, table in (("at", est.at), ("contrast", est.contrast or {})):
+            for var in table:
+                if var not in predictors:
+                    out.append(Problem(f"'{var}' is not a predictor in the formula", key=f"estimands.{name}.{where}.{var}",
+                                       file=str(loaded.path), line=loaded.line("estimands", name, where),
+                                       hint=did_you_mean(var, predictors)))
+        for term in est.exclude:
+            if term not in terms:
+                out.append(Problem(f"'{term}' is not a term of the model", key=f"estimands.{name}.exclude",
+                                   file=str(loaded.path), line=loaded.line("estimands", name, "exclude"),
+                                   hint=did_you_mean(term, terms)))
     return out
 
 

@@ -460,15 +460,30 @@ def compare_variants(spec: str, name: str, tasks: Sequence[RunTask], out: Path) 
     from mrp_formula.steps import plan_and_model, posterior
 
     runs = tuple(Path(t.out).name for t in tasks)
+    left_out = []  # variants fitted on other data than the spec itself: compared without them
     try:
         entries = []
         for t, run in zip(tasks, runs):
             plan, model = plan_and_model(t.spec, t.overrides)
             entries.append(cmp_mod._Entry(path=Path(t.spec), label=run, plan=plan, model=model))
-        orders = cmp_mod.check_same_data(entries)
+        try:
+            orders = cmp_mod.check_same_data(entries)
+        except MrpError:
+            kept = [entries[0]]
+            for e in entries[1:]:
+                try:
+                    cmp_mod.check_same_data([entries[0], e])
+                    kept.append(e)
+                except MrpError as exc:
+                    left_out.append(f"{e.label} ({_first(exc)})")
+            if len(kept) < 2 or len(kept) == len(entries):
+                raise
+            entries = kept
+            orders = cmp_mod.check_same_data(entries)
     except MrpError as exc:
         return Comparison(spec=spec, name=name, runs=runs,
                           notes=(f"{name}: its variants are not compared by LOO: {_first(exc)}",))
+    runs = tuple(e.label for e in entries)
     loos, fits = {}, {}
     for e in entries:
         fitted = posterior(e.plan, [out / CACHE_DIR], model=e.model, cache=True)
@@ -485,8 +500,10 @@ def compare_variants(spec: str, name: str, tasks: Sequence[RunTask], out: Path) 
                                           seed=entries[0].loaded.spec.fit.seed,
                                           ci_prob=entries[0].loaded.spec.report.ci_prob,
                                           ci_kind=entries[0].loaded.spec.report.ci_kind)
+    skipped = ([f"left out of the LOO comparison and the stacking, fitted on other data than the spec: "
+                f"{'; '.join(left_out)}"] if left_out else [])
     return Comparison(spec=spec, name=name, runs=runs, table=table,
-                      notes=tuple(f"{name}: {n}" for n in warns + notes + ([stack_note] if stack_note else [])),
+                      notes=tuple(f"{name}: {n}" for n in skipped + warns + notes + ([stack_note] if stack_note else [])),
                       stacked=stacked)
 
 

@@ -194,7 +194,7 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
     # the response
     bad = [e for e in rest if _norm(e.plan.info.response) != _norm(first.plan.info.response)]
     if bad:
-        raise SpecError([Problem(f"{e.path} models the response {e.plan.info.response!r} but {first.path} models "
+        raise SpecError([Problem(f"{_who(e, entries)} models the response {e.plan.info.response!r} but {_who(first, entries)} models "
                                  f"{first.plan.info.response!r}: LOO compares predictions of the same outcome only",
                                  key="model.formula", file=e.file, line=e.loaded.line("model", "formula"),
                                  hint="compare specs with the same response (left of ~) on the same data")
@@ -203,7 +203,7 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
     # the number of observations
     bad = [e for e in rest if int(e.fp.rows_in) != int(first.fp.rows_in)]
     if bad:
-        raise DataError([Problem(f"{e.path} is fitted on {int(e.fp.rows_in)} observations but {first.path} on "
+        raise DataError([Problem(f"{_who(e, entries)} is fitted on {int(e.fp.rows_in)} observations but {_who(first, entries)} on "
                                  f"{int(first.fp.rows_in)}{_sources(e, first)}: the specs are not fitted on the "
                                  f"same data, and LOO can only compare specs that are",
                                  key="data", file=e.file, line=e.loaded.line("data"),
@@ -218,14 +218,14 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
                 'compare rows')
         if weighted:
             hint += "; specs with data.weights are always fitted on cells: expand the weighted rows instead"
-        raise SpecError([Problem(f"{e.path} is fitted on {_describe_mode(e)} but {first.path} on "
+        raise SpecError([Problem(f"{_who(e, entries)} is fitted on {_describe_mode(e)} but {_who(first, entries)} on "
                                  f"{_describe_mode(first)}: the elpd of different cells (or of cells and rows) "
                                  f"are not comparable, a cell's log-likelihood is not the sum of its rows' terms",
                                  key="model.aggregate", file=e.file,
                                  line=e.loaded.line("model", "aggregate") or e.loaded.line("model"), hint=hint)
                          for e in rest if modes[e.label] != modes[first.label]])
     if len(first.fp.data) < 2:
-        raise DataError(Problem(f"{first.path} is fitted on {len(first.fp.data)} binomial cell: leave-one-out "
+        raise DataError(Problem(f"{_who(first, entries)} is fitted on {len(first.fp.data)} binomial cell: leave-one-out "
                                 f"needs at least two", key="model.aggregate", file=first.file,
                                 hint='set model.aggregate = "never" in every spec to compare rows'))
 
@@ -233,8 +233,8 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
     dropped = {e.label: dict(e.plan.tables.stats.get("dropped_missing") or {}) for e in entries}
     bad = [e for e in rest if dropped[e.label] != dropped[first.label]]
     if bad:
-        raise DataError([Problem(f"{e.path} dropped rows with missing values ({_dropped(dropped[e.label])}) but "
-                                 f"{first.path} ({_dropped(dropped[first.label])}): they may fit different rows",
+        raise DataError([Problem(f"{_who(e, entries)} dropped rows with missing values ({_dropped(dropped[e.label])}) but "
+                                 f"{_who(first, entries)} ({_dropped(dropped[first.label])}): they may fit different rows",
                                  key="data.missing", file=e.file,
                                  line=e.loaded.line("data", "missing") or e.loaded.line("data"),
                                  hint="drop the incomplete rows the same way for every spec (e.g. with data.query), "
@@ -271,7 +271,7 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
                   or not np.array_equal(_hash(frame[c]), _hash(ref[c]))]
         if differ:
             shown = ", ".join(repr(c) for c in differ[:4])
-            problems.append(Problem(f"{e.path} and {first.path} fit {int(e.fp.rows_in)} observations each, but not "
+            problems.append(Problem(f"{_who(e, entries)} and {_who(first, entries)} fit {int(e.fp.rows_in)} observations each, but not "
                                     f"the same {what}: the values of {shown} differ{_sources(e, first)}; LOO can "
                                     f"only compare specs fitted on the same data",
                                     key="data", file=e.file, line=e.loaded.line("data"),
@@ -283,6 +283,13 @@ def check_same_data(entries: Sequence[_Entry]) -> dict[str, np.ndarray]:
 
 def _norm(text: str) -> str:
     return "".join(str(text).split())
+
+
+def _who(e: _Entry, entries: Sequence[_Entry]) -> str:
+    """How messages name a spec: its path, or, when specs share a file (a batch's variants), its
+    run's label with the file's name."""
+    paths = [str(x.path) for x in entries]
+    return str(e.path) if len(set(paths)) == len(paths) else f"{e.label} ({e.path.name})"
 
 
 def _mode(e: _Entry):

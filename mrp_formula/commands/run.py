@@ -133,7 +133,8 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
         diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)
         thresholds = Thresholds(rhat_max=spec.report.rhat_max, ess_min=spec.report.ess_min,
                                 divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept)
-        warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.level == "warning")
+        warned = tuple(n for n in plan.notes if _warns(n))
+        warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.level == "warning") + warned
         cache_notes = (cache_note,) if cache_note else ()
         calibration = est.calibration
         cal_table = cal_notes = None
@@ -142,7 +143,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
             cal_notes = (calibrate_mod.calibration_notes(calibration, cal_table)
                          + calibrate_mod.fixed_estimands(table, group_cols))
             warnings_ = warnings_ + tuple(n for n in cal_notes if n.level == "warning")
-        notes = (plan.notes + cache_notes + tuple(cov.notes())
+        notes = (tuple(n for n in plan.notes if n not in warned) + cache_notes + tuple(cov.notes())
                  + tuple(n for n in srm if n.level != "warning")
                  + tuple(n for n in cal_notes or () if n.level != "warning"))
         failed = diag.problems(thresholds)
@@ -215,6 +216,15 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
             except Exception:  # noqa: BLE001 - the run's own error is the one to report
                 pass
         raise
+
+
+# Warnings of the data and the model (notes of level "warning") that the run's checks do not judge
+# themselves: the run lists them with its warnings (new levels are judged by the coverage check).
+JUDGED = ("population.new_levels",)
+
+
+def _warns(note) -> bool:
+    return getattr(note, "level", "") == "warning" and getattr(note, "code", "") not in JUDGED
 
 
 # the steps of timings_seconds, in order (docs/outputs.md says what each covers)

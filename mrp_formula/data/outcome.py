@@ -33,8 +33,10 @@ def check_outcome(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: 
         kind, values, shown = _outcome_kind(sample[var])
         if FAMILIES[family].support is not None:  # the record says which values fit (spec/families.py)
             _check_support(sample[var], var, FAMILIES[family], kind, shown, loaded, problems, where)
-            if ("psi" in FAMILIES[family].auxiliary and var == info.response_vars[0]
-                    and "psi" not in loaded.spec.model.formulas):  # a formula of psi models the share per cell
+            # a hurdle's psi is its share of non-zeros (a zero-inflated family's share also moves with mu, so
+            # a share that differs between levels says nothing against one psi); a formula of psi models it per cell
+            if (family.startswith("hurdle_") and "psi" in FAMILIES[family].auxiliary
+                    and var == info.response_vars[0] and "psi" not in loaded.spec.model.formulas):
                 notes += _varying_zeros(sample, var, info, family)
         elif family == "bernoulli":
             if kind == "binary":
@@ -119,9 +121,9 @@ ZERO_SHARE_P = 1e-3  # a share of non-zeros this unlikely to be equal across a p
 
 
 def _varying_zeros(sample: pd.DataFrame, var: str, info: FormulaInfo, family: str) -> list[Note]:
-    """A hurdle or zero-inflated family has one psi (share of non-zeros) for every cell; when the
-    share of non-zero outcomes clearly differs between the levels of a predictor (a chi-square
-    test of independence, p < ``ZERO_SHARE_P``), the model puts that difference into the amounts."""
+    """A hurdle family has one psi (its share of non-zeros) for every cell; when the share of
+    non-zero outcomes clearly differs between the levels of a predictor (a chi-square test of
+    independence, p < ``ZERO_SHARE_P``), the model puts that difference into the amounts."""
     from scipy.stats import chi2_contingency
 
     y = pd.to_numeric(sample[var], errors="coerce")

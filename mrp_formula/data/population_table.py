@@ -10,13 +10,13 @@ import difflib
 import numpy as np
 import pandas as pd
 
-from mrp_formula.data.canonical import canonical_order, factor_keys
+from mrp_formula.data.canonical import FREQ, canonical_order, factor_keys
 from mrp_formula.data.columns import join_table, recode_columns, rename_columns
 from mrp_formula.data.population import WEIGHT, independent_joint, rake
 from mrp_formula.data.read import population_name, read_source
 from mrp_formula.data.weights import check_population_weights
 from mrp_formula.errors import did_you_mean
-from mrp_formula.notes import Note
+from mrp_formula.notes import Note, warning
 from mrp_formula.spec.levels import canon, canon_series
 from mrp_formula.spec.levels import natural_sort as _natural_sort
 
@@ -240,6 +240,32 @@ def new_level_origin(kind: str, factor: str) -> str:
     return f"their effects come from the {kind} structure of model.structure.{factor}"
 
 
+UNUSED_SHARE = 0.05  # sample levels the population lacks, from this share of the sample on: a warning
+
+
+def _warn_unused_sample_levels(g, unused: set, sample, loaded, where: dict, notes: list) -> None:
+    """A warning when sample levels of a group factor that hold a notable share of the sample
+    (``UNUSED_SHARE``) never occur in the population: they inform the fit, but no population cell
+    is predicted at them, which a typo in the population table (``55+`` written ``65+``) also
+    gives. Not for an ordered structure (rw1, rw2, ar1), whose population is often a later time."""
+    structure = loaded.spec.model.structure.get(g.factor) if len(g.factor_vars) == 1 else None
+    if not unused or getattr(structure, "kind", "iid") in ("rw1", "rw2", "ar1"):
+        return
+    keys = factor_keys(sample, g.factor_vars)
+    count = sample[FREQ] if FREQ in sample.columns else pd.Series(1.0, index=sample.index)
+    share = float(count[keys.isin(unused).to_numpy()].sum() / count.sum())
+    if share < UNUSED_SHARE:
+        return
+    levels = _natural_sort(unused)
+    shown = ", ".join(f"'{lv}'" for lv in levels[:8]) + (" ..." if len(levels) > 8 else "")
+    notes.append(warning("population.unused_sample_levels",
+                         f"sample level(s) {shown} of '{g.factor}' ({share:.0%} of the sample) are not in "
+                         f"{where['key'] if where['key'] != 'population' else population_name(loaded)}: they "
+                         f"inform the fit, but no population cell is predicted "
+                         f"at them. If the population names them otherwise, recode one onto the other "
+                         f"(population.recode.{g.factor})"))
+
+
 def find_new_levels(info, sample, population, loaded, problems, notes):
     """Population levels of each group factor that the sample lacks, and their weight share.
 
@@ -270,6 +296,7 @@ def find_new_levels(info, sample, population, loaded, problems, notes):
         for lv in sorted(mine - seen - set(pop_keys)):
             problems.add(f"level '{lv}' of '{g.factor}' is declared new but is not in the population", **decl_where,
                          hint=did_you_mean(lv, sorted(set(pop_keys) - seen)) or "remove it from declared_new")
+        _warn_unused_sample_levels(g, seen - set(pop_keys), sample, loaded, where, notes)
         mask = ~pop_keys.isin(seen)
         if mask.any():
             levels = tuple(_natural_sort(set(pop_keys[mask])))

@@ -195,7 +195,7 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
                          f"({int((sizes > 1).sum())} with neighbours, {len(islands)} island(s)"
                          f"{': ' + ', '.join(islands[:8]) if islands else ''}); each part sums to zero on its own "
                          f"and an island's effect is independent")
-        _new_level_note(notes, tables, var, entry.kind)
+        _new_level_note(notes, tables, var, entry.kind, islands)
         out.append(StructurePlan(term=term, factor=var, kind=entry.kind, levels=tuple(levels),
                                  factor_matrix=st.covariance_factor(entry.kind, len(levels), edges), edges=edges,
                                  n_components=len(sizes), islands=islands,
@@ -206,12 +206,20 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
     return tuple(out), tuple(notes)
 
 
-def _new_level_note(notes: list, tables: Tables, var: str, kind: str) -> None:
+def _new_level_note(notes: list, tables: Tables, var: str, kind: str, islands: tuple[str, ...] = ()) -> None:
+    """How a structured term's levels without sample get their effects: from the structure, except
+    an island of a spatial graph (no neighbours), whose effect is an independent draw."""
     new = tables.new_levels.get(var, ())
-    if new:
+    alone = [lv for lv in new if lv in islands]
+    linked = [lv for lv in new if lv not in islands]
+    if linked:
         how = "interpolated along the walk" if kind in st.ORDERED else "pulled towards their neighbours"
-        notes.append(f"structure of '{var}': its {len(new)} level(s) without sample get their effects from the "
+        notes.append(f"structure of '{var}': its {len(linked)} level(s) without sample get their effects from the "
                      f"{kind} prior ({how}), not from independent draws")
+    if alone:
+        notes.append(f"structure of '{var}': its island(s) without sample ({', '.join(alone[:8])}"
+                     f"{' ...' if len(alone) > 8 else ''}) have no neighbours to pull them: their effects are "
+                     f"independent N(0, sd) draws, sd the {kind} term's")
 
 
 def aggregate_cells(sample: pd.DataFrame, info: FormulaInfo, family: str, *, weights: str | None = None,

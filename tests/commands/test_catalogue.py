@@ -375,6 +375,12 @@ CASES: list[Case] = [
       "did you mean '1|gender'", key='variants.cen (model.parameterization."1|gendr")',
       edits=S('[report]', '[variants.cen]\n"model.parameterization" = { "1|gendr" = "centered" }\n\n[report]'),
       at='"model.parameterization" ='),
+    C("variant_drops_a_predictor_the_estimands_set", 3, "'treatment' is not a predictor in the formula",
+      key="variants.no_arm (estimands.click_rate.at.treatment)",
+      edits=S('[report]', '[variants.no_arm]\n"model.formula" = "clicked ~ age_band + (1 | gender) + (1 | region)"'
+                          '\n"model.levels" = {}\n"model.priors" = { "1|gender" = "Normal(0, HalfNormal(0.5))" }'
+                          '\n\n[report]'),
+      at="[variants.no_arm]"),
     C("variant_drops_a_term_with_a_prior", 3, "'1|region' is not a term of the model",
       key='variants.no_region (model.priors."1|region")',
       edits=S('[report]', '[variants.no_region]\n"model.formula" = "clicked ~ treatment + age_band + (1 | gender)"'

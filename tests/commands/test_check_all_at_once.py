@@ -165,3 +165,35 @@ def test_a_variants_mistake_beside_a_data_problem_is_the_specs_error(tmp_path):
     assert code == 3
     assert [k for k, _ in _messages(out)] == ["population.margins.gender",
                                                'variants.nogender (model.priors."1|gender")']
+
+
+def test_sample_levels_the_population_never_names_are_a_warning(tmp_path):
+    """A population that names a sample level otherwise (a typo `55+` for `65+` that no "did you
+    mean" catches): the sample's level gets no population cell, which `mrp check` warns of."""
+    rng = np.random.default_rng(5)
+    n = 300
+    age = rng.choice(["18-34", "35-54", "55+"], n)
+    pd.DataFrame({"clicked": rng.integers(0, 2, n), "arm": rng.choice(["a", "b"], n), "age": age}).to_csv(
+        tmp_path / "clicks.csv", index=False)
+    pd.DataFrame({"age": ["18-34", "35-54", "65+"], "n": [30, 40, 30]}).to_csv(tmp_path / "pop.csv", index=False)
+    spec = tmp_path / "s.toml"
+    spec.write_text(textwrap.dedent("""
+        name = "unused"
+        [data]
+        source = "clicks.csv"
+        [model]
+        formula = "clicked ~ arm + (1 | age)"
+        family = "bernoulli"
+        [population]
+        source = "pop.csv"
+        weight = "n"
+        [estimands.rate]
+        at = { arm = ["a", "b"] }
+        """))
+    code, out = _check(spec)
+    assert code == 0
+    unused = [w for w in out["warnings"] if w.startswith("sample level(s)")]
+    assert len(unused) == 1 and unused[0].startswith("sample level(s) '55+' of 'age' (34% of the sample) are not in "
+                                                     "the population table") and "population.recode.age" in unused[0]
+    plain = CliRunner().invoke(app, ["check", str(spec)])
+    assert "  warning: sample level(s) '55+'" in plain.output

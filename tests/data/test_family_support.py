@@ -112,3 +112,14 @@ def test_a_share_of_non_zeros_that_differs_by_level_is_a_warning(tmp_path):
     assert len(notes) == 1 and notes[0].level == "warning"
     assert "between the levels of 'g'" in notes[0] and "for a," in notes[0] and "model.formulas.psi" in notes[0]
     assert not [x for x in _prepare(tmp_path, "hurdle_lognormal", same).notes if x.code == "family.constant_psi"]
+
+
+def test_a_zero_inflated_familys_share_of_non_zeros_moves_with_mu(tmp_path):
+    """A zero-inflated Poisson with one psi: its share of non-zeros, psi (1 - exp(-mu)), differs
+    between levels through mu alone, so a difference is no sign against one psi: no warning."""
+    rng = np.random.default_rng(4)
+    n = 900
+    levels = np.array(["a", "b", "c"] * (n // 3))
+    mu = np.where(levels == "a", 0.3, 3.0)
+    y = np.where(rng.random(n) < 0.6, rng.poisson(mu), 0).astype(float)
+    assert not [x for x in _prepare(tmp_path, "zero_inflated_poisson", y).notes if x.code == "family.constant_psi"]

@@ -118,6 +118,10 @@ def test_islands_and_components(tmp_path):
     notes = " ".join(map(str, plan.notes))
     assert "3 connected parts" in notes and "zz" in notes  # a level of the table the model lacks is left out
     assert sp.to_json()["scaling_factors"] == [0.25, 0.25]
+    # the island without sample is not said to be pulled towards neighbours it does not have
+    assert "island(s) without sample (e) have no neighbours to pull them: their effects are independent N(0, sd) " \
+           "draws" in notes
+    assert "pulled towards their neighbours" not in notes
 
 
 def test_structure_changes_the_fit_key(tmp_path):
