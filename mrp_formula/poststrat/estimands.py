@@ -145,7 +145,8 @@ DECISION = ("chance_to_win", "expected_loss_first", "expected_loss_second")
 
 
 def _decision(sides, gi: int, k: int | None) -> dict:
-    """A/B decision numbers on the outcome scale: the chance that the first level is higher, and
+    """A/B decision numbers on the outcome scale: the chance that the first level is higher (a tie,
+    as when the contrast's effect is left out or fixed, counts half), and
     the expected loss (outcome given up, per draw) of choosing the first or the second level. They
     are in outcome units whatever the contrast's scale (:func:`with_loss_unit` says so)."""
     if sides is None:
@@ -153,7 +154,7 @@ def _decision(sides, gi: int, k: int | None) -> dict:
     a, b = (x[:, gi] if k is None else x[:, gi, k] for x in sides)
     if np.isnan(a).all():
         return {}
-    return {"chance_to_win": float(np.mean(a > b)),
+    return {"chance_to_win": float(np.mean(a > b) + 0.5 * np.mean(a == b)),
             "expected_loss_first": float(np.mean(np.maximum(b - a, 0))),
             "expected_loss_second": float(np.mean(np.maximum(a - b, 0)))}
 
@@ -177,11 +178,15 @@ LOSS_UNIT = "expected_loss_unit"
 
 def with_loss_unit(table: pd.DataFrame, unit: str) -> pd.DataFrame:
     """The table with :data:`LOSS_UNIT` beside the expected losses: outcome units, also where the
-    contrast itself is a ratio or an odds ratio."""
+    contrast itself is a ratio or an odds ratio (a cumulative family's ``mean`` row is the expected
+    category value, not a category's probability)."""
     if "expected_loss_first" not in table:
         return table
     table = table.copy()
-    table[LOSS_UNIT] = [f"outcome units: {unit}" if pd.notna(v) else None for v in table["expected_loss_first"]]
+    mean_row = (table["category"].astype(str) == "mean").to_numpy() if "category" in table else np.zeros(len(table), bool)
+    table[LOSS_UNIT] = [None if pd.isna(v) else "outcome units: expected category value (the levels' numbers, "
+                        "else 1, 2, ... in their order)" if m else f"outcome units: {unit}"
+                        for v, m in zip(table["expected_loss_first"], mean_row)]
     return table
 
 

@@ -275,19 +275,32 @@ def _row(**kw):
 
 
 @pytest.mark.parametrize("row,bottom", [
-    (_row(), "Treatment almost certainly beats control (99.9%); practically different: treatment is higher"),
-    (_row(chance_to_win=0.96, p_above_null=0.96, p_in_rope=0.2), "Treatment very likely beats control (96.0%); "
+    (_row(), "treatment almost certainly beats control (99.9%); practically different: treatment is higher"),
+    (_row(chance_to_win=0.96, p_above_null=0.96, p_in_rope=0.2), "treatment very likely beats control (96.0%); "
                                                                 "not settled"),
     (_row(chance_to_win=0.03, p_above_null=0.03, p_in_rope=0.01, mean=0.8, lower=0.7, upper=0.9),
-     "Control very likely beats treatment (97.0%); practically different: control is higher"),
+     "control very likely beats treatment (97.0%); practically different: control is higher"),
     (_row(chance_to_win=0.55, p_above_null=0.55, p_in_rope=0.97, mean=1.0), "No clear winner: the chance that "
                                                                            "treatment beats control is 55.0%; "
                                                                            "practically equivalent"),
 ])
-def test_decision_numbers_in_words(folder, row, bottom):
-    d = P.decision(RunView.from_folder(folder), row)
+def test_decision_numbers_in_words(tmp_path, row, bottom):
+    """Arms applied to everyone (the population has no treatment column): which one to choose. A
+    level's name keeps its case at the start of the bottom line."""
+    arm = make_run(tmp_path / "arm", manifest={"tables": {"population_columns": ["state", "n"]}})
+    d = P.decision(RunView.from_folder(arm), row)
     assert d.bottom_line.startswith(bottom), d.bottom_line
     assert d.title == "lift: treatment vs control"
+
+
+def test_a_contrast_of_two_subpopulations_has_no_winner_to_choose(folder):
+    """The fixture's population has a treatment column: the contrast compares two parts of the
+    population, so the page says which is higher, not which arm beats which or what choosing costs."""
+    d = P.decision(RunView.from_folder(folder), _row(chance_to_win=0.96, p_above_null=0.96, p_in_rope=0.2))
+    assert d.bottom_line.startswith("treatment very likely has the higher average (96.0%)"), d.bottom_line
+    words = " ".join(d.sentences)
+    assert "Chance that the population average of" in words and "is higher for treatment than for control: 96.0%" in words
+    assert "beats" not in words and "you choose" not in words
 
 
 def test_decision_without_a_rope_or_chance_uses_the_direction(folder):

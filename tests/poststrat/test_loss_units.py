@@ -66,3 +66,27 @@ def test_pipeline_orders_the_column_after_the_losses():
     from mrp_formula.commands.run import SUMMARY
 
     assert SUMMARY.index(LOSS_UNIT) == SUMMARY.index("expected_loss_second") + 1
+
+
+def test_a_tie_counts_half_towards_the_chance_to_win():
+    """Draws in which the two sides are equal (an effect left out or fixed) are no win for either:
+    an exact tie gives 50 %, not 0 % (nor 100 % for the other side)."""
+    import numpy as np
+
+    from mrp_formula.poststrat.estimands import _decision
+
+    a = np.array([[0.3], [0.3], [0.5], [0.1]])
+    b = np.array([[0.3], [0.3], [0.2], [0.4]])
+    assert _decision((a, b), 0, None)["chance_to_win"] == 0.5  # one win, one loss, two ties
+    assert _decision((a, a), 0, None)["chance_to_win"] == 0.5
+
+
+def test_the_mean_category_rows_loss_is_in_category_values():
+    import pandas as pd
+
+    from mrp_formula.poststrat.estimands import LOSS_UNIT, with_loss_unit
+
+    table = pd.DataFrame({"estimand": ["e"] * 3, "category": ["1", "2", "mean"], "expected_loss_first": [0.1, 0.2, 0.3]})
+    units = list(with_loss_unit(table, "probability of the category")[LOSS_UNIT])
+    assert units[:2] == ["outcome units: probability of the category"] * 2
+    assert units[2].startswith("outcome units: expected category value")

@@ -361,6 +361,15 @@ def _likely(p: float) -> str:
     return ""
 
 
+def _subpopulations(view: RunView, name: str) -> bool:
+    """Whether the estimand contrasts two parts of the population (its contrast variable is a
+    population variable) rather than two settings applied to everyone (an A/B test's arms)."""
+    e = view.estimand_specs.get(name) or {}
+    contrast = e.get("contrast")
+    columns = view.manifest.get("tables", {}).get("population_columns") or ()
+    return isinstance(contrast, dict) and len(contrast) == 1 and next(iter(contrast)) in columns
+
+
 def contrast_levels(row, cols: list[str]) -> tuple[str, str] | None:
     """The two levels a contrast row compares: its typed ``first`` and ``second`` columns."""
     first, second = text(row.get("first")), text(row.get("second"))
@@ -384,7 +393,16 @@ def decision(view: RunView, row) -> Decision | None:
          f"({view.ci_name} {fmt(lo, 3)} to {fmt(hi, 3)}; no difference would be {fmt(null)})."]
     win = _num(row.get("chance_to_win"))
     bottom = ""
-    if win is not None:
+    if win is not None and _subpopulations(view, est):  # no arm to choose: which part of the population is higher
+        s.append(f"Chance that the population average of {outcome} is higher for {first} than for {second}: "
+                 f"{pct(win)}.")
+        if _likely(win):
+            bottom = f"{first} {_likely(win)} has the higher average ({pct(win)})"
+        elif _likely(1 - win):
+            bottom = f"{second} {_likely(1 - win)} has the higher average ({pct(1 - win)})"
+        else:
+            bottom = f"no clear difference: the chance that {first} is higher than {second} is {pct(win)}"
+    elif win is not None:
         s.append(f"Chance that {first} beats {second} (a higher population average of {outcome}): {pct(win)}.")
         l1, l2 = _num(row.get("expected_loss_first")), _num(row.get("expected_loss_second"))
         if l1 is not None and l2 is not None:
@@ -426,7 +444,9 @@ def decision(view: RunView, row) -> Decision | None:
             verdict = "not settled with respect to the ROPE: more data would tell"
         s.append(verdict[0].upper() + verdict[1:] + ".")
         bottom = f"{bottom}; {verdict}" if bottom else verdict
-    return Decision(title, (bottom[0].upper() + bottom[1:] + ".") if bottom else "", tuple(s))
+    if bottom and not bottom.startswith((first, second)):  # a level's name keeps its case
+        bottom = bottom[0].upper() + bottom[1:]
+    return Decision(title, bottom + "." if bottom else "", tuple(s))
 
 
 @dataclass(frozen=True)
@@ -659,6 +679,11 @@ def other_warnings(view: RunView) -> list[str]:
 
 
 def _first_clause(w: str) -> str:
+    """A long warning's first clause, unless that is only a label (``calibrate: ...``): then the
+    warning cut short."""
+    head, _, rest = w.partition(": ")
+    if len(w) > 140 and rest and len(head) < 25 and " " not in head:  # a label, not a clause
+        w = rest
     w = w.split(": ")[0] if len(w) > 140 else w
     return w if len(w) <= 140 else w[:137] + "..."
 
