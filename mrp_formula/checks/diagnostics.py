@@ -142,6 +142,19 @@ class Thresholds:
     ess_min: float = 400
     divergences_max: int = 0
     target_accept: float = 0.9
+    switchable: bool = True  # a group term whose parameterization the spec can switch (not structured)
+
+
+def divergence_advice(target_accept: float | None, switchable: bool) -> str:
+    """What to do about divergent transitions: a higher target_accept, and switching a group term's
+    parameterization where one can be switched (a structured term's effects are always non-centred)."""
+    now = f" (now {target_accept})" if target_accept is not None else ""
+    if switchable:
+        return (f"raise fit.target_accept{now} towards 0.99, or switch a group term's parameterization (centered "
+                f"<-> noncentered, or a centring weight; the run's notes give each term's), e.g. "
+                f"model.parameterization = {{ \"1|x\" = \"centered\" }}")
+    return (f"raise fit.target_accept{now} towards 0.99, or give the structured terms' sds tighter priors "
+            f"(every group term here is structured, so always non-centred)")
 
 
 @dataclass(frozen=True)
@@ -162,10 +175,9 @@ class Diagnostics:
         """Failed checks that make the reported numbers untrustworthy (``--strict`` exits 5)."""
         out = []
         if self.divergences > t.divergences_max:
-            out.append(f"{self.divergences} divergent transition{'s' if self.divergences != 1 else ''}: the sampler missed part of the posterior. "
-                       f"Raise fit.target_accept (now {t.target_accept}) towards 0.99, or switch a group term's "
-                       f"parameterization (centered <-> noncentered; the run's notes give each term's), "
-                       f"e.g. model.parameterization = {{ \"1|x\" = \"centered\" }}.")
+            advice = divergence_advice(t.target_accept, t.switchable)
+            out.append(f"{self.divergences} divergent transition{'s' if self.divergences != 1 else ''}: the sampler "
+                       f"missed part of the posterior. {advice[0].upper() + advice[1:]}.")
         if not math.isnan(self.estimand_max_rhat) and self.estimand_max_rhat > t.rhat_max:
             out.append(f"estimands have not converged (max R-hat {self.estimand_max_rhat:.3f} > {t.rhat_max}): "
                        f"the chains disagree; run more draws (fit.draws, fit.tune) and check the priors.")

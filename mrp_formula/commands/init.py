@@ -23,7 +23,7 @@ SURVEY_HEAD = """\
 # A starter spec for a survey: edit it, then `mrp check {file}` and `mrp run {file}`.
 # Every key is described in docs/spec.md, and on hover in editors that read the line above.
 name = {name}
-description = "Support by region, poststratified to the population's region x age cells"
+description = "Support by region, poststratified to the population{population_words}"
 
 [data]
 source = "survey.csv"                        # one row per respondent; paths are relative to this file
@@ -113,9 +113,11 @@ TEMPLATES = {
     "ab": Template("ab", "an A/B test on a 0/1 outcome (clicks), the population given by its margins", STARTER,
                    ("clicks.csv",)),
     "survey": Template("survey", "a survey poststratified to a cell table with counts (region x age)",
-                       SURVEY_HEAD + SURVEY_CELLS, ("survey.csv", "cells.csv")),
+                       SURVEY_HEAD.replace("{population_words}", "'s region x age cells") + SURVEY_CELLS,
+                       ("survey.csv", "cells.csv")),
     "margins": Template("margins", "the same survey when only the population's margins are known",
-                        SURVEY_HEAD + SURVEY_MARGINS, ("survey.csv",)),
+                        SURVEY_HEAD.replace("{population_words}", "'s region and age margins, taken as independent")
+                        + SURVEY_MARGINS, ("survey.csv",)),
     "continuous": Template("continuous", "an A/B test on a continuous metric (revenue per visitor)", CONTINUOUS,
                            ("revenue.csv",)),
 }

@@ -132,7 +132,8 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
 
         diag = fit_diagnostics(fitted.posterior, ed.draws, predictor.n_chains, predictor.n_draws)
         thresholds = Thresholds(rhat_max=spec.report.rhat_max, ess_min=spec.report.ess_min,
-                                divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept)
+                                divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept,
+                                switchable=_switchable(plan.fit_plan))
         warned = tuple(n for n in plan.notes if _warns(n))
         warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.level == "warning") + warned
         cache_notes = (cache_note,) if cache_note else ()
@@ -221,6 +222,12 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
 # Warnings of the data and the model (notes of level "warning") that the run's checks do not judge
 # themselves: the run lists them with its warnings (new levels are judged by the coverage check).
 JUDGED = ("population.new_levels",)
+
+
+def _switchable(fp) -> bool:
+    """Whether the model has a group term whose parameterization the spec can switch."""
+    structured = {sp.term for sp in fp.structures}
+    return not fp.parameterization or any(t not in structured for t in fp.parameterization)
 
 
 def _warns(note) -> bool:

@@ -53,10 +53,14 @@ def check_outcome(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: 
                              f"{values[-1]:g})", hint=f'use family = "gaussian" for a continuous outcome, or make '
                              f"a 0/1 column in data.query, e.g. CAST({var} > 0 AS INTEGER)", **where)
             else:
-                problems.add(f"{msg}: whole numbers from {values[0]:g} to {values[-1]:g}, like counts",
-                             hint='for counts use family = "poisson" or "negativebinomial", for successes out of '
-                                  'trials p(successes, trials) with family = "binomial"; or fix the values that '
-                                  "are not 0/1", **where)
+                scale = len(values) <= 11 and values[0] >= 0  # a few whole numbers: a rating scale as likely as counts
+                problems.add(f"{msg}: whole numbers from {values[0]:g} to {values[-1]:g}, like "
+                             f"{'a rating scale or counts' if scale else 'counts'}",
+                             hint=('for ordered categories (a 1-5 rating) use family = "cumulative", for counts '
+                                   if scale else "for counts use ")
+                             + 'family = "poisson" or "negativebinomial", for successes out of trials '
+                               'p(successes, trials) with family = "binomial"; or fix the values that are not 0/1',
+                             **where)
         elif family in ("binomial", "poisson", "negativebinomial"):
             what = {"text": "is text", "continuous": "has values that are not whole numbers",
                     "negative": "has negative values"}.get(kind)

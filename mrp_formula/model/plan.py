@@ -4,6 +4,7 @@ here imports Bambi or PyMC (:mod:`mrp_formula.model.sampler` does)."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import sys
@@ -183,6 +184,20 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
         edges = st.edge_array(len(levels), [(index[a], index[b]) for a, b in adj.pairs
                                             if a in index and b in index])
         dropped = sorted(adj.levels - set(levels))
+        typos = {lv: close for lv in dropped
+                 if (close := [m for m in levels if m.lower() == lv.lower()]
+                     or difflib.get_close_matches(lv, levels, n=1, cutoff=0.75))}
+        for lv, close in typos.items():
+            pairs = [f"{a}-{b}" for a, b in adj.pairs if lv in (a, b)]
+            problems.append(Problem(
+                f"level '{lv}' of the adjacency table {Path(entry.adjacency).name} is not a level of '{var}' but "
+                f"looks like '{close[0]}': a typo? Its pair(s) {', '.join(pairs[:6]) or '(none)'} would be left out "
+                f"of the graph", key=dotted(("model", "structure", var, "adjacency")), file=file,
+                line=loaded.line("model", "structure", var, "adjacency") or where["line"],
+                hint=f"write '{close[0]}' in the table; a level that really is in neither the sample nor the "
+                     f"population may stay (it is left out)"))
+        if typos:
+            continue
         if dropped:
             notes.append(f"structure of '{var}': {len(dropped)} level(s) of the adjacency table are in neither the "
                          f"sample nor the population and are left out of the graph "

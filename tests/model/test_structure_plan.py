@@ -154,3 +154,14 @@ def test_the_adjacency_graph_is_in_the_fit_key(tmp_path):
     a = fit_key(steps.plan(_write(tmp_path, model=model, adjacency="p,q\na,b\nb,c\nc,d\nd,e\n")), {})
     b = fit_key(steps.plan(_write(tmp_path, model=model, adjacency="p,q\na,b\nb,c\nc,d\nd,a\ne,\n")), {})
     assert a != b
+
+
+def test_a_typo_in_the_adjacency_table_is_an_error_not_a_lost_edge(tmp_path):
+    """`A` is not a level but looks like `a`: its pair would silently drop out of the graph."""
+    with pytest.raises(DataError) as e:
+        steps.plan(_write(tmp_path, model='structure = { area = { kind = "icar", adjacency = "adj.csv" } }',
+                          adjacency="from,to\na,b\nb,c\nc,d\nd,e\nA,e\n"))
+    (p,) = e.value.problems
+    assert p.key == "model.structure.area.adjacency"
+    assert "level 'A' of the adjacency table adj.csv is not a level of 'area' but looks like 'a': a typo?" in p.message
+    assert "A-e" in p.message and "write 'a' in the table" in p.hint

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mrp_formula.checks.diagnostics import divergence_advice
 from mrp_formula.output.report.view import NULL, RunView, _num, row_label, text
 
 MANY = 12  # an estimand without `by` but with more rows than this is shown as a breakdown
@@ -508,9 +509,7 @@ def checks(view: RunView) -> list[Check]:
         bad = d.divergences > d.divergences_max
         out.append(Check("divergent transitions", count(d.divergences), f"at most {d.divergences_max}",
                          "fail" if bad else "ok",
-                         "The sampler missed part of the posterior: raise fit.target_accept towards 0.99, or switch "
-                         "a group term's parameterization (centered / noncentered; the run's notes give each "
-                         "term's), e.g. model.parameterization = { \"1|x\" = \"centered\" }."
+                         f"The sampler missed part of the posterior: {divergence_advice(None, _switchable(view))}."
                          if bad else "None beyond the limit: the sampler explored the posterior.",
                          f"{count(d.divergences)} divergent transition{'s' if d.divergences != 1 else ''} (at most {d.divergences_max})"))
     if d.chains > 1 and d.estimand_max_rhat is not None:
@@ -663,6 +662,14 @@ def _srm_checks(view: RunView) -> list[Check]:
         if n.startswith("sample ratio of"):
             out.append(Check("sample ratio", "matches", "the planned allocation", "ok", n[0].upper() + n[1:] + "."))
     return out
+
+
+def _switchable(view: RunView) -> bool:
+    """Whether the run's model has a group term whose parameterization the spec can switch."""
+    model = view.manifest.get("model") or {}
+    structured = {s.get("term") for s in model.get("structure") or () if isinstance(s, dict)}
+    terms = model.get("parameterization") or {}
+    return not terms or any(t not in structured for t in terms)
 
 
 # warnings of the run that the checks above already judge (Diagnostics.warnings, the SRM check)
