@@ -259,7 +259,7 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     err.print(f"  model: {' '.join(plan.info.text.split())}  ({summary['family']})", markup=False, highlight=False)
     err.print(f"  sample: {summary['sample_rows']} rows -> {fp.cells} fitted rows/cells; "
               f"population: {summary['population_cells']} cells", highlight=False)
-    for line in prior_lines(fp.priors):
+    for line in prior_lines(fp.priors, fp.structures):
         err.print(line, markup=False, highlight=False)
     for note in notes:
         if getattr(note, "level", "") == "warning":
@@ -270,16 +270,20 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
         err.print(f"  coverage: {note}", markup=False, highlight=False)
 
 
-def prior_lines(priors) -> list[str]:
-    """The priors of the fit, one term a line: term, distribution, spec or default (and how)."""
-    if not priors:
+def prior_lines(priors, structures=()) -> list[str]:
+    """The priors of the fit, one term a line: term, distribution, spec or default (and how); then
+    the structured terms' own parameters (an AR(1)'s or BYM2's rho, an RW2's trend)."""
+    rows = [(p.key, str(p.prior), f"default: {p.basis}" if p.source == "default" and p.basis else p.source)
+            for p in priors]
+    rows += [(name, prior, f"structure (model.structure.{sp.factor})")
+             for sp in structures for name, prior in sp.extra_priors().items()]
+    if not rows:
         return []
     out = ["  priors (spec: from model.priors; default: computed from the sample rows):"]
-    width = max(len(p.key) for p in priors)
-    dwidth = max(len(str(p.prior)) for p in priors)
-    for p in priors:
-        how = f"default: {p.basis}" if p.source == "default" and p.basis else p.source
-        out.append(f"    {p.key:<{width}}  {str(p.prior):<{dwidth}}  {how}")
+    width = max(len(k) for k, _, _ in rows)
+    dwidth = max(len(d) for _, d, _ in rows)
+    for key, dist, how in rows:
+        out.append(f"    {key:<{width}}  {dist:<{dwidth}}  {how}")
     return out
 
 

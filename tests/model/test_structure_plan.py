@@ -165,3 +165,15 @@ def test_a_typo_in_the_adjacency_table_is_an_error_not_a_lost_edge(tmp_path):
     assert p.key == "model.structure.area.adjacency"
     assert "level 'A' of the adjacency table adj.csv is not a level of 'area' but looks like 'a': a typo?" in p.message
     assert "A-e" in p.message and "write 'a' in the table" in p.hint
+
+
+def test_mrp_check_lists_the_structures_own_priors(tmp_path):
+    """`mrp check` lists every prior: an RW2's trend beside the terms'."""
+    from typer.testing import CliRunner
+
+    from mrp_formula.cli import app
+
+    r = CliRunner().invoke(app, ["check", str(_write(tmp_path, model='structure = { age = "rw2" }'))])
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.output.splitlines() if ln.strip().startswith("1|age_trend"))
+    assert "Normal(0, " in line and "structure (model.structure.age)" in line
