@@ -78,6 +78,8 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
             if share > EXTREME_SHARE:
                 notes.append(f"the priors put {share:.0%} of {label} below {EXTREME:.0%} or above "
                              f"{1 - EXTREME:.0%}: they may be wider than you believe")
+    else:
+        notes += _beyond_the_data(plan, ed, labels)
     sections = {"draws": draws, "seed": seed, "ci_prob": spec.report.ci_prob, "ci_kind": spec.report.ci_kind,
                 "priors": {k: str(v) for k, v in spec.model.priors.items()}}
     with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
@@ -90,6 +92,34 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
         write_json(manifest_, tmp / "manifest.json")
     return PriorResult(estimands=table, draws=ed.draws, out=out_dir, notes=tuple(notes),
                        seconds=time.perf_counter() - t0, manifest=manifest_)
+
+
+BEYOND = 10.0  # a prior draw of a mean beyond ten times the sample's largest outcome is far out
+
+
+def _beyond_the_data(plan, ed, labels: list[str]) -> list[str]:
+    """Outcomes that are not rates: a note where the priors put a notable share of an estimand (of
+    its means, not a contrast) beyond ten times the sample's largest outcome in size, and where
+    its prior mean lies outside its interval (a tail so heavy that the mean says little)."""
+    response = plan.info.response_vars[0]
+    y = pd.to_numeric(plan.tables.sample.get(response), errors="coerce") if response in plan.tables.sample else None
+    top = float(np.nanmax(np.abs(y))) if y is not None and y.notna().any() else math.nan
+    out = []
+    for i, label in enumerate(labels):
+        row = ed.rows.iloc[i]
+        if row["scale"] or str(row.get("category", "")) not in ("", "nan", "None"):
+            continue  # contrasts, and categories' probabilities
+        x = ed.draws[i]
+        if math.isfinite(top) and top > 0:
+            share = float(np.mean(np.abs(x) > BEYOND * top))
+            if share > EXTREME_SHARE:
+                out.append(f"the priors put {share:.0%} of {label} beyond {BEYOND:g} times the sample's largest "
+                           f"|{response}| ({top:g}): they may be wider than you believe")
+        mean, (lo, hi) = float(np.mean(x)), np.quantile(x, [0.025, 0.975])
+        if not lo <= mean <= hi:
+            out.append(f"the prior mean of {label} ({mean:.3g}) lies outside its central 95% ({lo:.3g} to {hi:.3g}): "
+                       f"a tail so heavy that the mean says little; read the median and the interval")
+    return out
 
 
 def _label(row: pd.Series) -> str:

@@ -118,3 +118,33 @@ def test_wide_priors_are_pointed_out(ab_dir):
     r = runner.invoke(app, ["prior", str(spec), "--draws", "1", "--json"])
     assert r.exit_code == 2  # below the minimum of --draws
 
+
+
+def test_a_count_models_heavy_tailed_prior_is_pointed_out(tmp_path):
+    """Poisson with a wide intercept prior on the log scale: the prior means of the counts reach far
+    beyond the sample's counts, and their mean lies outside their own central 95 %; both said."""
+    import textwrap
+
+    rng = np.random.default_rng(1)
+    n = 300
+    pd.DataFrame({"visits": rng.poisson(2, n), "arm": rng.choice(["A", "B"], n),
+                  "region": rng.choice(["n", "s"], n)}).to_csv(tmp_path / "d.csv", index=False)
+    pd.DataFrame({"region": ["n", "s"], "count": [1, 1]}).to_csv(tmp_path / "pop.csv", index=False)
+    (tmp_path / "s.toml").write_text(textwrap.dedent("""
+        name = "counts"
+        [data]
+        source = "d.csv"
+        [model]
+        formula = "visits ~ arm + (1|region)"
+        family = "poisson"
+        [model.priors]
+        Intercept = "Normal(0, 6)"
+        [population]
+        source = "pop.csv"
+        weight = "count"
+        [estimands.mean]
+        at = { arm = ["A", "B"] }
+        """))
+    res = prior(tmp_path / "s.toml", draws=1000, out=tmp_path / "p")
+    assert any("beyond 10 times the sample's largest |visits|" in n and "mean[arm=A]" in n for n in res.notes), res.notes
+    assert any(n.startswith("the prior mean of mean[arm=") and "outside its central 95%" in n for n in res.notes)
