@@ -544,10 +544,21 @@ def plan(path, overrides=(), *, loaded: LoadedSpec | None = None) -> Plan:
     """The checked spec with its prepared tables and fit plan: everything short of sampling."""
 
     loaded = loaded or load_spec(path, tuple(overrides))
-    info = spec_checks(loaded)
-    tables = prepare(loaded, info)
-    targets = load_targets(loaded, tables)
-    return Plan(loaded=loaded, info=info, tables=tables, fit_plan=plan_fit(loaded, info, tables), targets=targets)
+    try:
+        info = spec_checks(loaded)
+        tables = prepare(loaded, info)
+        targets = load_targets(loaded, tables)
+        return Plan(loaded=loaded, info=info, tables=tables, fit_plan=plan_fit(loaded, info, tables), targets=targets)
+    except MrpError as exc:
+        raise placed(exc, loaded) from None
+
+
+def placed(exc: MrpError, loaded: LoadedSpec) -> MrpError:
+    """``exc`` with each problem of a key given with --set placed there rather than in the file
+    (where it has no line)."""
+    moved = [replace(p, file="--set", line=None) if p.line is None and p.key and p.file == str(loaded.path)
+             and loaded.set_by_override(p.key) else p for p in exc.problems]
+    return exc if moved == list(exc.problems) else type(exc)(moved)
 
 
 def build(plan: Plan):

@@ -385,6 +385,12 @@ class LoadedSpec(_Frozen):
     raw: dict
     lines: dict
     frames: Any = None  # {"data": DataFrame, "population": DataFrame}: tables given in memory (``run(data=df)``)
+    overridden: frozenset = frozenset()  # the key paths given with --set (or a variant)
+
+    def set_by_override(self, key: str) -> bool:
+        """Whether the dotted ``key`` of a problem lies in a value given with --set (so that the
+        problem is placed there, not in the file)."""
+        return any(key == d or key.startswith(d + ".") for d in (dotted(p) for p in self.overridden))
 
     def frame(self, section: str):
         """The DataFrame given in memory for ``section`` ("data" or "population"), else None."""
@@ -444,7 +450,8 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, 
         problems.extend(_variant_problems(raw, spec, str(path), path.resolve().parent, lines))
     if problems:
         raise SpecError(problems)
-    return LoadedSpec(spec=spec, path=path.resolve(), text=text, raw=raw, lines=lines, frames=frames or None)
+    return LoadedSpec(spec=spec, path=path.resolve(), text=text, raw=raw, lines=lines, frames=frames or None,
+                      overridden=frozenset(overridden))
 
 
 FRAME_SOURCE = "(DataFrame)"  # data.source / population.source of a table given in memory

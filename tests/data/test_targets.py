@@ -176,3 +176,16 @@ def test_calibration_is_not_part_of_the_fit_key(tmp_path):
     (tmp_path / "plain.toml").write_text(text[:text.index("[calibrate]")] + "[estimands.m]\n")
     c = fit_key(plan_of(tmp_path / "plain.toml"), versions())
     assert a == b == c
+
+
+def test_a_problem_of_a_table_given_with_set_is_placed_there(tmp_path):
+    """[calibrate] given whole with --set: its problem names --set, not a line of the spec file."""
+    _files(tmp_path)
+    (tmp_path / "spec.toml").write_text(textwrap.dedent(SPEC.format(formula="y ~ age + (1|region)", family="bernoulli",
+                                                                    link="", by="region", source="known.csv",
+                                                                    column="share")).split("[calibrate]")[0]
+                                        + "[estimands.m]\n")
+    r = runner.invoke(app, ["check", str(tmp_path / "spec.toml"), "--set",
+                            f'calibrate={{ by = "region", source = "{tmp_path / "known.csv"}", column = "shar" }}'])
+    assert r.exit_code == 4, r.output
+    assert "--set: calibrate.column: known.csv has no column 'shar'" in r.output
