@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mrp_formula.notes import is_warning
 from mrp_formula.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MrpError, Problem
 from mrp_formula.errors import UsageError as MrpUsageError
 from mrp_formula.progress import SILENT, Reporter
@@ -133,8 +134,9 @@ def write_estimands(result, format_: str, title: str) -> None:
         print_table(result.estimands, title, Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160))
 
 
-def decision_lines(df) -> list[str]:
-    """One line per contrast row: chance to win and the expected loss of each choice."""
+def decision_lines(df, subpopulations=()) -> list[str]:
+    """One line per contrast row: chance to win and the expected loss of each choice; for a
+    contrast of two parts of the population (an estimand in ``subpopulations``), which is higher."""
     out = []
     if "chance_to_win" not in df:
         return out
@@ -148,6 +150,10 @@ def decision_lines(df) -> list[str]:
         unit = row.get("expected_loss_unit")
         unit = unit if isinstance(unit, str) and unit else "outcome units"
         ratio = f", not {row['scale'].replace('_', ' ')} units" if row.get("scale") in ("ratio", "odds_ratio") else ""
+        if row["estimand"] in subpopulations:
+            out.append(f"{row['estimand']}{' [' + groups + ']' if groups else ''}: chance that the average is higher "
+                       f"for {first} than for {second} {row['chance_to_win']:.1%}")
+            continue
         out.append(f"{row['estimand']}{' [' + groups + ']' if groups else ''}: chance that {first} beats "
                    f"{second} {row['chance_to_win']:.1%}; expected loss if you choose {first}: "
                    f"{row['expected_loss_first']:.3g}, if you choose {second}: {row['expected_loss_second']:.3g} "
@@ -244,8 +250,8 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     summary = {"ok": True, "spec": str(spec), "formula": plan.info.text, "family": plan.loaded.spec.model.family,
                "sample_rows": plan.tables.stats.get("sample_rows_used"), "cells_fitted": fp.cells,
                "aggregated": fp.aggregated, "population_cells": len(plan.tables.population),
-               "estimands": list(plan.loaded.spec.estimands), "notes": list(notes),
-               "warnings": [n for n in notes if getattr(n, "level", "") == "warning"],
+               "estimands": list(plan.loaded.spec.estimands), "notes": [n for n in notes if not is_warning(n)],
+               "warnings": [n for n in notes if is_warning(n)],
                "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
                "coverage": plan.coverage.to_json() if plan.coverage is not None else None,
                "priors": [p.to_json() for p in fp.priors], "prior_scale": fp.prior_scale}
@@ -262,7 +268,7 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     for line in prior_lines(fp.priors, fp.structures):
         err.print(line, markup=False, highlight=False)
     for note in notes:
-        if getattr(note, "level", "") == "warning":
+        if is_warning(note):
             err.print(f"  [yellow]warning[/]: {escape(note)}", highlight=False)
         else:
             err.print(f"  note: {note}", markup=False, highlight=False)
@@ -339,7 +345,7 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
             print_table(result.estimands, title)
         else:
             write_estimands(result, format_, title)
-        for line in decision_lines(result.estimands):
+        for line in decision_lines(result.estimands, result.subpopulations):
             err.print(line, markup=False, highlight=False)
         err.print(f"results in {result.out}", highlight=False)
     if strict_failed:

@@ -50,3 +50,13 @@ def as_note(value: str, code: str = "note") -> Note:
 
 def with_code(notes: Iterable[str], code: str) -> list[Note]:
     return [n for n in notes if isinstance(n, Note) and n.code == code]
+
+
+# Notes of level "warning" that a run's own checks judge (the coverage check: new levels): they stay
+# notes; every other one is listed with the run's warnings (and `mrp check`'s).
+JUDGED = ("population.new_levels",)
+
+
+def is_warning(note) -> bool:
+    """Whether a note of the data or the model is listed as a warning."""
+    return getattr(note, "level", "") == "warning" and getattr(note, "code", "") not in JUDGED

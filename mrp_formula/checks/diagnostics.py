@@ -142,13 +142,16 @@ class Thresholds:
     ess_min: float = 400
     divergences_max: int = 0
     target_accept: float = 0.9
-    switchable: bool = True  # a group term whose parameterization the spec can switch (not structured)
+    switchable: bool | None = True  # a group term whose parameterization can be switched; None: no group term
 
 
-def divergence_advice(target_accept: float | None, switchable: bool) -> str:
+def divergence_advice(target_accept: float | None, switchable: bool | None) -> str:
     """What to do about divergent transitions: a higher target_accept, and switching a group term's
-    parameterization where one can be switched (a structured term's effects are always non-centred)."""
+    parameterization where one can be switched (a structured term's effects are always non-centred;
+    ``None``: the model has no group term)."""
     now = f" (now {target_accept})" if target_accept is not None else ""
+    if switchable is None:
+        return f"raise fit.target_accept{now} towards 0.99, and check that the priors fit the data's scale"
     if switchable:
         return (f"raise fit.target_accept{now} towards 0.99, or switch a group term's parameterization (centered "
                 f"<-> noncentered, or a centring weight; the run's notes give each term's), e.g. "

@@ -460,7 +460,7 @@ def compare_variants(spec: str, name: str, tasks: Sequence[RunTask], out: Path) 
     from mrp_formula.steps import plan_and_model, posterior
 
     runs = tuple(Path(t.out).name for t in tasks)
-    left_out = []  # variants fitted on other data than the spec itself: compared without them
+    left_out = []  # runs whose fit is not comparable with the first's (other data, other cells): compared without them
     try:
         entries = []
         for t, run in zip(tasks, runs):
@@ -500,7 +500,7 @@ def compare_variants(spec: str, name: str, tasks: Sequence[RunTask], out: Path) 
                                           seed=entries[0].loaded.spec.fit.seed,
                                           ci_prob=entries[0].loaded.spec.report.ci_prob,
                                           ci_kind=entries[0].loaded.spec.report.ci_kind)
-    skipped = ([f"left out of the LOO comparison and the stacking, fitted on other data than the spec: "
+    skipped = ([f"left out of the LOO comparison and the stacking, not comparable with {entries[0].label}: "
                 f"{'; '.join(left_out)}"] if left_out else [])
     return Comparison(spec=spec, name=name, runs=runs, table=table,
                       notes=tuple(f"{name}: {n}" for n in skipped + warns + notes + ([stack_note] if stack_note else [])),

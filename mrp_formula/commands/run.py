@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mrp_formula.notes import is_warning
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.checks.efficiency import efficiency
 from mrp_formula.output.files import sha256_file, staged_dir, write_json, write_table
@@ -40,6 +41,7 @@ class RunResult:
     warnings: tuple[str, ...] = ()  # diagnostics and checks that failed or deserve attention
     failed: tuple[str, ...] = ()  # the checks that fail a --strict run
     ppc: pd.DataFrame | None = None
+    subpopulations: tuple[str, ...] = ()  # contrasts of a population variable: two parts of the population
 
     def _repr_html_(self) -> str:
         """In a notebook: the report's summary (verdict, headline estimates, decision numbers in words)."""
@@ -134,7 +136,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
         thresholds = Thresholds(rhat_max=spec.report.rhat_max, ess_min=spec.report.ess_min,
                                 divergences_max=spec.report.divergences_max, target_accept=spec.fit.target_accept,
                                 switchable=_switchable(plan.fit_plan))
-        warned = tuple(n for n in plan.notes if _warns(n))
+        warned = tuple(n for n in plan.notes if is_warning(n))
         warnings_ = tuple(diag.warnings(thresholds)) + tuple(n for n in srm if n.level == "warning") + warned
         cache_notes = (cache_note,) if cache_note else ()
         calibration = est.calibration
@@ -209,7 +211,10 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
         return RunResult(estimands=table, draws=draws, posterior=fitted.posterior, diagnostics=diag,
                          out=out_dir, notes=notes, manifest=manifest_, warnings=warnings_,
                          failed=tuple(failed) + tuple(n for n in srm if n.code == "srm.mismatch"),
-                         ppc=ppc_table)
+                         ppc=ppc_table,
+                         subpopulations=tuple(n for n, e in spec.estimands.items()
+                                              if e.contrast and len(e.contrast) == 1
+                                              and next(iter(e.contrast)) in tables.population_vars))
     except BaseException:  # an error or an interrupt after the fit: the fit is kept for the next run all the same
         if not stored:
             try:
@@ -219,19 +224,11 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
         raise
 
 
-# Warnings of the data and the model (notes of level "warning") that the run's checks do not judge
-# themselves: the run lists them with its warnings (new levels are judged by the coverage check).
-JUDGED = ("population.new_levels",)
-
-
-def _switchable(fp) -> bool:
-    """Whether the model has a group term whose parameterization the spec can switch."""
+def _switchable(fp) -> bool | None:
+    """Whether the model has a group term whose parameterization the spec can switch (None: it has
+    no group term)."""
     structured = {sp.term for sp in fp.structures}
-    return not fp.parameterization or any(t not in structured for t in fp.parameterization)
-
-
-def _warns(note) -> bool:
-    return getattr(note, "level", "") == "warning" and getattr(note, "code", "") not in JUDGED
+    return any(t not in structured for t in fp.parameterization) if fp.parameterization else None
 
 
 # the steps of timings_seconds, in order (docs/outputs.md says what each covers)

@@ -56,7 +56,7 @@ def check_outcome(sample: pd.DataFrame, info: FormulaInfo, family: str, loaded: 
                 scale = len(values) <= 11 and values[0] >= 0  # a few whole numbers: a rating scale as likely as counts
                 problems.add(f"{msg}: whole numbers from {values[0]:g} to {values[-1]:g}, like "
                              f"{'a rating scale or counts' if scale else 'counts'}",
-                             hint=('for ordered categories (a 1-5 rating) use family = "cumulative", for counts '
+                             hint=('for ordered categories (a 1-5 rating) use family = "cumulative", for counts use '
                                    if scale else "for counts use ")
                              + 'family = "poisson" or "negativebinomial", for successes out of trials '
                                'p(successes, trials) with family = "binomial"; or fix the values that are not 0/1',

@@ -245,11 +245,14 @@ UNUSED_SHARE = 0.05  # sample levels the population lacks, from this share of th
 
 def _warn_unused_sample_levels(g, unused: set, sample, loaded, where: dict, notes: list) -> None:
     """A warning when sample levels of a group factor that hold a notable share of the sample
-    (``UNUSED_SHARE``) never occur in the population: they inform the fit, but no population cell
-    is predicted at them, which a typo in the population table (``55+`` written ``65+``) also
-    gives. Not for an ordered structure (rw1, rw2, ar1), whose population is often a later time."""
+    (``UNUSED_SHARE``) never occur in the population while the population has levels the sample
+    lacks: a typo in the population table (``55+`` written ``65+``) that no "did you mean" caught
+    gives exactly that (a population that is a subset of the sample's does not warn). Not for an
+    ordered structure (rw1, rw2, ar1), whose population is often a later time; once a factor."""
     structure = loaded.spec.model.structure.get(g.factor) if len(g.factor_vars) == 1 else None
-    if not unused or getattr(structure, "kind", "iid") in ("rw1", "rw2", "ar1"):
+    if (not unused or getattr(structure, "kind", "iid") in ("rw1", "rw2", "ar1")
+            or any(getattr(n, "code", "") == "population.unused_sample_levels" and f"of '{g.factor}'" in n
+                   for n in notes)):
         return
     keys = factor_keys(sample, g.factor_vars)
     count = sample[FREQ] if FREQ in sample.columns else pd.Series(1.0, index=sample.index)
@@ -263,7 +266,7 @@ def _warn_unused_sample_levels(g, unused: set, sample, loaded, where: dict, note
                          f"{where['key'] if where['key'] != 'population' else population_name(loaded)}: they "
                          f"inform the fit, but no population cell is predicted "
                          f"at them. If the population names them otherwise, recode one onto the other "
-                         f"(population.recode.{g.factor})"))
+                         f"(population.recode{'.' + g.factor if len(g.factor_vars) == 1 else ''})"))
 
 
 def find_new_levels(info, sample, population, loaded, problems, notes):
@@ -296,8 +299,9 @@ def find_new_levels(info, sample, population, loaded, problems, notes):
         for lv in sorted(mine - seen - set(pop_keys)):
             problems.add(f"level '{lv}' of '{g.factor}' is declared new but is not in the population", **decl_where,
                          hint=did_you_mean(lv, sorted(set(pop_keys) - seen)) or "remove it from declared_new")
-        _warn_unused_sample_levels(g, seen - set(pop_keys), sample, loaded, where, notes)
         mask = ~pop_keys.isin(seen)
+        if mask.any():  # the population has levels the sample lacks: a typo's other half?
+            _warn_unused_sample_levels(g, seen - set(pop_keys), sample, loaded, where, notes)
         if mask.any():
             levels = tuple(_natural_sort(set(pop_keys[mask])))
             new[g.factor] = levels

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mrp_formula.errors import DataError, Problem, SpecError
+from mrp_formula.notes import warning
 from mrp_formula.spec.formula import FormulaInfo, with_response
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.predict.cells import DEFAULT_LINK, design_matrices, design_of
@@ -184,20 +185,27 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
         edges = st.edge_array(len(levels), [(index[a], index[b]) for a, b in adj.pairs
                                             if a in index and b in index])
         dropped = sorted(adj.levels - set(levels))
-        typos = {lv: close for lv in dropped
-                 if (close := [m for m in levels if m.lower() == lv.lower()]
-                     or difflib.get_close_matches(lv, levels, n=1, cutoff=0.75))}
-        for lv, close in typos.items():
+        # a level of the table that is a level of the model but for its case is a typo (an error); one
+        # merely close to a level (a county's neighbour code) may be an area the model does not have
+        typos = {lv: m for lv in dropped for m in levels if m.lower() == lv.lower()}
+        for lv, m in typos.items():
             pairs = [f"{a}-{b}" for a, b in adj.pairs if lv in (a, b)]
             problems.append(Problem(
                 f"level '{lv}' of the adjacency table {Path(entry.adjacency).name} is not a level of '{var}' but "
-                f"looks like '{close[0]}': a typo? Its pair(s) {', '.join(pairs[:6]) or '(none)'} would be left out "
-                f"of the graph", key=dotted(("model", "structure", var, "adjacency")), file=file,
+                f"'{m}' is: a typo? Its pair(s) {', '.join(pairs[:6]) or '(none)'} would be left out of the graph",
+                key=dotted(("model", "structure", var, "adjacency")), file=file,
                 line=loaded.line("model", "structure", var, "adjacency") or where["line"],
-                hint=f"write '{close[0]}' in the table; a level that really is in neither the sample nor the "
-                     f"population may stay (it is left out)"))
+                hint=f"write '{m}' in the table"))
         if typos:
             continue
+        close = {lv: c[0] for lv in dropped if (c := difflib.get_close_matches(lv, levels, n=1, cutoff=0.75))}
+        if close:
+            shown = ", ".join(f"'{lv}' (like '{c}')" for lv, c in list(close.items())[:6])
+            notes.append(warning("structure.adjacency_levels",
+                                 f"structure of '{var}': level(s) {shown} of the adjacency table are not levels of "
+                                 f"'{var}' but look like ones that are; their pairs are left out of the graph. If "
+                                 f"they are typos, correct the table; if they are areas the model does not have, "
+                                 f"this is as it should be"))
         if dropped:
             notes.append(f"structure of '{var}': {len(dropped)} level(s) of the adjacency table are in neither the "
                          f"sample nor the population and are left out of the graph "

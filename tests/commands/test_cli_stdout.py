@@ -228,3 +228,18 @@ def test_the_entry_point_keeps_a_failing_exit_code(tmp_path):
     assert done.returncode == 3, done.stderr  # a spec error (the file is missing)
     assert json.loads(done.stdout)["ok"] is False
     assert handled
+
+
+def test_a_contrast_of_two_subpopulations_is_not_a_choice_in_the_terminal():
+    import pandas as pd
+
+    from mrp_formula.cli import decision_lines
+
+    df = pd.DataFrame({"estimand": ["gap", "lift"], "sex": ["f vs m", ""], "arm": ["", "B vs A"],
+                       "scale": ["difference", "ratio"], "first": ["f", "B"], "second": ["m", "A"],
+                       "chance_to_win": [0.23, 0.9], "expected_loss_first": [0.01, 0.001],
+                       "expected_loss_second": [0.002, 0.02]})
+    gap, lift = decision_lines(df, ("gap",))
+    assert gap == "gap: chance that the average is higher for f than for m 23.0%"
+    assert "beats" not in gap and "choose" not in gap
+    assert "chance that B beats A 90.0%" in lift and "if you choose B" in lift

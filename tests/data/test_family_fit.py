@@ -67,9 +67,9 @@ EXPECTED = {
                                   "data.query, e.g. CAST(y > 0 AS INTEGER)"),
     ("bernoulli", "counts"): (BERN + "['0', '1', '2', '3', '4', ...]: whole numbers from 0 to 9, like a rating scale or "
                               "counts", None,
-                              'for ordered categories (a 1-5 rating) use family = "cumulative", for counts family = '
-                              '"poisson" or "negativebinomial", for successes out of trials p(successes, trials) '
-                              'with family = "binomial"; or fix the values that are not 0/1'),
+                              'for ordered categories (a 1-5 rating) use family = "cumulative", for counts use '
+                              'family = "poisson" or "negativebinomial", for successes out of trials p(successes, '
+                              'trials) with family = "binomial"; or fix the values that are not 0/1'),
     ("bernoulli", "negative"): (BERN + "['-2', '-1', '0', '1', '2', ...]: whole numbers from -2 to 5, like counts",
                                 None, 'for counts use family = "poisson" or "negativebinomial", for successes out '
                                 'of trials p(successes, trials) with family = "binomial"; or fix the values that '

@@ -157,14 +157,25 @@ def test_the_adjacency_graph_is_in_the_fit_key(tmp_path):
 
 
 def test_a_typo_in_the_adjacency_table_is_an_error_not_a_lost_edge(tmp_path):
-    """`A` is not a level but looks like `a`: its pair would silently drop out of the graph."""
+    """`A` is not a level but `a` is: its pair would silently drop out of the graph."""
     with pytest.raises(DataError) as e:
         steps.plan(_write(tmp_path, model='structure = { area = { kind = "icar", adjacency = "adj.csv" } }',
                           adjacency="from,to\na,b\nb,c\nc,d\nd,e\nA,e\n"))
     (p,) = e.value.problems
     assert p.key == "model.structure.area.adjacency"
-    assert "level 'A' of the adjacency table adj.csv is not a level of 'area' but looks like 'a': a typo?" in p.message
+    assert "level 'A' of the adjacency table adj.csv is not a level of 'area' but 'a' is: a typo?" in p.message
     assert "A-e" in p.message and "write 'a' in the table" in p.hint
+
+
+def test_a_table_level_merely_like_a_model_level_is_a_warning(tmp_path):
+    """A county table names neighbours the survey lacks, with codes one digit from those it has:
+    no error (they may be real areas), a warning that names them."""
+    areas = ("r001", "r002", "r003", "r004", "r005")
+    plan = steps.plan(_write(tmp_path, model='structure = { area = { kind = "icar", adjacency = "adj.csv" } }',
+                             adjacency="from,to\nr001,r002\nr002,r003\nr003,r004\nr004,r005\nr005,r009\n",
+                             areas=areas))
+    (w,) = [n for n in plan.notes if getattr(n, "code", "") == "structure.adjacency_levels"]
+    assert w.level == "warning" and "'r009' (like 'r00" in w
 
 
 def test_mrp_check_lists_the_structures_own_priors(tmp_path):

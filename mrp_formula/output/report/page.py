@@ -664,12 +664,13 @@ def _srm_checks(view: RunView) -> list[Check]:
     return out
 
 
-def _switchable(view: RunView) -> bool:
-    """Whether the run's model has a group term whose parameterization the spec can switch."""
+def _switchable(view: RunView) -> bool | None:
+    """Whether the run's model has a group term whose parameterization the spec can switch (None:
+    no group term)."""
     model = view.manifest.get("model") or {}
     structured = {s.get("term") for s in model.get("structure") or () if isinstance(s, dict)}
     terms = model.get("parameterization") or {}
-    return not terms or any(t not in structured for t in terms)
+    return any(t not in structured for t in terms) if terms else None
 
 
 # warnings of the run that the checks above already judge (Diagnostics.warnings, the SRM check)
