@@ -362,6 +362,15 @@ def _likely(p: float) -> str:
     return ""
 
 
+def _ahead(win: float, first: str, second: str, says, neither: str) -> str:
+    """The bottom line of a chance ``win`` that ``first`` is ahead of ``second``: the likely one and
+    ``says(it, the other)``, or ``neither``."""
+    for p, a, b in ((win, first, second), (1 - win, second, first)):
+        if _likely(p):
+            return f"{a} {_likely(p)} {says(a, b)} ({pct(p)})"
+    return neither
+
+
 def _subpopulations(view: RunView, name: str) -> bool:
     """Whether the estimand contrasts two parts of the population (its contrast variable is a
     population variable) rather than two settings applied to everyone (an A/B test's arms)."""
@@ -397,12 +406,8 @@ def decision(view: RunView, row) -> Decision | None:
     if win is not None and _subpopulations(view, est):  # no arm to choose: which part of the population is higher
         s.append(f"Chance that the population average of {outcome} is higher for {first} than for {second}: "
                  f"{pct(win)}.")
-        if _likely(win):
-            bottom = f"{first} {_likely(win)} has the higher average ({pct(win)})"
-        elif _likely(1 - win):
-            bottom = f"{second} {_likely(1 - win)} has the higher average ({pct(1 - win)})"
-        else:
-            bottom = f"no clear difference: the chance that {first} is higher than {second} is {pct(win)}"
+        bottom = _ahead(win, first, second, lambda a, b: "has the higher average",
+                        f"no clear difference: the chance that {first} is higher than {second} is {pct(win)}")
     elif win is not None:
         s.append(f"Chance that {first} beats {second} (a higher population average of {outcome}): {pct(win)}.")
         l1, l2 = _num(row.get("expected_loss_first")), _num(row.get("expected_loss_second"))
@@ -410,12 +415,8 @@ def decision(view: RunView, row) -> Decision | None:
             s.append(f"Expected loss (the population average of {outcome} given up, averaged over the posterior, "
                      f"if the arm you choose is the worse one): {fmt(l1, 2)} if you choose {first}, {fmt(l2, 2)} if "
                      f"you choose {second}. This reads higher as better; if lower is better, swap the two.")
-        if _likely(win):
-            bottom = f"{first} {_likely(win)} beats {second} ({pct(win)})"
-        elif _likely(1 - win):
-            bottom = f"{second} {_likely(1 - win)} beats {first} ({pct(1 - win)})"
-        else:
-            bottom = f"no clear winner: the chance that {first} beats {second} is {pct(win)}"
+        bottom = _ahead(win, first, second, lambda a, b: f"beats {b}",
+                        f"no clear winner: the chance that {first} beats {second} is {pct(win)}")
     else:
         pd_ = _num(row.get("p_above_null"))
         if pd_ is not None:
