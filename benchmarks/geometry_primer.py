@@ -128,6 +128,8 @@ def fit(mode: str, seed: int, adapt: str, chains: int, draws: int, tune: int):
     _with_settings(json.loads(os.environ.get("NUTS", "{}")))  # e.g. NUTS='{"trajectory_kind": "Microcanonical"}'
     target = float(os.environ.get("TARGET", "0.95"))
     t0 = time.perf_counter()
+    if os.environ.get("SAMPLER"):  # "mclmc": nutpie's microcanonical Langevin sampler
+        kwargs["sampler"] = os.environ["SAMPLER"]
     tr = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target,
                        progress_bar=False, **kwargs)
     seconds = time.perf_counter() - t0

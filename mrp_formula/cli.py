@@ -254,7 +254,8 @@ def check(spec: SpecArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
                "warnings": [n for n in notes if is_warning(n)],
                "new_levels": {k: list(v) for k, v in plan.tables.new_levels.items()},
                "coverage": plan.coverage.to_json() if plan.coverage is not None else None,
-               "priors": [p.to_json() for p in fp.priors], "prior_scale": fp.prior_scale}
+               "priors": [p.to_json() for p in fp.priors], "prior_scale": fp.prior_scale,
+               "structure": [sp.to_json() for sp in fp.structures]}  # their own priors, as in manifest.json
     coverage_notes = ([] if plan.coverage is None else
                       coverage_mod.coverage_lines(plan.coverage, plan.tables.new_levels,
                                                   {sp.factor: sp.kind for sp in fp.structures}))

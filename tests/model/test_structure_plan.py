@@ -188,3 +188,17 @@ def test_mrp_check_lists_the_structures_own_priors(tmp_path):
     assert r.exit_code == 0, r.output
     line = next(ln for ln in r.output.splitlines() if ln.strip().startswith("1|age_trend"))
     assert "Normal(0, " in line and "structure (model.structure.age)" in line
+
+
+def test_mrp_check_json_gives_the_structures_and_their_priors(tmp_path):
+    """`mrp check --json` carries `structure` with each structure's own priors, as manifest.json does."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mrp_formula.cli import app
+
+    r = CliRunner().invoke(app, ["check", str(_write(tmp_path, model='structure = { age = "rw2" }')), "--json"])
+    assert r.exit_code == 0, r.output
+    (sp,) = json.loads(r.stdout)["structure"]
+    assert sp["kind"] == "rw2" and sp["variable"] == "age" and sp["parameters"]["1|age_trend"].startswith("Normal(0, ")
