@@ -460,7 +460,7 @@ def compare_variants(spec: str, name: str, tasks: Sequence[RunTask], out: Path) 
     from mrp_formula.steps import plan_and_model, posterior
 
     runs = tuple(Path(t.out).name for t in tasks)
-    left_out = []  # runs whose fit is not comparable with the first's (other data, other cells): compared without them
+    left_out = []  # runs whose fit is not comparable with the others' (other data, other cells): compared without them
     try:
         entries = []
         for t, run in zip(tasks, runs):
@@ -469,13 +469,7 @@ def compare_variants(spec: str, name: str, tasks: Sequence[RunTask], out: Path) 
         try:
             orders = cmp_mod.check_same_data(entries)
         except MrpError:
-            kept = [entries[0]]
-            for e in entries[1:]:
-                try:
-                    cmp_mod.check_same_data([entries[0], e])
-                    kept.append(e)
-                except MrpError as exc:
-                    left_out.append(f"{e.label} ({_first(exc)})")
+            kept, left_out = _comparable(entries)
             if len(kept) < 2 or len(kept) == len(entries):
                 raise
             entries = kept
@@ -505,6 +499,33 @@ def compare_variants(spec: str, name: str, tasks: Sequence[RunTask], out: Path) 
     return Comparison(spec=spec, name=name, runs=runs, table=table,
                       notes=tuple(f"{name}: {n}" for n in skipped + warns + notes + ([stack_note] if stack_note else [])),
                       stacked=stacked)
+
+
+def _comparable(entries: list) -> tuple[list, list[str]]:
+    """The largest group of runs fitted on the same observations (the first such group on a tie,
+    so the spec's own when it is among the largest), and each other run with why it is not in it."""
+    from mrp_formula.commands.compare import check_same_data
+
+    groups: list[list] = []
+    for e in entries:
+        for g in groups:
+            try:
+                check_same_data([g[0], e])
+            except MrpError:
+                continue
+            g.append(e)
+            break
+        else:
+            groups.append([e])
+    kept = max(groups, key=len)
+    left_out = []
+    for e in entries:
+        if not any(e is k for k in kept):
+            try:
+                check_same_data([kept[0], e])
+            except MrpError as exc:
+                left_out.append(f"{e.label} ({_first(exc)})")
+    return kept, left_out
 
 
 def stack_draws(draws: Sequence[np.ndarray], weights: Sequence[float], seed: int) -> np.ndarray:
