@@ -366,29 +366,37 @@ def _centring_weight_problems(loaded: LoadedSpec, info: FormulaInfo, name: str, 
     return []
 
 
-def variant_problems(loaded: LoadedSpec, overrides=(), frames: dict | None = None,
-                     known: Sequence[Problem] = ()) -> list[Problem]:
-    """The model checks of each variant (its terms, priors, structure, parameterization), reported
-    at the variant's table: what ``mrp batch`` would refuse, ``mrp check`` of the spec says. A
-    problem of the spec itself (``known``: the spec's own error), which every variant inherits, is
-    not repeated for each."""
+def variant_error(loaded: LoadedSpec, overrides=(), frames: dict | None = None,
+                  known: Sequence[Problem] = ()) -> MrpError | None:
+    """Each variant checked as its own spec (its terms, priors, structure, parameterization, its
+    data, population and adjacency files and their columns and levels), reported at the variant's
+    table: what ``mrp batch`` would refuse, ``mrp check`` of the spec says. A problem of the spec
+    itself (``known``: the spec's own error), which every variant inherits, is not repeated for
+    each; a problem inside a data file keeps its file and line. The error is a spec error (exit 3)
+    when one variant's is, else a data error (exit 4); None when every variant is sound."""
     seen = {(p.key, p.message, p.got) for p in known}
-    out = []
+    spec_file = str(loaded.path)
+    out, classes = [], set()
     for name in loaded.spec.variants:
         try:
             variant = load_spec(loaded.path, tuple(overrides) + variant_overrides(loaded, name), frames=frames)
-            info = spec_checks(variant, data=False)
-            if found := estimand_term_problems(variant, info):
+            checked = plan(loaded.path, loaded=variant)
+            if found := estimand_term_problems(variant, checked.info):
                 raise SpecError(found)
         except MrpError as exc:
             for p in exc.problems:
                 if (p.key, p.message, p.got) in seen:
                     continue
+                classes.add(type(exc))
                 own = next((k for k in loaded.spec.variants[name] if p.key == k or p.key.startswith(k + ".")), None)
                 line = loaded.line("variants", name, own) if own else None
+                in_spec = p.file in (None, spec_file, "--set")
                 out.append(replace(p, key=f"variants.{name} ({p.key})" if p.key else f"variants.{name}",
-                                   file=str(loaded.path), line=line or loaded.line("variants", name)))
-    return out
+                                   file=spec_file if in_spec else p.file,
+                                   line=(line or loaded.line("variants", name)) if in_spec else p.line))
+    if not out:
+        return None
+    return (SpecError if SpecError in classes or len(classes) > 1 else classes.pop())(out)
 
 
 def estimand_term_problems(loaded: LoadedSpec, info: FormulaInfo) -> list[Problem]:

@@ -8,7 +8,7 @@ from mrp_formula.checks import coverage as coverage_mod
 from mrp_formula.poststrat import classical as classical
 from mrp_formula.errors import MrpError, SpecError
 from mrp_formula.spec.tree import load_spec
-from mrp_formula.steps import Plan, plan as plan_of, variant_problems
+from mrp_formula.steps import Plan, plan as plan_of, variant_error
 
 
 def check(path, *, overrides=(), data=None, population=None) -> Plan:
@@ -20,14 +20,15 @@ def check(path, *, overrides=(), data=None, population=None) -> Plan:
     try:
         plan = plan_of(path, overrides, loaded=loaded)
     except MrpError as exc:  # the variants' own problems too, all at once
-        extra = variant_problems(loaded, overrides, frames, known=exc.problems)
-        if not extra:
+        extra = variant_error(loaded, overrides, frames, known=exc.problems)
+        if extra is None:
             raise
         missing = any(p.key == "model.formula" and "is not a column" in p.message for p in exc.problems)
-        cls = type(exc) if isinstance(exc, SpecError) or missing else SpecError  # a spec mistake: exit 3
-        raise cls(exc.problems + tuple(extra)) from None
-    problems = variant_problems(loaded, overrides, frames)
-    if problems:
-        raise SpecError(problems)
+        same = type(exc) is type(extra) or isinstance(exc, SpecError) or missing
+        cls = type(exc) if same else SpecError  # a spec mistake among them: exit 3
+        raise cls(exc.problems + extra.problems) from None
+    extra = variant_error(loaded, overrides, frames)
+    if extra is not None:
+        raise extra
     cov = coverage_mod.coverage(plan.tables, plan.info, plan.loaded.spec.model.family)
     return replace(plan, coverage=cov)

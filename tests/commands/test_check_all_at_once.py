@@ -65,9 +65,11 @@ def _messages(out):
     (dict(prior=BAD_PRIOR, male="mal"), True, ['model.priors."1|gender"', "population.margins.gender"]),
     # a spec problem and no data file at all
     (dict(prior=BAD_PRIOR), False, ["data.source", 'model.priors."1|gender"']),
-    # a variant whose model is broken, beside the spec's own problem
+    # a variant whose model is broken, beside the spec's own problem; its population margins
+    # name the variable it dropped (the variant is checked against the data as well)
     (dict(prior=BAD_PRIOR, variants='[variants.nogender]\n"model.formula" = "clicked ~ arm"'), True,
-     ['model.priors."1|gender"', 'variants.nogender (model.priors."1|gender")']),
+     ['model.priors."1|gender"', 'variants.nogender (model.priors."1|gender")',
+      'variants.nogender (population.margins.gender)']),
 ])
 def test_spec_and_data_problems_at_once(tmp_path, edits, data, expected):
     code, out = _check(_write(tmp_path, data=data, **edits))
@@ -164,7 +166,8 @@ def test_a_variants_mistake_beside_a_data_problem_is_the_specs_error(tmp_path):
     code, out = _check(_write(tmp_path, male="mal", variants='[variants.nogender]\n"model.formula" = "clicked ~ arm"'))
     assert code == 3
     assert [k for k, _ in _messages(out)] == ["population.margins.gender",
-                                               'variants.nogender (model.priors."1|gender")']
+                                               'variants.nogender (model.priors."1|gender")',
+                                               'variants.nogender (population.margins.gender)']
 
 
 def test_sample_levels_the_population_never_names_are_a_warning(tmp_path):
@@ -197,3 +200,21 @@ def test_sample_levels_the_population_never_names_are_a_warning(tmp_path):
                                                      "the population table") and "population.recode.age" in unused[0]
     plain = CliRunner().invoke(app, ["check", str(spec)])
     assert "  warning: sample level(s) '55+'" in plain.output
+
+
+@pytest.mark.parametrize("variant, code, key, words", [
+    # a variant adding a predictor the data lack: the data's error, at the variant's line
+    ('"model.formula" = "clicked ~ arm + (1 | gender) + age"', 4, "variants.more (model.formula)",
+     "predictor 'age' is not a column of the sample"),
+    # a variant on a data file that does not exist
+    ('"data.source" = "nothere.csv"', 4, "variants.more (data.source)", "file not found"),
+])
+def test_a_variants_own_data_is_checked(tmp_path, variant, code, key, words):
+    """A spec that is sound with a variant that is not: `mrp check` reads each variant's data as
+    `mrp batch` will, and names the variant and its line."""
+    path = _write(tmp_path, variants=f"[variants.more]\n{variant}")
+    got, out = _check(path)
+    assert got == code
+    ((k, message),) = _messages(out)
+    assert k == key and words in message
+    assert out["errors"][0]["line"] == path.read_text().splitlines().index(variant) + 1
