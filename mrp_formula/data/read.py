@@ -29,7 +29,9 @@ def read_table(path: Path, query: str | None, *, key: str, file: str, line: int 
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt", ".tsv", ".gz"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", low_memory=False)
+            df = pd.read_csv(path, sep=_delimiter(path), low_memory=False)
+            _check_delimiter(df, path, key=key, file=file, line=line)
+            return df
     except MrpError:
         raise
     except Exception as exc:
@@ -38,13 +40,39 @@ def read_table(path: Path, query: str | None, *, key: str, file: str, line: int 
                             hint="use .csv, .parquet, or a DuckDB file with `query`"))
 
 
+def _delimiter(path: Path) -> str:
+    """A CSV's delimiter: a tab for .tsv, else a comma; DuckDB and pandas read with the same one,
+    so a file reads the same whichever reader the family takes."""
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _check_delimiter(df: pd.DataFrame, path: Path, *, key: str, file: str, line: int | None) -> None:
+    """A file read as one column whose name holds another delimiter (``a;b;c``) was written with
+    that delimiter: say so, rather than report its columns missing."""
+    if len(df.columns) != 1:
+        return
+    name = str(df.columns[0])
+    found = [(d, word) for d, word in OTHER_DELIMITERS.items() if d in name and d != _delimiter(path)]
+    if found:
+        d, word = max(found, key=lambda f: name.count(f[0]))
+        raise DataError(Problem(f"{path.name} reads as one column {name!r}: its columns are separated by {word}, "
+                                f"not by {'tabs' if _delimiter(path) == chr(9) else 'commas'}", key=key, file=file,
+                                line=line, hint="save it with commas as the separator (a tab-separated file may be "
+                                                "named .tsv), or convert it to Parquet"))
+
+
 def _duckdb_reader(path: Path) -> str:
     """A DuckDB table function over a CSV or Parquet file; CSV types are guessed like pandas does
-    (numbers and text; words such as yes/no stay text)."""
+    (numbers and text; words such as yes/no stay text), with pandas' delimiter and header row."""
     literal = "'" + str(path).replace("'", "''") + "'"  # DDL takes no bound parameters
     if path.suffix.lower() in (".parquet", ".pq"):
         return f"read_parquet({literal})"
-    return f"read_csv({literal}, auto_type_candidates = ['BIGINT', 'DOUBLE', 'VARCHAR'])"
+    delim = "'\t'" if _delimiter(path) == "\t" else "','"
+    return (f"read_csv({literal}, delim = {delim}, header = true, "
+            f"auto_type_candidates = ['BIGINT', 'DOUBLE', 'VARCHAR'])")
 
 
 QUERY_ALLOWED = ("one read-only SELECT (WITH ... SELECT, VALUES and FROM-first queries are SELECTs too) over "

@@ -84,3 +84,23 @@ def test_new_level_that_looks_like_a_typo_is_an_error_unless_declared(tmp_path):
     loaded = load_spec(path)
     t = prepare(loaded, _spec_checks(loaded))
     assert t.new_levels == {"g": ("South",)} and t.new_level_share == {"g": 0.75}
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("sep, word", [(";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")])
+def test_a_csv_with_another_separator_is_named_whichever_reader_the_family_takes(tmp_path, family, sep, word):
+    """bernoulli reads the sample through DuckDB, gaussian through pandas: both read commas only,
+    and a file written with semicolons (whose decimals may be commas) is said to be so."""
+    pd.DataFrame({"g": ["a", "b"], "n": [1.0, 1.0]}).to_csv(tmp_path / "pop.csv", index=False)
+    pd.DataFrame({"y": [1, 0, 1], "g": ["a", "b", "b"]}).to_csv(tmp_path / "d.csv", index=False, sep=sep)
+    with pytest.raises(DataError) as err:
+        _prepare(tmp_path, "a.toml", "d.csv", family)
+    (p,) = err.value.problems
+    assert p.key == "data.source" and f"separated by {word}, not by commas" in p.message and "'y" in p.message
+
+
+def test_a_tsv_file_is_read_with_tabs_by_both_readers(tmp_path):
+    pd.DataFrame({"g": ["a", "b"], "n": [1.0, 1.0]}).to_csv(tmp_path / "pop.csv", index=False)
+    pd.DataFrame({"y": [1, 0, 1], "g": ["a", "b", "b"]}).to_csv(tmp_path / "d.tsv", index=False, sep="\t")
+    binary, gaussian = (_prepare(tmp_path, f"{f}.toml", "d.tsv", f) for f in ("bernoulli", "gaussian"))
+    assert binary.stats["sample_rows_used"] == gaussian.stats["sample_rows_used"] == 3
