@@ -306,6 +306,10 @@ class EstimandSpec(_Frozen):
                 raise ValueError(f"`contrast.{var}` needs two different levels (got {lv})")
             if var in self.at:
                 raise ValueError(f"`{var}` is both in `contrast` and in `at`; keep one")
+        twice = sorted({v for v in self.by if self.by.count(v) > 1})
+        if twice:
+            raise ValueError(f"`by` names {', '.join(repr(v) for v in twice)} more than once; list each variable "
+                             f"once (got {self.by})")
         for var in set(self.by) & (set(self.at) | set(self.contrast or {})):
             where = "contrast" if self.contrast and var in self.contrast else "at"
             raise ValueError(f"`{var}` is both in `by` and in `{where}`; a variable is either broken down by "

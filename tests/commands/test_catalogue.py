@@ -543,6 +543,8 @@ CASES: list[Case] = [
       key="estimands.by_market.by", edits=S('by = ["market"]', 'by = ["markt"]'), at="by ="),
     C("estimand_by_treatment_arm", 3, "`treatment` is both in `by` and in `at`", "remove it from one",
       key="estimands.by_market", edits=S('by = ["market"]', 'by = ["treatment"]'), at="[estimands.by_market]"),
+    C("estimand_by_repeated", 3, "`by` names 'market' more than once", "list each variable once",
+      key="estimands.by_market", edits=S('by = ["market"]', 'by = ["market", "market"]'), at="[estimands.by_market]"),
     C("estimand_exclude_unknown_term", 3, "'1|regon' is not a term of the model", "did you mean '1|region'",
       key="estimands.lift.exclude", edits=S('exclude = ["1|region"]', 'exclude = ["1|regon"]'), at="exclude ="),
     C("estimand_exclude_formula_spelling", 3, "'(1 | region)' is not a term of the model", "did you mean '1|region'",
