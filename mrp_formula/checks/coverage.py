@@ -26,6 +26,7 @@ class Coverage:
     n_units: float
     effective_n: float  # Kish effective sample size of the raking weights
     design_effect: float
+    numeric: tuple[str, ...] = ()  # numeric predictors of the population: no levels, left out of cells and raking
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -38,6 +39,8 @@ class Coverage:
                        f"extrapolates there")
         out.append(f"weighting the sample to the population margins gives an effective sample size of "
                    f"{self.effective_n:.0f} of {self.n_units:.0f} (design effect {self.design_effect:.2f})")
+        if self.numeric:
+            out.append(_numeric_line(self.numeric))
         return out
 
 
@@ -55,7 +58,15 @@ def coverage_lines(cov: Coverage, new_levels: dict, kinds: dict | None = None) -
                    f"{', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}, {share:.1%} of the population weight")
     out.append(f"effective sample size {cov.effective_n:.0f} of {cov.n_units:.0f} after weighting to the "
                f"population margins (design effect {cov.design_effect:.2f})")
+    if cov.numeric:
+        out.append(_numeric_line(cov.numeric))
     return out
+
+
+def _numeric_line(numeric: tuple[str, ...]) -> str:
+    names = ", ".join(f"'{v}'" for v in numeric)
+    return (f"numeric predictor(s) {names}: cells with and without sample, the weighting and the classical "
+            f"'weighted' estimates go by the categorical variables only (the model takes {names} as numbers)")
 
 
 def coverage(tables: Tables, info: FormulaInfo, family: str, categories=None) -> Coverage:
@@ -76,7 +87,9 @@ def coverage(tables: Tables, info: FormulaInfo, family: str, categories=None) ->
     return Coverage(cells_without_sample=int(empty.sum()), cells=int(len(pop)),
                     weight_without_sample=float(pop.loc[empty, WEIGHT].sum() / pop[WEIGHT].sum()),
                     new_level_share=dict(tables.new_level_share), n_units=n, effective_n=eff,
-                    design_effect=n / eff if eff > 0 else float("inf"))
+                    design_effect=n / eff if eff > 0 else float("inf"),
+                    numeric=tuple(v for v in tables.population_vars
+                                  if v in tables.variables and not tables.variables[v].categorical))
 
 
 def srm_check(tables: Tables, allocation: dict[str, dict[str, float]]) -> list[Note]:

@@ -31,13 +31,15 @@ class Units:
 
 
 def _frame_and_count(tables: Tables, info: FormulaInfo, family: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The model variables of the sample's rows as text, and the units each row stands for."""
+    """The categorical model variables of the sample's rows as text, and the units each row stands
+    for. A numeric predictor is left out: its values are no levels to rake or to match cells on
+    (a continuous x in the population rarely equals a sample row's value)."""
     s = tables.sample
     count = s[tables.weights].to_numpy(dtype=float) if tables.weights else np.ones(len(s))
     if FAMILIES[family].response == "proportion":  # a row stands for its trials
         count = count * s[info.response_vars[1]].to_numpy(dtype=float)
-    frame = s[[c for c in s.columns if c in tables.variables]].astype(object).astype(str)
-    return frame, count
+    frame = s[[c for c in s.columns if c in tables.variables and tables.variables[c].categorical]]
+    return frame.astype(object).astype(str), count
 
 
 def sample_units(tables: Tables, info: FormulaInfo, family: str, categories) -> Units:

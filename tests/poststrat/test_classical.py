@@ -90,3 +90,30 @@ def test_strict_exits_5_when_a_check_fails(ab_dir, tmp_path):
     assert r.exit_code == 5, r.output
     assert "too few effective draws" in r.stderr and "diagnostics" in r.stderr
     assert (tmp_path / "o" / "estimands.csv").exists()  # the results are written all the same
+
+
+def test_a_numeric_predictor_in_the_population_is_no_raking_variable(tmp_path):
+    """A continuous x in the population table rarely equals a sample row's value: raking on its
+    text kept only the rows that matched. The classical weights and the coverage go by the
+    categorical variables; x is named as left out."""
+    rng = np.random.default_rng(1)
+    n = 400
+    sample = pd.DataFrame({"sex": np.where(rng.random(n) < 0.75, "f", "m"), "x": rng.normal(size=n).round(2)})
+    sample["y"] = 1.0 + (sample.sex == "m") + 0.5 * sample.x + rng.normal(0, 0.3, n)
+    sample.to_csv(tmp_path / "d.csv", index=False)
+    pd.DataFrame({"sex": ["f", "f", "m", "m"], "x": [-1.0, 1.5, -1.0, 1.5], "N": [25, 25, 25, 25]}).to_csv(
+        tmp_path / "pop.csv", index=False)
+    (tmp_path / "s.toml").write_text('name = "num"\n[data]\nsource = "d.csv"\n[model]\nformula = "y ~ sex + x"\n'
+                                     'family = "gaussian"\n[population]\nsource = "pop.csv"\nweight = "N"\n'
+                                     '[estimands.mean]\n')
+    loaded = load_spec(tmp_path / "s.toml")
+    info = _spec_checks(loaded)
+    tables = prepare(loaded, info)
+    got = raw_and_weighted(E.plan(loaded.spec.estimands, tables.population_vars), tables, info, "gaussian", None,
+                           E.group_columns(loaded.spec.estimands))
+    assert got.loc[0, "weighted"] == pytest.approx(sample.groupby("sex").y.mean().mean())  # 50/50 over sex
+    cov = coverage(tables, info, "gaussian", None)
+    assert cov.cells_without_sample == 0 and cov.numeric == ("x",)
+    nf = (sample.sex == "f").sum()
+    w = np.where(sample.sex == "f", 0.5 / nf, 0.5 / (n - nf))
+    assert cov.effective_n == pytest.approx(w.sum() ** 2 / (w ** 2).sum())  # before: 5 rows of 400 kept
