@@ -207,6 +207,7 @@ def raw_and_weighted(pieces, tables: Tables, info: FormulaInfo, family: str, cat
     units = sample_units(tables, info, family, categories)
     post_vars = [v for v in tables.population_vars if v in units.frame.columns]
     reduced = {req: _group_values(units, tables.population, req, post_vars) for req in est_mod.requests(pieces)}
-    ed = est_mod.assemble(pieces, reduced, n_chains=1, n_draws=2, group_columns=group_columns,
-                          categories=categories)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a group without weight: its ratio stays NaN (blank)
+        ed = est_mod.assemble(pieces, reduced, n_chains=1, n_draws=2, group_columns=group_columns,
+                              categories=categories)
     return pd.DataFrame({"raw": ed.draws[:, 0], "weighted": ed.draws[:, 1]})
