@@ -32,6 +32,7 @@ from mrp_formula.data.tables import Tables, prepare
 from mrp_formula.data.targets import Targets, check_calibrate_spec, load_targets
 from mrp_formula.poststrat import calibrate as calibrate_mod
 from mrp_formula.errors import MrpError
+from mrp_formula.notes import Note
 from mrp_formula.model.cache import FitCache, fit_key, model_key
 from mrp_formula.model.reuse import MODELS_DIR, RecipeStore
 from mrp_formula.checks.coverage import Coverage
@@ -507,7 +508,7 @@ def out_origin(loaded: LoadedSpec, out) -> Origin:
     return Origin("")
 
 
-def out_notes(loaded: LoadedSpec) -> tuple[str, ...]:
+def out_notes(loaded: LoadedSpec) -> tuple[Note, ...]:
     """What `mrp check` says of the run folder: that `mrp run` would refuse it, before the run."""
 
     try:
@@ -515,7 +516,8 @@ def out_notes(loaded: LoadedSpec) -> tuple[str, ...]:
     except MrpError as exc:
         p = exc.problems[0]
         where = "report.out" if p.key == "report.out" else f"the default run folder {p.file}"
-        return (f"{where}: {p.message}; `mrp run` will refuse it unless you pass --out DIR or --into-existing",)
+        return (Note("run.out_refused", f"{where}: {p.message}; `mrp run` will refuse it unless you pass --out DIR "
+                                        f"or --into-existing", "warning"),)
     return ()
 
 

@@ -352,7 +352,8 @@ def test_mrp_check_warns_of_a_report_out_that_run_would_refuse(project, tmp_path
     out = someones_work(tmp_path / "work")
     r = runner.invoke(app, ["check", str(project / "ab.toml"), "--json", "--set", f'report.out="{out}"'])
     assert r.exit_code == 0, r.output
-    notes = json.loads(r.stdout)["notes"]
-    assert any(n.startswith("report.out:") and str(out) in n and "--into-existing" in n for n in notes), notes
-    assert not any("report.out" in n for n in json.loads(runner.invoke(
-        app, ["check", str(project / "ab.toml"), "--json", "--set", f'report.out="{tmp_path / "new"}"']).stdout)["notes"])
+    warnings = json.loads(r.stdout)["warnings"]
+    assert any(n.startswith("report.out:") and str(out) in n and "--into-existing" in n for n in warnings), warnings
+    again = json.loads(runner.invoke(
+        app, ["check", str(project / "ab.toml"), "--json", "--set", f'report.out="{tmp_path / "new"}"']).stdout)
+    assert not any("report.out" in n for n in again["notes"] + again["warnings"])
