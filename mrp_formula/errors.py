@@ -156,11 +156,19 @@ class ProblemList:
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ``did you mean 'x'?`` hint, or a list of what is allowed when nothing is close."""
     choices = sorted({str(c) for c in choices})
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    word = str(word)
+    close = ([c for c in choices if c.lower() == word.lower() and c != word]  # a case-only typo ('f' for 'F')
+             or difflib.get_close_matches(word, choices, n=1, cutoff=0.6))
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[c] for c in difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)]
     if close:
         return f"did you mean '{close[0]}'?"
     if not choices:
         return ""
-    shown = ", ".join(f"'{c}'" for c in choices[:12])
-    more = f" (and {len(choices) - 12} more)" if len(choices) > 12 else ""
+    shown = ", ".join(f"'{c}'" for c in choices[:SHOWN])
+    more = f" (and {len(choices) - SHOWN} more)" if len(choices) > SHOWN else ""
     return f"expected one of {shown}{more}"
+
+
+SHOWN = 20  # choices listed when none is close: every family, the columns of most tables

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_problems_name_their_file_in_one_form(tmp_path, monkeypatch):
     """Whichever step found a problem (the spec's checks keep the path as given, the data's checks
@@ -27,3 +29,15 @@ def test_problems_come_in_the_order_of_the_file():
                      Problem("a", file="s.toml", line=5), Problem("other file", file="base.toml", line=1),
                      Problem("c", file="s.toml", line=6)])
     assert [p.message for p in err.problems] == ["a", "c", "b", "no line", "other file"]
+
+
+@pytest.mark.parametrize("word, choices, hint", [
+    ("f", ["F", "M"], "did you mean 'F'?"),  # case only: difflib alone finds nothing
+    ("n", ["N", "state"], "did you mean 'N'?"),
+    ("STAT", ["state", "sex"], "did you mean 'state'?"),  # close once the case is set aside
+    ("zzz", ["a", "b"], "expected one of 'a', 'b'"),
+])
+def test_did_you_mean_sees_through_case(word, choices, hint):
+    from mrp_formula.errors import did_you_mean
+
+    assert did_you_mean(word, choices) == hint

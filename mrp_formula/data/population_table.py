@@ -3,6 +3,7 @@ estimands, summed into unique cells; the population's new levels of each group f
 
 from __future__ import annotations
 
+import json
 import re
 
 import difflib
@@ -16,6 +17,7 @@ from mrp_formula.data.population import WEIGHT, independent_joint, rake
 from mrp_formula.data.read import population_name, read_source
 from mrp_formula.data.weights import check_population_weights
 from mrp_formula.errors import did_you_mean
+from mrp_formula.spec.tree import dotted, recode_example, toml_key
 from mrp_formula.notes import Note, warning
 from mrp_formula.spec.levels import canon, canon_series
 from mrp_formula.spec.levels import natural_sort as _natural_sort
@@ -49,9 +51,12 @@ def population_cells(loaded, info, sample, variables, problems, join_cache, weig
         if pop_spec.joint == "rake":
             miss = [(v, lv) for v, m in margins.items() for lv in m if v in sample and lv not in set(sample[v].astype(str))]
             for v, lv in miss:
+                unused = set(sample[v].astype(str)) - set(margins[v])  # sample levels the margins lack
+                like = _closest(lv, unused) if unused else "..."
                 problems.add(f"level '{lv}' of '{v}' has no sample rows, so raking cannot reach it",
                              key=f"population.margins.{v}", line=loaded.line("population", "margins", v),
-                             hint='use joint = "independent"')
+                             hint=f"did you mean '{like}'? write the sample's level in the margins" if like != "..."
+                             else 'use joint = "independent", which does not need sample rows at every level')
             absent = [v for v in margins if v not in sample.columns]
             for v in absent:
                 problems.add(f"raking needs '{v}' in the sample", key=f"population.margins.{v}",
@@ -65,8 +70,10 @@ def population_cells(loaded, info, sample, variables, problems, join_cache, weig
                     problems.add(f"sample level(s) {shown} of '{v}' are not in the margins, so raking cannot "
                                  f"weight them", key=f"population.margins.{v}",
                                  line=loaded.line("population", "margins", v),
-                                 hint=f"recode them onto listed levels (data.recode.{v} = {{ {unlisted[0]} = "
-                                      f"\"...\" }}), or add them to the margins with their population share")
+                                 hint=f"recode them onto listed levels ("
+                                      f"{recode_example('data', v, {unlisted[0]: _closest(unlisted[0], m)})}), "
+                                      f"write the sample's levels in the margins, or add them to the margins with their "
+                                      f"population share")
             if problems:
                 return pd.DataFrame(), notes, stats
             count = sample[weights].astype(float) if weights else pd.Series(1.0, index=sample.index)
@@ -212,10 +219,19 @@ def check_estimands(loaded, info, variables, population, problems, data_problems
                 key = f"population.margins.{var}" if spec.population.margins is not None else "population"
                 line = loaded.line(*key.split("."))
                 close = did_you_mean(unknown[0], v.levels)
+                like = _closest(unknown[0], v.levels)
+                example = ("" if like == "..." else f" ({recode_example('population', var, {unknown[0]: like})})"
+                           if spec.population.margins is None else f" (write '{like}' in {key})")
                 data_problems.add(f"population level(s) {unknown[:8]} of '{var}' are not in the sample, and '{var}' "
                              f"is a common (non-group) predictor", key=key, line=line,
                              hint=(close + "; " if close.startswith("did you mean") else "")
-                             + f"recode them onto sample levels, or model '{var}' as a group term (1|{var})")
+                             + f"recode them onto sample levels{example}, or model '{var}' as a group term (1|{var})")
+
+
+def _closest(level: str, levels) -> str:
+    """The level ``did_you_mean`` would name, else "..." (for a recode example)."""
+    hint = did_you_mean(level, levels)
+    return hint.split("'")[1] if hint.startswith("did you mean") else "..."
 
 
 def check_declared_new(loaded, info, problems) -> None:
@@ -243,7 +259,8 @@ def new_level_origin(kind: str, factor: str) -> str:
 UNUSED_SHARE = 0.05  # sample levels the population lacks, from this share of the sample on: a warning
 
 
-def _warn_unused_sample_levels(g, unused: set, sample, loaded, where: dict, notes: list) -> None:
+def _warn_unused_sample_levels(g, unused: set, sample, loaded, where: dict, notes: list,
+                               new: tuple = (), new_share: float = 0.0) -> None:
     """A warning when sample levels of a group factor that hold a notable share of the sample
     (``UNUSED_SHARE``) never occur in the population while the population has levels the sample
     lacks: a typo in the population table (``55+`` written ``65+``) that no "did you mean" caught
@@ -265,8 +282,22 @@ def _warn_unused_sample_levels(g, unused: set, sample, loaded, where: dict, note
                          f"sample level(s) {shown} of '{g.factor}' ({share:.0%} of the sample) are not in "
                          f"{where['key'] if where['key'] != 'population' else population_name(loaded)}: they "
                          f"inform the fit, but no population cell is predicted "
-                         f"at them. If the population names them otherwise, recode one onto the other "
-                         f"(population.recode{'.' + g.factor if len(g.factor_vars) == 1 else ''})"))
+                         f"at them, while the population's level(s) {_shown(new)} ({new_share:.0%} of its weight) "
+                         f"have no sample. If the population names them otherwise, recode one onto the other "
+                         f"({_recode_of(g, new, levels)})"))
+
+
+def _shown(levels) -> str:
+    return ", ".join(f"'{lv}'" for lv in list(levels)[:8]) + (" ..." if len(levels) > 8 else "")
+
+
+def _recode_of(g, new, unused) -> str:
+    """``population.recode.age = { "65+" = "55+" }`` when one level is on each side, else the key."""
+    if len(g.factor_vars) != 1:
+        return "population.recode"
+    if len(new) == 1 and len(unused) == 1:
+        return recode_example("population", g.factor, {new[0]: unused[0]})
+    return dotted(("population", "recode", g.factor))
 
 
 def find_new_levels(info, sample, population, loaded, problems, notes):
@@ -301,7 +332,9 @@ def find_new_levels(info, sample, population, loaded, problems, notes):
                          hint=did_you_mean(lv, sorted(set(pop_keys) - seen)) or "remove it from declared_new")
         mask = ~pop_keys.isin(seen)
         if mask.any():  # the population has levels the sample lacks: a typo's other half?
-            _warn_unused_sample_levels(g, seen - set(pop_keys), sample, loaded, where, notes)
+            _warn_unused_sample_levels(g, seen - set(pop_keys), sample, loaded, where, notes,
+                                       tuple(_natural_sort(set(pop_keys[mask]))),
+                                       float(population.loc[mask, WEIGHT].sum() / total))
         if mask.any():
             levels = tuple(_natural_sort(set(pop_keys[mask])))
             new[g.factor] = levels
@@ -314,13 +347,13 @@ def find_new_levels(info, sample, population, loaded, problems, notes):
                     difflib.get_close_matches(lv, unweighted, n=1, cutoff=0.75)
                 if close:
                     share = float(population.loc[(pop_keys == lv).to_numpy(), WEIGHT].sum() / total)
-                    recode = (f"population.recode.{g.factor} = {{ {lv} = \"{close[0]}\" }}" if single
-                              else "population.recode")
+                    recode = recode_example("population", g.factor, {lv: close[0]}) if single else "population.recode"
                     problems.add(f"population level '{lv}' of '{g.factor}' ({share:.1%} of the population weight) "
                                  f"is not in the sample, and sample level '{close[0]}' is not in the population: "
                                  f"a typo?", **where,
                                  hint=f"recode one onto the other ({recode}), or, if '{lv}' really has no sample, "
-                                      f"declare it new: population.declared_new = {{ {g.factor} = [\"{lv}\"] }}")
+                                      f"declare it new: population.declared_new = {{ {toml_key(g.factor)} = "
+                                      f"[{json.dumps(lv)}] }}")
             undeclared = [lv for lv in levels if lv not in mine]
             if pop_spec.new_levels == "error" and undeclared:
                 problems.add(f"population levels of '{g.factor}' absent from the sample: "

@@ -222,12 +222,12 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
     check_estimands(loaded, info, variables, population, problems, data_problems,
                      pop_stats.get("population_columns", []), _absent)
     check_declared_new(loaded, info, problems)
-    if data_problems:
-        raise DataError(problems.items + data_problems.items)
+    # the group factors' levels too, so that a common predictor's unknown level does not hide a
+    # group level's typo (all problems at once)
+    new_levels, shares = find_new_levels(info, sample, population, loaded, data_problems, notes)
+    if data_problems:  # with a mistake of the spec (its estimands, declared_new) among them: the spec's error
+        raise (SpecError if problems else DataError)(problems.items + data_problems.items)
     problems.raise_if_any(SpecError)
-
-    new_levels, shares = find_new_levels(info, sample, population, loaded, problems, notes)
-    problems.raise_if_any(DataError)
     for factor, levels in new_levels.items():
         notes.append(Note("population.new_levels", f"{len(levels)} population level(s) of '{factor}' have no sample "
                      f"({', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}; "

@@ -748,6 +748,18 @@ def _inner_model(annotation) -> Any:
     return None
 
 
+def toml_key(text) -> str:
+    """A key as TOML reads it: bare when it can be, else quoted (``55+`` -> ``"55+"``)."""
+    text = str(text)
+    return text if text and text.replace("_", "").replace("-", "").isalnum() and text.isascii() else json.dumps(text)
+
+
+def recode_example(section: str, var: str, mapping: dict) -> str:
+    """A recode the user can paste: ``population.recode.age = { "65+" = "55+" }``."""
+    pairs = ", ".join(f"{toml_key(k)} = {json.dumps(v)}" for k, v in mapping.items())
+    return f"{dotted((section, 'recode', var))} = {{ {pairs} }}"
+
+
 def dotted(loc: tuple) -> str:
     """``('model', 'priors', '1|g')`` -> ``model.priors."1|g"``."""
     out = ""

@@ -218,3 +218,35 @@ def test_a_variants_own_data_is_checked(tmp_path, variant, code, key, words):
     ((k, message),) = _messages(out)
     assert k == key and words in message
     assert out["errors"][0]["line"] == path.read_text().splitlines().index(variant) + 1
+
+
+def test_every_population_level_problem_at_once(tmp_path):
+    """A common predictor's unknown population level does not hide a group factor's typo (both
+    were reported one run of `mrp check` after the other); each hint is TOML one can paste."""
+    rng = np.random.default_rng(2)
+    n = 200
+    pd.DataFrame({"clicked": rng.integers(0, 2, n), "arm": rng.choice(["a", "b"], n),
+                  "sex": rng.choice(["F", "M"], n), "state": rng.choice(["CA", "TX"], n)}).to_csv(
+        tmp_path / "clicks.csv", index=False)
+    pd.DataFrame({"sex": ["f", "M", "f", "M"], "state": ["CA", "CA", "tx", "tx"], "n": [1, 1, 1, 1]}).to_csv(
+        tmp_path / "pop.csv", index=False)
+    spec = tmp_path / "s.toml"
+    spec.write_text(textwrap.dedent("""
+        name = "levels"
+        [data]
+        source = "clicks.csv"
+        [model]
+        formula = "clicked ~ arm + sex + (1 | state)"
+        family = "bernoulli"
+        [population]
+        source = "pop.csv"
+        weight = "n"
+        [estimands.rate]
+        at = { arm = ["a", "b"] }
+        """))
+    code, out = _check(spec)
+    assert code == 4
+    sex, state = sorted(out["errors"], key=lambda e: "state" in e["message"])
+    assert "of 'sex'" in sex["message"] and "did you mean 'F'?" in sex["hint"]
+    assert 'population.recode.sex = { f = "F" }' in sex["hint"]
+    assert "'tx' of 'state'" in state["message"] and 'population.recode.state = { tx = "TX" }' in state["hint"]

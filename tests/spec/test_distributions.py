@@ -133,10 +133,12 @@ def test_other_mistakes(text, message):
 
 
 def test_table_form_mistakes():
+    from mrp_formula.errors import SHOWN
+
     with pytest.raises(PriorSyntaxError) as exc:
         parse_prior({"dist": "Cauchy", "alpha": 0, "beta": "wide"})
     assert str(exc.value) == "unknown distribution 'wide'; expected one of " + ", ".join(
-        f"'{d}'" for d in sorted(DECLARED)[:12]) + f" (and {len(DECLARED) - 12} more)"
+        f"'{d}'" for d in sorted(DECLARED)[:SHOWN]) + f" (and {len(DECLARED) - SHOWN} more)"
     with pytest.raises(PriorSyntaxError) as exc:
         parse_prior({"dist": "Gamma", "alpha": [1], "beta": 1})
     assert str(exc.value) == "Gamma parameter alpha must be a number or a prior (got [1])"
