@@ -565,8 +565,8 @@ def plan(path, overrides=(), *, loaded: LoadedSpec | None = None) -> Plan:
 
 def placed(exc: MrpError, loaded: LoadedSpec) -> MrpError:
     """``exc`` with each problem of a key given with --set placed there rather than in the file
-    (where it has no line)."""
-    moved = [replace(p, file="--set", line=None) if p.line is None and p.key and p.file == str(loaded.path)
+    (where the key has no line, or the line of the value --set replaced)."""
+    moved = [replace(p, file="--set", line=None) if p.key and p.file == str(loaded.path)
              and loaded.set_by_override(p.key) else p for p in exc.problems]
     return exc if moved == list(exc.problems) else type(exc)(moved)
 

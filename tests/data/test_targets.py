@@ -189,3 +189,16 @@ def test_a_problem_of_a_table_given_with_set_is_placed_there(tmp_path):
                             f'calibrate={{ by = "region", source = "{tmp_path / "known.csv"}", column = "shar" }}'])
     assert r.exit_code == 4, r.output
     assert "--set: calibrate.column: known.csv has no column 'shar'" in r.output
+
+
+def test_a_problem_of_a_value_replaced_with_set_is_placed_there(tmp_path):
+    """A key the spec file sets and --set replaces: its problem names --set, not the file's line
+    of the value that --set replaced."""
+    _files(tmp_path)
+    (tmp_path / "spec.toml").write_text(textwrap.dedent(SPEC.format(formula="y ~ age + (1|region)", family="bernoulli",
+                                                                    link="", by="region", source="known.csv",
+                                                                    column="share")).split("[calibrate]")[0]
+                                        + "[estimands.m]\n")
+    r = runner.invoke(app, ["check", str(tmp_path / "spec.toml"), "--set", f'data.source="{tmp_path / "nothere.csv"}"'])
+    assert r.exit_code == 4, r.output
+    assert "--set: data.source: file not found" in r.output
