@@ -16,7 +16,7 @@ from mrp_formula.data.columns import join_table, recode_columns, rename_columns
 from mrp_formula.data.population import WEIGHT, independent_joint, rake
 from mrp_formula.data.read import population_name, read_source
 from mrp_formula.data.weights import check_population_weights
-from mrp_formula.errors import did_you_mean
+from mrp_formula.errors import MrpError, ProblemList, did_you_mean
 from mrp_formula.spec.tree import dotted, recode_example, toml_key
 from mrp_formula.notes import Note, warning
 from mrp_formula.spec.levels import canon, canon_series
@@ -232,6 +232,42 @@ def _closest(level: str, levels) -> str:
     """The level ``did_you_mean`` would name, else "..." (for a recode example)."""
     hint = did_you_mean(level, levels)
     return hint.split("'")[1] if hint.startswith("did you mean") else "..."
+
+
+def population_probe(loaded, info, known) -> tuple[list, list]:
+    """What the population table shows without the sample: its file, its weight column and the
+    estimands' `by` variables, for a :func:`~mrp_formula.data.tables.prepare` that stops at the
+    sample or the population, so that their problems come with the sample's (all at once).
+    (spec problems, data problems), without those in ``known``."""
+    spec = loaded.spec
+    if spec.population.margins is not None:
+        return [], []
+    seen = {(p.key, p.message) for p in known}
+    spec_problems, data_problems = ProblemList(file=str(loaded.path)), ProblemList(file=str(loaded.path))
+    try:
+        raw = read_source(loaded, "population")
+    except MrpError as exc:
+        return [], [p for p in exc.problems if (p.key, p.message) not in seen]
+    cells = rename_columns(raw, spec.population.rename, "population", loaded, data_problems, [])
+    cells = join_table(cells, "population", loaded, data_problems, {})
+    weight = spec.population.weight
+    if weight is not None and weight not in cells.columns:
+        data_problems.add(f"weight column '{weight}' is not in {population_name(loaded)}", key="population.weight",
+                          line=loaded.line("population", "weight"), hint=did_you_mean(weight, cells.columns))
+    columns = [c for c in cells.columns if c != weight]
+    for name, est in spec.estimands.items():
+        for var in est.by:
+            if var in columns or var in info.rhs_vars:  # a model variable the population lacks: the full check's
+                continue
+            key, line = f"estimands.{name}.by", loaded.line("estimands", name, "by")
+            close = did_you_mean(var, columns)
+            if close.startswith("did you mean"):
+                spec_problems.add(f"'{var}' is not a population variable", key=key, line=line, hint=close)
+            else:
+                data_problems.add(f"{population_name(loaded)} has no column '{var}'", key=key, line=line,
+                                  hint=f"add it to the population table, or remove it from `by`; {close}")
+    fresh = lambda items: [p for p in items if (p.key, p.message) not in seen]  # noqa: E731
+    return fresh(spec_problems.items), fresh(data_problems.items)
 
 
 def check_declared_new(loaded, info, problems) -> None:

@@ -17,7 +17,7 @@ from mrp_formula.data.columns import drop_missing, join_table, recode_columns, r
 from mrp_formula.data.outcome import check_outcome
 from mrp_formula.data.population import WEIGHT
 from mrp_formula.data.population_table import (check_declared_new, check_estimands, find_new_levels, new_level_source,
-                                               population_cells)
+                                               population_cells, population_probe)
 from mrp_formula.data.read import read_collapsed, check_query, read_source, sample_name
 from mrp_formula.data.weights import check_frequency_weights, frequency_weights
 from mrp_formula.errors import DataError, MrpError, ProblemList, SpecError, did_you_mean
@@ -79,6 +79,15 @@ def _names(problem, var: str) -> bool:
     return f"'{var}'" in problem.message or (len(parts) >= 3 and parts[-1] == var)
 
 
+def _raise_with_population(problems: ProblemList, loaded: LoadedSpec, info: FormulaInfo) -> None:
+    """Raise the sample's (or the population's) problems with what the population table alone shows
+    (its file, weight column, the estimands' `by`): a spec mistake among them makes it the spec's error."""
+    if not problems:
+        return
+    spec_problems, data_problems = population_probe(loaded, info, problems.items)
+    raise (SpecError if spec_problems else DataError)(problems.items + spec_problems + data_problems)
+
+
 def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = frozenset()) -> Tables:
     """Read and check the sample and the population; raise with every problem found. (``_absent``:
     the predictors of the formula that :func:`_without` left out, which the checks of the spec's
@@ -111,7 +120,11 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
         rows_in = int(raw[FREQ].sum())
         notes.append(Note("data.collapsed", f"read {rows_in} sample rows as {len(raw)} distinct rows (DuckDB)"))
     else:
-        raw = read_source(loaded, "data")
+        try:
+            raw = read_source(loaded, "data")
+        except DataError as exc:  # no sample to check: the population's problems come with it
+            problems.extend(exc.problems)
+            _raise_with_population(problems, loaded, info)
         rows_in = len(raw)
     sample = rename_columns(raw, spec.data.rename, "data", loaded, problems, notes)
     sample = join_table(sample, "sample", loaded, problems, join_cache)
@@ -133,13 +146,13 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
                      line=loaded.line("model", "formula"), hint=did_you_mean(var, sample.columns))
     if absent and not problems.items[:-len(absent)] and not set(absent) & set(info.response_vars):
         problems.extend(_without(absent, loaded, info))
-    problems.raise_if_any(DataError)
+    _raise_with_population(problems, loaded, info)
     sample = sample[needed].copy()
 
     sample, count, dropped = drop_missing(sample, weights, rows_in, loaded, problems, notes)
     if len(sample) == 0:
         problems.add("no sample rows left", key=loaded.source_label("data"), line=loaded.line("data", "source"))
-    problems.raise_if_any(DataError)
+    _raise_with_population(problems, loaded, info)
 
     check_outcome(sample, info, spec.model.family, loaded, problems, notes)
     if spec.data.weights and spec.data.weights_kind != "frequency":
@@ -216,7 +229,7 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
     population, pop_notes, pop_stats = population_cells(loaded, info, sample, variables, problems, join_cache,
                                                    weights)
     notes += pop_notes
-    problems.raise_if_any(DataError)
+    _raise_with_population(problems, loaded, info)
 
     data_problems = ProblemList(file=file)
     check_estimands(loaded, info, variables, population, problems, data_problems,

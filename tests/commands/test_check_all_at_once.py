@@ -250,3 +250,35 @@ def test_every_population_level_problem_at_once(tmp_path):
     assert "of 'sex'" in sex["message"] and "did you mean 'F'?" in sex["hint"]
     assert 'population.recode.sex = { f = "F" }' in sex["hint"]
     assert "'tx' of 'state'" in state["message"] and 'population.recode.state = { tx = "TX" }' in state["hint"]
+
+
+@pytest.mark.parametrize("response, weight, by, data, expected", [
+    # a misspelt response does not hide the population's weight column nor a `by` typo
+    ("clickd", "N", "gendr", True, (3, ["model.formula", "population.weight", "estimands.by.by"])),
+    # a wrong weight column does not hide a `by` typo
+    ("clicked", "N", "gendr", True, (3, ["population.weight", "estimands.by.by"])),
+    # two missing files: both named
+    ("clicked", "n", "gender", False, (4, ["data.source", "population.source"])),
+])
+def test_the_sample_does_not_hide_the_population(tmp_path, response, weight, by, data, expected):
+    if data:
+        rng = np.random.default_rng(4)
+        pd.DataFrame({"clicked": rng.integers(0, 2, 60), "gender": rng.choice(["female", "male"], 60)}).to_csv(
+            tmp_path / "clicks.csv", index=False)
+        pd.DataFrame({"gender": ["female", "male"], "n": [1, 1]}).to_csv(tmp_path / "pop.csv", index=False)
+    spec = tmp_path / "s.toml"
+    spec.write_text(textwrap.dedent(f"""
+        name = "probe"
+        [data]
+        source = "clicks.csv"
+        [model]
+        formula = "{response} ~ (1 | gender)"
+        family = "bernoulli"
+        [population]
+        source = "pop.csv"
+        weight = "{weight}"
+        [estimands.by]
+        by = ["{by}"]
+        """))
+    code, out = _check(spec)
+    assert (code, [e["key"] for e in out["errors"]]) == expected
