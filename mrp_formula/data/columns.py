@@ -70,10 +70,11 @@ def join_table(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: Proble
                 problems.add(f"key column '{right}' is not in {Path(join.source).name}", key=f"{key}.on",
                              line=line, hint=did_you_mean(right, table.columns))
                 ok = False
-        if not ok or bad_cols:
+        columns = [c for c in join.columns if c not in bad_cols]  # the good ones joined: no follow-on "not a column"
+        if not ok or not columns:
             continue
         left_keys, right_keys = list(join.on), list(join.on.values())
-        right = table[right_keys + list(join.columns)].copy()
+        right = table[right_keys + columns].copy()
         for r in right_keys:
             right[r] = canon_series(right[r])
         if right.duplicated(right_keys).any():
@@ -85,7 +86,7 @@ def join_table(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: Proble
         tmp = [f"__key{j}" for j in range(len(left_keys))]
         for t, l in zip(tmp, left_keys):
             left[t] = canon_series(left[l])
-        clash = [c for c in join.columns if c in left.columns]
+        clash = [c for c in columns if c in left.columns]
         left = left.drop(columns=clash)
         merged = left.merge(right.rename(columns=dict(zip(right_keys, tmp))), on=tmp, how="left",
                             indicator=True)

@@ -114,7 +114,10 @@ def population_cells(loaded, info, sample, variables, problems, join_cache, weig
     keep = [v for v in list(variables) + sorted(by_vars | contrast_vars) if v in cells.columns]
     keep = list(dict.fromkeys(keep))
     cells = cells[keep + [WEIGHT]].copy()
-    na = cells[keep].isna().any(axis=1)
+    # columns of a join whose keys did not all match: their gaps are that problem's, not `missing`'s
+    failed = {c for i, j in enumerate(spec.join) if any(p.key.startswith(f"join[{i}]") for p in problems.items)
+              for c in j.columns}
+    na = cells[[c for c in keep if c not in failed]].isna().any(axis=1)
     if na.any():
         if pop_spec.missing == "drop":
             notes.append(Note("population.missing_dropped", f"dropped {int(na.sum())} population rows with missing values"))

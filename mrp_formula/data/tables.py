@@ -143,7 +143,8 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
         absent.append(var)
         role = "response" if var in info.response_vars else "predictor"
         problems.add(f"{role} '{var}' is not a column of {sample_name(loaded)}", key="model.formula",
-                     line=loaded.line("model", "formula"), hint=did_you_mean(var, sample.columns))
+                     line=loaded.line("model", "formula"),
+                     hint=did_you_mean(var, [c for c in sample.columns if c != FREQ]))  # not our row count
     if absent and not problems.items[:-len(absent)] and not set(absent) & set(info.response_vars):
         problems.extend(_without(absent, loaded, info))
     _raise_with_population(problems, loaded, info)
