@@ -160,6 +160,18 @@ def divergence_advice(target_accept: float | None, switchable: bool | None) -> s
             f"(every group term here is structured, so always non-centred)")
 
 
+def trading_pair(switchable: bool | None) -> str:
+    """Two parameters that trade off in this model (``switchable`` None: it has no group term)."""
+    return "an intercept and a group effect" if switchable is not None else "an intercept and a slope"
+
+
+def mixing_advice(switchable: bool | None) -> str:
+    """What helps parameters that mix poorly: a parameterization exists to switch only with group terms."""
+    if switchable is None:
+        return "more draws may help, or a predictor centred or put on a smaller scale"
+    return "a different parameterization or more draws may help"
+
+
 @dataclass(frozen=True)
 class Diagnostics:
     divergences: int
@@ -199,10 +211,10 @@ class Diagnostics:
             if not out:
                 msg += (f". The estimands are fine (max R-hat {self.estimand_max_rhat:.3f}, min ESS "
                         f"{self.estimand_min_ess:.0f}) and they are what is reported: parameters that trade "
-                        f"off against each other (an intercept and a group effect) can mix badly while the "
+                        f"off against each other ({trading_pair(t.switchable)}) can mix badly while the "
                         f"population averages they imply do not. Judge the run by the estimands")
             else:
-                msg += "; a different parameterization or more draws may help"
+                msg += f"; {mixing_advice(t.switchable)}"
             out.append(msg + ".")
         if not math.isnan(self.bfmi_min) and self.bfmi_min < 0.3:
             out.append(f"low energy BFMI ({self.bfmi_min:.2f} < 0.3): the sampler explores the tails poorly; "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mrp_formula.checks.diagnostics import divergence_advice
+from mrp_formula.checks.diagnostics import divergence_advice, mixing_advice, trading_pair
 from mrp_formula.output.report.view import NULL, RunView, _num, row_label, text
 
 MANY = 12  # an estimand without `by` but with more rows than this is shown as a breakdown
@@ -543,9 +543,10 @@ def checks(view: RunView) -> list[Check]:
                           if x)
         if bad_r or bad_e:
             advice = f"Some parameters mix poorly (worst: {worst})."
-            advice += (" The estimands are fine, and they are what is reported: an intercept and a group effect "
-                       "that trade off can mix badly while the population averages they imply do not."
-                       if est_ok else " A different parameterization or more draws may help.")
+            pair = trading_pair(_switchable(view))
+            advice += (f" The estimands are fine, and they are what is reported: {pair} that trade off can mix "
+                       f"badly while the population averages they imply do not."
+                       if est_ok else f" {mixing_advice(_switchable(view)).capitalize()}.")
         else:
             advice = "Every parameter mixes well."
         out.append(Check("model parameters (worst R-hat, smallest ESS)", value,
