@@ -28,8 +28,6 @@ def test_the_advice_names_only_what_the_model_has(switchable, has, lacks):
 def test_poor_mixing_is_explained_by_what_the_model_has(switchable, estimands_fine, has, lacks):
     """A model without group terms (the A/B revenue spec) is not told of group effects nor of
     switching a parameterization."""
-    import math
-
     from mrp_formula.checks.diagnostics import Diagnostics, Thresholds
 
     d = Diagnostics(divergences=0, max_rhat=1.2, min_ess_bulk=20, min_ess_tail=20, worst={"Intercept": (1.2, 20)},
