@@ -70,14 +70,16 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
         notes.append("defaults for the priors the spec does not give: "
                      + "; ".join(f"{p.key} ~ {p.prior}" for p in defaults) + f" ({fit_plan.prior_scale})")
     if FAMILIES[spec.model.family].binary or FAMILIES[fit_plan.family].binary:
+        flagged = []
         for i, label in enumerate(labels):
             if ed.rows.iloc[i]["scale"]:
                 continue  # contrasts are not rates
             x = ed.draws[i]
             share = float(np.mean((x < EXTREME) | (x > 1 - EXTREME)))
             if share > EXTREME_SHARE:
-                notes.append(f"the priors put {share:.0%} of {label} below {EXTREME:.0%} or above "
-                             f"{1 - EXTREME:.0%}: they may be wider than you believe")
+                flagged.append((ed.rows.iloc[i]["estimand"], label, share))
+        notes += [f"the priors put {what} below {EXTREME:.0%} or above {1 - EXTREME:.0%}: they may be wider than "
+                  f"you believe" for what in _per_estimand(flagged)]
     else:
         notes += _beyond_the_data(plan, ed, labels)
     sections = {"draws": draws, "seed": seed, "ci_prob": spec.report.ci_prob, "ci_kind": spec.report.ci_kind,
@@ -104,7 +106,7 @@ def _beyond_the_data(plan, ed, labels: list[str]) -> list[str]:
     response = plan.info.response_vars[0]
     y = pd.to_numeric(plan.tables.sample.get(response), errors="coerce") if response in plan.tables.sample else None
     top = float(np.nanmax(np.abs(y))) if y is not None and y.notna().any() else math.nan
-    out = []
+    far, heavy = [], []
     for i, label in enumerate(labels):
         row = ed.rows.iloc[i]
         if row["scale"] or str(row.get("category", "")) not in ("", "nan", "None"):
@@ -113,12 +115,35 @@ def _beyond_the_data(plan, ed, labels: list[str]) -> list[str]:
         if math.isfinite(top) and top > 0:
             share = float(np.mean(np.abs(x) > BEYOND * top))
             if share > EXTREME_SHARE:
-                out.append(f"the priors put {share:.0%} of {label} beyond {BEYOND:g} times the sample's largest "
-                           f"|{response}| ({top:g}): they may be wider than you believe")
+                far.append((row["estimand"], label, share))
         mean, (lo, hi) = float(np.mean(x)), np.quantile(x, [0.025, 0.975])
         if not lo <= mean <= hi:
-            out.append(f"the prior mean of {label} ({mean:.3g}) lies outside its central 95% ({lo:.3g} to {hi:.3g}): "
-                       f"a tail so heavy that the mean says little; read the median and the interval")
+            heavy.append((row["estimand"], f"{label} ({mean:.3g}; its central 95%: {lo:.3g} to {hi:.3g})", None))
+    out = [f"the priors put {what} beyond {BEYOND:g} times the sample's largest |{response}| ({top:g}): they may "
+           f"be wider than you believe" for what in _per_estimand(far)]
+    out += [f"the prior mean of {what} lies outside its central 95%: a tail so heavy that the mean says little; "
+            f"read the median and the interval" for what in _per_estimand(heavy)]
+    return out
+
+
+def _per_estimand(flagged: list[tuple]) -> list[str]:
+    """One phrase per estimand for its flagged rows (estimand, label, share or None): the row itself
+    when it is the only one, else how many of its rows and the range of the shares (a `by` over 50
+    states is one note, not 50)."""
+    groups: dict = {}
+    for name, label, share in flagged:
+        groups.setdefault(name, []).append((label, share))
+    out = []
+    for name, rows in groups.items():
+        shares = [s for _, s in rows if s is not None]
+        if len(rows) == 1:
+            label, share = rows[0]
+            out.append(f"{share:.0%} of {label}" if share is not None else label)
+            continue
+        span = (f"{min(shares):.0%}" if f"{min(shares):.0%}" == f"{max(shares):.0%}"
+                else f"{min(shares):.0%}-{max(shares):.0%}") if shares else ""
+        each = f"{span} of each of" if span else "each of"
+        out.append(f"{each} {len(rows)} rows of {name} (e.g. {rows[0][0]})")
     return out
 
 
