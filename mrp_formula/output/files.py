@@ -315,5 +315,6 @@ def _json_default(o):
 
 
 def table_records(df: pd.DataFrame) -> list[dict]:
-    """JSON-safe rows: NaN and None become null."""
-    return json.loads(df.to_json(orient="records"))
+    """JSON-safe rows: NaN, None and an empty text become null (as the CSV, where all three are an
+    empty field)."""
+    return [{k: (None if v == "" else v) for k, v in row.items()} for row in json.loads(df.to_json(orient="records"))]

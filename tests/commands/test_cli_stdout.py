@@ -184,7 +184,7 @@ def test_write_estimands_to_stdout(tmp_path, capsys):
     write_estimands(result, "csv", "t")
     assert capsys.readouterr().out == (tmp_path / "estimands.csv").read_text()
     write_estimands(result, "json", "t")
-    assert json.loads(capsys.readouterr().out) == [{"estimand": "rate", "scale": "", "mean": 0.5, "lower": 0.4,
+    assert json.loads(capsys.readouterr().out) == [{"estimand": "rate", "scale": None, "mean": 0.5, "lower": 0.4,
                                                     "upper": 0.6}]
     write_estimands(result, "table", "the title")
     out = capsys.readouterr()
