@@ -62,6 +62,21 @@ def check_address(address: str) -> str:
     return address
 
 
+def _listening(address: str, timeout: float = 5.0) -> None:
+    """An OSError at once when nothing listens at a tcp:// address (Dask's client would retry until
+    its timeout, then say only "Timed out"); other protocols are left to Dask."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    if parts.scheme != "tcp" or parts.hostname is None or parts.port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
+    except OSError as exc:
+        raise OSError(f"nothing answers at {address} ({exc.strerror or exc})") from None
+
+
 class Scheduler:
     """A Dask client over a local cluster of worker processes, or over an existing scheduler."""
 
@@ -93,6 +108,7 @@ class Scheduler:
                                              host="127.0.0.1", dashboard_address=":0", silence_logs=logging.ERROR)
                 self._client = Client(self._cluster, timeout=self.timeout)
             else:
+                _listening(self.address)
                 self._client = Client(self.address, timeout=self.timeout)
         except OSError as exc:
             self.close()

@@ -183,3 +183,21 @@ def test_strict_turns_failed_diagnostics_into_rows_with_exit_code_5(batched, spe
     assert "--strict" in runs["ab"].error and "ESS" in runs["ab"].error
     assert strict.exit_code == 5
     assert (out / "ab" / "estimands.csv").is_file()
+
+
+def test_a_scheduler_address_where_nothing_listens_is_said_at_once():
+    """Connection refused: a usage error naming the address within seconds, not Dask's "Timed out"
+    after its 30 s of retries."""
+    import socket
+
+    from mrp_formula.errors import UsageError
+
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t0 = time.perf_counter()
+        with pytest.raises(UsageError) as err:
+            with Scheduler(address=f"tcp://127.0.0.1:{port}"):
+                pass
+    assert time.perf_counter() - t0 < 10
+    assert f"nothing answers at tcp://127.0.0.1:{port}" in str(err.value)
