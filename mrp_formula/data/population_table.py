@@ -105,6 +105,13 @@ def population_cells(loaded, info, sample, variables, problems, join_cache, weig
                              hint=did_you_mean(pop_spec.weight, cells.columns))
                 w = pd.Series(1.0, index=cells.index)
             else:
+                if pop_spec.missing == "drop":  # a row without a weight is a row with a missing value
+                    empty = cells[pop_spec.weight].isna()
+                    if empty.any():
+                        notes.append(Note("population.missing_dropped",
+                                          f"dropped {int(empty.sum())} population rows without a weight in "
+                                          f"'{pop_spec.weight}' (missing = \"drop\")"))
+                        cells = cells.loc[~empty]
                 w = check_population_weights(cells[pop_spec.weight], pop_spec.weight, loaded, problems)
             cells = cells.assign(**{WEIGHT: w})
         else:

@@ -97,10 +97,13 @@ def check_population_weights(col: pd.Series, name: str, loaded, problems) -> pd.
     for label, mask in (("missing or not a number", w.isna()), ("negative", w < 0),
                         ("infinite", np.isinf(w.fillna(0)))):
         if mask.any():
-            rows = [int(i) + 1 for i in np.flatnonzero(mask.to_numpy())[:5]]
+            rows = [int(i) + 1 for i in col.index[mask.to_numpy()][:5]]  # the table's rows, as read
             values = [repr(v) for v in col[mask].head(5)]
-            problems.add(f"{int(mask.sum())} weight(s) in '{name}' are {label} (rows {rows}: {', '.join(values)})",
-                         hint="weights are counts or shares >= 0", **where)
+            problems.add(f"{int(mask.sum())} weight(s) in '{name}' are {label} (rows {rows}, the header not "
+                         f"counted: {', '.join(values)})",
+                         hint="weights are counts or shares >= 0" + ('; missing = "drop" in [population] drops '
+                                                                     'rows without a weight' if label.startswith(
+                                                                         "missing") else ""), **where)
     if not problems.items and w.sum() <= 0:
         problems.add(f"the weights in '{name}' sum to zero", hint="give counts or shares > 0", **where)
     return w.fillna(0).clip(lower=0).astype(float)

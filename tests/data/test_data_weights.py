@@ -131,3 +131,35 @@ def test_check_json_reports_the_weighted_sample_size(tmp_path):
     r = runner.invoke(app, ["check", str(tmp_path / "spec.toml"), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["sample_rows"] == 1000
+
+
+@pytest.mark.parametrize("missing, code", [("error", 4), ("drop", 0)])
+def test_a_population_row_without_a_weight(tmp_path, missing, code):
+    """A population row whose weight is empty: an error naming its row (the header not counted),
+    or, with missing = "drop", dropped and counted like a row with a missing value."""
+    rng = np.random.default_rng(3)
+    pd.DataFrame({"y": rng.integers(0, 2, 50), "g": rng.choice(["a", "b"], 50)}).to_csv(tmp_path / "s.csv",
+                                                                                         index=False)
+    (tmp_path / "pop.csv").write_text("g,N\na,10\nb,\nb,30\n")
+    (tmp_path / "spec.toml").write_text(textwrap.dedent(f"""
+        name = "w"
+        [data]
+        source = "s.csv"
+        [model]
+        formula = "y ~ (1|g)"
+        family = "bernoulli"
+        [population]
+        source = "pop.csv"
+        weight = "N"
+        missing = "{missing}"
+        [estimands.m]
+        """))
+    r = runner.invoke(app, ["check", str(tmp_path / "spec.toml"), "--json"])
+    assert r.exit_code == code, r.output
+    out = json.loads(r.stdout)
+    if code:
+        (e,) = out["errors"]
+        assert "(rows [2], the header not counted" in e["message"] and 'missing = "drop"' in e["hint"]
+    else:
+        assert any("dropped 1 population rows without a weight in 'N'" in n for n in out["notes"])
+        assert out["population_cells"] == 2
