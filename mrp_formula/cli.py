@@ -105,7 +105,8 @@ def _fmt(v) -> str:
 
 def print_table(df, title: str, console: Console | None = None) -> None:
     hidden = ("ci_prob", "ci_kind", "scale", "median", "sd", "r_hat", "ess_bulk", "chance_to_win",
-              "expected_loss_first", "expected_loss_second", "expected_loss_unit")
+              "expected_loss_first", "expected_loss_second", "expected_loss_unit",
+              "first", "second")  # a contrast's variable already reads "b vs a"
     cols = [c for c in df.columns if c not in hidden]
     cols = [c for c in cols if not df[c].isna().all()]
     table = Table(title=title, show_lines=False)
