@@ -27,7 +27,7 @@ parameters and the smallest per 1,000 gradient evaluations. Set CORES to limit n
 TARGET for another target_accept than 0.95, BACKEND for PyTensor's JAX backend (``jax`` with JAX's
 own gradient, ``jax/pytensor`` with PyTensor's; where JAX is installed), DATA for the data as inputs
 of the compiled function rather than constants (``inputs``, or ``inputs_static`` keeping their
-shapes), NUTS to a JSON object of further settings of
+shapes), SAMPLER for nutpie's other sampler (``mclmc``), NUTS to a JSON object of further settings of
 ``nutpie.sample`` (e.g. ``{"trajectory_kind": "Microcanonical"}``).
 """
 
