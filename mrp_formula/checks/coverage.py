@@ -88,8 +88,17 @@ def coverage(tables: Tables, info: FormulaInfo, family: str, categories=None) ->
                     weight_without_sample=float(pop.loc[empty, WEIGHT].sum() / pop[WEIGHT].sum()),
                     new_level_share=dict(tables.new_level_share), n_units=n, effective_n=eff,
                     design_effect=n / eff if eff > 0 else float("inf"),
-                    numeric=tuple(v for v in tables.population_vars
-                                  if v in tables.variables and not tables.variables[v].categorical))
+                    numeric=_numeric_left_out(tables, post_vars))
+
+
+def _numeric_left_out(tables: Tables, categorical: list[str]) -> tuple[str, ...]:
+    """The population's numeric predictors that the categorical variables do not determine (a
+    state-level percentage joined by state is one value a state: matching the states matches it)."""
+    pop = tables.population
+    numeric = [v for v in tables.population_vars if v in tables.variables and not tables.variables[v].categorical]
+    if not categorical:
+        return tuple(numeric)
+    return tuple(v for v in numeric if pop.groupby(categorical, observed=True)[v].nunique().max() > 1)
 
 
 def srm_check(tables: Tables, allocation: dict[str, dict[str, float]]) -> list[Note]:

@@ -117,3 +117,22 @@ def test_a_numeric_predictor_in_the_population_is_no_raking_variable(tmp_path):
     nf = (sample.sex == "f").sum()
     w = np.where(sample.sex == "f", 0.5 / nf, 0.5 / (n - nf))
     assert cov.effective_n == pytest.approx(w.sum() ** 2 / (w ** 2).sum())  # before: 5 rows of 400 kept
+
+
+def test_a_numeric_predictor_the_categories_determine_is_not_named(tmp_path):
+    """A group-level number (one value per state, as the primer's state-level percentages) is
+    matched when the states are: the coverage does not name it as left out."""
+    rng = np.random.default_rng(2)
+    n = 200
+    sample = pd.DataFrame({"sex": rng.choice(["f", "m"], n)})
+    sample["z"] = np.where(sample.sex == "f", 0.3, 0.7)
+    sample["y"] = rng.normal(size=n) + sample.z
+    sample.to_csv(tmp_path / "d.csv", index=False)
+    pd.DataFrame({"sex": ["f", "m"], "z": [0.3, 0.7], "N": [1, 1]}).to_csv(tmp_path / "pop.csv", index=False)
+    (tmp_path / "s.toml").write_text('name = "num"\n[data]\nsource = "d.csv"\n[model]\nformula = "y ~ sex + z"\n'
+                                     'family = "gaussian"\n[population]\nsource = "pop.csv"\nweight = "N"\n'
+                                     '[estimands.mean]\n')
+    loaded = load_spec(tmp_path / "s.toml")
+    info = _spec_checks(loaded)
+    cov = coverage(prepare(loaded, info), info, "gaussian", None)
+    assert cov.numeric == () and cov.cells_without_sample == 0
