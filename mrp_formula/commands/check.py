@@ -16,7 +16,10 @@ def check(path, *, overrides=(), data=None, population=None) -> Plan:
     terms and population coverage. ``data`` and ``population`` are DataFrames that take the place
     of the spec's files."""
     frames = {"data": data, "population": population}
-    loaded = load_spec(path, tuple(overrides), frames=frames)
+    try:
+        loaded = load_spec(path, tuple(overrides), frames=frames)
+    except SpecError as exc:
+        raise _with_the_rest(exc, path, overrides, frames) from None
     try:
         plan = plan_of(path, overrides, loaded=loaded)
     except MrpError as exc:  # the variants' own problems too, all at once
@@ -32,3 +35,17 @@ def check(path, *, overrides=(), data=None, population=None) -> Plan:
         raise extra
     cov = coverage_mod.coverage(plan.tables, plan.info, plan.loaded.spec.model.family)
     return replace(plan, coverage=cov)
+
+
+def _with_the_rest(exc: SpecError, path, overrides, frames) -> SpecError:
+    """A spec whose only load problems are priors that do not parse: those, with every problem the
+    rest of the spec has (a prior on a term the model lacks, the data's), all at once."""
+    if not exc.problems or not all(p.key.startswith("model.priors.") for p in exc.problems):
+        return exc
+    try:
+        rest = load_spec(path, tuple(overrides), frames=frames, skip_bad_priors=True)
+        plan_of(path, overrides, loaded=rest)
+    except MrpError as later:
+        seen = {(p.key, p.message) for p in exc.problems}
+        return SpecError(exc.problems + tuple(p for p in later.problems if (p.key, p.message) not in seen))
+    return exc

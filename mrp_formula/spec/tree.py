@@ -420,13 +420,14 @@ class LoadedSpec(_Frozen):
 
 
 def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, frames: dict | None = None,
-              text: str | None = None) -> LoadedSpec:
+              text: str | None = None, skip_bad_priors: bool = False) -> LoadedSpec:
     """Read, merge, override and validate a spec; raise :class:`SpecError` listing every problem.
 
     ``frames`` ({"data": df, "population": df}) are tables given in memory: each takes the place of
     its section's ``source``, which the spec may then leave out. ``text``: the spec's text, given
     instead of reading ``path`` (a batch task carries it to a worker); paths in it are still
-    relative to ``path``'s folder."""
+    relative to ``path``'s folder. ``skip_bad_priors`` leaves out the priors that do not parse (so
+    that ``mrp check`` can report the rest of the spec's problems with theirs)."""
     path = Path(path)
     if text is None and not path.is_file():
         raise SpecError(Problem("spec file not found", file=str(path),
@@ -434,6 +435,8 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, 
     raw, text, origins = _read_with_extends(path.resolve(), (), text)
     problems: list[Problem] = []
     raw, overridden = apply_overrides(raw, overrides)
+    if skip_bad_priors:
+        raw = _without_bad_priors(raw)
     frames = {k: v for k, v in (frames or {}).items() if v is not None}
     problems += _in_memory(raw, frames, str(path), key_lines(text))
     lines = key_lines(text)
@@ -456,6 +459,22 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, 
         raise SpecError(problems)
     return LoadedSpec(spec=spec, path=path.resolve(), text=text, raw=raw, lines=lines, frames=frames or None,
                       overridden=frozenset(overridden))
+
+
+def _without_bad_priors(raw: dict) -> dict:
+    """``raw`` without the entries of ``model.priors`` that do not parse as priors."""
+    model = raw.get("model")
+    priors = model.get("priors") if isinstance(model, dict) else None
+    if not isinstance(priors, dict):
+        return raw
+    good = {}
+    for key, value in priors.items():
+        try:
+            _prior(value)
+        except ValueError:
+            continue
+        good[key] = value
+    return {**raw, "model": {**model, "priors": good}}
 
 
 FRAME_SOURCE = "(DataFrame)"  # data.source / population.source of a table given in memory

@@ -282,3 +282,15 @@ def test_the_sample_does_not_hide_the_population(tmp_path, response, weight, by,
         """))
     code, out = _check(spec)
     assert (code, [e["key"] for e in out["errors"]]) == expected
+
+
+def test_priors_that_do_not_parse_come_with_the_rest(tmp_path):
+    """A prior that does not parse no longer hides the other priors' problems (a group prior with a
+    mean, a prior on a term the model lacks) nor the data's."""
+    path = _write(tmp_path, male="mal", prior="Normal(0, -1)")
+    path.write_text(path.read_text().replace('"1|gender" = "Normal(0, -1)"',
+                                             '"1|gender" = "Normal(0, -1)"\narm = "Normal(0)"\nregion = "Normal(0, 1)"'))
+    code, out = _check(path)
+    assert code == 3
+    keys = [k for k, _ in _messages(out)]
+    assert keys == ['model.priors."1|gender"', "model.priors.arm", "model.priors.region", "population.margins.gender"]
