@@ -13,7 +13,7 @@ from mrp_formula.data.population import WEIGHT
 from mrp_formula.data.population_table import new_level_origin
 from mrp_formula.data.tables import Tables
 from mrp_formula.notes import Note
-from mrp_formula.poststrat.classical import _frame_and_count, rake_weights
+from mrp_formula.poststrat.classical import _frame_and_count, cell_vars, rake_weights
 from mrp_formula.spec.formula import FormulaInfo
 
 
@@ -73,7 +73,7 @@ def coverage(tables: Tables, info: FormulaInfo, family: str, categories=None) ->
     """Population cells and weight the sample does not reach, new levels, and the design effect of
     raking the sample to the population (needs no posterior: ``mrp check`` reports it too)."""
     frame, c = _frame_and_count(tables, info, family)
-    post_vars = [v for v in tables.population_vars if v in frame.columns]
+    post_vars = cell_vars(tables, frame)
     pop = tables.population
     if post_vars:
         seen = set(map(tuple, frame[post_vars].to_numpy()))
@@ -91,14 +91,14 @@ def coverage(tables: Tables, info: FormulaInfo, family: str, categories=None) ->
                     numeric=_numeric_left_out(tables, post_vars))
 
 
-def _numeric_left_out(tables: Tables, categorical: list[str]) -> tuple[str, ...]:
-    """The population's numeric predictors that the categorical variables do not determine (a
-    state-level percentage joined by state is one value a state: matching the states matches it)."""
+def _numeric_left_out(tables: Tables, matched: list[str]) -> tuple[str, ...]:
+    """The population's numeric predictors left out of the cells (their sample values are not the
+    population's) that the matched variables do not determine either."""
     pop = tables.population
-    numeric = [v for v in tables.population_vars if v in tables.variables and not tables.variables[v].categorical]
-    if not categorical:
-        return tuple(numeric)
-    return tuple(v for v in numeric if pop.groupby(categorical, observed=True)[v].nunique().max() > 1)
+    left = [v for v in tables.population_vars if v in tables.variables and v not in matched]
+    if not matched:
+        return tuple(left)
+    return tuple(v for v in left if pop.groupby(matched, observed=True)[v].nunique().max() > 1)
 
 
 def srm_check(tables: Tables, allocation: dict[str, dict[str, float]]) -> list[Note]:

@@ -31,15 +31,28 @@ class Units:
 
 
 def _frame_and_count(tables: Tables, info: FormulaInfo, family: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The categorical model variables of the sample's rows as text, and the units each row stands
-    for. A numeric predictor is left out: its values are no levels to rake or to match cells on
-    (a continuous x in the population rarely equals a sample row's value)."""
+    """The model variables of the sample's rows as text, and the units each row stands for."""
     s = tables.sample
     count = s[tables.weights].to_numpy(dtype=float) if tables.weights else np.ones(len(s))
     if FAMILIES[family].response == "proportion":  # a row stands for its trials
         count = count * s[info.response_vars[1]].to_numpy(dtype=float)
-    frame = s[[c for c in s.columns if c in tables.variables and tables.variables[c].categorical]]
-    return frame.astype(object).astype(str), count
+    frame = s[[c for c in s.columns if c in tables.variables]].astype(object).astype(str)
+    return frame, count
+
+
+def cell_vars(tables: Tables, frame: pd.DataFrame) -> list[str]:
+    """The population variables the sample's rows are matched to cells and raked on: every
+    categorical one, and a numeric one whose sample values all occur in the population (a 0/1 arm,
+    a state-level percentage joined by state). A numeric predictor with other values (a continuous
+    x the population gives at a few points) has no levels to match: raking on its text kept only
+    the rows that happened to equal a population value."""
+    out = []
+    for v in tables.population_vars:
+        if v not in frame.columns:
+            continue
+        if tables.variables[v].categorical or set(frame[v]) <= set(tables.population[v].astype(str)):
+            out.append(v)
+    return out
 
 
 def sample_units(tables: Tables, info: FormulaInfo, family: str, categories) -> Units:
@@ -205,7 +218,7 @@ def raw_and_weighted(pieces, tables: Tables, info: FormulaInfo, family: str, cat
                      group_columns: list[str]) -> pd.DataFrame:
     """Columns ``raw`` and ``weighted``, aligned with the rows of the estimand table."""
     units = sample_units(tables, info, family, categories)
-    post_vars = [v for v in tables.population_vars if v in units.frame.columns]
+    post_vars = cell_vars(tables, units.frame)
     reduced = {req: _group_values(units, tables.population, req, post_vars) for req in est_mod.requests(pieces)}
     with np.errstate(divide="ignore", invalid="ignore"):  # a group without weight: its ratio stays NaN (blank)
         ed = est_mod.assemble(pieces, reduced, n_chains=1, n_draws=2, group_columns=group_columns,

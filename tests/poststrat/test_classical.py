@@ -136,3 +136,27 @@ def test_a_numeric_predictor_the_categories_determine_is_not_named(tmp_path):
     info = _spec_checks(loaded)
     cov = coverage(prepare(loaded, info), info, "gaussian", None)
     assert cov.numeric == () and cov.cells_without_sample == 0
+
+
+def test_a_numeric_arm_and_a_numeric_by_still_select_their_rows(tmp_path):
+    """`raw` of a contrast of a numeric 0/1 arm and of a `by` over a numeric variable with a few
+    values: each row's own sample rows (leaving numeric variables out of the frame made every group
+    the whole sample: a raw lift of exactly 0)."""
+    rng = np.random.default_rng(3)
+    n = 400
+    sample = pd.DataFrame({"treat": rng.integers(0, 2, n), "x": rng.integers(1, 4, n)})
+    sample["y"] = (rng.random(n) < 0.3 + 0.3 * sample.treat).astype(int)
+    sample.to_csv(tmp_path / "d.csv", index=False)
+    pd.DataFrame({"x": [1, 2, 3], "n": [1, 1, 1]}).to_csv(tmp_path / "pop.csv", index=False)
+    (tmp_path / "s.toml").write_text('name = "num"\n[data]\nsource = "d.csv"\n[model]\nformula = "y ~ treat + x"\n'
+                                     'family = "bernoulli"\n[population]\nsource = "pop.csv"\nweight = "n"\n'
+                                     '[estimands.lift]\ncontrast = { treat = [1, 0] }\n[estimands.by_x]\nby = ["x"]\nat = { treat = [1] }\n')
+    loaded = load_spec(tmp_path / "s.toml")
+    info = _spec_checks(loaded)
+    tables = prepare(loaded, info)
+    got = raw_and_weighted(E.plan(loaded.spec.estimands, tables.population_vars), tables, info, "bernoulli", None,
+                           E.group_columns(loaded.spec.estimands))
+    rate = sample.groupby("treat").y.mean()
+    assert got.loc[0, "raw"] == pytest.approx(rate[1] - rate[0])
+    treated = sample[sample.treat == 1]
+    assert list(got.loc[1:, "raw"]) == pytest.approx(list(treated.groupby("x").y.mean()))
