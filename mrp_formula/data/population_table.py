@@ -16,7 +16,7 @@ from mrp_formula.data.columns import join_table, recode_columns, rename_columns
 from mrp_formula.data.population import WEIGHT, independent_joint, rake
 from mrp_formula.data.read import population_name, read_source
 from mrp_formula.data.weights import check_population_weights
-from mrp_formula.errors import MrpError, ProblemList, did_you_mean
+from mrp_formula.errors import MrpError, ProblemList, SpecError, did_you_mean
 from mrp_formula.spec.tree import dotted, recode_example, toml_key
 from mrp_formula.notes import Note, warning
 from mrp_formula.spec.levels import canon, canon_series
@@ -100,9 +100,7 @@ def population_cells(loaded, info, sample, variables, problems, join_cache, weig
         cells = recode_columns(cells, pop_spec.recode, "population", loaded, problems)
         if pop_spec.weight is not None:
             if pop_spec.weight not in cells.columns:
-                problems.add(f"weight column '{pop_spec.weight}' is not in {population_name(loaded)}",
-                             key="population.weight", line=loaded.line("population", "weight"),
-                             hint=did_you_mean(pop_spec.weight, cells.columns))
+                _weight_column_missing(loaded, cells.columns, problems)
                 w = pd.Series(1.0, index=cells.index)
             else:
                 if pop_spec.missing == "drop":  # a row without a weight is a row with a missing value
@@ -176,12 +174,8 @@ def check_estimands(loaded, info, variables, population, problems, data_problems
                     problems.add(f"'{var}' is not a population variable: the estimands set it", key=key,
                                  line=line, hint=f"to report each level use at = {{ {var} = [...] }}")
                 continue  # a model variable the population lacks: reported once, below
-            close = did_you_mean(var, [c for c in pop_columns if c not in (spec.population.weight, WEIGHT)])
-            if close.startswith("did you mean"):
-                problems.add(f"'{var}' is not a population variable", key=key, line=line, hint=close)
-            else:
-                data_problems.add(f"{population_name(loaded)} has no column '{var}'", key=key, line=line,
-                                  hint=f"add it to the population table, or remove it from `by`; {close}")
+            _by_missing(loaded, name, var, [c for c in pop_columns if c not in (spec.population.weight, WEIGHT)],
+                        problems, data_problems)
         set_vars = dict(est.at)
         if est.contrast:
             set_vars.update(est.contrast)
@@ -253,31 +247,43 @@ def population_probe(loaded, info, known) -> tuple[list, list]:
     if spec.population.margins is not None:
         return [], []
     seen = {(p.key, p.message) for p in known}
+    fresh = lambda items: [p for p in items if (p.key, p.message) not in seen]  # noqa: E731
     spec_problems, data_problems = ProblemList(file=str(loaded.path)), ProblemList(file=str(loaded.path))
     try:
         raw = read_source(loaded, "population")
-    except MrpError as exc:
-        return [], [p for p in exc.problems if (p.key, p.message) not in seen]
-    cells = rename_columns(raw, spec.population.rename, "population", loaded, data_problems, [])
-    cells = join_table(cells, "population", loaded, data_problems, {})
+        cells = rename_columns(raw, spec.population.rename, "population", loaded, data_problems, [])
+        cells = join_table(cells, "population", loaded, data_problems, {})
+    except MrpError as exc:  # a file that cannot be read (the population's, a join's): said as it is
+        kind = spec_problems if isinstance(exc, SpecError) else data_problems
+        kind.extend(exc.problems)
+        return fresh(spec_problems.items), fresh(data_problems.items)
     weight = spec.population.weight
     if weight is not None and weight not in cells.columns:
-        data_problems.add(f"weight column '{weight}' is not in {population_name(loaded)}", key="population.weight",
-                          line=loaded.line("population", "weight"), hint=did_you_mean(weight, cells.columns))
+        _weight_column_missing(loaded, cells.columns, data_problems)
     columns = [c for c in cells.columns if c != weight]
     for name, est in spec.estimands.items():
         for var in est.by:
-            if var in columns or var in info.rhs_vars:  # a model variable the population lacks: the full check's
-                continue
-            key, line = f"estimands.{name}.by", loaded.line("estimands", name, "by")
-            close = did_you_mean(var, columns)
-            if close.startswith("did you mean"):
-                spec_problems.add(f"'{var}' is not a population variable", key=key, line=line, hint=close)
-            else:
-                data_problems.add(f"{population_name(loaded)} has no column '{var}'", key=key, line=line,
-                                  hint=f"add it to the population table, or remove it from `by`; {close}")
-    fresh = lambda items: [p for p in items if (p.key, p.message) not in seen]  # noqa: E731
+            if var not in columns and var not in info.rhs_vars:  # a model variable the population lacks: the full check's
+                _by_missing(loaded, name, var, columns, spec_problems, data_problems)
     return fresh(spec_problems.items), fresh(data_problems.items)
+
+
+def _weight_column_missing(loaded, columns, problems) -> None:
+    weight = loaded.spec.population.weight
+    problems.add(f"weight column '{weight}' is not in {population_name(loaded)}", key="population.weight",
+                 line=loaded.line("population", "weight"), hint=did_you_mean(weight, columns))
+
+
+def _by_missing(loaded, name: str, var: str, columns, problems, data_problems) -> None:
+    """A `by` variable the population table lacks: a typo of one of its columns (a spec mistake),
+    else a column to add (the table's)."""
+    key, line = f"estimands.{name}.by", loaded.line("estimands", name, "by")
+    close = did_you_mean(var, columns)
+    if close.startswith("did you mean"):
+        problems.add(f"'{var}' is not a population variable", key=key, line=line, hint=close)
+    else:
+        data_problems.add(f"{population_name(loaded)} has no column '{var}'", key=key, line=line,
+                          hint=f"add it to the population table, or remove it from `by`; {close}")
 
 
 def check_declared_new(loaded, info, problems) -> None:

@@ -294,3 +294,28 @@ def test_priors_that_do_not_parse_come_with_the_rest(tmp_path):
     assert code == 3
     keys = [k for k, _ in _messages(out)]
     assert keys == ['model.priors."1|gender"', "model.priors.arm", "model.priors.region", "population.margins.gender"]
+
+
+def test_a_missing_join_file_does_not_hide_the_missing_sample(tmp_path):
+    """The population's probe meets a join file that is missing too: both files are named (the
+    probe's error replaced the sample's)."""
+    pd.DataFrame({"gender": ["female", "male"], "n": [1, 1]}).to_csv(tmp_path / "pop.csv", index=False)
+    spec = tmp_path / "s.toml"
+    spec.write_text(textwrap.dedent("""
+        name = "joins"
+        [data]
+        source = "missing.csv"
+        [[join]]
+        source = "nojoin.csv"
+        on = { gender = "gender" }
+        columns = ["share"]
+        [model]
+        formula = "clicked ~ share + (1 | gender)"
+        family = "bernoulli"
+        [population]
+        source = "pop.csv"
+        weight = "n"
+        [estimands.m]
+        """))
+    code, out = _check(spec)
+    assert (code, sorted(e["key"] for e in out["errors"])) == (4, ["data.source", "join[0].source"])
