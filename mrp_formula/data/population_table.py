@@ -215,21 +215,16 @@ def check_estimands(loaded, info, variables, population, problems, data_problems
                              key=f"estimands.{name}", line=loaded.line("estimands", name),
                              hint=f"set it: at = {{ {var} = [...] }}")
     # common categorical predictors cannot take levels the model never saw
-    group_only = set(info.factor_vars) - set(info.common_vars)
-    for var, v in variables.items():
-        if v.categorical and var in pop_vars and var not in group_only:
-            unknown = sorted(set(population[var]) - set(v.levels))
-            if unknown:
-                key = f"population.margins.{var}" if spec.population.margins is not None else "population"
-                line = loaded.line(*key.split("."))
-                close = did_you_mean(unknown[0], v.levels)
-                like = _closest(unknown[0], v.levels)
-                example = ("" if like == "..." else f" ({recode_example('population', var, {unknown[0]: like})})"
-                           if spec.population.margins is None else f" (write '{like}' in {key})")
-                data_problems.add(f"population level(s) {unknown[:8]} of '{var}' are not in the sample, and '{var}' "
-                             f"is a common (non-group) predictor", key=key, line=line,
-                             hint=(close + "; " if close.startswith("did you mean") else "")
-                             + f"recode them onto sample levels{example}, or model '{var}' as a group term (1|{var})")
+    for var, unknown in unknown_common_levels(info, variables, population).items():
+        levels = variables[var].levels
+        key = f"population.margins.{var}" if spec.population.margins is not None else "population"
+        close, like = did_you_mean(unknown[0], levels), _closest(unknown[0], levels)
+        example = ("" if like == "..." else f" ({recode_example('population', var, {unknown[0]: like})})"
+                   if spec.population.margins is None else f" (write '{like}' in {key})")
+        data_problems.add(f"population level(s) {unknown[:8]} of '{var}' are not in the sample, and '{var}' "
+                          f"is a common (non-group) predictor", key=key, line=loaded.line(*key.split(".")),
+                          hint=(close + "; " if close.startswith("did you mean") else "")
+                          + f"recode them onto sample levels{example}, or model '{var}' as a group term (1|{var})")
 
 
 def _closest(level: str, levels) -> str:
@@ -284,6 +279,19 @@ def _by_missing(loaded, name: str, var: str, columns, problems, data_problems) -
     else:
         data_problems.add(f"{population_name(loaded)} has no column '{var}'", key=key, line=line,
                           hint=f"add it to the population table, or remove it from `by`; {close}")
+
+
+def unknown_common_levels(info, variables, population) -> dict[str, list[str]]:
+    """Population levels of each categorical common predictor that the sample lacks (the model
+    has no coefficient for them: an error, which also covers a group factor the predictor is part of)."""
+    group_only = set(info.factor_vars) - set(info.common_vars)
+    out = {}
+    for var, v in variables.items():
+        if v.categorical and var in population.columns and var not in group_only:
+            unknown = sorted(set(population[var]) - set(v.levels))
+            if unknown:
+                out[var] = unknown
+    return out
 
 
 def check_declared_new(loaded, info, problems) -> None:
@@ -352,12 +360,14 @@ def _recode_of(g, new, unused) -> str:
     return dotted(("population", "recode", g.factor))
 
 
-def find_new_levels(info, sample, population, loaded, problems, notes):
+def find_new_levels(info, sample, population, loaded, problems, notes, reported=frozenset()):
     """Population levels of each group factor that the sample lacks, and their weight share.
 
     A new level that looks like a typo of a sample level the population lacks (``R3`` vs ``R03``,
     ``South`` vs ``south``) is an error unless ``population.declared_new`` lists it: its weight
-    would otherwise silently get a drawn effect instead of the sample level's."""
+    would otherwise silently get a drawn effect instead of the sample level's. A factor made of a
+    variable in ``reported`` (a common predictor whose unknown levels are an error already) is not
+    checked for typos again."""
     pop_spec = loaded.spec.population
     declared = {f: {canon(lv) for lv in levels} for f, levels in pop_spec.declared_new.items()}
     new, shares = {}, {}
@@ -393,7 +403,7 @@ def find_new_levels(info, sample, population, loaded, problems, notes):
             shares[g.factor] = float(population.loc[mask, WEIGHT].sum() / total)
             unweighted = sorted(seen - set(pop_keys))  # sample levels the population never names
             for lv in levels:
-                if lv in mine:
+                if lv in mine or set(g.factor_vars) & set(reported):
                     continue
                 close = [s for s in unweighted if s.lower() == lv.lower()] or \
                     difflib.get_close_matches(lv, unweighted, n=1, cutoff=0.75)

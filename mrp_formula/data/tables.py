@@ -17,7 +17,7 @@ from mrp_formula.data.columns import drop_missing, join_table, recode_columns, r
 from mrp_formula.data.outcome import check_outcome
 from mrp_formula.data.population import WEIGHT
 from mrp_formula.data.population_table import (check_declared_new, check_estimands, find_new_levels, new_level_source,
-                                               population_cells, population_probe)
+                                               population_cells, population_probe, unknown_common_levels)
 from mrp_formula.data.read import read_collapsed, check_query, read_source, sample_name
 from mrp_formula.data.weights import check_frequency_weights, frequency_weights
 from mrp_formula.errors import DataError, MrpError, ProblemList, SpecError, did_you_mean
@@ -238,7 +238,8 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
     check_declared_new(loaded, info, problems)
     # the group factors' levels too, so that a common predictor's unknown level does not hide a
     # group level's typo (all problems at once)
-    new_levels, shares = find_new_levels(info, sample, population, loaded, data_problems, notes)
+    new_levels, shares = find_new_levels(info, sample, population, loaded, data_problems, notes,
+                                         reported=frozenset(unknown_common_levels(info, variables, population)))
     if data_problems:  # with a mistake of the spec (its estimands, declared_new) among them: the spec's error
         raise (SpecError if problems else DataError)(problems.items + data_problems.items)
     problems.raise_if_any(SpecError)

@@ -319,3 +319,29 @@ def test_a_missing_join_file_does_not_hide_the_missing_sample(tmp_path):
         """))
     code, out = _check(spec)
     assert (code, sorted(e["key"] for e in out["errors"])) == (4, ["data.source", "join[0].source"])
+
+
+def test_a_common_predictors_typo_is_said_once_not_again_for_its_group_factor(tmp_path):
+    """`sex` is a common predictor and part of `race:sex`: the population's 'F' for 'f' is one
+    problem, not one more per race:sex level."""
+    rng = np.random.default_rng(6)
+    n = 200
+    pd.DataFrame({"clicked": rng.integers(0, 2, n), "sex": rng.choice(["f", "m"], n),
+                  "race": rng.choice(["a", "b"], n)}).to_csv(tmp_path / "clicks.csv", index=False)
+    pd.DataFrame({"sex": ["F", "m", "F", "m"], "race": ["a", "a", "b", "b"], "n": [1, 1, 1, 1]}).to_csv(
+        tmp_path / "pop.csv", index=False)
+    spec = tmp_path / "s.toml"
+    spec.write_text(textwrap.dedent("""
+        name = "once"
+        [data]
+        source = "clicks.csv"
+        [model]
+        formula = "clicked ~ sex + (1 | race:sex)"
+        family = "bernoulli"
+        [population]
+        source = "pop.csv"
+        weight = "n"
+        [estimands.m]
+        """))
+    code, out = _check(spec)
+    assert code == 4 and len(out["errors"]) == 1 and "of 'sex'" in out["errors"][0]["message"]
