@@ -30,7 +30,7 @@ def read_table(path: Path, query: str | None, *, key: str, file: str, line: int 
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt", ".tsv", ".gz"):
             df = pd.read_csv(path, sep=_delimiter(path), low_memory=False)
-            _check_delimiter(df, path, key=key, file=file, line=line)
+            _check_delimiter(list(df.columns), path, key=key, file=file, line=line)
             return df
     except MrpError:
         raise
@@ -41,20 +41,20 @@ def read_table(path: Path, query: str | None, *, key: str, file: str, line: int 
 
 
 def _delimiter(path: Path) -> str:
-    """A CSV's delimiter: a tab for .tsv, else a comma; DuckDB and pandas read with the same one,
-    so a file reads the same whichever reader the family takes."""
-    return "\t" if path.suffix.lower() == ".tsv" else ","
+    """A CSV's delimiter: a tab for .tsv (or .tsv.gz), else a comma; DuckDB and pandas read with the
+    same one, so a file reads the same whichever reader the family takes."""
+    return "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
 
 
 OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
 
-def _check_delimiter(df: pd.DataFrame, path: Path, *, key: str, file: str, line: int | None) -> None:
+def _check_delimiter(columns: list, path: Path, *, key: str, file: str, line: int | None) -> None:
     """A file read as one column whose name holds another delimiter (``a;b;c``) was written with
     that delimiter: say so, rather than report its columns missing."""
-    if len(df.columns) != 1:
+    if len(columns) != 1:
         return
-    name = str(df.columns[0])
+    name = str(columns[0])
     found = [(d, word) for d, word in OTHER_DELIMITERS.items() if d in name and d != _delimiter(path)]
     if found:
         d, word = max(found, key=lambda f: name.count(f[0]))
@@ -149,7 +149,12 @@ def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: in
                         line=query_line or line)
     con = _sandbox(path)
     try:
+        if suffix not in (".duckdb", ".db"):  # the file as the view `source`: read with the same delimiter
+            _check_delimiter([r[0] for r in con.execute("DESCRIBE source").fetchall()], path, key=key, file=file,
+                             line=line)
         return con.execute(query).df()
+    except MrpError:
+        raise
     except duckdb.PermissionException as exc:
         msg = str(exc).split("\n")[0]
         raise SpecError(Problem(f"the query may only read the file the spec names: {msg}", key=query_key,

@@ -104,3 +104,17 @@ def test_a_tsv_file_is_read_with_tabs_by_both_readers(tmp_path):
     pd.DataFrame({"y": [1, 0, 1], "g": ["a", "b", "b"]}).to_csv(tmp_path / "d.tsv", index=False, sep="\t")
     binary, gaussian = (_prepare(tmp_path, f"{f}.toml", "d.tsv", f) for f in ("bernoulli", "gaussian"))
     assert binary.stats["sample_rows_used"] == gaussian.stats["sample_rows_used"] == 3
+
+
+def test_a_query_over_a_semicolon_file_is_told_so_and_a_tsv_gz_reads_with_tabs(tmp_path):
+    """The DuckDB reader (`query`) reads with the same delimiter as pandas and says so of a file
+    with another; a .tsv.gz is tab-separated for both."""
+    pd.DataFrame({"g": ["a", "b"], "n": [1.0, 1.0]}).to_csv(tmp_path / "pop.csv", index=False)
+    d = pd.DataFrame({"y": [1.5, 0.5, 1.0], "g": ["a", "b", "b"]})
+    d.to_csv(tmp_path / "d.csv", index=False, sep=";")
+    with pytest.raises(DataError) as err:
+        _prepare(tmp_path, "a.toml", "d.csv", "gaussian", 'query = "SELECT * FROM source"')
+    assert "separated by semicolons" in err.value.problems[0].message
+    d.to_csv(tmp_path / "d.tsv.gz", index=False, sep="\t")
+    for extra in ("", 'query = "SELECT * FROM source"'):
+        assert _prepare(tmp_path, "b.toml", "d.tsv.gz", "gaussian", extra).stats["sample_rows_used"] == 3
