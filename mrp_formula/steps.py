@@ -367,6 +367,9 @@ def _centring_weight_problems(loaded: LoadedSpec, info: FormulaInfo, name: str, 
     return []
 
 
+DATA_FREE = ("fit", "report", "name", "description")  # a variant setting only these reads the spec's data
+
+
 def variant_error(loaded: LoadedSpec, overrides=(), frames: dict | None = None,
                   known: Sequence[Problem] = ()) -> MrpError | None:
     """Each variant checked as its own spec (its terms, priors, structure, parameterization, its
@@ -381,8 +384,11 @@ def variant_error(loaded: LoadedSpec, overrides=(), frames: dict | None = None,
     for name in loaded.spec.variants:
         try:
             variant = load_spec(loaded.path, tuple(overrides) + variant_overrides(loaded, name), frames=frames)
-            checked = plan(loaded.path, loaded=variant)
-            if found := estimand_term_problems(variant, checked.info):
+            if all(k.split(".")[0] in DATA_FREE for k in loaded.spec.variants[name]):
+                info = spec_checks(variant, data=False)  # the sampler's or the page's settings: the data as the spec's
+            else:
+                info = plan(loaded.path, loaded=variant).info
+            if found := estimand_term_problems(variant, info):
                 raise SpecError(found)
         except MrpError as exc:
             for p in exc.problems:
