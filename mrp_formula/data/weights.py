@@ -94,16 +94,15 @@ def check_population_weights(col: pd.Series, name: str, loaded, problems) -> pd.
     """Counts or shares: numbers >= 0, not all zero; bad rows are named (1-based, as in a spreadsheet)."""
     w = pd.to_numeric(col, errors="coerce")
     where = {"key": "population.weight", "line": loaded.line("population", "weight")}
-    for label, mask in (("missing or not a number", w.isna()), ("negative", w < 0),
-                        ("infinite", np.isinf(w.fillna(0)))):
+    drop = '; missing = "drop" in [population] drops rows without a weight'
+    for label, mask, more in (("missing", col.isna(), drop if loaded.spec.population.missing != "drop" else ""),
+                              ("not a number", w.isna() & col.notna(), ""), ("negative", w < 0, ""),
+                              ("infinite", np.isinf(w.fillna(0)), "")):
         if mask.any():
             rows = [int(i) + 1 for i in col.index[mask.to_numpy()][:5]]  # the table's rows, as read
             values = [repr(v) for v in col[mask].head(5)]
             problems.add(f"{int(mask.sum())} weight(s) in '{name}' are {label} (rows {rows}, the header not "
-                         f"counted: {', '.join(values)})",
-                         hint="weights are counts or shares >= 0" + ('; missing = "drop" in [population] drops '
-                                                                     'rows without a weight' if label.startswith(
-                                                                         "missing") else ""), **where)
+                         f"counted: {', '.join(values)})", hint="weights are counts or shares >= 0" + more, **where)
     if not problems.items and w.sum() <= 0:
         problems.add(f"the weights in '{name}' sum to zero", hint="give counts or shares > 0", **where)
     return w.fillna(0).clip(lower=0).astype(float)
