@@ -153,8 +153,9 @@ class ProblemList:
         return bool(self.items)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A ``did you mean 'x'?`` hint, or a list of what is allowed when nothing is close."""
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` most likely meant: one that differs only in case, else the closest by
+    difflib (as written, then with the case set aside); None when none is close."""
     choices = sorted({str(c) for c in choices})
     word = str(word)
     close = ([c for c in choices if c.lower() == word.lower() and c != word]  # a case-only typo ('f' for 'F')
@@ -162,8 +163,15 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     if not close:
         lowered = {c.lower(): c for c in choices}
         close = [lowered[c] for c in difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)]
-    if close:
-        return f"did you mean '{close[0]}'?"
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ``did you mean 'x'?`` hint, or a list of what is allowed when nothing is close."""
+    choices = sorted({str(c) for c in choices})
+    close = closest(word, choices)
+    if close is not None:
+        return f"did you mean '{close}'?"
     if not choices:
         return ""
     shown = ", ".join(f"'{c}'" for c in choices[:SHOWN])

@@ -41,3 +41,10 @@ def test_did_you_mean_sees_through_case(word, choices, hint):
     from mrp_formula.errors import did_you_mean
 
     assert did_you_mean(word, choices) == hint
+
+
+def test_closest_keeps_a_level_with_an_apostrophe_whole():
+    from mrp_formula.data.population_table import _closest
+
+    assert _closest("Hawaii", ["Hawai'i", "Texas"]) == "Hawai'i"
+    assert _closest("zzz", ["Texas"]) == "..."

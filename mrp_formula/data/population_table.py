@@ -16,7 +16,7 @@ from mrp_formula.data.columns import join_table, recode_columns, rename_columns
 from mrp_formula.data.population import WEIGHT, independent_joint, rake
 from mrp_formula.data.read import population_name, read_source
 from mrp_formula.data.weights import check_population_weights
-from mrp_formula.errors import MrpError, ProblemList, SpecError, did_you_mean
+from mrp_formula.errors import MrpError, ProblemList, SpecError, closest, did_you_mean
 from mrp_formula.spec.tree import dotted, recode_example, toml_key
 from mrp_formula.notes import Note, warning
 from mrp_formula.spec.levels import canon, canon_series
@@ -228,9 +228,9 @@ def check_estimands(loaded, info, variables, population, problems, data_problems
 
 
 def _closest(level: str, levels) -> str:
-    """The level ``did_you_mean`` would name, else "..." (for a recode example)."""
-    hint = did_you_mean(level, levels)
-    return hint.split("'")[1] if hint.startswith("did you mean") else "..."
+    """The level ``level`` most likely meant, else "..." (for a recode example)."""
+    found = closest(level, levels)
+    return "..." if found is None else found
 
 
 def population_probe(loaded, info, known) -> tuple[list, list]:
