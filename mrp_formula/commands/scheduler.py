@@ -55,11 +55,22 @@ def default_workers() -> int:
 
 
 def check_address(address: str) -> str:
-    if not ADDRESS.match(address):
-        raise UsageError(Problem("a scheduler address is PROTOCOL://HOST:PORT", key="--scheduler",
-                                 got=repr(address), hint="e.g. --scheduler tcp://10.0.0.5:8786 (the address "
-                                                         "`dask scheduler` prints)"))
+    if not ADDRESS.match(address) or not _port_ok(address):
+        raise UsageError(Problem("a scheduler address is PROTOCOL://HOST:PORT (a port from 1 to 65535)",
+                                 key="--scheduler", got=repr(address),
+                                 hint="e.g. --scheduler tcp://10.0.0.5:8786 (the address `dask scheduler` prints)"))
     return address
+
+
+def _port_ok(address: str) -> bool:
+    """The port, where the address has one, is a number from 1 to 65535."""
+    from urllib.parse import urlsplit
+
+    try:
+        port = urlsplit(address).port
+    except ValueError:
+        return False
+    return port is None or 1 <= port <= 65535
 
 
 def _listening(address: str, timeout: float = 5.0) -> None:

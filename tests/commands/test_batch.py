@@ -230,8 +230,9 @@ def test_a_rerun_takes_current_runs_from_their_folders(tmp_path):
 
 def test_scheduler_arguments_are_checked():
     assert check_address("tcp://127.0.0.1:8786") == "tcp://127.0.0.1:8786"
-    with pytest.raises(UsageError, match="PROTOCOL://HOST:PORT"):
-        check_address("127.0.0.1:8786")
+    for bad in ("127.0.0.1:8786", "tcp://127.0.0.1:abc", "tcp://127.0.0.1:99999", "tcp://127.0.0.1:0"):
+        with pytest.raises(UsageError, match="PROTOCOL://HOST:PORT"):  # a bad port crashed the client
+            check_address(bad)
     with pytest.raises(UsageError, match="one of them"):
         Scheduler(workers=2, address="tcp://127.0.0.1:8786")
 
