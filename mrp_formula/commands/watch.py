@@ -122,20 +122,36 @@ def file_changes(spec, overrides=(), *, stop_event=None, debounce_ms: int = 400)
     """Change sets of the watched files (:func:`watched_files`, looked up again after each change,
     so a spec that starts reading another file has it watched), from watchfiles. Folders are
     watched, not files, so an editor that saves by renaming a new file over the old one is seen;
-    the run folder's own writes are ignored. Ends when ``stop_event`` is set."""
+    the run folder's own writes are ignored. A file saved while the consumer reruns (no watch is
+    open then) is yielded when it comes back: each file's stamp is taken before a change set is
+    handed over and compared after. Ends when ``stop_event`` is set."""
     import watchfiles
 
+    missed: set[Path] = set()
     while stop_event is None or not stop_event.is_set():
         targets = set(watched_files(spec, overrides))
-        folders = sorted({p.parent for p in targets if p.parent.is_dir()})
-        for batch in watchfiles.watch(*folders, stop_event=stop_event, debounce=debounce_ms, recursive=False,
-                                      rust_timeout=500, yield_on_timeout=False, raise_interrupt=True):
-            hit = {Path(p).resolve() for _, p in batch} & targets
-            if hit:
-                yield hit
-                break  # look the targets up again: the spec may name other files now
-        else:
-            return  # the watch ended (stop_event)
+        hit = missed & targets
+        if not hit:
+            folders = sorted({p.parent for p in targets if p.parent.is_dir()})
+            for batch in watchfiles.watch(*folders, stop_event=stop_event, debounce=debounce_ms, recursive=False,
+                                          rust_timeout=500, yield_on_timeout=False, raise_interrupt=True):
+                hit = {Path(p).resolve() for _, p in batch} & targets
+                if hit:
+                    break  # look the targets up again after the rerun: the spec may name other files now
+            else:
+                return  # the watch ended (stop_event)
+        before = {p: _stamp(p) for p in targets}
+        yield hit
+        missed = {p for p in targets if _stamp(p) != before[p]}  # saved during the rerun
+
+
+def _stamp(path: Path):
+    """What changes when a file is saved: its modification time, size and inode (None: absent)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 __all__ = ["Rerun", "file_changes", "watch", "watched_files"]

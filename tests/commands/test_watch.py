@@ -123,3 +123,24 @@ def test_ctrl_c_exits_0(monkeypatch, tmp_path):
     r = CliRunner().invoke(app, ["watch", str(tmp_path / "s.toml")])
     assert r.exit_code == 0
     assert "stopped watching" in r.stderr
+
+
+def test_a_save_made_while_rerunning_is_not_lost(tmp_path):
+    """No watch is open while the consumer reruns: a file saved then is handed over when it comes
+    back (before, the save was never seen and the output kept the older file's numbers)."""
+    spec = tmp_path / "s.toml"
+    spec.write_text("0.5")
+    stop = threading.Event()
+    timer = threading.Timer(30, stop.set)  # never hangs
+    timer.start()
+    changes = file_changes(spec, stop_event=stop, debounce_ms=200)
+    try:
+        threading.Timer(1.0, lambda: spec.write_text("0.6")).start()
+        first = next(changes)  # the consumer now "reruns": a save meanwhile
+        spec.write_text("0.75")
+        second = next(changes)
+    finally:
+        stop.set()
+        timer.cancel()
+    assert first == second == {spec.resolve()}
+    assert spec.read_text() == "0.75"
