@@ -235,6 +235,9 @@ def test_diagnostics_read_as_plain_words_with_the_verdict(folder, page_text):
      "do not use", "sample ratio mismatch"),
     ({"notes": ["warning: population level 'ca' of 'state' is not in the sample: a typo?"]}, "look at this",
      "population level 'ca'"),
+    # a third of the population in levels without a single respondent: not an ok run
+    ({"new_levels": {"region": ["west"]}, "new_level_weight_share": {"region": 0.314}}, "look at this",
+     "31.4% of the population in levels without sample (region)"),
 ])
 def test_verdict_follows_the_checks(tmp_path, patch, word, phrase):
     v = RunView.from_folder(make_run(tmp_path / "r", manifest=patch, posterior=False))

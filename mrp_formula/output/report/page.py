@@ -614,6 +614,9 @@ def _ppc_check(view: RunView) -> list[Check]:
                   f"the model misses the observed mean of {k} of {n} groups")]
 
 
+NEW_LEVELS_LOOK = 0.10  # population weight in levels without sample from which the page says "look at this"
+
+
 def _coverage_checks(view: RunView) -> list[Check]:
     cov = view.manifest.get("coverage") or {}
     out = []
@@ -643,7 +646,14 @@ def _coverage_checks(view: RunView) -> list[Check]:
         for v in structured:
             words.append(f"{v}: effects from the {kinds[v]} structure (model.structure.{v}), informed by the "
                          "neighbouring levels: the estimates there rest on that structure.")
-        out.append(Check("population levels absent from the sample", "; ".join(parts), "", "note", " ".join(words)))
+        total = sum(_num(v) or 0.0 for v in new.values())
+        big = total >= NEW_LEVELS_LOOK
+        if big:
+            words.insert(0, f"{pct(total)} of the population is in levels without a single respondent: every "
+                            f"estimate that includes them rests on the model alone there.")
+        out.append(Check("population levels absent from the sample", "; ".join(parts),
+                         f"under {NEW_LEVELS_LOOK:.0%} of the weight", "look" if big else "note", " ".join(words),
+                         f"{pct(total)} of the population in levels without sample ({', '.join(new)})" if big else ""))
     deff = _num(cov.get("design_effect"))
     if deff is not None:
         out.append(Check("design effect of weighting the sample to the population", f"{deff:.2f}",
