@@ -28,7 +28,7 @@ from mrp_formula.data.tables import Tables
 from mrp_formula.data.adjacency import read_adjacency
 from mrp_formula.model import structure as st
 from mrp_formula.model.structure import StructurePlan
-from mrp_formula.spec.levels import natural_sort
+from mrp_formula.spec.levels import natural_key, natural_sort
 
 SUCCESSES, TRIALS = "mrp_successes", "mrp_trials"
 log = logging.getLogger("mrp_formula")
@@ -157,6 +157,12 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
                 levels, source = listed, f"model.levels.{var}"
             else:
                 levels, source = natural_sort(levels), "natural order of the levels"
+                if any(natural_key(lv)[0] for lv in levels):  # text: alphabetical, which may not be their order
+                    shown = ", ".join(levels[:8]) + (" ..." if len(levels) > 8 else "")
+                    notes.append(warning("structure.text_order",
+                                         f"the {entry.kind} structure of '{var}' puts its levels in text order "
+                                         f"({shown}), since they are not numbers: if that is not their order, list "
+                                         f"them in order in model.levels.{var}"))
             n = len(levels)
             trend = 0.0
             if entry.kind == "rw2":

@@ -202,3 +202,16 @@ def test_mrp_check_json_gives_the_structures_and_their_priors(tmp_path):
     assert r.exit_code == 0, r.output
     (sp,) = json.loads(r.stdout)["structure"]
     assert sp["kind"] == "rw2" and sp["variable"] == "age" and sp["parameters"]["1|age_trend"].startswith("Normal(0, ")
+
+
+def test_text_levels_of_an_ordered_structure_warn_of_their_order(tmp_path):
+    """Income bands as text sort alphabetically ('100k-200k' before '5k-10k'): a walk over them
+    in that order is rarely meant, so the plan warns and names model.levels."""
+    path = _write(tmp_path, model='structure = { age = "rw1" }', sample_age=(1, 2, 3))
+    for name in ("sample.csv", "pop.csv"):  # the ages as text bands
+        df = pd.read_csv(tmp_path / name)
+        df["age"] = df["age"].map({1: "b-old", 2: "a-young", 3: "c-mid"}).fillna("c-mid")
+        df.to_csv(tmp_path / name, index=False)
+    plan = steps.plan(path)
+    (w,) = [n for n in plan.notes if getattr(n, "code", "") == "structure.text_order"]
+    assert w.level == "warning" and "(a-young, b-old, c-mid)" in w and "model.levels.age" in w
