@@ -18,6 +18,7 @@ class Adjacency:
     path: Path
     levels: frozenset[str]  # every level the table names
     pairs: tuple[tuple[str, str], ...]  # neighbours (a, b), a != b, each once, sorted
+    header: tuple[str, ...] = ()  # the first row, read as the column names
 
 
 def read_adjacency(path: Path, *, key: str, file: str, line: int | None) -> Adjacency:
@@ -50,4 +51,5 @@ def read_adjacency(path: Path, *, key: str, file: str, line: int | None) -> Adja
             levels.add(b)
             if a != b:
                 pairs.add(tuple(sorted((a, b))))
-    return Adjacency(path=path, levels=frozenset(levels), pairs=tuple(sorted(pairs)))
+    return Adjacency(path=path, levels=frozenset(levels), pairs=tuple(sorted(pairs)),
+                     header=tuple(canon(str(c).strip()) for c in table.columns))

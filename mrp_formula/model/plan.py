@@ -177,14 +177,23 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
             continue
         adj = read_adjacency(Path(entry.adjacency), key=dotted(("model", "structure", var, "adjacency")), file=file,
                              line=loaded.line("model", "structure", var, "adjacency") or where["line"])
+        adj_where = {"key": dotted(("model", "structure", var, "adjacency")), "file": file,
+                     "line": loaded.line("model", "structure", var, "adjacency") or where["line"]}
+        if adj.header and all(h in set(levels) for h in adj.header):
+            problems.append(Problem(
+                f"the first row of the adjacency table {Path(entry.adjacency).name} ({', '.join(adj.header)}) was "
+                f"read as its header, but it names levels of '{var}': the table has no header row", **adj_where,
+                hint="add a header row first, e.g. `area,neighbour`"))
+            continue
         absent = [lv for lv in levels if lv not in adj.levels]
         if absent:
+            cased = sorted(lv for lv in adj.levels if lv.lower() in {a.lower() for a in absent})
             problems.append(Problem(
-                f"level(s) {absent[:10]} of '{var}' are not in the adjacency table {Path(entry.adjacency).name}",
-                key=dotted(("model", "structure", var, "adjacency")), file=file,
-                line=loaded.line("model", "structure", var, "adjacency") or where["line"],
-                hint="add a row per pair of neighbours; a level without neighbours (an island) is a row with its "
-                     "name and an empty second column"))
+                f"level(s) {absent[:10]} of '{var}' are not in the adjacency table {Path(entry.adjacency).name}"
+                + (f" (it writes {cased[:6]}: the case differs)" if cased else ""), **adj_where,
+                hint="write the levels as the model's data do" if cased else
+                "add a row per pair of neighbours; a level without neighbours (an island) is a row with its "
+                "name and an empty second column"))
             continue
         levels = natural_sort(levels)
         index = {lv: i for i, lv in enumerate(levels)}
@@ -222,8 +231,8 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
         if len(sizes) > 1:
             notes.append(f"structure of '{var}': the adjacency graph has {len(sizes)} connected parts "
                          f"({int((sizes > 1).sum())} with neighbours, {len(islands)} island(s)"
-                         f"{': ' + ', '.join(islands[:8]) if islands else ''}); each part sums to zero on its own "
-                         f"and an island's effect is independent")
+                         f"{': ' + ', '.join(islands[:8]) if islands else ''}); each part sums to zero on its own"
+                         + (" and an island's effect is independent" if islands else ""))
         _new_level_note(notes, tables, var, entry.kind, islands)
         out.append(StructurePlan(term=term, factor=var, kind=entry.kind, levels=tuple(levels),
                                  factor_matrix=st.covariance_factor(entry.kind, len(levels), edges), edges=edges,

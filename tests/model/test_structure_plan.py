@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from mrp_formula import steps
-from mrp_formula.errors import DataError, SpecError
+from mrp_formula.errors import DataError, MrpError, SpecError
 
 SPEC = '''
 name = "st"
@@ -215,3 +215,16 @@ def test_text_levels_of_an_ordered_structure_warn_of_their_order(tmp_path):
     plan = steps.plan(path)
     (w,) = [n for n in plan.notes if getattr(n, "code", "") == "structure.text_order"]
     assert w.level == "warning" and "(a-young, b-old, c-mid)" in w and "model.levels.age" in w
+
+
+@pytest.mark.parametrize("table, words", [
+    # no header row: the first pair was taken for the column names and its edge lost
+    ("a,b\nb,c\nc,d\nd,e\n", "the first row of the adjacency table adj.csv (a, b) was read as its header"),
+    # every level in another case: said so, not only "not in the table"
+    ("from,to\nA,B\nB,C\nC,D\nD,E\n", "(it writes ['A', 'B', 'C', 'D', 'E']: the case differs)"),
+])
+def test_an_adjacency_table_read_otherwise_than_meant_is_said_so(tmp_path, table, words):
+    with pytest.raises(MrpError) as err:
+        steps.plan(_write(tmp_path, model='structure = { area = { kind = "icar", adjacency = "adj.csv" } }',
+                          adjacency=table))
+    assert words in str(err.value)
