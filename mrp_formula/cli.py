@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mrp_formula.notes import is_warning
+from mrp_formula.notes import interval_name, is_warning
 from mrp_formula.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MrpError, Problem
 from mrp_formula.errors import UsageError as MrpUsageError
 from mrp_formula.progress import SILENT, Reporter
@@ -342,7 +342,7 @@ def run(spec: SpecArg, out: Annotated[Optional[Path], typer.Option(help="Run fol
         for w in warnings_:
             err.print(f"[yellow]warning[/]: {w}", highlight=False)
         ci = result.estimands.iloc[0]
-        title = f"{result.manifest['name']}: posterior of the estimands ({ci['ci_prob']:.0%} {ci['ci_kind'].upper()})"
+        title = f"{result.manifest['name']}: posterior of the estimands ({interval_name(ci['ci_prob'], ci['ci_kind'])})"
         if format_ is None:
             print_table(result.estimands, title)
         else:
@@ -486,7 +486,7 @@ def recover_(spec: SpecArg,
         shown = s[["label", "replicates", "covered", "coverage", "mean_error", "mean_error_sd", "mean_abs_error",
                    "rank_p"]]
         title = (f"recovery check (posterior truths, descriptive, not a calibration test): coverage of the "
-                 f"{ci['ci_prob']:.0%} {str(ci['ci_kind']).upper()} intervals over "
+                 f"{interval_name(ci['ci_prob'], ci['ci_kind'])} intervals over "
                  f"{int(s['replicates'].max())} replicates")
     print_table(shown, title)
     if not tested:
@@ -589,7 +589,7 @@ def prior_(spec: SpecArg,
         err.print(f"note: {note}", markup=False, highlight=False)
     ci = result.estimands.iloc[0]
     print_table(result.estimands, f"prior predictive distribution of the estimands ({draws} draws, "
-                                  f"{ci['ci_prob']:.0%} {str(ci['ci_kind']).upper()})")
+                                  f"{interval_name(ci['ci_prob'], ci['ci_kind'])})")
     err.print(f"results in {result.out}", highlight=False)
 
 
@@ -668,7 +668,7 @@ def watch_(spec: SpecArg,
         else:
             ci = res.estimands.iloc[0]
             print_table(res.estimands, f"{res.manifest['name']}: posterior of the estimands "
-                                       f"({ci['ci_prob']:.0%} {ci['ci_kind'].upper()})")
+                                       f"({interval_name(ci['ci_prob'], ci['ci_kind'])})")
             if r.diff_error:
                 err.print(f"no comparison with the previous run: {r.diff_error}", markup=False, highlight=False)
         fit = ("fitted" if not r.reused_fit else "fit from the cache" if r.number == 1 else

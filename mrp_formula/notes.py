@@ -60,3 +60,8 @@ JUDGED = ("population.new_levels",)
 def is_warning(note) -> bool:
     """Whether a note of the data or the model is listed as a warning."""
     return getattr(note, "level", "") == "warning" and getattr(note, "code", "") not in JUDGED
+
+
+def interval_name(prob: float, kind: str) -> str:
+    """An interval's name in words: "95% ETI", "99.9% HDI" (not "100%")."""
+    return f"{100 * float(prob):.3g}% {str(kind).upper()}"

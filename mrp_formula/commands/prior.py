@@ -20,6 +20,7 @@ import pandas as pd
 
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import Problem, UsageError
+from mrp_formula.notes import interval_name
 from mrp_formula.output.files import check_out, staged_dir, write_json, write_table
 from mrp_formula.output.manifest import manifest
 from mrp_formula.model import sampler
@@ -88,7 +89,7 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
         write_table(table, tmp / "prior_estimands.csv")
         plot_prior(ed.draws, table, labels, tmp / "prior_estimands.png",
                    title=f"{spec.name}: prior predictive distribution of the estimands ({draws} draws, "
-                         f"{spec.report.ci_prob:.0%} {spec.report.ci_kind.upper()})")
+                         f"{interval_name(spec.report.ci_prob, spec.report.ci_kind)})")
         manifest_ = manifest(loaded, sections, overrides=overrides, notes=notes,
                              timings={"total": time.perf_counter() - t0})
         write_json(manifest_, tmp / "manifest.json")
@@ -165,7 +166,7 @@ def plot_prior(draws: np.ndarray, table: pd.DataFrame, labels: list[str], path: 
         shown = x[(x >= lo_clip) & (x <= hi_clip)]
         ax.hist(shown, bins=40, density=True, color="#2e86c1", alpha=0.85, zorder=2)
         ax.axvspan(row["lower"], row["upper"], color="#f5b041", alpha=0.3, zorder=0, linewidth=0,
-                   label=f"{row['ci_prob']:.0%} {str(row['ci_kind']).upper()} [{row['lower']:.3g}, {row['upper']:.3g}]")
+                   label=f"{interval_name(row['ci_prob'], row['ci_kind'])} [{row['lower']:.3g}, {row['upper']:.3g}]")
         ax.axvline(row["mean"], color="k", linewidth=1.2, zorder=3, label=f"mean {row['mean']:.3g}")
         ax.set_xlim(lo_clip, hi_clip)
         ax.set_yticks([])

@@ -56,7 +56,7 @@ import pandas as pd
 
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import sums as poststrat
-from mrp_formula.notes import Note
+from mrp_formula.notes import Note, interval_name
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.errors import FitError, Problem, SpecError, UsageError
 from mrp_formula.output.files import check_out, sha256_text, staged_dir, write_json, write_table
@@ -597,7 +597,7 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
         notes.append(Note("recover.underpowered",
                           f"verdict: none: with {len(good)} replicates any count of {lo}-{hi} covered would have "
                           f"passed, so intervals that cover {lo / len(good):.0%} of the time would pass for "
-                          f"{spec.report.ci_prob:.0%} ones: the study cannot tell a calibrated pipeline from a "
+                          f"{100 * spec.report.ci_prob:.3g}% ones: the study cannot tell a calibrated pipeline from a "
                           f"badly miscalibrated one; run at least {needed} replicates (--replicates {needed})",
                           "warning"))
         calibrated = None
@@ -752,7 +752,7 @@ def summarise_study(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_k
         rows.append(rec)
         label = key["label"]
         if not tested:
-            notes.append(f"{label}: {covered}/{k} = {covered / k:.0%} of the {ci_prob:.0%} {ci_kind.upper()} "
+            notes.append(f"{label}: {covered}/{k} = {covered / k:.0%} of the {interval_name(ci_prob, ci_kind)} "
                          f"intervals hold the posterior-drawn truth (mean error {rec['mean_error']:+.4g}, "
                          f"{rec['mean_error_sd']:+.2f} posterior sd; rank p = {p:.2g}); descriptive, no verdict")
             continue
@@ -761,7 +761,7 @@ def summarise_study(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_k
             why = ("the intervals are too narrow or off centre" if covered < lo
                    else "the intervals are wider than they need to be")
             notes.append(Note("recover.coverage_off", f"coverage is OFF for {label}: {covered}/{k} = {covered / k:.0%} of the "
-                         f"{ci_prob:.0%} {ci_kind.upper()} intervals hold the truth; a calibrated pipeline gives "
+                         f"{interval_name(ci_prob, ci_kind)} intervals hold the truth; a calibrated pipeline gives "
                          f"{lo}-{hi} of {k} ({lo / k:.0%}-{hi / k:.0%}, the {1 - level:.2%} binomial band: "
                          f"{STUDY_ALPHA:.0%} family-wise over {2 * len(keys)} tests): {why} "
                          f"(mean error {rec['mean_error']:+.4g}, mean truth {rec['mean_truth']:.4g})", "warning"))
@@ -773,7 +773,7 @@ def summarise_study(reps: pd.DataFrame, keys: pd.DataFrame, ci_prob: float, ci_k
     if tested and not cov_off:
         k = int(reps["replicate"].nunique())
         notes.append(f"coverage is plausible for all {len(keys)} estimand rows: each count within its binomial band "
-                     f"around {ci_prob:.0%} for {k} replicates ({STUDY_ALPHA:.0%} family-wise, Bonferroni)")
+                     f"around {100 * ci_prob:.3g}% for {k} replicates ({STUDY_ALPHA:.0%} family-wise, Bonferroni)")
     summary = pd.DataFrame(rows)
     return summary, tuple(cov_off), tuple(ranks_off), notes
 
