@@ -49,9 +49,3 @@ def test_closest_keeps_a_level_with_an_apostrophe_whole():
     assert _closest("Hawaii", ["Hawai'i", "Texas"]) == "Hawai'i"
     assert _closest("zzz", ["Texas"]) == "..."
 
-
-@pytest.mark.parametrize("prob, kind, name", [(0.95, "eti", "95% ETI"), (0.999, "hdi", "99.9% HDI"), (0.9, "eti", "90% ETI")])
-def test_interval_names_keep_their_digits(prob, kind, name):
-    from mrp_formula.notes import interval_name
-
-    assert interval_name(prob, kind) == name  # 0.999 was "100%"
