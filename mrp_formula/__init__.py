@@ -11,17 +11,42 @@ def run(path, *, data=None, population=None, out=None, overrides=(), **kwargs):
 
     ``data`` and ``population`` are pandas DataFrames already in memory: each takes the place of
     the spec's ``data.source`` / ``population.source`` (which the spec may then leave out), with the
-    same checks as a file; messages name ``data (DataFrame)``. Errors raise
-    :class:`mrp_formula.errors.MrpError` subclasses (``SpecError``, ``DataError``, ...) listing
-    every problem."""
+    same checks as a file; messages name ``data (DataFrame)``. ``overrides`` are what ``--set``
+    takes: ``"fit.draws=300"``, a list of such strings, or a dict ``{"fit.draws": 300}``. Errors
+    raise :class:`mrp_formula.errors.MrpError` subclasses (``SpecError``, ``DataError``, ...)
+    listing every problem."""
     from mrp_formula.commands.run import run as _run
 
-    return _run(path, out=out, overrides=overrides, data=data, population=population, **kwargs)
+    return _run(path, out=out, overrides=_overrides(overrides), data=data, population=population, **kwargs)
 
 
 def check(path, *, data=None, population=None, overrides=()):
     """Validate the spec at ``path`` short of sampling (with ``data``/``population`` DataFrames in
-    place of its files, as in :func:`run`); return the prepared plan."""
+    place of its files, and ``overrides``, as in :func:`run`); return the prepared plan (its
+    ``tables``, ``fit_plan`` and ``notes``), or raise with every problem found."""
     from mrp_formula.commands.check import check as _check
 
-    return _check(path, overrides=overrides, data=data, population=population)
+    return _check(path, overrides=_overrides(overrides), data=data, population=population)
+
+
+def _overrides(overrides) -> tuple[str, ...]:
+    """``--set`` strings from one string, a sequence of them, or a dict of dotted keys to values
+    (written as TOML values: ``{"fit.draws": 300, "model.family": "poisson"}``)."""
+    if isinstance(overrides, str):
+        return (overrides,)
+    if isinstance(overrides, dict):
+        import json
+
+        from mrp_formula.spec.tree import toml_key
+
+        def value(v):
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, dict):
+                return "{ " + ", ".join(f"{toml_key(k)} = {value(x)}" for k, x in v.items()) + " }"
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(value(x) for x in v) + "]"
+            return json.dumps(v) if isinstance(v, str) else str(v)
+
+        return tuple(f"{k}={value(v)}" for k, v in overrides.items())
+    return tuple(overrides)

@@ -1,0 +1,17 @@
+"""The Python API: mrp_formula.run and mrp_formula.check take overrides as --set does."""
+
+from __future__ import annotations
+
+import pytest
+
+import mrp_formula
+
+
+@pytest.mark.parametrize("overrides", [
+    "fit.draws=300",  # one string (was read one character at a time)
+    ["fit.draws=300", 'model.priors.treatment="Normal(0, 2)"'],
+    {"fit.draws": 300, "model.priors": {"treatment": "Normal(0, 2)"}, "report.plots": False},
+])
+def test_overrides_as_a_string_a_list_or_a_dict(ab_dir, overrides):
+    plan = mrp_formula.check(ab_dir / "ab.toml", overrides=overrides)
+    assert plan.loaded.spec.fit.draws == 300
