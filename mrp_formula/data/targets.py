@@ -95,10 +95,10 @@ def load_targets(loaded: LoadedSpec, tables: Tables) -> Targets | None:
     path = loaded.resolve(cal.source)
     table = read_table(path, None, key="calibrate.source", file=file, line=where["line"])
     problems = ProblemList(file=file)
-    for col, key in ((cal.by, "calibrate.by"), (cal.column, "calibrate.column")):
-        if col not in table.columns:
+    for col, key, other in ((cal.by, "calibrate.by", cal.column), (cal.column, "calibrate.column", cal.by)):
+        if col not in table.columns:  # the other key's column is not what this one meant
             problems.add(f"{path.name} has no column '{col}'", key=key, line=loaded.line(*key.split(".")),
-                         hint=did_you_mean(col, table.columns))
+                         hint=did_you_mean(col, [c for c in table.columns if c != other]))
     problems.raise_if_any(DataError)
     pop_levels = sorted(set(canon_series(tables.population[cal.by]).dropna()), key=natural_key)
     keys = canon_series(table[cal.by])
