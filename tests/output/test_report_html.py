@@ -407,7 +407,7 @@ def test_contrasts_by_group_are_summarised_and_categories_labelled(tmp_path, no_
     decisions, summaries = P.decisions(v)
     assert [d.title for d in decisions] == ["lift: treatment vs control"]
     assert [s.text for s in summaries] == ["lift_by by state: treatment very likely (>= 95%) higher in 2 of 4 groups, "
-                                           "control in 1; undecided in the rest."]
+                                           "control in 1; undecided in the other 1."]
     labels = [h.label for h in P.headlines(v) if h.estimand == "rate"]
     assert labels == ["treatment = control, category yes", "treatment = treatment, category no"]
     html = render(v)

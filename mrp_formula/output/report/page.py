@@ -471,9 +471,11 @@ def decisions(view: RunView) -> tuple[list[Decision], list[DecisionSummary]]:
             win = pd.to_numeric(win, errors="coerce").dropna()
             first, second = contrast_levels(rows.iloc[0], view.label_columns)
             if len(win):
+                up, down = int((win >= 0.95).sum()), int((win <= 0.05).sum())
+                rest = len(win) - up - down
                 txt = (f"{est} by {', '.join(breakdowns[est])}: {first} very likely (>= 95%) higher in "
-                       f"{int((win >= 0.95).sum())} of {len(win)} groups, {second} in {int((win <= 0.05).sum())}; "
-                       f"undecided in the rest.")
+                       f"{up} of {len(win)} groups, {second} in {down}"
+                       + (f"; undecided in the other {rest}." if rest else "."))
             else:
                 pdir = pd.to_numeric(rows["p_above_null"], errors="coerce").dropna()
                 txt = (f"{est} by {', '.join(breakdowns[est])}: above the null with >= 95% probability in "
