@@ -433,3 +433,20 @@ def test_the_runs_posterior_in_memory_draws_the_trace_the_file_would(folder, mon
     in_memory = document._figures(RunView.from_folder(folder, posterior=posterior))["trace"]
     assert from_file and [s.markup for s in in_memory] == [s.markup for s in from_file]
     assert all(s.markup.startswith("<svg") and not s.error for s in in_memory)
+
+
+def test_a_subpopulation_contrast_shows_no_loss_of_choosing(tmp_path):
+    """The breakdown table leaves the expected-loss cells of a contrast of two subpopulations
+    empty (there is no arm to choose), as the decisions section does."""
+    v = RunView.from_folder(make_run(tmp_path / "r", posterior=False))
+    contrasts = [e for e in dict.fromkeys(v.estimands["estimand"]) if P.contrast_levels(v.rows_of(e).iloc[0],
+                                                                                       v.label_columns)]
+    assert contrasts
+    name = contrasts[0]
+    rows = v.rows_of(name)
+    (var,) = v.estimand_specs[name]["contrast"]
+    columns = v.manifest["tables"]["population_columns"]
+    v.manifest["tables"]["population_columns"] = [c for c in columns if c != var]  # arms set in everyone
+    assert "loss if first" in [c.title for c in P.estimand_table(v, rows, v.label_columns, "t").columns]
+    v.manifest["tables"]["population_columns"] = columns + [var]  # two parts of the population
+    assert "loss if first" not in [c.title for c in P.estimand_table(v, rows, v.label_columns, "t").columns]

@@ -112,12 +112,19 @@ def estimand_table(view: RunView, rows: pd.DataFrame, label_cols: list[str], tab
            ("chance_to_win", "chance to win", True), ("expected_loss_first", "loss if first", False),
            ("expected_loss_second", "loss if second", False), ("raw", "raw", False),
            ("weighted", "weighted", False), ("ess_bulk", "ESS", False), ("r_hat", "R-hat", False)]
-    shown = spec + [o for o in opt if o[0] in rows and rows[o[0]].notna().any()]
+    # a contrast of two subpopulations has no arm to choose: no loss of choosing one (as in the decisions)
+    parts = {e for e in dict.fromkeys(rows["estimand"]) if _subpopulations(view, e)} if "estimand" in rows else set()
+    losses = ("expected_loss_first", "expected_loss_second")
+    keep = rows.loc[~rows["estimand"].isin(parts)] if parts else rows
+    shown = spec + [o for o in opt if o[0] in rows and (keep if o[0] in losses else rows)[o[0]].notna().any()]
     cols += [Column(title, True, COLUMN_TIPS.get(title, "")) for _, title, _ in shown]
     out = []
     for _, r in rows.iterrows():
         cells = [Cell(text(r.get(c))) for c in label_cols]
         for key, _title, as_pct in shown:
+            if key in losses and r.get("estimand") in parts:
+                cells.append(Cell(""))
+                continue
             css = ""
             if key == "r_hat" and (_num(r.get(key)) or 0) > th.rhat_max:
                 css = "bad"
