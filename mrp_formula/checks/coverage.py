@@ -26,7 +26,7 @@ class Coverage:
     n_units: float
     effective_n: float  # Kish effective sample size of the raking weights
     design_effect: float
-    numeric: tuple[str, ...] = ()  # numeric predictors of the population: no levels, left out of cells and raking
+    numeric: tuple[str, ...] = ()  # numeric predictors whose sample values the population lacks: left out of cells and raking
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -65,8 +65,9 @@ def coverage_lines(cov: Coverage, new_levels: dict, kinds: dict | None = None) -
 
 def _numeric_line(numeric: tuple[str, ...]) -> str:
     names = ", ".join(f"'{v}'" for v in numeric)
-    return (f"numeric predictor(s) {names}: cells with and without sample, the weighting and the classical "
-            f"'weighted' estimates go by the categorical variables only (the model takes {names} as numbers)")
+    return (f"numeric predictor(s) {names}: their sample values are not the population's, so cells with and "
+            f"without sample, the weighting and the classical 'weighted' estimates leave them out (the model "
+            f"takes them as numbers)")
 
 
 def coverage(tables: Tables, info: FormulaInfo, family: str, categories=None) -> Coverage:
