@@ -450,3 +450,22 @@ def test_a_subpopulation_contrast_shows_no_loss_of_choosing(tmp_path):
     assert "loss if first" in [c.title for c in P.estimand_table(v, rows, v.label_columns, "t").columns]
     v.manifest["tables"]["population_columns"] = columns + [var]  # two parts of the population
     assert "loss if first" not in [c.title for c in P.estimand_table(v, rows, v.label_columns, "t").columns]
+
+
+def test_a_headline_fixed_by_calibration_says_so_not_an_interval():
+    from types import SimpleNamespace
+
+    calibrated, plain = SimpleNamespace(manifest={"calibrate": {"by": "state"}}), SimpleNamespace(manifest={})
+    fixed = {"mean": 0.398, "sd": 4.7e-12, "ess_bulk": None}
+    assert P._fixed_by_calibration(calibrated, fixed)
+    assert not P._fixed_by_calibration(plain, fixed)  # no [calibrate]: an ordinary (if odd) estimate
+    assert not P._fixed_by_calibration(calibrated, {"mean": 0.398, "sd": 0.01, "ess_bulk": 2000.0})
+
+
+def test_a_breakdown_whose_groups_are_all_equal_reads_so(tmp_path):
+    folder = make_run(tmp_path / "r", posterior=False)
+    est = pd.read_csv(folder / "estimands.csv", dtype={"state": str})
+    est.loc[est.estimand == "support", "mean"] = 0.5
+    est.to_csv(folder / "estimands.csv", index=False)
+    (h,) = [h for h in P.headlines(RunView.from_folder(folder)) if h.estimand == "support"]
+    assert h.value == "0.5" and h.note == "the same in every group"  # not "0.5 to 0.5, lowest 01, highest 01"

@@ -338,15 +338,30 @@ def headlines(view: RunView) -> list[Headline]:
                     continue
                 lo, hi = sub.loc[m.idxmin()], sub.loc[m.idxmax()]
                 label = f"by {', '.join(by)}" + (f"; {fixed_label}" if fixed_label else "")
-                out.append(Headline(est, label, f"{fmt(m.min(), 3)} to {fmt(m.max(), 3)}",
+                same = fmt(m.min(), 3) == fmt(m.max(), 3)  # e.g. no term of the `by` variable in the model
+                out.append(Headline(est, label, fmt(m.min(), 3) if same else f"{fmt(m.min(), 3)} to {fmt(m.max(), 3)}",
                                     f"posterior means of {len(sub)} groups",
-                                    note=f"lowest {name(lo)}, highest {name(hi)}", link=anchor(est)))
+                                    note="the same in every group" if same else f"lowest {name(lo)}, highest {name(hi)}",
+                                    link=anchor(est)))
             continue
         for _, r in rows.iterrows():
+            if _fixed_by_calibration(view, r):
+                out.append(Headline(est, row_label(r, cols), fmt(r.get("mean"), 3),
+                                    "fixed by the known values of [calibrate]",
+                                    note="calibrated to equal them in every draw: no uncertainty is left"))
+                continue
             out.append(Headline(est, row_label(r, cols), fmt(r.get("mean"), 3),
                                 f"{view.ci_name} {fmt(r.get('lower'), 3)} to {fmt(r.get('upper'), 3)}",
                                 note=f"posterior mean; sd {fmt(r.get('sd'), 2)}"))
     return out
+
+
+def _fixed_by_calibration(view: RunView, row) -> bool:
+    """A calibrated estimand the known values fix exactly (a national figure adding up whole levels
+    of `calibrate.by`): its draws do not vary, its ESS is left empty (docs/outputs.md)."""
+    sd, mean = _num(row.get("sd")), _num(row.get("mean"))
+    return (bool(view.manifest.get("calibrate")) and _num(row.get("ess_bulk")) is None and sd is not None
+            and mean is not None and sd <= 1e-9 * max(1.0, abs(mean)))
 
 
 # ----------------------------------------------------------------------------- decisions in words
