@@ -291,7 +291,7 @@ def breakdown_columns(view: RunView) -> dict[str, list[str]]:
         by = specs.get(est, {}).get("by") if est in specs else None
         rows = len(view.rows_of(est))
         if isinstance(by, list) and by:
-            out[est] = [c for c in varying if c in by or c == "category"] or list(by)
+            out[est] = ([c for c in by if c in varying] + [c for c in varying if c == "category"]) or list(by)
         elif rows > MANY:
             out[est] = varying
     return out
