@@ -469,3 +469,11 @@ def test_a_breakdown_whose_groups_are_all_equal_reads_so(tmp_path):
     est.to_csv(folder / "estimands.csv", index=False)
     (h,) = [h for h in P.headlines(RunView.from_folder(folder)) if h.estimand == "support"]
     assert h.value == "0.5" and h.note == "the same in every group"  # not "0.5 to 0.5, lowest 01, highest 01"
+
+
+def test_a_breakdown_names_its_variables_in_the_specs_order():
+    from types import SimpleNamespace
+
+    view = SimpleNamespace(by_columns={"b": ["age", "state"]}, estimand_specs={"b": {"by": ["state", "age"]}},
+                           rows_of=lambda est: range(48))
+    assert P.breakdown_columns(view) == {"b": ["state", "age"]}  # was the table's column order: age, state
