@@ -122,15 +122,20 @@ def file_changes(spec, overrides=(), *, stop_event=None, debounce_ms: int = 400)
     """Change sets of the watched files (:func:`watched_files`, looked up again after each change,
     so a spec that starts reading another file has it watched), from watchfiles. Folders are
     watched, not files, so an editor that saves by renaming a new file over the old one is seen;
-    the run folder's own writes are ignored. A file saved while the consumer reruns (no watch is
-    open then) is yielded when it comes back: each file's stamp is taken before a change set is
-    handed over and compared after. Ends when ``stop_event`` is set."""
+    the run folder's own writes are ignored. A file saved while the consumer runs (no watch is open
+    then: the first run, and each rerun) is yielded when it asks for the next change: each file's
+    stamp is taken when this is called and whenever a change set is handed over, and compared when
+    the consumer comes back. Ends when ``stop_event`` is set."""
+    before = {p: _stamp(p) for p in watched_files(spec, overrides)}  # now: before the first run
+    return _changes(spec, overrides, before, stop_event, debounce_ms)
+
+
+def _changes(spec, overrides, before: dict, stop_event, debounce_ms: int):
     import watchfiles
 
-    missed: set[Path] = set()
     while stop_event is None or not stop_event.is_set():
         targets = set(watched_files(spec, overrides))
-        hit = missed & targets
+        hit = {p for p in targets if p in before and _stamp(p) != before[p]}  # saved while the consumer ran
         if not hit:
             folders = sorted({p.parent for p in targets if p.parent.is_dir()})
             for batch in watchfiles.watch(*folders, stop_event=stop_event, debounce=debounce_ms, recursive=False,
@@ -142,7 +147,6 @@ def file_changes(spec, overrides=(), *, stop_event=None, debounce_ms: int = 400)
                 return  # the watch ended (stop_event)
         before = {p: _stamp(p) for p in targets}
         yield hit
-        missed = {p for p in targets if _stamp(p) != before[p]}  # saved during the rerun
 
 
 def _stamp(path: Path):

@@ -144,3 +144,21 @@ def test_a_save_made_while_rerunning_is_not_lost(tmp_path):
         timer.cancel()
     assert first == second == {spec.resolve()}
     assert spec.read_text() == "0.75"
+
+
+def test_a_save_made_during_the_first_run_is_not_lost(tmp_path):
+    """The changes are asked for only after the first run: a file saved during it is handed over
+    at once (its stamp was taken when the watch was set up)."""
+    spec = tmp_path / "s.toml"
+    spec.write_text("0.5")
+    stop = threading.Event()
+    timer = threading.Timer(30, stop.set)  # never hangs
+    timer.start()
+    changes = file_changes(spec, stop_event=stop, debounce_ms=200)
+    spec.write_text("0.75")  # the first run is under way
+    try:
+        first = next(changes)
+    finally:
+        stop.set()
+        timer.cancel()
+    assert first == {spec.resolve()}
