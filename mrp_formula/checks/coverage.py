@@ -13,6 +13,7 @@ from mrp_formula.data.population import WEIGHT
 from mrp_formula.data.population_table import new_level_origin
 from mrp_formula.data.tables import Tables
 from mrp_formula.notes import Note
+from mrp_formula.spec.levels import canon_series
 from mrp_formula.poststrat.classical import _frame_and_count, cell_vars, rake_weights
 from mrp_formula.spec.formula import FormulaInfo
 
@@ -78,7 +79,7 @@ def coverage(tables: Tables, info: FormulaInfo, family: str, categories=None) ->
     pop = tables.population
     if post_vars:
         seen = set(map(tuple, frame[post_vars].to_numpy()))
-        keys = list(map(tuple, pop[post_vars].astype(str).to_numpy()))
+        keys = list(zip(*(canon_series(pop[v]) for v in post_vars)))
         empty = np.array([k not in seen for k in keys])
     else:
         empty = np.zeros(len(pop), bool)

@@ -16,6 +16,7 @@ import pandas as pd
 from mrp_formula.spec.families import FAMILIES
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.spec.formula import FormulaInfo
+from mrp_formula.spec.levels import canon, canon_series
 from mrp_formula.poststrat.sums import Reduced, Request
 from mrp_formula.data.population import WEIGHT, normalise_margin, rake_arrays, rake_many
 from mrp_formula.data.tables import Tables
@@ -36,8 +37,8 @@ def _frame_and_count(tables: Tables, info: FormulaInfo, family: str) -> tuple[pd
     count = s[tables.weights].to_numpy(dtype=float) if tables.weights else np.ones(len(s))
     if FAMILIES[family].response == "proportion":  # a row stands for its trials
         count = count * s[info.response_vars[1]].to_numpy(dtype=float)
-    frame = s[[c for c in s.columns if c in tables.variables]].astype(object).astype(str)
-    return frame, count
+    frame = pd.DataFrame({c: canon_series(s[c]) for c in s.columns if c in tables.variables}, index=s.index)
+    return frame, count  # levels as text by value, as everywhere (1, 1.0 and "1" are one level)
 
 
 def cell_vars(tables: Tables, frame: pd.DataFrame) -> list[str]:
@@ -50,7 +51,7 @@ def cell_vars(tables: Tables, frame: pd.DataFrame) -> list[str]:
     for v in tables.population_vars:
         if v not in frame.columns:
             continue
-        if tables.variables[v].categorical or set(frame[v]) <= set(tables.population[v].astype(str)):
+        if tables.variables[v].categorical or set(frame[v]) <= set(canon_series(tables.population[v])):
             out.append(v)
     return out
 
@@ -97,7 +98,7 @@ def rake_weights(frame: pd.DataFrame, count: np.ndarray, population: pd.DataFram
         return np.zeros(len(frame))
     if not vars_:
         return np.ones(len(frame))
-    pops = {v: population.groupby(population[v].astype(str))[WEIGHT].sum().to_dict() for v in vars_}
+    pops = {v: population.groupby(canon_series(population[v]))[WEIGHT].sum().to_dict() for v in vars_}
     labels = {v: frame[v].astype(str).to_numpy(dtype=object) for v in vars_}
     return _raked(labels, count, pops, tol=tol, max_iter=max_iter)
 
@@ -166,7 +167,7 @@ def _group_values(units: Units, population: pd.DataFrame, req: Request, post_var
     mask = np.ones(len(frame), bool)
     for var, level in req.scenario.settings:
         if var in frame:
-            mask &= (frame[var] == str(level)).to_numpy()
+            mask &= (frame[var] == canon(level)).to_numpy()
     rake_vars = [v for v in post_vars if v not in req.by and v not in dict(req.scenario.settings)]
     labels = {v: frame[v].to_numpy(dtype=object) for v in rake_vars}
     in_frame = [c for c in groups.columns if c in frame]
@@ -177,7 +178,7 @@ def _group_values(units: Units, population: pd.DataFrame, req: Request, post_var
     raking = []  # (group, its rows, their units, its raking problem)
     for gi in range(len(groups)):
         if in_frame:
-            key = tuple(str(groups.loc[gi, col]) for col in in_frame)
+            key = tuple(canon(groups.loc[gi, col]) for col in in_frame)
             rows = rows_of.get(key[0] if len(key) == 1 else key, np.zeros(0, dtype=np.int64))
         else:
             rows = np.arange(len(frame))
@@ -193,7 +194,7 @@ def _group_values(units: Units, population: pd.DataFrame, req: Request, post_var
         if pop[WEIGHT].sum() <= 0:
             continue  # no population weight: weights 0 (as rake_weights)
         if rake_vars:  # the population weights summed per level as rake_weights sums them (the same bits)
-            pops = {v: pop.groupby(pop[v].astype(str))[WEIGHT].sum().to_dict() for v in rake_vars}
+            pops = {v: pop.groupby(canon_series(pop[v]))[WEIGHT].sum().to_dict() for v in rake_vars}
             raking.append((gi, rows, c, _RakeProblem.of({v: lab[rows] for v, lab in labels.items()}, c, pops)))
         else:
             _weighted(vals, gi, outcome[rows], c, np.ones(len(rows)))

@@ -160,3 +160,29 @@ def test_a_numeric_arm_and_a_numeric_by_still_select_their_rows(tmp_path):
     assert got.loc[0, "raw"] == pytest.approx(rate[1] - rate[0])
     treated = sample[sample.treat == 1]
     assert list(got.loc[1:, "raw"]) == pytest.approx(list(treated.groupby("x").y.mean()))
+
+
+def test_a_numeric_arm_stored_as_decimals_is_matched_by_value(tmp_path):
+    """A 0/1 arm with one blank (read as 0.0/1.0, the blank dropped) against a population of 0/1:
+    the same levels by value, so raked and selected as levels (their text differed: raw and
+    weighted were empty, and the numeric note said the values were not the population's)."""
+    rng = np.random.default_rng(4)
+    n = 300
+    sample = pd.DataFrame({"treat": rng.integers(0, 2, n).astype(float), "g": rng.choice(["a", "b"], n)})
+    sample["y"] = (rng.random(n) < 0.3 + 0.3 * sample.treat).astype(int)
+    sample.loc[0, "treat"] = np.nan
+    sample.to_csv(tmp_path / "d.csv", index=False)
+    pd.DataFrame({"treat": [0, 1, 0, 1], "g": ["a", "a", "b", "b"], "n": [1, 1, 1, 1]}).to_csv(
+        tmp_path / "pop.csv", index=False)
+    (tmp_path / "s.toml").write_text('name = "num"\n[data]\nsource = "d.csv"\nmissing = "drop"\n[model]\n'
+                                     'formula = "y ~ treat + g"\nfamily = "bernoulli"\n[population]\n'
+                                     'source = "pop.csv"\nweight = "n"\n[estimands.by_g]\nby = ["g"]\n'
+                                     'at = { treat = [1] }\n')
+    loaded = load_spec(tmp_path / "s.toml")
+    info = _spec_checks(loaded)
+    tables = prepare(loaded, info)
+    got = raw_and_weighted(E.plan(loaded.spec.estimands, tables.population_vars), tables, info, "bernoulli", None,
+                           E.group_columns(loaded.spec.estimands))
+    kept = sample.dropna()
+    assert list(got["raw"]) == pytest.approx(list(kept[kept.treat == 1].groupby("g").y.mean()))
+    assert coverage(tables, info, "bernoulli", None).numeric == ()
