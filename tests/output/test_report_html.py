@@ -237,7 +237,10 @@ def test_diagnostics_read_as_plain_words_with_the_verdict(folder, page_text):
      "population level 'ca'"),
     # a third of the population in levels without a single respondent: not an ok run
     ({"new_levels": {"region": ["west"]}, "new_level_weight_share": {"region": 0.314}}, "look at this",
-     "31.4% of the population in levels without sample (region)"),
+     "31.4% of the population in levels of region without sample"),
+    # one state without sample, counted once though state:age shares it (5.9%, not 11.8%: under 10%)
+    ({"new_levels": {"state": ["S16"], "state:age": ["S16:a"]},
+      "new_level_weight_share": {"state": 0.0588, "state:age": 0.0588}}, "ok", "every check passes"),
 ])
 def test_verdict_follows_the_checks(tmp_path, patch, word, phrase):
     v = RunView.from_folder(make_run(tmp_path / "r", manifest=patch, posterior=False))

@@ -670,14 +670,16 @@ def _coverage_checks(view: RunView) -> list[Check]:
         for v in structured:
             words.append(f"{v}: effects from the {kinds[v]} structure (model.structure.{v}), informed by the "
                          "neighbouring levels: the estimates there rest on that structure.")
-        total = sum(_num(v) or 0.0 for v in new.values())
-        big = total >= NEW_LEVELS_LOOK
+        # the largest share of one factor (shares of several factors overlap: state and state:age)
+        worst = max(new, key=lambda v: _num(new[v]) or 0.0) if new else None
+        share = _num(new.get(worst)) or 0.0 if worst else 0.0
+        big = share >= NEW_LEVELS_LOOK
         if big:
-            words.insert(0, f"{pct(total)} of the population is in levels without a single respondent: every "
-                            f"estimate that includes them rests on the model alone there.")
+            words.insert(0, f"{pct(share)} of the population is in levels of {worst} without a single respondent: "
+                            f"every estimate that includes them rests on the model alone there.")
         out.append(Check("population levels absent from the sample", "; ".join(parts),
                          f"under {NEW_LEVELS_LOOK:.0%} of the weight", "look" if big else "note", " ".join(words),
-                         f"{pct(total)} of the population in levels without sample ({', '.join(new)})" if big else ""))
+                         f"{pct(share)} of the population in levels of {worst} without sample" if big else ""))
     deff = _num(cov.get("design_effect"))
     if deff is not None:
         out.append(Check("design effect of weighting the sample to the population", f"{deff:.2f}",
