@@ -5,8 +5,10 @@ here imports Bambi or PyMC (:mod:`mrp_formula.model.sampler` does)."""
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import math
+import re
 import sys
 import warnings
 from collections.abc import Mapping
@@ -157,12 +159,14 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
                 levels, source = listed, f"model.levels.{var}"
             else:
                 levels, source = natural_sort(levels), "natural order of the levels"
-                if any(natural_key(lv)[0] for lv in levels):  # text: alphabetical, which may not be their order
-                    shown = ", ".join(levels[:8]) + (" ..." if len(levels) > 8 else "")
+                by_numbers = sorted(levels, key=_digits_key)
+                text = any(natural_key(lv)[0] for lv in levels)  # numbers alone sort by value already
+                if text and by_numbers != levels:  # text whose numbers sort otherwise ('100k-200k' before '5k-10k')
+                    shown = ", ".join(levels[:6]) + (", ..." if len(levels) > 6 else "")
                     notes.append(warning("structure.text_order",
                                          f"the {entry.kind} structure of '{var}' puts its levels in text order "
-                                         f"({shown}), since they are not numbers: if that is not their order, list "
-                                         f"them in order in model.levels.{var}"))
+                                         f"({shown}), which their numbers would order otherwise: list them in "
+                                         f"order in model.levels.{var}, e.g. {json.dumps(by_numbers)}"))
             n = len(levels)
             trend = 0.0
             if entry.kind == "rw2":
@@ -242,6 +246,12 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
     if problems:
         raise DataError(problems)
     return tuple(out), tuple(notes)
+
+
+def _digits_key(level) -> tuple:
+    """A level's text with its runs of digits compared as numbers ('5k-10k' before '10k-50k')."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                 for part in re.split(r"(\d+)", str(level)) if part)
 
 
 def _new_level_note(notes: list, tables: Tables, var: str, kind: str, islands: tuple[str, ...] = ()) -> None:
