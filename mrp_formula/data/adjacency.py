@@ -4,6 +4,7 @@ pairs the level with itself. Levels are matched by value like every level (``spe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,5 +52,17 @@ def read_adjacency(path: Path, *, key: str, file: str, line: int | None) -> Adja
             levels.add(b)
             if a != b:
                 pairs.add(tuple(sorted((a, b))))
-    return Adjacency(path=path, levels=frozenset(levels), pairs=tuple(sorted(pairs)),
-                     header=tuple(canon(str(c).strip()) for c in table.columns))
+    return Adjacency(path=path, levels=frozenset(levels), pairs=tuple(sorted(pairs)), header=_header(table.columns))
+
+
+def _header(columns) -> tuple[str, ...]:
+    """The first row's cells as written, from the names pandas gave them: an empty cell is named
+    "Unnamed: 1" (an island row `AK,`) and a repeated one "e.1" (`e,e`)."""
+    names = [str(c).strip() for c in columns]
+    out = []
+    for name in names:
+        if name.startswith("Unnamed:"):
+            continue
+        base = re.fullmatch(r"(.+)\.\d+", name)
+        out.append(canon(base.group(1) if base and base.group(1) in names else name))
+    return tuple(out)

@@ -227,6 +227,9 @@ def test_text_levels_of_an_ordered_structure_warn_when_their_numbers_disagree(tm
 @pytest.mark.parametrize("table, words", [
     # no header row: the first pair was taken for the column names and its edge lost
     ("a,b\nb,c\nc,d\nd,e\n", "the first row of the adjacency table adj.csv (a, b) was read as its header"),
+    # the same when the first row is an island, written with an empty cell or paired with itself
+    ("e,\na,b\nb,c\nc,d\n", "the first row of the adjacency table adj.csv (e) was read as its header"),
+    ("e,e\na,b\nb,c\nc,d\n", "the first row of the adjacency table adj.csv (e, e) was read as its header"),
     # every level in another case: said so, not only "not in the table"
     ("from,to\nA,B\nB,C\nC,D\nD,E\n", "(it writes ['A', 'B', 'C', 'D', 'E']: the case differs)"),
 ])
