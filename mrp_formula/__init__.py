@@ -32,6 +32,8 @@ def check(path, *, data=None, population=None, overrides=()):
 def _overrides(overrides) -> tuple[str, ...]:
     """``--set`` strings from one string, a sequence of them, or a dict of dotted keys to values
     (written as TOML values: ``{"fit.draws": 300, "model.family": "poisson"}``)."""
+    if overrides is None:
+        return ()
     if isinstance(overrides, str):
         return (overrides,)
     if isinstance(overrides, dict):
@@ -39,14 +41,19 @@ def _overrides(overrides) -> tuple[str, ...]:
 
         from mrp_formula.spec.tree import toml_key
 
-        def value(v):
+        def value(v, key):
+            if v is None:
+                from mrp_formula.errors import Problem, UsageError
+
+                raise UsageError(Problem("None has no TOML form", key=f"overrides[{key!r}]",
+                                         hint="leave the key out to keep the spec's value"))
             if isinstance(v, bool):
                 return "true" if v else "false"
             if isinstance(v, dict):
-                return "{ " + ", ".join(f"{toml_key(k)} = {value(x)}" for k, x in v.items()) + " }"
+                return "{ " + ", ".join(f"{toml_key(k)} = {value(x, key)}" for k, x in v.items()) + " }"
             if isinstance(v, (list, tuple)):
-                return "[" + ", ".join(value(x) for x in v) + "]"
+                return "[" + ", ".join(value(x, key) for x in v) + "]"
             return json.dumps(v) if isinstance(v, str) else str(v)
 
-        return tuple(f"{k}={value(v)}" for k, v in overrides.items())
+        return tuple(f"{k}={value(v, k)}" for k, v in overrides.items())
     return tuple(overrides)

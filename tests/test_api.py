@@ -15,3 +15,13 @@ import mrp_formula
 def test_overrides_as_a_string_a_list_or_a_dict(ab_dir, overrides):
     plan = mrp_formula.check(ab_dir / "ab.toml", overrides=overrides)
     assert plan.loaded.spec.fit.draws == 300
+
+
+def test_none_in_overrides(ab_dir):
+    """None has no TOML form: a usage error naming the key (it became the text "None"); no
+    overrides at all is None or empty."""
+    from mrp_formula.errors import UsageError
+
+    with pytest.raises(UsageError, match="overrides\\['report.out'\\]"):
+        mrp_formula.check(ab_dir / "ab.toml", overrides={"report.out": None})
+    assert mrp_formula.check(ab_dir / "ab.toml", overrides=None).loaded.spec.fit.draws != 0
