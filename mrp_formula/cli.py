@@ -480,8 +480,8 @@ def recover_(spec: SpecArg,
         shown = s[["label", "replicates", "covered", "coverage", "band_lower", "band_upper", "mean_error",
                    "mean_abs_error", "rank_p"]].assign(status=["ok" if c and r else ("OFF" if not c else "ranks")
                                                                 for c, r in zip(s["coverage_ok"], s["ranks_ok"])])
-        title = (f"calibration (SBC, prior truths): coverage of the {ci['ci_prob']:.0%} "
-                 f"{str(ci['ci_kind']).upper()} intervals over {int(s['replicates'].max())} replicates")
+        title = (f"calibration (SBC, prior truths): coverage of the {interval_name(ci['ci_prob'], ci['ci_kind'])} "
+                 f"intervals over {int(s['replicates'].max())} replicates")
     else:
         shown = s[["label", "replicates", "covered", "coverage", "mean_error", "mean_error_sd", "mean_abs_error",
                    "rank_p"]]

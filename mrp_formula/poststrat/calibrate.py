@@ -222,7 +222,7 @@ def calibration_notes(cal: Calibration, table: pd.DataFrame) -> list:
         shown = ", ".join(f"{r[cal.by]} ({r['uncalibrated']:.3g} vs {r['known']:.3g})" for _, r in off.head(6).iterrows())
         out.append(warning("calibrate.bias",
                            f"calibrate: for {len(off)} of {len(cal.levels)} level(s) of '{cal.by}' the known mean lies "
-                           f"outside the model's {row['ci_prob']:.0%} interval before calibration: {shown}"
+                           f"outside the model's {100 * row['ci_prob']:.3g}% interval before calibration: {shown}"
                            f"{' ...' if len(off) > 6 else ''}; the sample (or the model) is biased there, and the "
                            f"calibrated estimands rest on the shift correcting every cell of a level alike"))
     return out
