@@ -246,19 +246,23 @@ def population_probe(loaded, info, known) -> tuple[list, list]:
     spec_problems, data_problems = ProblemList(file=str(loaded.path)), ProblemList(file=str(loaded.path))
     try:
         raw = read_source(loaded, "population")
-        cells = rename_columns(raw, spec.population.rename, "population", loaded, data_problems, [])
-        cells = join_table(cells, "population", loaded, data_problems, {})
-    except MrpError as exc:  # a file that cannot be read (the population's, a join's): said as it is
-        kind = spec_problems if isinstance(exc, SpecError) else data_problems
-        kind.extend(exc.problems)
+    except MrpError as exc:  # a table that cannot be read (its file, its query): said as it is
+        (spec_problems if isinstance(exc, SpecError) else data_problems).extend(exc.problems)
         return fresh(spec_problems.items), fresh(data_problems.items)
+    cells = rename_columns(raw, spec.population.rename, "population", loaded, data_problems, [])
+    joined = set()  # the columns of a join that failed: missing as its consequence, not said again
+    try:
+        cells = join_table(cells, "population", loaded, data_problems, {})
+    except MrpError as exc:  # a join file that cannot be read: the table's own columns still checked
+        data_problems.extend(exc.problems)
+        joined = {c for j in spec.join for c in j.columns}
     weight = spec.population.weight
     if weight is not None and weight not in cells.columns:
         _weight_column_missing(loaded, cells.columns, data_problems)
     columns = [c for c in cells.columns if c != weight]
     for name, est in spec.estimands.items():
         for var in est.by:
-            if var not in columns and var not in info.rhs_vars:  # a model variable the population lacks: the full check's
+            if var not in columns and var not in info.rhs_vars and var not in joined:  # model variables: the full check's
                 _by_missing(loaded, name, var, columns, spec_problems, data_problems)
     return fresh(spec_problems.items), fresh(data_problems.items)
 

@@ -149,7 +149,7 @@ def _read_duckdb(path: Path, query: str | None, *, key: str, file: str, line: in
                         line=query_line or line)
     con = _sandbox(path)
     try:
-        if suffix not in (".duckdb", ".db"):  # the file as the view `source`: read with the same delimiter
+        if suffix not in (".duckdb", ".db", ".parquet", ".pq"):  # a CSV as the view `source`: the same delimiter
             _check_delimiter([r[0] for r in con.execute("DESCRIBE source").fetchall()], path, key=key, file=file,
                              line=line)
         return con.execute(query).df()
