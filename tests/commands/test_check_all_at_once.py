@@ -56,6 +56,22 @@ def _check(path):
     return result.exit_code, json.loads(result.stdout)
 
 
+RATE = '[estimands.rate]\nat = { arm = ["a", "b"] }'
+
+
+def _spec(tmp_path, formula, *, sample=None, population=None, weight="n", estimands=RATE, head=""):
+    """A spec over clicks.csv and pop.csv (each written when given), for the tests below."""
+    if sample is not None:
+        pd.DataFrame(sample).to_csv(tmp_path / "clicks.csv", index=False)
+    if population is not None:
+        pd.DataFrame(population).to_csv(tmp_path / "pop.csv", index=False)
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'name = "s"\n[data]\nsource = "clicks.csv"\n{head}[model]\nformula = "{formula}"\n'
+                    f'family = "bernoulli"\n[population]\nsource = "pop.csv"\nweight = "{weight}"\n{estimands}\n')
+    return spec
+
+
+
 def _messages(out):
     return [(p["key"], p["message"]) for p in out["errors"]]
 
@@ -176,23 +192,9 @@ def test_sample_levels_the_population_never_names_are_a_warning(tmp_path):
     rng = np.random.default_rng(5)
     n = 300
     age = rng.choice(["18-34", "35-54", "55+"], n)
-    pd.DataFrame({"clicked": rng.integers(0, 2, n), "arm": rng.choice(["a", "b"], n), "age": age}).to_csv(
-        tmp_path / "clicks.csv", index=False)
-    pd.DataFrame({"age": ["18-34", "35-54", "65+"], "n": [30, 40, 30]}).to_csv(tmp_path / "pop.csv", index=False)
-    spec = tmp_path / "s.toml"
-    spec.write_text(textwrap.dedent("""
-        name = "unused"
-        [data]
-        source = "clicks.csv"
-        [model]
-        formula = "clicked ~ arm + (1 | age)"
-        family = "bernoulli"
-        [population]
-        source = "pop.csv"
-        weight = "n"
-        [estimands.rate]
-        at = { arm = ["a", "b"] }
-        """))
+    spec = _spec(tmp_path, "clicked ~ arm + (1 | age)",
+                 sample={"clicked": rng.integers(0, 2, n), "arm": rng.choice(["a", "b"], n), "age": age},
+                 population={"age": ["18-34", "35-54", "65+"], "n": [30, 40, 30]})
     code, out = _check(spec)
     assert code == 0
     unused = [w for w in out["warnings"] if w.startswith("sample level(s)")]
@@ -225,25 +227,10 @@ def test_every_population_level_problem_at_once(tmp_path):
     were reported one run of `mrp check` after the other); each hint is TOML one can paste."""
     rng = np.random.default_rng(2)
     n = 200
-    pd.DataFrame({"clicked": rng.integers(0, 2, n), "arm": rng.choice(["a", "b"], n),
-                  "sex": rng.choice(["F", "M"], n), "state": rng.choice(["CA", "TX"], n)}).to_csv(
-        tmp_path / "clicks.csv", index=False)
-    pd.DataFrame({"sex": ["f", "M", "f", "M"], "state": ["CA", "CA", "tx", "tx"], "n": [1, 1, 1, 1]}).to_csv(
-        tmp_path / "pop.csv", index=False)
-    spec = tmp_path / "s.toml"
-    spec.write_text(textwrap.dedent("""
-        name = "levels"
-        [data]
-        source = "clicks.csv"
-        [model]
-        formula = "clicked ~ arm + sex + (1 | state)"
-        family = "bernoulli"
-        [population]
-        source = "pop.csv"
-        weight = "n"
-        [estimands.rate]
-        at = { arm = ["a", "b"] }
-        """))
+    spec = _spec(tmp_path, "clicked ~ arm + sex + (1 | state)",
+                 sample={"clicked": rng.integers(0, 2, n), "arm": rng.choice(["a", "b"], n),
+                         "sex": rng.choice(["F", "M"], n), "state": rng.choice(["CA", "TX"], n)},
+                 population={"sex": ["f", "M", "f", "M"], "state": ["CA", "CA", "tx", "tx"], "n": [1, 1, 1, 1]})
     code, out = _check(spec)
     assert code == 4
     sex, state = sorted(out["errors"], key=lambda e: "state" in e["message"])
@@ -261,25 +248,10 @@ def test_every_population_level_problem_at_once(tmp_path):
     ("clicked", "n", "gender", False, (4, ["data.source", "population.source"])),
 ])
 def test_the_sample_does_not_hide_the_population(tmp_path, response, weight, by, data, expected):
-    if data:
-        rng = np.random.default_rng(4)
-        pd.DataFrame({"clicked": rng.integers(0, 2, 60), "gender": rng.choice(["female", "male"], 60)}).to_csv(
-            tmp_path / "clicks.csv", index=False)
-        pd.DataFrame({"gender": ["female", "male"], "n": [1, 1]}).to_csv(tmp_path / "pop.csv", index=False)
-    spec = tmp_path / "s.toml"
-    spec.write_text(textwrap.dedent(f"""
-        name = "probe"
-        [data]
-        source = "clicks.csv"
-        [model]
-        formula = "{response} ~ (1 | gender)"
-        family = "bernoulli"
-        [population]
-        source = "pop.csv"
-        weight = "{weight}"
-        [estimands.by]
-        by = ["{by}"]
-        """))
+    rng = np.random.default_rng(4)
+    spec = _spec(tmp_path, f"{response} ~ (1 | gender)", weight=weight, estimands=f'[estimands.by]\nby = ["{by}"]',
+                 sample={"clicked": rng.integers(0, 2, 60), "gender": rng.choice(["female", "male"], 60)} if data
+                 else None, population={"gender": ["female", "male"], "n": [1, 1]} if data else None)
     code, out = _check(spec)
     assert (code, [e["key"] for e in out["errors"]]) == expected
 
@@ -299,24 +271,9 @@ def test_priors_that_do_not_parse_come_with_the_rest(tmp_path):
 def test_a_missing_join_file_does_not_hide_the_missing_sample(tmp_path):
     """The population's probe meets a join file that is missing too: both files are named (the
     probe's error replaced the sample's)."""
-    pd.DataFrame({"gender": ["female", "male"], "n": [1, 1]}).to_csv(tmp_path / "pop.csv", index=False)
-    spec = tmp_path / "s.toml"
-    spec.write_text(textwrap.dedent("""
-        name = "joins"
-        [data]
-        source = "missing.csv"
-        [[join]]
-        source = "nojoin.csv"
-        on = { gender = "gender" }
-        columns = ["share"]
-        [model]
-        formula = "clicked ~ share + (1 | gender)"
-        family = "bernoulli"
-        [population]
-        source = "pop.csv"
-        weight = "n"
-        [estimands.m]
-        """))
+    spec = _spec(tmp_path, "clicked ~ share + (1 | gender)", population={"gender": ["female", "male"], "n": [1, 1]},
+                 head='[[join]]\nsource = "nojoin.csv"\non = { gender = "gender" }\ncolumns = ["share"]\n',
+                 estimands="[estimands.m]")
     code, out = _check(spec)
     assert (code, sorted(e["key"] for e in out["errors"])) == (4, ["data.source", "join[0].source"])
 
@@ -326,22 +283,9 @@ def test_a_common_predictors_typo_is_said_once_not_again_for_its_group_factor(tm
     problem, not one more per race:sex level."""
     rng = np.random.default_rng(6)
     n = 200
-    pd.DataFrame({"clicked": rng.integers(0, 2, n), "sex": rng.choice(["f", "m"], n),
-                  "race": rng.choice(["a", "b"], n)}).to_csv(tmp_path / "clicks.csv", index=False)
-    pd.DataFrame({"sex": ["F", "m", "F", "m"], "race": ["a", "a", "b", "b"], "n": [1, 1, 1, 1]}).to_csv(
-        tmp_path / "pop.csv", index=False)
-    spec = tmp_path / "s.toml"
-    spec.write_text(textwrap.dedent("""
-        name = "once"
-        [data]
-        source = "clicks.csv"
-        [model]
-        formula = "clicked ~ sex + (1 | race:sex)"
-        family = "bernoulli"
-        [population]
-        source = "pop.csv"
-        weight = "n"
-        [estimands.m]
-        """))
+    spec = _spec(tmp_path, "clicked ~ sex + (1 | race:sex)", estimands="[estimands.m]",
+                 sample={"clicked": rng.integers(0, 2, n), "sex": rng.choice(["f", "m"], n),
+                         "race": rng.choice(["a", "b"], n)},
+                 population={"sex": ["F", "m", "F", "m"], "race": ["a", "a", "b", "b"], "n": [1, 1, 1, 1]})
     code, out = _check(spec)
     assert code == 4 and len(out["errors"]) == 1 and "of 'sex'" in out["errors"][0]["message"]
