@@ -92,6 +92,22 @@ def test_strict_exits_5_when_a_check_fails(ab_dir, tmp_path):
     assert (tmp_path / "o" / "estimands.csv").exists()  # the results are written all the same
 
 
+def _classical(tmp_path, sample: pd.DataFrame, population: pd.DataFrame, formula: str, family: str,
+               estimands: str = "[estimands.mean]\n", data_extra: str = ""):
+    """(tables, info, coverage, raw and weighted) of a spec over these two tables."""
+    sample.to_csv(tmp_path / "d.csv", index=False)
+    population.to_csv(tmp_path / "pop.csv", index=False)
+    (tmp_path / "s.toml").write_text(f'name = "num"\n[data]\nsource = "d.csv"\n{data_extra}[model]\n'
+                                     f'formula = "{formula}"\nfamily = "{family}"\n[population]\n'
+                                     f'source = "pop.csv"\nweight = "N"\n{estimands}')
+    loaded = load_spec(tmp_path / "s.toml")
+    info = _spec_checks(loaded)
+    tables = prepare(loaded, info)
+    got = raw_and_weighted(E.plan(loaded.spec.estimands, tables.population_vars), tables, info, family, None,
+                           E.group_columns(loaded.spec.estimands))
+    return tables, coverage(tables, info, family, None), got
+
+
 def test_a_numeric_predictor_in_the_population_is_no_raking_variable(tmp_path):
     """A continuous x in the population table rarely equals a sample row's value: raking on its
     text kept only the rows that matched. The classical weights and the coverage go by the
@@ -100,19 +116,9 @@ def test_a_numeric_predictor_in_the_population_is_no_raking_variable(tmp_path):
     n = 400
     sample = pd.DataFrame({"sex": np.where(rng.random(n) < 0.75, "f", "m"), "x": rng.normal(size=n).round(2)})
     sample["y"] = 1.0 + (sample.sex == "m") + 0.5 * sample.x + rng.normal(0, 0.3, n)
-    sample.to_csv(tmp_path / "d.csv", index=False)
-    pd.DataFrame({"sex": ["f", "f", "m", "m"], "x": [-1.0, 1.5, -1.0, 1.5], "N": [25, 25, 25, 25]}).to_csv(
-        tmp_path / "pop.csv", index=False)
-    (tmp_path / "s.toml").write_text('name = "num"\n[data]\nsource = "d.csv"\n[model]\nformula = "y ~ sex + x"\n'
-                                     'family = "gaussian"\n[population]\nsource = "pop.csv"\nweight = "N"\n'
-                                     '[estimands.mean]\n')
-    loaded = load_spec(tmp_path / "s.toml")
-    info = _spec_checks(loaded)
-    tables = prepare(loaded, info)
-    got = raw_and_weighted(E.plan(loaded.spec.estimands, tables.population_vars), tables, info, "gaussian", None,
-                           E.group_columns(loaded.spec.estimands))
+    population = pd.DataFrame({"sex": ["f", "f", "m", "m"], "x": [-1.0, 1.5, -1.0, 1.5], "N": [25, 25, 25, 25]})
+    _, cov, got = _classical(tmp_path, sample, population, "y ~ sex + x", "gaussian")
     assert got.loc[0, "weighted"] == pytest.approx(sample.groupby("sex").y.mean().mean())  # 50/50 over sex
-    cov = coverage(tables, info, "gaussian", None)
     assert cov.cells_without_sample == 0 and cov.numeric == ("x",)
     nf = (sample.sex == "f").sum()
     w = np.where(sample.sex == "f", 0.5 / nf, 0.5 / (n - nf))
@@ -127,14 +133,8 @@ def test_a_numeric_predictor_the_categories_determine_is_not_named(tmp_path):
     sample = pd.DataFrame({"sex": rng.choice(["f", "m"], n)})
     sample["z"] = np.where(sample.sex == "f", 0.3, 0.7)
     sample["y"] = rng.normal(size=n) + sample.z
-    sample.to_csv(tmp_path / "d.csv", index=False)
-    pd.DataFrame({"sex": ["f", "m"], "z": [0.3, 0.7], "N": [1, 1]}).to_csv(tmp_path / "pop.csv", index=False)
-    (tmp_path / "s.toml").write_text('name = "num"\n[data]\nsource = "d.csv"\n[model]\nformula = "y ~ sex + z"\n'
-                                     'family = "gaussian"\n[population]\nsource = "pop.csv"\nweight = "N"\n'
-                                     '[estimands.mean]\n')
-    loaded = load_spec(tmp_path / "s.toml")
-    info = _spec_checks(loaded)
-    cov = coverage(prepare(loaded, info), info, "gaussian", None)
+    population = pd.DataFrame({"sex": ["f", "m"], "z": [0.3, 0.7], "N": [1, 1]})
+    _, cov, _ = _classical(tmp_path, sample, population, "y ~ sex + z", "gaussian")
     assert cov.numeric == () and cov.cells_without_sample == 0
 
 
@@ -146,16 +146,9 @@ def test_a_numeric_arm_and_a_numeric_by_still_select_their_rows(tmp_path):
     n = 400
     sample = pd.DataFrame({"treat": rng.integers(0, 2, n), "x": rng.integers(1, 4, n)})
     sample["y"] = (rng.random(n) < 0.3 + 0.3 * sample.treat).astype(int)
-    sample.to_csv(tmp_path / "d.csv", index=False)
-    pd.DataFrame({"x": [1, 2, 3], "n": [1, 1, 1]}).to_csv(tmp_path / "pop.csv", index=False)
-    (tmp_path / "s.toml").write_text('name = "num"\n[data]\nsource = "d.csv"\n[model]\nformula = "y ~ treat + x"\n'
-                                     'family = "bernoulli"\n[population]\nsource = "pop.csv"\nweight = "n"\n'
-                                     '[estimands.lift]\ncontrast = { treat = [1, 0] }\n[estimands.by_x]\nby = ["x"]\nat = { treat = [1] }\n')
-    loaded = load_spec(tmp_path / "s.toml")
-    info = _spec_checks(loaded)
-    tables = prepare(loaded, info)
-    got = raw_and_weighted(E.plan(loaded.spec.estimands, tables.population_vars), tables, info, "bernoulli", None,
-                           E.group_columns(loaded.spec.estimands))
+    _, _, got = _classical(tmp_path, sample, pd.DataFrame({"x": [1, 2, 3], "N": [1, 1, 1]}), "y ~ treat + x",
+                           "bernoulli", '[estimands.lift]\ncontrast = { treat = [1, 0] }\n'
+                                        '[estimands.by_x]\nby = ["x"]\nat = { treat = [1] }\n')
     rate = sample.groupby("treat").y.mean()
     assert got.loc[0, "raw"] == pytest.approx(rate[1] - rate[0])
     treated = sample[sample.treat == 1]
@@ -171,18 +164,9 @@ def test_a_numeric_arm_stored_as_decimals_is_matched_by_value(tmp_path):
     sample = pd.DataFrame({"treat": rng.integers(0, 2, n).astype(float), "g": rng.choice(["a", "b"], n)})
     sample["y"] = (rng.random(n) < 0.3 + 0.3 * sample.treat).astype(int)
     sample.loc[0, "treat"] = np.nan
-    sample.to_csv(tmp_path / "d.csv", index=False)
-    pd.DataFrame({"treat": [0, 1, 0, 1], "g": ["a", "a", "b", "b"], "n": [1, 1, 1, 1]}).to_csv(
-        tmp_path / "pop.csv", index=False)
-    (tmp_path / "s.toml").write_text('name = "num"\n[data]\nsource = "d.csv"\nmissing = "drop"\n[model]\n'
-                                     'formula = "y ~ treat + g"\nfamily = "bernoulli"\n[population]\n'
-                                     'source = "pop.csv"\nweight = "n"\n[estimands.by_g]\nby = ["g"]\n'
-                                     'at = { treat = [1] }\n')
-    loaded = load_spec(tmp_path / "s.toml")
-    info = _spec_checks(loaded)
-    tables = prepare(loaded, info)
-    got = raw_and_weighted(E.plan(loaded.spec.estimands, tables.population_vars), tables, info, "bernoulli", None,
-                           E.group_columns(loaded.spec.estimands))
+    population = pd.DataFrame({"treat": [0, 1, 0, 1], "g": ["a", "a", "b", "b"], "N": [1, 1, 1, 1]})
+    _, cov, got = _classical(tmp_path, sample, population, "y ~ treat + g", "bernoulli",
+                             '[estimands.by_g]\nby = ["g"]\nat = { treat = [1] }\n', data_extra='missing = "drop"\n')
     kept = sample.dropna()
     assert list(got["raw"]) == pytest.approx(list(kept[kept.treat == 1].groupby("g").y.mean()))
-    assert coverage(tables, info, "bernoulli", None).numeric == ()
+    assert cov.numeric == ()
