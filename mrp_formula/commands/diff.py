@@ -172,8 +172,9 @@ class RunDiff:
         """The answer at a glance, one sentence a line."""
         out = []
         if self.spec_diff:
-            n = sum(1 for ln in self.spec_diff if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
-            out.append(f"spec.toml: {n} line{'s' if n != 1 else ''} changed")
+            body = [ln for ln in self.spec_diff if not ln.startswith(("+++", "---"))]
+            gone, new = sum(ln[:1] == "-" for ln in body), sum(ln[:1] == "+" for ln in body)
+            out.append(f"spec.toml: {gone} line{'s' if gone != 1 else ''} removed, {new} added")
         else:
             out.append("spec.toml: identical")
         if self.overrides_a != self.overrides_b:

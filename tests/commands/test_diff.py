@@ -111,7 +111,7 @@ def test_spec_diff_and_overrides(tmp_path):
     assert '+formula = "y ~ treatment + age + (1 | state)"' in d.spec_diff
     assert not any("applied with --set" in line for line in d.spec_diff)  # compared apart, as overrides
     summary = d.summary()
-    assert summary[0] == "spec.toml: 2 lines changed"
+    assert summary[0] == "spec.toml: 1 line removed, 1 added"  # one line replaced (was "2 lines changed")
     assert summary[1] == "--set overrides differ (only in B: fit.seed=9)"
     assert summary[2] == "inputs: data changed"
     changes = {c.what: (c.a, c.b) for c in d.changes}
