@@ -3,6 +3,7 @@ with watchfiles on a temporary folder."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -125,23 +126,29 @@ def test_ctrl_c_exits_0(monkeypatch, tmp_path):
     assert "stopped watching" in r.stderr
 
 
+@contextlib.contextmanager
+def _changes_of(spec):
+    """The change sets of ``spec``, stopped on leaving (and after 30 s at most: never hangs)."""
+    stop = threading.Event()
+    timer = threading.Timer(30, stop.set)
+    timer.start()
+    try:
+        yield file_changes(spec, stop_event=stop, debounce_ms=200)
+    finally:
+        stop.set()
+        timer.cancel()
+
+
 def test_a_save_made_while_rerunning_is_not_lost(tmp_path):
     """No watch is open while the consumer reruns: a file saved then is handed over when it comes
     back (before, the save was never seen and the output kept the older file's numbers)."""
     spec = tmp_path / "s.toml"
     spec.write_text("0.5")
-    stop = threading.Event()
-    timer = threading.Timer(30, stop.set)  # never hangs
-    timer.start()
-    changes = file_changes(spec, stop_event=stop, debounce_ms=200)
-    try:
+    with _changes_of(spec) as changes:
         threading.Timer(1.0, lambda: spec.write_text("0.6")).start()
         first = next(changes)  # the consumer now "reruns": a save meanwhile
         spec.write_text("0.75")
         second = next(changes)
-    finally:
-        stop.set()
-        timer.cancel()
     assert first == second == {spec.resolve()}
     assert spec.read_text() == "0.75"
 
@@ -151,14 +158,7 @@ def test_a_save_made_during_the_first_run_is_not_lost(tmp_path):
     at once (its stamp was taken when the watch was set up)."""
     spec = tmp_path / "s.toml"
     spec.write_text("0.5")
-    stop = threading.Event()
-    timer = threading.Timer(30, stop.set)  # never hangs
-    timer.start()
-    changes = file_changes(spec, stop_event=stop, debounce_ms=200)
-    spec.write_text("0.75")  # the first run is under way
-    try:
+    with _changes_of(spec) as changes:
+        spec.write_text("0.75")  # the first run is under way
         first = next(changes)
-    finally:
-        stop.set()
-        timer.cancel()
     assert first == {spec.resolve()}
