@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mrp_formula.notes import interval_name, is_warning
+from mrp_formula.notes import interval_name, is_warning, share_of_draws
 from mrp_formula.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MrpError, Problem
 from mrp_formula.errors import UsageError as MrpUsageError
 from mrp_formula.progress import SILENT, Reporter
@@ -153,10 +153,10 @@ def decision_lines(df, subpopulations=()) -> list[str]:
         ratio = f", not {row['scale'].replace('_', ' ')} units" if row.get("scale") in ("ratio", "odds_ratio") else ""
         if row["estimand"] in subpopulations:
             out.append(f"{row['estimand']}{' [' + groups + ']' if groups else ''}: chance that the average is higher "
-                       f"for {first} than for {second} {row['chance_to_win']:.1%}")
+                       f"for {first} than for {second} {share_of_draws(row['chance_to_win'])}")
             continue
         out.append(f"{row['estimand']}{' [' + groups + ']' if groups else ''}: chance that {first} beats "
-                   f"{second} {row['chance_to_win']:.1%}; expected loss if you choose {first}: "
+                   f"{second} {share_of_draws(row['chance_to_win'])}; expected loss if you choose {first}: "
                    f"{row['expected_loss_first']:.3g}, if you choose {second}: {row['expected_loss_second']:.3g} "
                    f"(in {unit}{ratio})")
     return out

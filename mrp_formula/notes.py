@@ -65,3 +65,16 @@ def is_warning(note) -> bool:
 def interval_name(prob: float, kind: str) -> str:
     """An interval's name in words: "95% ETI", "99.9% HDI" (not "100%")."""
     return f"{100 * float(prob):.3g}% {str(kind).upper()}"
+
+
+def share_of_draws(p: float) -> str:
+    """A probability estimated as a share of posterior draws, in words: "62.5%"; never "100.0%" or
+    "0.0%", which would claim certainty that a finite number of draws cannot show (">99.9%", "<0.1%")."""
+    p = float(p)
+    if p != p:
+        return "n/a"
+    if p > 0.999:
+        return ">99.9%"
+    if p < 0.001:
+        return "<0.1%"
+    return f"{100 * p:.1f}%"

@@ -162,7 +162,7 @@ def divergence_advice(target_accept: float | None, switchable: bool | None) -> s
 
 def trading_pair(switchable: bool | None) -> str:
     """Two parameters that trade off in this model (``switchable`` None: it has no group term)."""
-    return "an intercept and a group effect" if switchable is not None else "an intercept and a slope"
+    return "an intercept and a group effect" if switchable is not None else "two parameters (an intercept and a slope, say)"
 
 
 def mixing_advice(switchable: bool | None) -> str:

@@ -81,6 +81,57 @@ class Change:
     b: str
 
 
+DECISION_NUMBERS = ("chance_to_win", "p_above_null", "p_in_rope")
+
+
+@dataclass(frozen=True)
+class DecisionChange:
+    """A contrast row whose decision in words differs between the runs (``page.stance``: who is
+    ahead and how likely, the ROPE's verdict), with the numbers behind it."""
+
+    estimand: str
+    row: str
+    a: str
+    b: str
+    numbers: tuple[tuple[str, float, float], ...]  # (name, A, B) of the decision numbers either run has
+
+    def to_json(self) -> dict:
+        return {"estimand": self.estimand, "row": self.row, "a": self.a, "b": self.b,
+                "numbers": {n: [_or_none(x), _or_none(y)] for n, x, y in self.numbers}}
+
+
+def _or_none(x: float):
+    return None if math.isnan(x) else x
+
+
+def decision_changes(a: RunView, b: RunView) -> list[DecisionChange]:
+    """The contrast rows of both runs whose decision in words changed (a ROPE widened, a chance to
+    win that crossed 95 %), though the estimate itself may not have moved."""
+    from mrp_formula.output.report.page import stance
+
+    ca, cb = label_columns(a.estimands), label_columns(b.estimands)
+    rows_b = {row_key(r, cb): r for _, r in b.estimands.iterrows()}
+    out = []
+    for _, ra in a.estimands.iterrows():
+        rb = rows_b.get(row_key(ra, ca))
+        if rb is None:
+            continue
+        sa, sb = stance(a, ra), stance(b, rb)
+        if sa != sb:
+            nums = tuple((n, _number(ra.get(n)), _number(rb.get(n))) for n in DECISION_NUMBERS
+                         if not (math.isnan(_number(ra.get(n))) and math.isnan(_number(rb.get(n)))))
+            out.append(DecisionChange(str(ra["estimand"]), row_label(ra, ca), sa or "(no decision)",
+                                      sb or "(no decision)", nums))
+    return out
+
+
+def _number(x) -> float:
+    try:
+        return float(x) if x is not None and pd.notna(x) and str(x) != "" else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _applied(view: RunView) -> str:
     """spec.toml as the user wrote it: the lines the run appended for its --set overrides removed."""
     marks = {f"# applied with --set: {o}" for o in view.overrides}
@@ -148,6 +199,7 @@ class RunDiff:
     verdict_a: str = ""
     verdict_b: str = ""
     notes: tuple[str, ...] = field(default=())
+    decisions: tuple[DecisionChange, ...] = ()
 
     @property
     def moved(self) -> pd.DataFrame:
@@ -194,6 +246,10 @@ class RunDiff:
         if big is not None:
             line += f"; largest: {_name(big)} {big['shift']:+.2f} sd"
         out.append(line)
+        if self.decisions:
+            first = self.decisions[0]
+            out.append(f"{len(self.decisions)} decision{'s' if len(self.decisions) != 1 else ''} changed; "
+                       f"{_name({'estimand': first.estimand, 'row': first.row})}: \"{first.a}\" -> \"{first.b}\"")
         if len(self.added):
             out.append(f"only in B (added): {len(self.added)} rows of "
                        f"{', '.join(dict.fromkeys(self.added['estimand']))}")
@@ -210,6 +266,7 @@ class RunDiff:
                 "overrides": {"a": list(self.overrides_a), "b": list(self.overrides_b)},
                 "changes": [{"what": c.what, "a": c.a, "b": c.b} for c in self.changes],
                 "verdict": {"a": self.verdict_a, "b": self.verdict_b},
+                "decisions_changed": [c.to_json() for c in self.decisions],
                 "estimands": table_records(self.table)}
 
 
@@ -226,7 +283,8 @@ def diff_runs(a, b, *, threshold: float = THRESHOLD) -> RunDiff:
     return RunDiff(a=va, b=vb, spec_diff=tuple(spec_diff(va, vb)), overrides_a=tuple(va.overrides),
                    overrides_b=tuple(vb.overrides), changes=tuple(settings_changes(va, vb)),
                    table=compare_estimands(va.estimands, vb.estimands, threshold), threshold=threshold,
-                   verdict_a=verdict(va).word, verdict_b=verdict(vb).word)
+                   verdict_a=verdict(va).word, verdict_b=verdict(vb).word,
+                   decisions=tuple(decision_changes(va, vb)))
 
 
 # ----------------------------------------------------------------------------- the terminal
@@ -286,6 +344,14 @@ def renderables(d: RunDiff, show_all: bool = False) -> list:
         for c in d.changes:
             t.add_row(escape(c.what), escape(c.a), escape(c.b))
         out.append(t)
+    if d.decisions:
+        t = Table(title="decisions that changed (the estimates may not have moved)", show_lines=False)
+        for c in ("estimand", "row", "A", "B", "numbers (A -> B)"):
+            t.add_column(c)
+        for c in d.decisions:
+            t.add_row(escape(c.estimand), escape(c.row), escape(c.a), escape(c.b), escape(_numbers(c)),
+                      style="bold yellow")
+        out.append(t)
     rows, left = shown_rows(d, show_all)
     t = Table(title=f"estimands: move in posterior sd, pooled; flagged (!) above {d.threshold:g}", show_lines=False)
     for c, j in (("estimand", "left"), ("row", "left"), ("mean A", "right"), ("sd A", "right"), ("mean B", "right"),
@@ -305,6 +371,15 @@ def renderables(d: RunDiff, show_all: bool = False) -> list:
         out.append(Text("not shown (within the threshold; --all shows them): "
                         + ", ".join(f"{k}: {v} rows" for k, v in left.items())))
     return out
+
+
+def _numbers(c: DecisionChange) -> str:
+    from mrp_formula.notes import share_of_draws
+
+    def shown(x):
+        return "(none)" if math.isnan(x) else share_of_draws(x)
+
+    return ", ".join(f"{n.replace('_', ' ')} {shown(x)} -> {shown(y)}" for n, x, y in c.numbers)
 
 
 # ----------------------------------------------------------------------------- the page
@@ -378,7 +453,7 @@ def render_html(d: RunDiff) -> str:
     except Exception as exc:  # a figure is a report, not a result
         fig = Svg("shift", "", f"{type(exc).__name__}: {exc}")
     return environment().get_template("diff.html.j2").render(
-        d=d, summary=d.summary(), table=table, figure=fig, version=str(d.b.manifest.get("mrp_formula", "")))
+        d=d, summary=d.summary(), table=table, figure=fig, decision_numbers=[_numbers(c) for c in d.decisions], version=str(d.b.manifest.get("mrp_formula", "")))
 
 
 def write_html(d: RunDiff, out: str | Path) -> Path:

@@ -66,6 +66,9 @@ def prior(path, *, draws: int = 1000, out=None, overrides=(), into_existing: boo
     labels = [_label(ed.rows.iloc[i]) for i in range(len(ed.rows))]
 
     notes = []
+    if plan.targets is not None:
+        notes.append(f"[calibrate] is left out: these are the model's own prior predictive estimands, not shifted "
+                     f"to the known means of '{plan.targets.by}'")
     defaults = [p for p in fit_plan.priors if p.source == "default"]
     if defaults:
         notes.append("defaults for the priors the spec does not give: "

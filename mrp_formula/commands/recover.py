@@ -502,6 +502,12 @@ def recover(path, *, replicates: int, out=None, overrides=(), jobs: int | None =
     check_out(out_dir, into_existing=into_existing, origin=origin)  # before any sampling
     timings = {"prepare": time.perf_counter() - t0}
     notes: list[str] = []
+    if base.targets is not None:
+        notes.append(Note("recover.calibrate_left_out",
+                          f"[calibrate] is left out: the study simulates, refits and poststratifies without the "
+                          f"known means of '{base.targets.by}', so it checks the model and the poststratification, "
+                          f"not the calibration (in a run the estimands of each level of '{base.targets.by}' are "
+                          f"fixed to its known mean)", "warning"))
 
     # the true parameters: draws of the prior, or of a first fit's posterior
     t1 = time.perf_counter()

@@ -20,6 +20,12 @@ class Adjacency:
     levels: frozenset[str]  # every level the table names
     pairs: tuple[tuple[str, str], ...]  # neighbours (a, b), a != b, each once, sorted
     header: tuple[str, ...] = ()  # the first row, read as the column names
+    island_rows: frozenset[str] = frozenset()  # levels written as islands (an empty second cell, or paired with itself)
+
+    def not_islands(self) -> tuple[str, ...]:
+        """Levels written as islands that other rows give neighbours (so they are not islands)."""
+        paired = {lv for pair in self.pairs for lv in pair}
+        return tuple(sorted(self.island_rows & paired))
 
 
 def read_adjacency(path: Path, *, key: str, file: str, line: int | None) -> Adjacency:
@@ -38,7 +44,7 @@ def read_adjacency(path: Path, *, key: str, file: str, line: int | None) -> Adja
         raise DataError(Problem(f"the adjacency file {path.name} has {table.shape[1]} column(s), not 2", **where,
                                 got=", ".join(map(str, table.columns)),
                                 hint="two columns with a header, e.g. `state,neighbour`, one pair per row"))
-    levels, pairs = set(), set()
+    levels, pairs, islands = set(), set(), set()
     for a, b in table.itertuples(index=False, name=None):
         a, b = a.strip(), b.strip()
         if not a and not b:
@@ -47,12 +53,14 @@ def read_adjacency(path: Path, *, key: str, file: str, line: int | None) -> Adja
             a, b = b, a
         a = canon(a)
         levels.add(a)
-        if b:
-            b = canon(b)
-            levels.add(b)
-            if a != b:
-                pairs.add(tuple(sorted((a, b))))
-    return Adjacency(path=path, levels=frozenset(levels), pairs=tuple(sorted(pairs)), header=_header(table.columns))
+        b = canon(b) if b else a
+        levels.add(b)
+        if a != b:
+            pairs.add(tuple(sorted((a, b))))
+        else:
+            islands.add(a)
+    return Adjacency(path=path, levels=frozenset(levels), pairs=tuple(sorted(pairs)), header=_header(table.columns),
+                     island_rows=frozenset(islands))
 
 
 def _header(columns) -> tuple[str, ...]:

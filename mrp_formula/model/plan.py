@@ -199,6 +199,13 @@ def plan_structures(loaded: LoadedSpec, info: FormulaInfo, tables: Tables,
                 "add a row per pair of neighbours; a level without neighbours (an island) is a row with its "
                 "name and an empty second column"))
             continue
+        if wrong := [lv for lv in adj.not_islands() if lv in set(levels)]:
+            notes.append(warning("structure.island_with_neighbours",
+                                 f"structure of '{var}': the adjacency table {Path(entry.adjacency).name} writes "
+                                 f"{', '.join(wrong[:8])}{' ...' if len(wrong) > 8 else ''} as an island (a row "
+                                 f"with an empty second column, or pairing the level with itself), but other rows "
+                                 f"give {'it' if len(wrong) == 1 else 'them'} neighbours: read as not an island. "
+                                 f"If it is one, remove the rows that pair it with others"))
         levels = natural_sort(levels)
         index = {lv: i for i, lv in enumerate(levels)}
         edges = st.edge_array(len(levels), [(index[a], index[b]) for a, b in adj.pairs

@@ -38,6 +38,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from mrp_formula.notes import share_of_draws
 from mrp_formula.poststrat.estimands import NULL, interval
 
 DPI = 120
@@ -188,13 +189,7 @@ def _fmt(x: float) -> str:
 
 
 def _pct(p: float) -> str:
-    if not np.isfinite(p):
-        return "n/a"
-    if 0.999 < p < 1:
-        return ">99.9%"
-    if 0 < p < 0.001:
-        return "<0.1%"
-    return f"{100 * p:.1f}%"
+    return share_of_draws(p) if np.isfinite(p) else "n/a"
 
 
 def _ci_name(ci_prob: float, ci_kind: str) -> str:

@@ -12,7 +12,8 @@ solved for all draws and levels at once by Newton steps on the link scale of the
 (g(mean(delta)) - g(t), which is linear in delta for a single cell) kept inside a bracket that
 every step narrows, with bisection when a step leaves it, and no longer than 1 + 2 |g(mean) - g(t)|
 (where the inverse link is clipped flat, as Bambi clips it at machine epsilon, the derivative
-underflows); to ``tol`` on the mean scale.
+underflows); to ``tol`` relative to the known value's distance from the nearer end of (0, 1), so
+that a known share of 1e-9 is met to 1e-19, not to 10 % of itself.
 
 The shift is found once, for the population as it is (the treatment variables at their
 population distribution, no term excluded), and then held fixed: every estimand, counterfactual
@@ -38,7 +39,8 @@ from mrp_formula.errors import FitError
 from mrp_formula.poststrat.sums import DEFAULT_BLOCK, Request, Scenario, poststratify
 from mrp_formula.spec.levels import canon_series
 
-TOL = 1e-10  # largest |calibrated mean - known value| per draw and level
+TOL = 1e-10  # largest |calibrated mean - known value| per draw and level, relative (see ``relative_error``)
+REFUSE = 1e-8  # a calibration whose relative error stays above this is refused
 MAX_STEPS = 200
 _EPS = np.finfo(np.float64).eps
 Means = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # delta (S, L) -> (mean, d mean / d delta)
@@ -77,11 +79,27 @@ def _link_slope(link: str, m: np.ndarray) -> np.ndarray:
     return np.sqrt(2 * np.pi) * np.exp(0.5 * z * z)
 
 
+def relative_error(m: np.ndarray, known: np.ndarray, link: str) -> np.ndarray:
+    """|m - known| in units of the known value's room: its distance from the nearer end of (0, 1) for
+    the logit and probit links, the value itself for log, at least 1 for identity; never less than
+    what double precision resolves at the value (a few units in the last place, for 1 - 1e-9)."""
+    known = np.asarray(known, dtype=float)
+    if link in ("logit", "probit"):
+        room = np.minimum(known, 1 - known)
+    elif link == "log":
+        room = known
+    else:
+        room = np.maximum(np.abs(known), 1.0)
+    room = room + 8 * _EPS / TOL * np.abs(known)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(m - known) / room
+
+
 def solve_shifts(means: Means, known: np.ndarray, link: str, shape: tuple[int, int], *, tol: float = TOL,
-                 max_steps: int = MAX_STEPS) -> tuple[np.ndarray, np.ndarray, int, float]:
-    """(shift, uncalibrated mean, passes, largest error): ``shift`` (S, L) makes ``means(shift)[0]``
-    equal ``known`` (L,) in every row to ``tol``. ``means`` is called once per pass, for all draws
-    and levels at once."""
+                 max_steps: int = MAX_STEPS) -> tuple[np.ndarray, np.ndarray, int, float, float]:
+    """(shift, uncalibrated mean, passes, largest error, largest relative error): ``shift`` (S, L)
+    makes ``means(shift)[0]`` equal ``known`` (L,) in every row to ``tol`` (``relative_error``).
+    ``means`` is called once per pass, for all draws and levels at once."""
     known = np.broadcast_to(np.asarray(known, dtype=float), shape)
     delta = np.zeros(shape)
     m, dm = means(delta)
@@ -90,7 +108,7 @@ def solve_shifts(means: Means, known: np.ndarray, link: str, shape: tuple[int, i
     if link in ("identity", "log"):
         delta = known - m0 if link == "identity" else np.log(known) - np.log(m0)
         m, _ = means(delta)
-        return delta, m0, passes + 1, float(np.max(np.abs(m - known), initial=0.0))
+        return delta, m0, passes + 1, *_errors(m, known, link)
     if link not in ("logit", "probit"):
         raise FitError(f"calibration does not support the {link} link")
     lo, hi = np.full(shape, -np.inf), np.full(shape, np.inf)
@@ -98,7 +116,7 @@ def solve_shifts(means: Means, known: np.ndarray, link: str, shape: tuple[int, i
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         while True:
             r = m - known
-            todo = np.abs(r) > tol
+            todo = relative_error(m, known, link) > tol
             if not todo.any() or passes >= max_steps:
                 break
             hi = np.where(todo & (r > 0), np.minimum(hi, delta), hi)
@@ -114,7 +132,13 @@ def solve_shifts(means: Means, known: np.ndarray, link: str, shape: tuple[int, i
             delta = np.where(todo, np.where(inside, newton, fallback), delta)
             m, dm = means(delta)
             passes += 1
-    return delta, m0, passes, float(np.max(np.abs(m - known), initial=0.0))
+    return delta, m0, passes, *_errors(m, known, link)
+
+
+def _errors(m: np.ndarray, known: np.ndarray, link: str) -> tuple[float, float]:
+    """The largest absolute and relative errors, levels without cells (nan) aside."""
+    return (float(np.nanmax(np.abs(m - known), initial=0.0)),
+            float(np.nanmax(relative_error(m, known, link), initial=0.0)))
 
 
 def means_of_cells(eta: np.ndarray, weights: np.ndarray, level: np.ndarray, n_levels: int, link: str) -> Means:
@@ -150,10 +174,11 @@ def calibrate(predictor, cells: pd.DataFrame, targets, *, block: int | None = No
         m[:, order], dm[:, order] = out[req].values, out[slope].values
         return m, dm
 
-    shift, m0, steps, err = solve_shifts(means, targets.values, targets.link, (S, L))
-    if not err <= 1e-8:
-        raise FitError(f"calibration did not reach the known values of '{by}' (largest error {err:.2g} after "
-                       f"{steps} passes): are some known values beyond what any shift can reach?")
+    shift, m0, steps, err, rel = solve_shifts(means, targets.values, targets.link, (S, L))
+    if not rel <= REFUSE:
+        raise FitError(f"calibration did not reach the known values of '{by}' (largest error {err:.2g}, "
+                       f"{rel:.2g} of the known value's distance from 0 or 1, after {steps} passes): are some "
+                       f"known values beyond what any shift can reach?")
     return Calibration(by=by, levels=tuple(targets.levels), known=np.asarray(targets.values, dtype=float),
                        shift=shift, uncalibrated=m0, link=targets.link, steps=steps, max_error=err)
 

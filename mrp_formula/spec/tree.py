@@ -293,7 +293,8 @@ class EstimandSpec(_Frozen):
     scale: Literal["difference", "ratio", "odds_ratio"] = Field(
         "difference", description="Of a contrast, per draw between the population-averaged outcomes a and b: "
                                   "a - b, a / b, or the marginal odds ratio (not exp(beta)).")
-    rope: tuple[float, float] | None = Field(None, description="Region of practical equivalence, on `scale`.")
+    rope: tuple[float, float] | None = Field(None, description="Region of practical equivalence, on `scale`, around its value of no "
+                                                      "difference (0 for a difference, 1 for a ratio or odds ratio).")
     exclude: list[str] = Field(default_factory=list, description="Model terms left out when predicting.")
 
     @model_validator(mode="after")
@@ -318,6 +319,13 @@ class EstimandSpec(_Frozen):
             raise ValueError(f"`rope` must be [low, high] with low < high (got {list(self.rope)})")
         if self.rope is not None and self.contrast is None:
             raise ValueError("`rope` applies to a `contrast`; add one or remove the rope")
+        if self.rope is not None:
+            null = 0.0 if self.scale == "difference" else 1.0
+            if not self.rope[0] <= null <= self.rope[1]:
+                example = "[-0.01, 0.01]" if self.scale == "difference" else "[0.98, 1.02]"
+                raise ValueError(f"`rope` {list(self.rope)} does not contain {null:g}, the {self.scale.replace('_', ' ')} "
+                                 f"of no difference: a region of practical equivalence lies around no difference, "
+                                 f"in the units of `scale` (\"{self.scale}\"), e.g. {example}")
         for var, lv in self.at.items():
             if not lv:
                 raise ValueError(f"`at.{var}` lists no level")

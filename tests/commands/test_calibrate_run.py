@@ -57,3 +57,19 @@ def test_calibration_corrects_outcome_related_nonresponse(tmp_path):
     assert any("known mean lies outside" in w for w in r.warnings)  # calibrate.bias
     html = (out / "report.html").read_text()
     assert 'id="calibration"' in html and "Calibration to known means" in html
+
+
+@pytest.mark.slow
+def test_prior_and_recover_say_they_leave_the_calibration_out(tmp_path):
+    """`mrp prior` and `mrp recover` work on the model without its [calibrate]: said in their notes
+    (the audit: a recovery study of a calibrated spec read as the spec's)."""
+    from mrp_formula.commands.prior import prior
+    from mrp_formula.commands.recover import recover
+
+    spec = write_nonresponse_case(tmp_path, draws=100, tune=150)
+    p = prior(spec, draws=100, out=tmp_path / "prior")
+    assert any("[calibrate] is left out" in str(n) and "'state'" in str(n) for n in p.notes)
+    r = recover(spec, replicates=2, jobs=1, out=tmp_path / "recover", truth="prior",
+                overrides=["fit.draws=100", "fit.tune=150", "fit.chains=2"])
+    (note,) = [n for n in r.notes if getattr(n, "code", "") == "recover.calibrate_left_out"]
+    assert note.level == "warning" and "known means of 'state'" in note

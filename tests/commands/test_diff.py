@@ -200,3 +200,26 @@ def test_mrp_diff_html_to_a_folder_is_a_usage_error(tmp_path):
     res = CliRunner().invoke(app, ["diff", str(a), str(a), "--html", str(tmp_path)])
     assert res.exit_code == EXIT_USAGE
     assert f"{tmp_path}: is a folder, not a file to write the page to" in res.output
+
+
+def test_a_decision_that_changed_is_named_though_no_estimate_moved_far(tmp_path):
+    """The lift's chance to win fell from near certainty to a coin toss: the decision in words
+    changed, said in the summary, the terminal, the JSON and the page, with the numbers behind it."""
+    a = make_run(tmp_path / "a", posterior=False)
+    b = make_run(tmp_path / "b", posterior=False, treatment=0.05)
+    d = diff_runs(a, b)
+    assert [(c.estimand, c.row) for c in d.decisions] == [("lift", "treatment vs control")]
+    change = d.decisions[0]
+    assert change.a.startswith("treatment almost certainly ahead; practically different")
+    assert change.b.startswith("neither clearly ahead")
+    numbers = dict((n, (x, y)) for n, x, y in change.numbers)
+    assert numbers["chance_to_win"][0] > 0.99 and 0.2 < numbers["chance_to_win"][1] < 0.8
+    assert any(line.startswith('1 decision changed; lift [treatment vs control]: "treatment almost')
+               for line in d.summary())
+    res = CliRunner().invoke(app, ["diff", str(a), str(b), "--json"])
+    doc = json.loads(res.stdout)
+    assert doc["decisions_changed"][0]["numbers"]["chance_to_win"][0] > 0.99
+    res = CliRunner().invoke(app, ["diff", str(a), str(b)])
+    assert "decisions that changed" in res.output and "chance to win >99.9% ->" in res.output
+    assert "Decisions that changed" in render_html(d)
+    assert diff_runs(a, a).decisions == ()

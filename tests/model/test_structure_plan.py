@@ -238,3 +238,18 @@ def test_an_adjacency_table_read_otherwise_than_meant_is_said_so(tmp_path, table
         steps.plan(_write(tmp_path, model='structure = { area = { kind = "icar", adjacency = "adj.csv" } }',
                           adjacency=table))
     assert words in str(err.value)
+
+
+@pytest.mark.parametrize("island_row", ["c,c", "c,"])
+def test_a_level_written_as_an_island_that_has_neighbours_is_warned_of(tmp_path, island_row):
+    """`c,c` (or `c,` with an empty cell) says c is an island, `b,c` gives it a neighbour: the
+    graph keeps the pair, and the contradiction is said, not settled silently."""
+    plan = steps.plan(_write(tmp_path, model='structure = { area = { kind = "icar", adjacency = "adj.csv" } }',
+                             adjacency=f"from,to\na,b\nb,c\n{island_row}\nc,d\nd,e\n"))
+    (sp,) = plan.fit_plan.structures
+    assert sp.islands == () and sp.n_components == 1
+    (w,) = [n for n in plan.notes if getattr(n, "code", "") == "structure.island_with_neighbours"]
+    assert w.level == "warning" and "writes c as an island" in w and "read as not an island" in w
+    clean = steps.plan(_write(tmp_path, model='structure = { area = { kind = "icar", adjacency = "adj.csv" } }',
+                              adjacency="from,to\na,b\nb,c\nc,d\nd,e\n"))
+    assert not [n for n in clean.notes if getattr(n, "code", "") == "structure.island_with_neighbours"]

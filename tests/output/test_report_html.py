@@ -7,6 +7,7 @@ tests/test_report_browser.py."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import threading
@@ -139,12 +140,17 @@ def test_sections_in_the_order_a_reader_needs_them(page_text):
 def test_headline_numbers_are_the_run_folders(folder, page_text):
     table = pd.read_csv(folder / "estimands.csv", dtype={"state": str})
     rate = table[table.estimand == "rate"]
+    def decimals(*xs):  # three significant digits of the largest, the same decimals for all
+        return 2 - math.floor(math.log10(max(abs(x) for x in xs)))
+
     for _, r in rate.iterrows():
-        assert f'<div class="value">{r["mean"]:.3g}</div>' in page_text
-        assert f"90% ETI {r['lower']:.3g} to {r['upper']:.3g}" in page_text
+        d = decimals(r["mean"], r["lower"], r["upper"])
+        assert f'<div class="value">{r["mean"]:.{d}f}</div>' in page_text
+        assert f"90% ETI {r['lower']:.{d}f} to {r['upper']:.{d}f}" in page_text
     support = table[table.estimand == "support"]
     lo, hi = support.loc[support["mean"].idxmin()], support.loc[support["mean"].idxmax()]
-    assert f"{lo['mean']:.3g} to {hi['mean']:.3g}" in page_text
+    d = decimals(lo["mean"], hi["mean"])
+    assert f"{lo['mean']:.{d}f} to {hi['mean']:.{d}f}" in page_text
     assert f"lowest {lo['state']}, highest {hi['state']}" in page_text
 
 
@@ -282,6 +288,9 @@ def _row(**kw):
 
 @pytest.mark.parametrize("row,bottom", [
     (_row(), "treatment almost certainly beats control (99.9%); practically different: treatment is higher"),
+    (_row(chance_to_win=1.0, p_above_null=1.0), "treatment almost certainly beats control (>99.9%); "),
+    (_row(chance_to_win=0.0, p_above_null=0.0, mean=0.8, lower=0.7, upper=0.9),
+     "control almost certainly beats treatment (>99.9%); "),
     (_row(chance_to_win=0.96, p_above_null=0.96, p_in_rope=0.2), "treatment very likely beats control (96.0%); "
                                                                 "not settled"),
     (_row(chance_to_win=0.03, p_above_null=0.03, p_in_rope=0.01, mean=0.8, lower=0.7, upper=0.9),
@@ -480,3 +489,15 @@ def test_a_breakdown_names_its_variables_in_the_specs_order():
     view = SimpleNamespace(by_columns={"b": ["age", "state"]}, estimand_specs={"b": {"by": ["state", "age"]}},
                            rows_of=lambda est: range(48))
     assert P.breakdown_columns(view) == {"b": ["state", "age"]}  # was the table's column order: age, state
+
+
+@pytest.mark.parametrize("values, digits, shown", [
+    ((3.0004, 3.015, 2.9), 4, ["3.000", "3.015", "2.900"]),  # not "3" beside "3.015"
+    ((0.05001, 0.04012, 0.05987), 3, ["0.0500", "0.0401", "0.0599"]),
+    ((0.1, 0.2), 3, ["0.1", "0.2"]),  # common trailing zeros dropped
+    ((12345.6, 9876.5), 4, ["12,346", "9,876"]),
+    ((0.5234, None, float("nan")), 4, ["0.5234", "", ""]),
+    ((0.0, 0.0), 3, ["0", "0"]),
+])
+def test_numbers_read_side_by_side_share_their_decimals(values, digits, shown):
+    assert P.fmt_alike(values, digits) == shown

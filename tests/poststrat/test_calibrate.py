@@ -53,7 +53,7 @@ def test_shifted_means_equal_the_known_values_per_draw(problem):
     link, eta, weights, level, L, known, present = problem
     means = means_of_cells(eta, weights, level, L, link)
     with np.errstate(invalid="ignore", divide="ignore"):  # levels without cells have no mean
-        shift, m0, passes, _ = solve_shifts(means, known, link, (eta.shape[0], L))
+        shift, m0, passes, _, _ = solve_shifts(means, known, link, (eta.shape[0], L))
         got, _ = means(shift)
     np.testing.assert_allclose(got[:, present], np.broadcast_to(known, got.shape)[:, present], rtol=0, atol=1e-9)
     assert passes <= 60
@@ -74,6 +74,19 @@ def test_shifts_do_not_depend_on_cell_order(problem, perm_seed):
         b = solve_shifts(means_of_cells(eta[:, perm], weights[perm], level[perm], L, link), known, link,
                          (eta.shape[0], L))[0]
     np.testing.assert_allclose(a[:, present], b[:, present], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("known", [1e-15, 1e-9, 1 - 1e-9])
+def test_a_known_share_near_0_or_1_is_met_relative_to_its_room(known):
+    """An absolute 1e-10 met a known share of 1e-15 with 4.6e-16 (the audit); the tolerance is
+    relative to the known value's distance from 0 or 1."""
+    eta = np.array([[-3.0, -2.0], [-1.0, -4.0]])
+    w, lev = np.array([1.0, 3.0]), np.array([0, 0])
+    means = means_of_cells(eta, w, lev, 1, "logit")
+    shift, _, _, err, rel = solve_shifts(means, np.array([known]), "logit", (2, 1))
+    got, _ = means(shift)
+    np.testing.assert_allclose(got, known, rtol=1e-9)
+    assert rel <= 1e-10 and err <= 1e-10 * min(known, 1 - known) + 8 * np.finfo(float).eps
 
 
 def test_closed_forms_and_one_cell_per_level():

@@ -5,6 +5,7 @@ numbers in words, the tables, the diagnostics with a verdict. Pure functions of 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from mrp_formula.checks.diagnostics import divergence_advice, mixing_advice, trading_pair
+from mrp_formula.notes import share_of_draws
 from mrp_formula.output.report.view import NULL, RunView, _num, row_label, text
 
 MANY = 12  # an estimand without `by` but with more rows than this is shown as a breakdown
@@ -32,7 +34,25 @@ def fmt(x, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
+def fmt_alike(values, digits: int = 4) -> list[str]:
+    """Numbers read side by side (an estimate and its interval): the same decimals for all, as many as
+    give the largest ``digits`` significant digits, so that 3.0004 beside 3.015 reads "3.000", not
+    "3"; '' for a missing one."""
+    nums = [_num(v) for v in values]
+    finite = [abs(v) for v in nums if v is not None and math.isfinite(v)]
+    if not finite or max(finite) == 0:
+        return [fmt(v, digits) for v in nums]
+    top = max(finite)
+    decimals = min(max(digits - 1 - math.floor(math.log10(top)), 0), 12)
+    sep = "," if top >= 10 ** digits else ""
+    shown = [v for v in nums if v is not None and math.isfinite(v)]
+    while decimals and all(f"{v:.{decimals}f}".endswith("0") for v in shown):  # 0.1 to 0.2, not 0.100 to 0.200
+        decimals -= 1
+    return ["" if v is None else (fmt(v) if not math.isfinite(v) else f"{v:{sep}.{decimals}f}") for v in nums]
+
+
 def pct(p, missing: str = "") -> str:
+    """A share (of the population's weight, say) as a percentage; exactly 0 and 1 shown as such."""
     v = _num(p)
     if v is None:
         return missing
@@ -41,6 +61,12 @@ def pct(p, missing: str = "") -> str:
     if 0 < v < 0.001:
         return "<0.1%"
     return f"{100 * v:.1f}%"
+
+
+def chance(p, missing: str = "") -> str:
+    """A probability estimated from the draws: never "100.0%" (notes.share_of_draws)."""
+    v = _num(p)
+    return missing if v is None else share_of_draws(v)
 
 
 def count(n) -> str:
@@ -79,7 +105,7 @@ def num_cell(v, *, as_pct: bool = False, digits: int = 4, css: str = "") -> Cell
     x = _num(v)
     if x is None:
         return Cell("", None, css)
-    return Cell(pct(x) if as_pct else fmt(x, digits), x, css)
+    return Cell(chance(x) if as_pct else fmt(x, digits), x, css)
 
 
 COLUMN_TIPS = {
@@ -101,6 +127,9 @@ COLUMN_TIPS = {
 }
 
 
+ALIKE = ("mean", "median", "lower", "upper", "raw", "weighted")  # read side by side: the same decimals
+
+
 def estimand_table(view: RunView, rows: pd.DataFrame, label_cols: list[str], table_id: str,
                    caption: str = "") -> Table:
     """Rows of the estimand summary: labels, posterior summary, decision numbers, raw/weighted, diagnostics."""
@@ -119,11 +148,16 @@ def estimand_table(view: RunView, rows: pd.DataFrame, label_cols: list[str], tab
     shown = spec + [o for o in opt if o[0] in rows and (keep if o[0] in losses else rows)[o[0]].notna().any()]
     cols += [Column(title, True, COLUMN_TIPS.get(title, "")) for _, title, _ in shown]
     out = []
+    alike = [k for k, _, _ in shown if k in ALIKE]
     for _, r in rows.iterrows():
         cells = [Cell(text(r.get(c))) for c in label_cols]
+        same = dict(zip(alike, fmt_alike([r.get(k) for k in alike])))
         for key, _title, as_pct in shown:
             if key in losses and r.get("estimand") in parts:
                 cells.append(Cell(""))
+                continue
+            if key in same:
+                cells.append(Cell(same[key], _num(r.get(key))))
                 continue
             css = ""
             if key == "r_hat" and (_num(r.get(key)) or 0) > th.rhat_max:
@@ -338,8 +372,9 @@ def headlines(view: RunView) -> list[Headline]:
                     continue
                 lo, hi = sub.loc[m.idxmin()], sub.loc[m.idxmax()]
                 label = f"by {', '.join(by)}" + (f"; {fixed_label}" if fixed_label else "")
-                same = fmt(m.min(), 3) == fmt(m.max(), 3)  # e.g. no term of the `by` variable in the model
-                out.append(Headline(est, label, fmt(m.min(), 3) if same else f"{fmt(m.min(), 3)} to {fmt(m.max(), 3)}",
+                low, high = fmt_alike([m.min(), m.max()], 3)
+                same = low == high  # e.g. no term of the `by` variable in the model
+                out.append(Headline(est, label, low if same else f"{low} to {high}",
                                     f"posterior means of {len(sub)} groups",
                                     note="the same in every group" if same else f"lowest {name(lo)}, highest {name(hi)}",
                                     link=anchor(est)))
@@ -350,8 +385,8 @@ def headlines(view: RunView) -> list[Headline]:
                                     "fixed by the known values of [calibrate]",
                                     note="calibrated to equal them in every draw: no uncertainty is left"))
                 continue
-            out.append(Headline(est, row_label(r, cols), fmt(r.get("mean"), 3),
-                                f"{view.ci_name} {fmt(r.get('lower'), 3)} to {fmt(r.get('upper'), 3)}",
+            mean, lower, upper = fmt_alike([r.get("mean"), r.get("lower"), r.get("upper")], 3)
+            out.append(Headline(est, row_label(r, cols), mean, f"{view.ci_name} {lower} to {upper}",
                                 note=f"posterior mean; sd {fmt(r.get('sd'), 2)}"))
     return out
 
@@ -389,7 +424,7 @@ def _ahead(win: float, first: str, second: str, says, neither: str) -> str:
     ``says(it, the other)``, or ``neither``."""
     for p, a, b in ((win, first, second), (1 - win, second, first)):
         if _likely(p):
-            return f"{a} {_likely(p)} {says(a, b)} ({pct(p)})"
+            return f"{a} {_likely(p)} {says(a, b)} ({chance(p)})"
     return neither
 
 
@@ -408,6 +443,43 @@ def contrast_levels(row, cols: list[str]) -> tuple[str, str] | None:
     return (first, second) if first and second else None
 
 
+def rope_verdict(row, rope: tuple[float, float] | None, first: str, second: str) -> str:
+    """What the share of the posterior in the ROPE says of a contrast row ("" without a ROPE)."""
+    p_rope, mean, up = _num(row.get("p_in_rope")), _num(row.get("mean")), _num(row.get("p_above_null"))
+    if rope is None or p_rope is None:
+        return ""
+    if p_rope >= 0.95:
+        return "practically equivalent: any difference is smaller than the ROPE"
+    if p_rope > 0.05:
+        return "not settled with respect to the ROPE: more data would tell"
+    if up is not None and up >= 0.95 and mean is not None and mean > rope[1]:
+        return f"practically different: {first} is higher by more than the ROPE"
+    if up is not None and up <= 0.05 and mean is not None and mean < rope[0]:
+        return f"practically different: {second} is higher by more than the ROPE"
+    return "outside the ROPE, but the direction is not settled"
+
+
+def stance(view: RunView, row) -> str:
+    """What a contrast row decides, in words without its numbers, so that two runs' can be compared:
+    who is ahead and how likely ("treatment very likely ahead"), then the ROPE's verdict; "" for a
+    row that is not a contrast."""
+    levels = contrast_levels(row, view.label_columns)
+    if levels is None:
+        return ""
+    first, second = levels
+    win, up = _num(row.get("chance_to_win")), _num(row.get("p_above_null"))
+    parts = []
+    p = win if win is not None else up
+    if p is not None:
+        ahead = next((f"{a} {_likely(q)} ahead" for q, a in ((p, first), (1 - p, second)) if _likely(q)),
+                     "neither clearly ahead")
+        parts.append(ahead)
+    verdict = rope_verdict(row, view.ropes.get(str(row["estimand"])), first, second)
+    if verdict:
+        parts.append(verdict)
+    return "; ".join(parts)
+
+
 def decision(view: RunView, row) -> Decision | None:
     levels = contrast_levels(row, view.label_columns)
     if levels is None:
@@ -421,51 +493,41 @@ def decision(view: RunView, row) -> Decision | None:
     where = row_label(row, others)
     title = f"{est}: {first} vs {second}" + (f" ({where})" if where else "")
     mean, lo, hi = _num(row.get("mean")), _num(row.get("lower")), _num(row.get("upper"))
-    s = [f"The {scale.replace('_', ' ')} {first} vs {second} is {fmt(mean, 3)} "
-         f"({view.ci_name} {fmt(lo, 3)} to {fmt(hi, 3)}; no difference would be {fmt(null)})."]
+    shown = fmt_alike([mean, lo, hi], 3)
+    s = [f"The {scale.replace('_', ' ')} {first} vs {second} is {shown[0]} "
+         f"({view.ci_name} {shown[1]} to {shown[2]}; no difference would be {fmt(null)})."]
     win = _num(row.get("chance_to_win"))
     bottom = ""
     if win is not None and _subpopulations(view, est):  # no arm to choose: which part of the population is higher
         s.append(f"Chance that the population average of {outcome} is higher for {first} than for {second}: "
-                 f"{pct(win)}.")
+                 f"{chance(win)}.")
         bottom = _ahead(win, first, second, lambda a, b: "has the higher average",
-                        f"no clear difference: the chance that {first} is higher than {second} is {pct(win)}")
+                        f"no clear difference: the chance that {first} is higher than {second} is {chance(win)}")
     elif win is not None:
-        s.append(f"Chance that {first} beats {second} (a higher population average of {outcome}): {pct(win)}.")
+        s.append(f"Chance that {first} beats {second} (a higher population average of {outcome}): {chance(win)}.")
         l1, l2 = _num(row.get("expected_loss_first")), _num(row.get("expected_loss_second"))
         if l1 is not None and l2 is not None:
             s.append(f"Expected loss (the population average of {outcome} given up, averaged over the posterior, "
                      f"if the arm you choose is the worse one): {fmt(l1, 2)} if you choose {first}, {fmt(l2, 2)} if "
                      f"you choose {second}. This reads higher as better; if lower is better, swap the two.")
         bottom = _ahead(win, first, second, lambda a, b: f"beats {b}",
-                        f"no clear winner: the chance that {first} beats {second} is {pct(win)}")
+                        f"no clear winner: the chance that {first} beats {second} is {chance(win)}")
     else:
         pd_ = _num(row.get("p_above_null"))
         if pd_ is not None:
-            s.append(f"Probability that the {scale.replace('_', ' ')} is above {fmt(null)}: {pct(pd_)}.")
+            s.append(f"Probability that the {scale.replace('_', ' ')} is above {fmt(null)}: {chance(pd_)}.")
             if _likely(pd_):
                 bottom = f"the {scale.replace('_', ' ')} is {_likely(pd_)} above {fmt(null)}"
             elif _likely(1 - pd_):
                 bottom = f"the {scale.replace('_', ' ')} is {_likely(1 - pd_)} below {fmt(null)}"
             else:
-                bottom = f"the direction is not settled (P(above {fmt(null)}) = {pct(pd_)})"
+                bottom = f"the direction is not settled (P(above {fmt(null)}) = {chance(pd_)})"
     rope = view.ropes.get(est)
     p_rope = _num(row.get("p_in_rope"))
-    if rope is not None and p_rope is not None:
-        s.append(f"{pct(p_rope)} of the posterior lies in the region of practical equivalence "
+    verdict = rope_verdict(row, rope, first, second)
+    if verdict:
+        s.append(f"{chance(p_rope)} of the posterior lies in the region of practical equivalence "
                  f"[{fmt(rope[0])}, {fmt(rope[1])}].")
-        if p_rope >= 0.95:
-            verdict = "practically equivalent: any difference is smaller than the ROPE"
-        elif p_rope <= 0.05:
-            up = _num(row.get("p_above_null"))
-            if up is not None and up >= 0.95 and mean is not None and mean > rope[1]:
-                verdict = f"practically different: {first} is higher by more than the ROPE"
-            elif up is not None and up <= 0.05 and mean is not None and mean < rope[0]:
-                verdict = f"practically different: {second} is higher by more than the ROPE"
-            else:
-                verdict = "outside the ROPE, but the direction is not settled"
-        else:
-            verdict = "not settled with respect to the ROPE: more data would tell"
         s.append(verdict[0].upper() + verdict[1:] + ".")
         bottom = f"{bottom}; {verdict}" if bottom else verdict
     if bottom and not bottom.startswith((first, second)):  # a level's name keeps its case
