@@ -242,7 +242,9 @@ def summarise(ed: EstimandDraws, estimands: dict[str, EstimandSpec], *, ci_prob:
                    lower=lo, upper=hi, ci_prob=ci_prob, ci_kind=ci_kind)
         if est.contrast is not None:
             null = NULL[est.scale]
-            rec["p_above_null"] = float(np.mean(x > null))
+            # a draw exactly at the null counts half, as a tie does in chance_to_win: a contrast that is
+            # 0 in every draw (its term excluded) is not "almost certainly below 0"
+            rec["p_above_null"] = float(np.mean(x > null) + 0.5 * np.mean(x == null))
             if est.rope is not None:
                 rec["p_in_rope"] = float(np.mean((x >= est.rope[0]) & (x <= est.rope[1])))
         ess, rhat = ess_rhat(x.reshape(ed.n_chains, ed.n_draws))
