@@ -319,6 +319,7 @@ def test_run_that_fails_midway_leaves_previous_run_byte_identical(project, monke
     (out / "recovery" / "x.csv").write_text("kept")
     before = tree(out)
     real = pipeline.write_table
+    AS_DIFFERENCE = ["estimands.lift.scale=\"difference\"", "estimands.lift.rope=[-0.01, 0.01]"]
 
     def fail_on_draws(df, path):
         if path.name == "estimand_draws.parquet":  # after estimands.csv was written
@@ -327,12 +328,12 @@ def test_run_that_fails_midway_leaves_previous_run_byte_identical(project, monke
 
     monkeypatch.setattr(pipeline, "write_table", fail_on_draws)
     with pytest.raises(OSError, match="No space"):
-        mrp_formula.run(project / "ab.toml", out=out, overrides=FAST + ["estimands.lift.scale=\"difference\""])
+        mrp_formula.run(project / "ab.toml", out=out, overrides=FAST + AS_DIFFERENCE)
     assert tree(out) == before
     assert leftovers(out.parent) == []
     monkeypatch.undo()
     # and a run that succeeds replaces the results, keeping the sub-folder
-    result = mrp_formula.run(project / "ab.toml", out=out, overrides=FAST + ["estimands.lift.scale=\"difference\""])
+    result = mrp_formula.run(project / "ab.toml", out=out, overrides=FAST + AS_DIFFERENCE)
     assert result.estimands.loc[result.estimands.estimand == "lift", "scale"].iloc[0] == "difference"
     assert (out / "recovery" / "x.csv").read_text() == "kept"
 
