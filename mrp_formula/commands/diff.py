@@ -142,7 +142,13 @@ def _applied(view: RunView) -> str:
 
 
 def spec_diff(a: RunView, b: RunView) -> list[str]:
-    """The unified diff of the two spec files (without the override comments; those are compared apart)."""
+    """The unified diff of the two spec files (without the override comments; those are compared
+    apart); of the specs as the runs used them when either extends another file (its spec.toml
+    holds only its own keys, so the files alone would differ where the runs do not)."""
+    if (a.extends or b.extends) and a.resolved_text and b.resolved_text:
+        return list(difflib.unified_diff(a.resolved_text.splitlines(), b.resolved_text.splitlines(),
+                                         fromfile=f"A/{a.folder.name} (extends resolved)",
+                                         tofile=f"B/{b.folder.name} (extends resolved)", lineterm=""))
     return list(difflib.unified_diff(_applied(a).splitlines(), _applied(b).splitlines(),
                                      fromfile=f"A/{a.folder.name}/spec.toml", tofile=f"B/{b.folder.name}/spec.toml",
                                      lineterm=""))

@@ -8,13 +8,14 @@ versions of the packages that made the numbers, the notes, the warnings and the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from mrp_formula import __version__
 from mrp_formula.data.tables import Tables
 from mrp_formula.model.plan import FitPlan, versions
 from mrp_formula.output.files import sha256_file, sha256_text
-from mrp_formula.spec.tree import FRAME_SOURCE, LoadedSpec
+from mrp_formula.spec.tree import FRAME_SOURCE, LoadedSpec, spec_files, tomllib
 
 
 def frame_sha256(df) -> str:
@@ -29,8 +30,19 @@ def frame_sha256(df) -> str:
 
 
 def spec_entry(loaded: LoadedSpec, overrides: Sequence[str] = ()) -> dict:
-    """The spec file (its text's SHA-256) and the overrides applied on top of it."""
-    return {"path": str(loaded.path), "sha256": sha256_text(loaded.text), "overrides": list(overrides)}
+    """The spec file (its text's SHA-256), the overrides applied on top of it, the files it extends
+    and the spec as the run used it (``resolved``: ``extends`` merged, overrides applied, paths
+    absolute), which the run folder's readers take instead of its spec.toml, the file alone."""
+    extends = [str(p) for p in spec_files(loaded.path)[1:]] if "extends" in _top_keys(loaded.text) else []
+    return {"path": str(loaded.path), "sha256": sha256_text(loaded.text), "overrides": list(overrides),
+            "extends": extends, "resolved": json.loads(json.dumps(loaded.raw, default=str))}
+
+
+def _top_keys(text: str) -> set[str]:
+    try:
+        return set(tomllib.loads(text))
+    except Exception:  # noqa: BLE001 - a spec that loaded parses; nothing to say otherwise
+        return set()
 
 
 def input_files(loaded: LoadedSpec) -> dict:

@@ -781,6 +781,44 @@ def toml_key(text) -> str:
     return text if text and text.replace("_", "").replace("-", "").isalnum() and text.isascii() else json.dumps(text)
 
 
+def to_toml(raw: dict) -> str:
+    """A spec's table as TOML text (``tomllib.loads(to_toml(raw)) == raw``): the spec as a run used
+    it, ``extends`` resolved and ``--set`` applied, for the run folder's readers."""
+    lines: list[str] = []
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, float):
+            return "nan" if v != v else ("inf" if v == float("inf") else "-inf" if v == float("-inf") else repr(v))
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{toml_key(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(str(v), ensure_ascii=False)
+
+    def tables_of(v) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+    def table(prefix: tuple, d: dict) -> None:
+        plain = [(k, v) for k, v in d.items() if not isinstance(v, dict) and not tables_of(v)]
+        children = [k for k, v in d.items() if isinstance(v, dict)]
+        if prefix and (plain or not children):
+            lines.append(("\n" if lines else "") + f"[{'.'.join(toml_key(k) for k in prefix)}]")
+        lines.extend(f"{toml_key(k)} = {value(v)}" for k, v in plain)
+        for k in children:
+            table(prefix + (k,), d[k])
+        for k, v in d.items():
+            for item in v if tables_of(v) else ():
+                lines.append(f"\n[[{'.'.join(toml_key(x) for x in prefix + (k,))}]]")
+                lines.extend(f"{toml_key(a)} = {value(b)}" for a, b in item.items())
+
+    table((), raw)
+    return "\n".join(lines) + "\n"
+
+
 def recode_example(section: str, var: str, mapping: dict) -> str:
     """A recode the user can paste: ``population.recode.age = { "65+" = "55+" }``."""
     pairs = ", ".join(f"{toml_key(k)} = {json.dumps(v)}" for k, v in mapping.items())

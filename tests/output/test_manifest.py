@@ -62,3 +62,17 @@ def test_a_command_over_several_specs_records_the_overrides_at_the_top():
     m = manifest(None, {"specs": [], "loo": {}}, overrides=["fit.draws=10"], notes=(), warnings=["w"])
     assert "name" not in m and "spec" not in m and m["overrides"] == ["fit.draws=10"]
     assert list(m) == ["mrp_formula", "overrides", "specs", "loo", "versions", "notes", "warnings"]
+
+
+def test_the_spec_entry_holds_the_spec_as_run_and_the_files_it_extends(plan, tmp_path):
+    """A spec that extends another: its text is only its own keys, so the manifest keeps the spec as
+    the run used it (merged, overrides applied), which the page and `mrp diff` read."""
+    entry = plan.loaded
+    assert spec_entry(entry)["extends"] == [] and spec_entry(entry)["resolved"]["model"]["family"] == "bernoulli"
+    child = entry.path.parent / "child.toml"
+    child.write_text('extends = "ab.toml"\nname = "child"\n[fit]\ndraws = 50\n')
+    loaded = mrp_formula.check(child, overrides=["fit.seed=5"]).loaded
+    e = spec_entry(loaded, ["fit.seed=5"])
+    assert e["extends"] == [str(entry.path)]
+    assert e["resolved"]["fit"]["draws"] == 50 and e["resolved"]["fit"]["seed"] == 5
+    assert set(e["resolved"]["estimands"]) == set(entry.spec.estimands) and e["resolved"]["name"] == "child"

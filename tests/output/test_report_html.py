@@ -501,3 +501,28 @@ def test_a_breakdown_names_its_variables_in_the_specs_order():
 ])
 def test_numbers_read_side_by_side_share_their_decimals(values, digits, shown):
     assert P.fmt_alike(values, digits) == shown
+
+
+def test_a_run_of_a_spec_that_extends_another_is_read_as_the_run_used_it(tmp_path):
+    """spec.toml holds the file alone (here two keys over a base); the page reads the spec the run
+    used from the manifest: every estimand, its ROPE, the family, and shows both (the trial: a child
+    spec's page described a third of the estimands, lost the ROPE and said "binomial")."""
+    from _runfolder import SPEC
+
+    from mrp_formula.commands.diff import diff_runs
+    from mrp_formula.spec.tree import tomllib
+
+    resolved = tomllib.loads(SPEC)
+    child = 'extends = "base.toml"\nname = "child"\n'
+    manifest = {"spec": {"path": "/p/child.toml", "sha256": "ab" * 32, "overrides": [],
+                         "extends": ["/p/base.toml"], "resolved": resolved}}
+    folder = make_run(tmp_path / "child", spec=child, manifest=manifest)
+    view = RunView.from_folder(folder)
+    assert set(view.estimand_specs) == {"rate", "lift", "support"} and view.ropes["lift"] == (0.98, 1.02)
+    assert view.family == "bernoulli"
+    html = render(view)
+    assert "This spec extends <code>/p/base.toml</code>" in html and "rope = [0.98, 1.02]" in html
+    # the same run from the flat file: nothing differs but the text of spec.toml
+    flat = make_run(tmp_path / "flat", manifest={"spec": {**manifest["spec"], "extends": []}})
+    d = diff_runs(folder, flat)
+    assert d.spec_diff == () and d.changes == ()

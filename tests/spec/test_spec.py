@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -145,3 +147,21 @@ def test_a_path_given_with_set_is_from_where_mrp_runs_in_either_form(ab_dir, mon
     monkeypatch.chdir(ab_dir.parent)
     loaded = load_spec(ab_dir / "ab.toml", (override.format(d=ab_dir.name),))
     assert loaded.spec.data.source == str((ab_dir / "clicks.csv").resolve())
+
+
+def test_a_spec_as_toml_reads_back_as_itself():
+    """`to_toml` writes the spec a run used (extends resolved) into its manifest's readers: every
+    shipped spec and keys that need quotes, arrays of tables and inline tables read back equal."""
+    import glob
+
+    from mrp_formula.spec.tree import load_spec, to_toml, tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    for f in sorted(glob.glob(str(root / "specs" / "*.toml")) + glob.glob(str(root / "examples" / "*" / "*.toml"))):
+        raw = load_spec(f).raw
+        assert tomllib.loads(to_toml(raw)) == raw, f
+    tricky = {"name": 'say "hi"\nthere', "x": 1.5, "flag": True, "empty": {},
+              "model": {"priors": {"1|state": "Normal(0, 1)", "55+": "x"}, "levels": {"age": ["18-29", "65+"]}},
+              "join": [{"source": "a.csv", "on": ["state"], "recode": {"1": "a"}}, {"source": "b.csv", "on": []}],
+              "estimands": {"overall": {}, "lift": {"contrast": {"t": [1, 0]}, "rope": [-0.01, 0.01]}}}
+    assert tomllib.loads(to_toml(tricky)) == tricky

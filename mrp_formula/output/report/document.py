@@ -220,6 +220,7 @@ def context(view: RunView, *, parallel: bool = False) -> dict:
         "calibration_table": _calibration_table(view), "calibration_lead": _calibration_lead(view),
         "coverage": [c for c in cs if c.name.startswith(("population", "design effect"))],
         "figures": _figures(view, parallel=parallel), "spec_text": view.spec_text, "overrides": view.overrides,
+        "extends": view.extends, "resolved_text": view.resolved_text if view.extends else "",
         "manifest": P.manifest_facts(view), "missing": list(view.missing),
         "manifest_json": _json(view.manifest), "version": str(view.manifest.get("mrp_formula", "")),
     }

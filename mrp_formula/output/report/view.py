@@ -196,7 +196,9 @@ class RunView:
         spec: dict = {}
         if (folder / "spec.toml").is_file():
             spec_text = (folder / "spec.toml").read_text(encoding="utf-8", errors="replace")
-            spec = parse_spec(spec_text, overrides(manifest))
+            resolved = (manifest.get("spec") or {}).get("resolved")
+            # the spec as the run used it (extends merged, --set applied); spec.toml is the file alone
+            spec = resolved if isinstance(resolved, dict) else parse_spec(spec_text, overrides(manifest))
         else:
             missing.append("spec.toml")
         warnings_ = tuple(str(w) for w in manifest.get("warnings") or ())
@@ -273,6 +275,19 @@ class RunView:
     @property
     def overrides(self) -> list[str]:
         return overrides(self.manifest)
+
+    @property
+    def extends(self) -> list[str]:
+        """The spec files the run's spec extends (its spec.toml holds only its own keys)."""
+        return [str(f) for f in (self.manifest.get("spec") or {}).get("extends") or ()]
+
+    @property
+    def resolved_text(self) -> str:
+        """The spec as the run used it, as TOML ('' when the manifest does not have it)."""
+        from mrp_formula.spec.tree import to_toml
+
+        resolved = (self.manifest.get("spec") or {}).get("resolved")
+        return to_toml(resolved) if isinstance(resolved, dict) else ""
 
     @property
     def by_columns(self) -> dict[str, list[str]]:
