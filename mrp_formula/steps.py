@@ -56,6 +56,7 @@ class Plan:
     fit_plan: FitPlan
     coverage: Coverage | None = None  # filled in by ``check``
     targets: Targets | None = None  # the known means of [calibrate]
+    inputs: dict | None = None  # path and SHA-256 of every input file, as read (``read_inputs``)
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -562,11 +563,41 @@ def plan(path, overrides=(), *, loaded: LoadedSpec | None = None) -> Plan:
     loaded = loaded or load_spec(path, tuple(overrides))
     try:
         info = spec_checks(loaded)
-        tables = prepare(loaded, info)
-        targets = load_targets(loaded, tables)
-        return Plan(loaded=loaded, info=info, tables=tables, fit_plan=plan_fit(loaded, info, tables), targets=targets)
+        (tables, targets), inputs = read_inputs(loaded, lambda: _tables_and_targets(loaded, info))
+        return Plan(loaded=loaded, info=info, tables=tables, fit_plan=plan_fit(loaded, info, tables), targets=targets,
+                    inputs=inputs)
     except MrpError as exc:
         raise placed(exc, loaded) from None
+
+
+def _tables_and_targets(loaded: LoadedSpec, info: FormulaInfo) -> tuple[Tables, Targets | None]:
+    tables = prepare(loaded, info)
+    return tables, load_targets(loaded, tables)
+
+
+def read_inputs(loaded: LoadedSpec, read):
+    """``read()`` and the input files' hashes, taken before and checked after: a file saved while it
+    was read (an editor's save during `mrp watch`) would give numbers of one content and a manifest
+    of another, so it is refused, naming the file."""
+    from mrp_formula.output.manifest import input_files
+
+    before = input_files(loaded)
+    out = read()
+    after = input_files(loaded)
+    changed = [k for k in dict.fromkeys(list(before) + list(after)) if before.get(k) != after.get(k)]
+    if changed:
+        from mrp_formula.errors import DataError
+
+        raise DataError([Problem(f"{(after.get(k) or before.get(k) or {}).get('path', k)} changed while it was "
+                                 f"being read", key=_input_key(k), file=str(loaded.path),
+                                 hint="run again once the file is saved (`mrp watch` reruns by itself)")
+                         for k in changed])
+    return out, before
+
+
+def _input_key(name: str) -> str:
+    """The spec key of an input of ``input_files``: data -> data.source, join[0] -> join[0].source."""
+    return f"{name}.source"
 
 
 def placed(exc: MrpError, loaded: LoadedSpec) -> MrpError:

@@ -152,7 +152,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
         failed = diag.problems(thresholds)
 
         def manifest_of(notes_) -> dict:
-            sections = {**run_sections(loaded, tables, plan.fit_plan),
+            sections = {**run_sections(loaded, tables, plan.fit_plan, plan.inputs),
                         "diagnostics": {**diag.to_json(), "failed": failed},
                         "fit_cache": {"key": key, "reused": cached},
                         "efficiency": efficiency(fitted.posterior, diag.min_ess_bulk, diag.estimand_min_ess),

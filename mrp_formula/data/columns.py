@@ -104,7 +104,7 @@ def join_table(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: Proble
 def drop_missing(sample: pd.DataFrame, weights: str | None, rows_in: int, loaded: LoadedSpec,
                  problems: ProblemList, notes: list[Note]) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
     """Rows with a missing value in a model column: dropped with a note (``data.missing = "drop"``)
-    or a problem. Returns the sample, the units each row counts (its weight, or 1) and the units
+    or with a problem (the caller's checks go on without them). Returns the sample, the units each row counts (its weight, or 1) and the units
     missing per column."""
     spec = loaded.spec
     na = sample.isna()
@@ -117,9 +117,10 @@ def drop_missing(sample: pd.DataFrame, weights: str | None, rows_in: int, loaded
                          line=loaded.line("data", "missing") or loaded.line("data"),
                          hint='set `missing = "drop"` in [data] to drop those rows')
         else:
-            keep = ~na.any(axis=1).to_numpy()
-            sample = sample.loc[keep].reset_index(drop=True)
-            notes.append(Note("data.missing_dropped", f"dropped {int(count[~keep].sum())} of {rows_in} sample rows with missing values "
-                         f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})"))
-            count = count[keep]
+            notes.append(Note("data.missing_dropped", f"dropped {int(count[na.any(axis=1).to_numpy()].sum())} of "
+                              f"{rows_in} sample rows with missing values "
+                              f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})"))
+        keep = ~na.any(axis=1).to_numpy()  # with an error too: the checks go on without those rows
+        sample = sample.loc[keep].reset_index(drop=True)
+        count = count[keep]
     return sample, count, dropped

@@ -23,7 +23,7 @@ from mrp_formula.spec.levels import canon, canon_series
 from mrp_formula.spec.levels import natural_sort as _natural_sort
 
 
-def population_cells(loaded, info, sample, variables, problems, join_cache, weights=None):
+def population_cells(loaded, info, sample, variables, problems, join_cache, weights=None, held=None):
     spec = loaded.spec
     pop_spec = spec.population
     notes, stats = [], {}
@@ -110,7 +110,9 @@ def population_cells(loaded, info, sample, variables, problems, join_cache, weig
                                           f"dropped {int(empty.sum())} population rows without a weight in "
                                           f"'{pop_spec.weight}' (missing = \"drop\")"))
                         cells = cells.loc[~empty]
-                w = check_population_weights(cells[pop_spec.weight], pop_spec.weight, loaded, problems)
+                # bad weights (held: the levels are checked all the same) count as 0 meanwhile
+                w = check_population_weights(cells[pop_spec.weight], pop_spec.weight, loaded,
+                                             problems if held is None else held)
             cells = cells.assign(**{WEIGHT: w})
         else:
             cells = cells.assign(**{WEIGHT: 1.0})
@@ -234,8 +236,8 @@ def _closest(level: str, levels) -> str:
 
 
 def population_probe(loaded, info, known) -> tuple[list, list]:
-    """What the population table shows without the sample: its file, its weight column and the
-    estimands' `by` variables, for a :func:`~mrp_formula.data.tables.prepare` that stops at the
+    """What the population table shows without the sample: its file, its weight column and values
+    and the estimands' `by` variables, for a :func:`~mrp_formula.data.tables.prepare` that stops at the
     sample or the population, so that their problems come with the sample's (all at once).
     (spec problems, data problems), without those in ``known``."""
     spec = loaded.spec
@@ -259,6 +261,10 @@ def population_probe(loaded, info, known) -> tuple[list, list]:
     weight = spec.population.weight
     if weight is not None and weight not in cells.columns:
         _weight_column_missing(loaded, cells.columns, data_problems)
+    elif weight is not None:  # its values: missing (unless dropped), not numbers, negative
+        col = cells[weight]
+        check_population_weights(col.dropna() if spec.population.missing == "drop" else col, weight, loaded,
+                                 data_problems)
     columns = [c for c in cells.columns if c != weight]
     for name, est in spec.estimands.items():
         for var in est.by:

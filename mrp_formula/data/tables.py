@@ -79,13 +79,17 @@ def _names(problem, var: str) -> bool:
     return f"'{var}'" in problem.message or (len(parts) >= 3 and parts[-1] == var)
 
 
-def _raise_with_population(problems: ProblemList, loaded: LoadedSpec, info: FormulaInfo) -> None:
+def _raise_with_population(problems: ProblemList, loaded: LoadedSpec, info: FormulaInfo,
+                           held: ProblemList | None = None) -> None:
     """Raise the sample's (or the population's) problems with what the population table alone shows
-    (its file, weight column, the estimands' `by`): a spec mistake among them makes it the spec's error."""
+    (its file, weight column and values, the estimands' `by`): a spec mistake among them makes it the
+    spec's error. ``held``: problems found earlier that did not stop the checks (missing values),
+    raised with the rest."""
     if not problems:
         return
-    spec_problems, data_problems = population_probe(loaded, info, problems.items)
-    raise (SpecError if spec_problems else DataError)(problems.items + spec_problems + data_problems)
+    known = problems.items + (held.items if held else [])
+    spec_problems, data_problems = population_probe(loaded, info, known)
+    raise (SpecError if spec_problems else DataError)(known + spec_problems + data_problems)
 
 
 def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = frozenset()) -> Tables:
@@ -150,15 +154,19 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
     _raise_with_population(problems, loaded, info)
     sample = sample[needed].copy()
 
-    sample, count, dropped = drop_missing(sample, weights, rows_in, loaded, problems, notes)
+    # missing values with missing = "error": a problem, and the rows left out so that the checks go on
+    # (a misspelt population level is then said with it, not after it is mended)
+    held = ProblemList(file=file)
+    sample, count, dropped = drop_missing(sample, weights, rows_in, loaded, held, notes)
     if len(sample) == 0:
         problems.add("no sample rows left", key=loaded.source_label("data"), line=loaded.line("data", "source"))
-    _raise_with_population(problems, loaded, info)
+    _raise_with_population(problems, loaded, info, held)
 
     check_outcome(sample, info, spec.model.family, loaded, problems, notes)
     if spec.data.weights and spec.data.weights_kind != "frequency":
         check_frequency_weights(sample, spec.data.weights, info, spec.model.family, loaded, problems)
-        problems.raise_if_any(DataError)
+        if problems:
+            raise DataError(held.items + problems.items)
     if weights and not FAMILIES[spec.model.family].aggregatable:
         # Frequency weights for families fitted row by row: each row repeated that many times
         # (exact; binary families sum them into cells instead).
@@ -216,7 +224,8 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
         if var not in info.rhs_vars and var not in info.response_vars and var not in _absent:
             problems.add(f"'{var}' is not a predictor in the formula", key=f"model.levels.{var}",
                          line=loaded.line("model", "levels", var), hint=did_you_mean(var, info.rhs_vars))
-    problems.raise_if_any(DataError)
+    if problems:
+        raise DataError(held.items + problems.items)
     for var, v in variables.items():
         if v.categorical:
             sample[var] = pd.Categorical(sample[var], categories=list(v.levels), ordered=True)
@@ -228,9 +237,9 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
 
     # --- population
     population, pop_notes, pop_stats = population_cells(loaded, info, sample, variables, problems, join_cache,
-                                                   weights)
+                                                        weights, held=held)
     notes += pop_notes
-    _raise_with_population(problems, loaded, info)
+    _raise_with_population(problems, loaded, info, held)
 
     data_problems = ProblemList(file=file)
     check_estimands(loaded, info, variables, population, problems, data_problems,
@@ -241,8 +250,10 @@ def prepare(loaded: LoadedSpec, info: FormulaInfo, *, _absent: frozenset = froze
     new_levels, shares = find_new_levels(info, sample, population, loaded, data_problems, notes,
                                          reported=frozenset(unknown_common_levels(info, variables, population)))
     if data_problems:  # with a mistake of the spec (its estimands, declared_new) among them: the spec's error
-        raise (SpecError if problems else DataError)(problems.items + data_problems.items)
-    problems.raise_if_any(SpecError)
+        raise (SpecError if problems else DataError)(held.items + problems.items + data_problems.items)
+    if problems:
+        raise SpecError(held.items + problems.items)
+    held.raise_if_any(DataError)
     for factor, levels in new_levels.items():
         notes.append(Note("population.new_levels", f"{len(levels)} population level(s) of '{factor}' have no sample "
                      f"({', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}; "

@@ -72,12 +72,13 @@ def sampler_entry(loaded: LoadedSpec, fit_plan: FitPlan | None = None) -> dict:
     return out
 
 
-def run_sections(loaded: LoadedSpec, tables: Tables, fit_plan: FitPlan) -> dict:
-    """What `mrp run` records of its inputs, the fit plan and the tables (docs/outputs.md)."""
+def run_sections(loaded: LoadedSpec, tables: Tables, fit_plan: FitPlan, inputs: dict | None = None) -> dict:
+    """What `mrp run` records of its inputs (``inputs``: their hashes when they were read, else now),
+    the fit plan and the tables (docs/outputs.md)."""
     spec = loaded.spec
     fp = fit_plan
     return {
-        "inputs": input_files(loaded),
+        "inputs": input_files(loaded) if inputs is None else inputs,
         "seed": spec.fit.seed,
         "sampler": sampler_entry(loaded, fp),
         "model": {"formula": spec.model.formula, "fitted_formula": fp.formula, "family": fp.family,

@@ -289,3 +289,18 @@ def test_a_common_predictors_typo_is_said_once_not_again_for_its_group_factor(tm
                  population={"sex": ["F", "m", "F", "m"], "race": ["a", "a", "b", "b"], "n": [1, 1, 1, 1]})
     code, out = _check(spec)
     assert code == 4 and len(out["errors"]) == 1 and "of 'sex'" in out["errors"][0]["message"]
+
+
+def test_missing_values_and_bad_weights_do_not_hide_a_population_typo(tmp_path):
+    """The trial's three rounds to see five problems: missing sample values, blank population
+    weights and a population level's case typo, reported in one go (exit 4: all the data's)."""
+    sample = {"clicked": [0, 1] * 10, "arm": ["a", "b"] * 10,
+              "region": ["North", "South", None, "South"] + ["North", "South"] * 8}
+    population = {"arm": ["a", "b"] * 2, "region": ["north", "north", "South", "South"], "n": [10, None, 10, 10]}
+    code, out = _check(_spec(tmp_path, "clicked ~ arm + (1 | region)", sample=sample, population=population))
+    assert code == 4
+    keys = [k for k, _ in _messages(out)]
+    assert sorted(keys) == ["data.missing", "population", "population.weight"], _messages(out)
+    text = " ".join(m for _, m in _messages(out))
+    assert "missing values in model columns (region: 1)" in text and "1 weight(s) in 'n' are missing" in text
+    assert "population level 'north' of 'region'" in text and "sample level 'North'" in text
