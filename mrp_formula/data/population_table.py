@@ -327,6 +327,7 @@ def new_level_origin(kind: str, factor: str) -> str:
 
 
 UNUSED_SHARE = 0.05  # sample levels the population lacks, from this share of the sample on: a warning
+UNUSED_ALONE_SHARE = 0.2  # the same when the population has no level the sample lacks (it may be a subset)
 
 
 def _warn_unused_sample_levels(g, unused: set, sample, loaded, where: dict, notes: list,
@@ -334,8 +335,10 @@ def _warn_unused_sample_levels(g, unused: set, sample, loaded, where: dict, note
     """A warning when sample levels of a group factor that hold a notable share of the sample
     (``UNUSED_SHARE``) never occur in the population while the population has levels the sample
     lacks: a typo in the population table (``55+`` written ``65+``) that no "did you mean" caught
-    gives exactly that (a population that is a subset of the sample's does not warn). Not for an
-    ordered structure (rw1, rw2, ar1), whose population is often a later time; once a factor."""
+    gives exactly that. A population that is a subset of the sample's warns only from
+    ``UNUSED_ALONE_SHARE`` of the sample (a population table that lost a fifth of the people the
+    survey asked reads as complete otherwise). Not for an ordered structure (rw1, rw2, ar1), whose
+    population is often a later time; once a factor."""
     structure = loaded.spec.model.structure.get(g.factor) if len(g.factor_vars) == 1 else None
     if (not unused or getattr(structure, "kind", "iid") in ("rw1", "rw2", "ar1")
             or any(getattr(n, "code", "") == "population.unused_sample_levels" and f"of '{g.factor}'" in n
@@ -344,13 +347,20 @@ def _warn_unused_sample_levels(g, unused: set, sample, loaded, where: dict, note
     keys = factor_keys(sample, g.factor_vars)
     count = sample[FREQ] if FREQ in sample.columns else pd.Series(1.0, index=sample.index)
     share = float(count[keys.isin(unused).to_numpy()].sum() / count.sum())
-    if share < UNUSED_SHARE:
+    if share < (UNUSED_SHARE if new else UNUSED_ALONE_SHARE):
         return
     levels = _natural_sort(unused)
     shown = ", ".join(f"'{lv}'" for lv in levels[:8]) + (" ..." if len(levels) > 8 else "")
+    table = where['key'] if where['key'] != 'population' else population_name(loaded)
+    if not new:
+        notes.append(warning("population.unused_sample_levels",
+                             f"sample level(s) {shown} of '{g.factor}' ({share:.0%} of the sample) are not in "
+                             f"{table}: they inform the fit, but the estimates are of a population without "
+                             f"them. If the population table should have them, it is incomplete"))
+        return
     notes.append(warning("population.unused_sample_levels",
                          f"sample level(s) {shown} of '{g.factor}' ({share:.0%} of the sample) are not in "
-                         f"{where['key'] if where['key'] != 'population' else population_name(loaded)}: they "
+                         f"{table}: they "
                          f"inform the fit, but no population cell is predicted "
                          f"at them, while the population's level(s) {_shown(new)} ({new_share:.0%} of its weight) "
                          f"have no sample. If the population names them otherwise, recode one onto the other "
@@ -403,10 +413,10 @@ def find_new_levels(info, sample, population, loaded, problems, notes, reported=
             problems.add(f"level '{lv}' of '{g.factor}' is declared new but is not in the population", **decl_where,
                          hint=did_you_mean(lv, sorted(set(pop_keys) - seen)) or "remove it from declared_new")
         mask = ~pop_keys.isin(seen)
-        if mask.any():  # the population has levels the sample lacks: a typo's other half?
-            _warn_unused_sample_levels(g, seen - set(pop_keys), sample, loaded, where, notes,
-                                       tuple(_natural_sort(set(pop_keys[mask]))),
-                                       float(population.loc[mask, WEIGHT].sum() / total))
+        # the population's levels the sample lacks are a typo's other half, if any
+        _warn_unused_sample_levels(g, seen - set(pop_keys), sample, loaded, where, notes,
+                                   tuple(_natural_sort(set(pop_keys[mask]))),
+                                   float(population.loc[mask, WEIGHT].sum() / total))
         if mask.any():
             levels = tuple(_natural_sort(set(pop_keys[mask])))
             new[g.factor] = levels

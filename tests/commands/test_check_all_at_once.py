@@ -204,6 +204,28 @@ def test_sample_levels_the_population_never_names_are_a_warning(tmp_path):
     assert "  warning: sample level(s) '55+'" in plain.output
 
 
+@pytest.mark.parametrize("pop_ages, warned", [
+    (["18-34", "35-54"], True),  # a third of the sample is of an age the population table lacks
+    (["18-34", "35-54", "55+"], False),
+])
+def test_a_population_without_a_large_part_of_the_sample_is_warned_of(tmp_path, pop_ages, warned):
+    """The trial: a census without its 65+ rows read as complete. A population that is a subset of
+    the sample's levels warns from a fifth of the sample on (no typo's other half to name)."""
+    rng = np.random.default_rng(5)
+    n = 300
+    spec = _spec(tmp_path, "clicked ~ arm + (1 | age)",
+                 sample={"clicked": rng.integers(0, 2, n), "arm": rng.choice(["a", "b"], n),
+                         "age": rng.choice(["18-34", "35-54", "55+"], n)},
+                 population={"age": pop_ages, "n": [30] * len(pop_ages)})
+    code, out = _check(spec)
+    assert code == 0
+    unused = [w for w in out["warnings"] if w.startswith("sample level(s)")]
+    assert len(unused) == warned
+    if warned:
+        assert unused[0].startswith("sample level(s) '55+' of 'age' (30% of the sample) are not in the population "
+                                    "table") and "the estimates are of a population without them" in unused[0]
+
+
 @pytest.mark.parametrize("variant, code, key, words", [
     # a variant adding a predictor the data lack: the data's error, at the variant's line
     ('"model.formula" = "clicked ~ arm + (1 | gender) + age"', 4, "variants.more (model.formula)",
