@@ -204,9 +204,13 @@ class Diagnostics:
     def warnings(self, t: Thresholds) -> list[str]:
         """Everything worth saying: the failed checks, then advice about the parameters."""
         out = self.problems(t)
+        if self.n_chains == 1:
+            out.append("one chain: R-hat, which compares chains, cannot be computed, so whether the sampler "
+                       "converged is not checked; run 2 or more chains (fit.chains)")
         params_bad = self.max_rhat > t.rhat_max or self.min_ess_bulk < ESS_MIN_PER_CHAIN * self.n_chains
         if params_bad:
-            msg = (f"model parameters mix poorly (max R-hat {self.max_rhat:.3f}, min bulk ESS "
+            rhat = f"max R-hat {self.max_rhat:.3f}, " if not math.isnan(self.max_rhat) else ""
+            msg = (f"model parameters mix poorly ({rhat}min bulk ESS "
                    f"{self.min_ess_bulk:.0f}; worst: {', '.join(list(self.worst)[:3])})")
             if not out:
                 msg += (f". The estimands are fine (max R-hat {self.estimand_max_rhat:.3f}, min ESS "
@@ -262,7 +266,7 @@ def fit_diagnostics(dt, estimand_draws: np.ndarray | None = None, n_chains: int 
         bfmi = float(np.min(np.sum(np.diff(e, axis=1) ** 2, axis=1) / np.sum((e - e.mean(axis=1, keepdims=True)) ** 2,
                                                                            axis=1)))
     chains = post.sizes.get("chain", 1)
-    rmax, emin, etmin, worst = 1.0, math.inf, math.inf, {}
+    rmax, emin, etmin, worst = math.nan, math.inf, math.inf, {}  # R-hat: nan with one chain (not computed)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         for name in post.data_vars:
@@ -273,7 +277,7 @@ def fit_diagnostics(dt, estimand_draws: np.ndarray | None = None, n_chains: int 
             et = _nanmin([ess_tail(x) for x in elements])
             r = _nanmax([rhat(x) for x in elements]) if chains > 1 else math.nan
             worst[name] = (r, e)
-            rmax = max(rmax, r) if not math.isnan(r) else rmax
+            rmax = r if math.isnan(rmax) else (max(rmax, r) if not math.isnan(r) else rmax)
             emin, etmin = min(emin, e), min(etmin, et)
     worst = dict(sorted(worst.items(), key=lambda kv: kv[1][1])[:5])
     est_r, est_e = math.nan, math.nan

@@ -63,6 +63,20 @@ def test_fit_diagnostics_names_the_worst_parameters():
     assert diag.worst["good"][1] > 1000
 
 
+def test_one_chain_has_no_rhat_and_says_so():
+    """R-hat compares chains: with one it was reported as 1.0, as if it had been checked."""
+    from mrp_formula.checks.diagnostics import Thresholds
+
+    rng = np.random.default_rng(3)
+    post = xr.Dataset({"a": (("chain", "draw"), rng.normal(size=(1, 400)))})
+    stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros((1, 400), bool))})
+    diag = fit_diagnostics(xr.DataTree.from_dict({"posterior": post, "sample_stats": stats}), n_chains=1,
+                           n_draws=400)
+    assert math.isnan(diag.max_rhat) and diag.to_json()["max_rhat"] is None
+    assert any(w.startswith("one chain: R-hat") for w in diag.warnings(Thresholds()))
+    assert not any("R-hat nan" in w for w in diag.warnings(Thresholds(ess_min=10 ** 6)))
+
+
 def test_a_quantity_that_does_not_vary_has_no_ess_or_rhat():
     """An estimand the calibration fixes varies only by rounding: its ranks would be noise."""
     import math

@@ -230,7 +230,7 @@ def test_diagnostics_read_as_plain_words_with_the_verdict(folder, page_text):
     ({"diagnostics": {"divergences": 3, "failed": ["3 divergent transitions: ..."]}}, "do not use",
      "3 divergent transitions (at most 0)"),
     ({"diagnostics": {"estimand_min_ess_bulk": 120.0, "failed": ["estimands have too few effective draws"]}},
-     "do not use", "too few effective draws of the estimands (120 < 400)"),
+     "do not use", "too few effective draws of the estimands (120 < 400, worst: rate [treatment = control])"),
     ({"diagnostics": {"max_rhat": 1.05}, "warnings": ["model parameters mix poorly (max R-hat 1.050)"]},
      "ok", "Some model parameters mix poorly while the estimands they imply do not"),
     ({"diagnostics": {"max_rhat": 1.05, "estimand_max_rhat": 1.03, "failed": ["estimands have not converged"]},

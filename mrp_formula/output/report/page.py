@@ -589,6 +589,18 @@ class Check:
 STATUS_WORDS = {"ok": "ok", "note": "note", "look": "look at this", "fail": "fails", "n/a": "n/a"}
 
 
+def _worst_row(view: RunView, column: str, pick) -> str:
+    """", worst: sex_gap [female vs male]": the estimand row with the largest (``pick=max``) or
+    smallest value of ``column`` in the table ('' without one), so that the reader finds the number."""
+    rows = view.estimands
+    values = pd.to_numeric(rows[column], errors="coerce") if column in rows else pd.Series(dtype=float)
+    if not values.notna().any():
+        return ""
+    r = rows.loc[values.idxmax() if pick is max else values.idxmin()]
+    where = row_label(r, view.label_columns)
+    return f", worst: {r['estimand']}{' [' + where + ']' if where else ''}"
+
+
 def checks(view: RunView) -> list[Check]:
     d = view.diagnostics
     out: list[Check] = []
@@ -605,7 +617,8 @@ def checks(view: RunView) -> list[Check]:
                          "fail" if bad else "ok",
                          "The chains disagree about the estimands: run more draws (fit.draws, fit.tune) and check "
                          "the priors." if bad else "The chains agree about every estimand.",
-                         f"the chains disagree about the estimands (R-hat {d.estimand_max_rhat:.3f} > {d.rhat_max})"))
+                         f"the chains disagree about the estimands (R-hat {d.estimand_max_rhat:.3f} > {d.rhat_max}"
+                         f"{_worst_row(view, 'r_hat', max)})"))
     elif d.chains <= 1:
         out.append(Check("R-hat of the estimands", "", "needs 2 or more chains", "n/a",
                          "With one chain, convergence cannot be checked by comparing chains: use fit.chains >= 2."))
@@ -616,7 +629,7 @@ def checks(view: RunView) -> list[Check]:
                          f"The intervals are noisy: run more draws (fit.draws, now {count(d.draws)} per chain)."
                          if bad else "Enough independent draws for stable intervals.",
                          f"too few effective draws of the estimands ({count(d.estimand_min_ess_bulk)} < "
-                         f"{count(d.ess_min)})"))
+                         f"{count(d.ess_min)}{_worst_row(view, 'ess_bulk', min)})"))
     params_floor = 100 * max(d.chains, 1)
     est_ok = not any(c.status == "fail" for c in out)
     if d.max_rhat is not None or d.min_ess_bulk is not None:
@@ -775,7 +788,7 @@ def _switchable(view: RunView) -> bool | None:
 
 # warnings of the run that the checks above already judge (Diagnostics.warnings, the SRM check)
 JUDGED = re.compile(r"^(\d+ divergent transitions?|estimands have|model parameters mix|low energy BFMI|"
-                    r"\d+ transitions hit|sample ratio mismatch)")
+                    r"\d+ transitions hit|sample ratio mismatch|one chain: R-hat)")
 
 
 def other_warnings(view: RunView) -> list[str]:
