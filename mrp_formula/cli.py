@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mrp_formula.notes import interval_name, is_warning, share_of_draws
-from mrp_formula.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MrpError, Problem
+from mrp_formula.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MrpError, Problem, SpecError
 from mrp_formula.errors import UsageError as MrpUsageError
 from mrp_formula.progress import SILENT, Reporter
 
@@ -648,6 +648,9 @@ def watch_(spec: SpecArg,
     from mrp_formula.commands.watch import file_changes, watch, watched_files
 
     overrides = tuple(set_ or ())
+    if not spec.is_file():  # a spec broken while editing is watched on; a file that is not there is a typo
+        _fail(SpecError(Problem("spec file not found", file=str(spec),
+                                hint="check the path; `mrp init NAME.toml` writes a starter spec")), False)
 
     def said(r) -> None:
         what = "first run" if not r.changed else "changed: " + ", ".join(p.name for p in r.changed)

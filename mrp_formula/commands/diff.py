@@ -24,6 +24,7 @@ import pandas as pd
 from mrp_formula.output.report.view import RunView, label_columns, row_label, text
 
 THRESHOLD = 1.0  # |shift| above this many posterior sd is flagged
+ROUNDING = 1e-12  # a change of the mean smaller than this, relative to it, is rounding, shown as 0
 SHOWN_PER_ESTIMAND = 12  # rows of an estimand shown in the terminal without --all (flagged ones always)
 COLUMNS = ["estimand", "row", "status", "mean_a", "sd_a", "lower_a", "upper_a", "mean_b", "sd_b", "lower_b",
            "upper_b", "change", "shift", "flagged"]
@@ -68,8 +69,10 @@ def compare_estimands(a: pd.DataFrame, b: pd.DataFrame, threshold: float = THRES
                 rec[f"{f}_{side}"] = float(r[f]) if r is not None and f in r and pd.notna(r[f]) else math.nan
         out.append(rec)
     df = pd.DataFrame(out, columns=COLUMNS[:-3])
-    df["change"] = df["mean_b"] - df["mean_a"]
-    df["shift"] = pooled_shift(df["mean_a"], df["sd_a"], df["mean_b"], df["sd_b"]) if len(df) else []
+    change = df["mean_b"] - df["mean_a"]
+    noise = change.abs() <= ROUNDING * np.maximum(df["mean_a"].abs(), df["mean_b"].abs())
+    df["change"] = change.where(~noise, 0.0)  # the last bits of a sum taken in another order: no change
+    df["shift"] = pooled_shift(df["mean_a"], df["sd_a"], df["mean_a"] + df["change"], df["sd_b"]) if len(df) else []
     df["flagged"] = (df["status"] == "both") & (df["shift"].abs() > threshold)
     return df[COLUMNS]
 
@@ -249,7 +252,7 @@ class RunDiff:
         big = self.largest
         line = (f"{k} of {len(both)} estimand rows moved by more than {self.threshold:g} posterior sd"
                 if k else f"no estimand row moved by more than {self.threshold:g} posterior sd ({len(both)} compared)")
-        if big is not None:
+        if big is not None and abs(big["shift"]) >= 0.005:  # not "largest: +0.00 sd" when nothing moved
             line += f"; largest: {_name(big)} {big['shift']:+.2f} sd"
         out.append(line)
         if self.decisions:

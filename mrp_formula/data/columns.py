@@ -109,7 +109,8 @@ def drop_missing(sample: pd.DataFrame, weights: str | None, rows_in: int, loaded
     spec = loaded.spec
     na = sample.isna()
     count = sample[weights].to_numpy(dtype=float) if weights else np.ones(len(sample))
-    dropped = {c: int(count[na[c].to_numpy()].sum()) for c in na.columns if na[c].any()}
+    units = np.where(np.isnan(count), 1.0, count)  # a row without a weight counts once among the dropped
+    dropped = {c: int(units[na[c].to_numpy()].sum()) for c in na.columns if na[c].any()}
     if dropped:
         if spec.data.missing == "error":
             detail = ", ".join(f"{c}: {n}" for c, n in dropped.items())
@@ -117,7 +118,7 @@ def drop_missing(sample: pd.DataFrame, weights: str | None, rows_in: int, loaded
                          line=loaded.line("data", "missing") or loaded.line("data"),
                          hint='set `missing = "drop"` in [data] to drop those rows')
         else:
-            notes.append(Note("data.missing_dropped", f"dropped {int(count[na.any(axis=1).to_numpy()].sum())} of "
+            notes.append(Note("data.missing_dropped", f"dropped {int(units[na.any(axis=1).to_numpy()].sum())} of "
                               f"{rows_in} sample rows with missing values "
                               f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})"))
         keep = ~na.any(axis=1).to_numpy()  # with an error too: the checks go on without those rows

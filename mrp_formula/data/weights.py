@@ -23,10 +23,24 @@ def frequency_weights(sample: pd.DataFrame, name: str, loaded, problems: Problem
         problems.add(f"weights column '{name}' is not a column of {sample_name(loaded)}", key="data.weights",
                      line=loaded.line("data", "weights"), hint=did_you_mean(name, sample.columns))
         return sample
-    w = pd.to_numeric(sample[name], errors="coerce")
-    if w.isna().any() or (w < 0).any() or (np.mod(w.fillna(0), 1) != 0).any():
-        problems.add(f"frequency weights in '{name}' must be whole numbers >= 0",
-                     key="data.weights", line=loaded.line("data", "weights"),
+    col = sample[name]
+    w = pd.to_numeric(col, errors="coerce")
+    where = {"key": "data.weights", "line": loaded.line("data", "weights")}
+    drop = loaded.spec.data.missing == "drop"  # rows without a weight are dropped with the other missing values
+    said = False
+    for label, mask, hint in (
+            ("missing", col.isna() & (not drop), 'set `missing = "drop"` in [data] to drop those rows'),
+            ("not a number", w.isna() & col.notna(), "a weight of 3 counts a row three times"),
+            ("negative", w < 0, "a weight of 3 counts a row three times")):
+        if mask.any():
+            rows = [int(i) + 1 for i in col.index[mask.to_numpy()][:5]]  # the table's rows, as read
+            problems.add(f"{int(mask.sum())} frequency weight(s) in '{name}' are {label} (rows {rows}, the header "
+                         f"not counted: {', '.join(repr(v) for v in col[mask].head(5))})", hint=hint, **where)
+            said = True
+    if said:
+        return sample
+    if (np.mod(w.fillna(0), 1) != 0).any():
+        problems.add(f"frequency weights in '{name}' must be whole numbers >= 0", **where,
                      hint="a weight of 3 counts a row three times; survey (design) weights are not "
                           "frequency weights: " + SURVEY_HINT)
     elif w.sum() <= 0:

@@ -457,8 +457,10 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, 
     if isinstance(formula, str):
         from mrp_formula.spec.formula import describe
 
+        given = ("model", "formula") in {tuple(o) for o in overridden}  # by --set: said there, not at the file's line
         try:
-            describe(formula, file=str(path), line=line_of(lines, ("model", "formula")))
+            describe(formula, file="--set" if given else str(path),
+                     line=None if given else line_of(lines, ("model", "formula")))
         except SpecError as exc:
             problems.extend(exc.problems)
     if spec is not None and spec.variants:

@@ -223,3 +223,13 @@ def test_a_decision_that_changed_is_named_though_no_estimate_moved_far(tmp_path)
     assert "decisions that changed" in res.output and "chance to win >99.9% ->" in res.output
     assert "Decisions that changed" in render_html(d)
     assert diff_runs(a, a).decisions == ()
+
+
+def test_rounding_is_no_change_and_no_largest_move():
+    """A rerun whose sums were taken in another order moves a mean by 5.6e-17: shown as 0, and the
+    summary names no "largest: +0.00 sd"."""
+    a = pd.DataFrame({"estimand": ["x", "y"], "mean": [0.521, 0.3], "sd": [0.013, 0.02], "lower": 0.0, "upper": 1.0})
+    b = a.assign(mean=[0.521 + 5.551e-17, 0.3])
+    t = compare_estimands(a, b)
+    assert t["change"].tolist() == [0.0, 0.0] and t["shift"].tolist() == [0.0, 0.0]
+    assert compare_estimands(a, a.assign(mean=[0.5211, 0.3]))["change"].iloc[0] == pytest.approx(1e-4)

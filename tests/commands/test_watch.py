@@ -121,6 +121,7 @@ def test_ctrl_c_exits_0(monkeypatch, tmp_path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(watch_mod, "watch", interrupted)
+    (tmp_path / "s.toml").write_text('name = "s"\n')
     r = CliRunner().invoke(app, ["watch", str(tmp_path / "s.toml")])
     assert r.exit_code == 0
     assert "stopped watching" in r.stderr
@@ -162,3 +163,13 @@ def test_a_save_made_during_the_first_run_is_not_lost(tmp_path):
         spec.write_text("0.75")  # the first run is under way
         first = next(changes)
     assert first == {spec.resolve()}
+
+
+def test_a_spec_that_is_not_there_is_refused_at_once(tmp_path):
+    """`mrp watch missing.toml` watched a file that does not exist until Ctrl-C (exit 0)."""
+    from typer.testing import CliRunner
+
+    from mrp_formula.cli import app
+
+    r = CliRunner().invoke(app, ["watch", str(tmp_path / "missing.toml")])
+    assert r.exit_code == 3 and "spec file not found" in r.output

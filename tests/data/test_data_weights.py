@@ -163,3 +163,20 @@ def test_a_population_row_without_a_weight(tmp_path, missing, code):
     else:
         assert any("dropped 1 population rows without a weight in 'N'" in n for n in out["notes"])
         assert out["population_cells"] == 2
+
+
+@pytest.mark.parametrize("values, extra, said", [
+    ([1, None, 2, 1], "", "50 frequency weight(s) in 'w' are missing (rows [2, 6"),
+    ([1, "two", 2, 1], "", "50 frequency weight(s) in 'w' are not a number (rows [2, 6"),
+    ([1, -1, 2, 1], "", "50 frequency weight(s) in 'w' are negative (rows [2, 6"),
+    ([1, None, 2, 1], 'missing = "drop"', None),  # dropped with the other missing values
+])
+def test_a_bad_frequency_weight_is_named_for_what_it_is(tmp_path, values, extra, said):
+    """A blank weight was told "must be whole numbers; survey weights are not frequency weights"."""
+    d = _survey(n=200)
+    d["w"] = (values * 50)[:200]
+    r, _ = _check(tmp_path, d, extra=extra)
+    if said is None:
+        assert r.exit_code == 0, r.output
+    else:
+        assert r.exit_code == 4 and said in r.stderr and "survey" not in r.stderr, r.stderr

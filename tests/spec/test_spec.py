@@ -165,3 +165,14 @@ def test_a_spec_as_toml_reads_back_as_itself():
               "join": [{"source": "a.csv", "on": ["state"], "recode": {"1": "a"}}, {"source": "b.csv", "on": []}],
               "estimands": {"overall": {}, "lift": {"contrast": {"t": [1, 0]}, "rope": [-0.01, 0.01]}}}
     assert tomllib.loads(to_toml(tricky)) == tricky
+
+
+def test_a_formula_given_with_set_that_does_not_parse_is_said_at_set():
+    """It was placed at the spec file's line of model.formula, which holds a valid formula."""
+    from mrp_formula.spec.tree import load_spec
+
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(SpecError) as e:
+        load_spec(root / "specs" / "ab_click.toml", ["model.formula=clicked ~ treatment +"])
+    (p,) = e.value.problems
+    assert p.file == "--set" and p.line is None and p.key == "model.formula" and "does not parse" in p.message
