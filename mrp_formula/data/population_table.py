@@ -3,6 +3,8 @@ estimands, summed into unique cells; the population's new levels of each group f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 import re
 
@@ -204,18 +206,23 @@ def check_estimands(loaded, info, variables, population, problems, data_problems
             if term not in info.prior_names and not set(re.split(r"\W+", term)) & absent:
                 problems.add(f"'{term}' is not a term of the model", key=f"estimands.{name}.exclude",
                              line=loaded.line(*base, "exclude"), hint=did_you_mean(term, info.prior_names))
+    table = ("the population margins" if spec.population.margins is not None else
+             population_name(loaded) + (f" {Path(spec.population.source).name}" if spec.population.source
+                                        and loaded.frame("population") is None else ""))
     for var, names in lacking.items():
         if not names:
             continue
         if len(names) == len(spec.estimands):  # no estimand sets it: the table lacks it
-            data_problems.add(f"the model uses '{var}', which the population lacks", key=source, line=where_pop,
-                         hint=f"add a '{var}' column to the population (or a rename), or set it in every "
-                              f"estimand: at = {{ {var} = [...] }}")
-        else:
-            for name in names:
-                problems.add(f"the model uses '{var}', which the population lacks and this estimand does not set",
-                             key=f"estimands.{name}", line=loaded.line("estimands", name),
-                             hint=f"set it: at = {{ {var} = [...] }}")
+            data_problems.add(f"the model uses '{var}', which the population lacks ({table} has no column "
+                              f"'{var}')", key=source, line=where_pop,
+                              hint=f"add a '{var}' column to the population (or a rename), or set it in every "
+                                   f"estimand: at = {{ {var} = [...] }}")
+        else:  # one problem of the table, naming the estimands that would need it (not one per estimand)
+            shown = ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
+            data_problems.add(f"the model uses '{var}', which the population lacks ({table} has no column "
+                              f"'{var}'), and estimand(s) {shown} do not set it", key=source, line=where_pop,
+                              hint=f"add a '{var}' column to the population (or a rename), or set it in those "
+                                   f"estimands: at = {{ {var} = [...] }}")
     # common categorical predictors cannot take levels the model never saw
     for var, unknown in unknown_common_levels(info, variables, population).items():
         levels = variables[var].levels

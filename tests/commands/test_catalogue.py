@@ -508,6 +508,13 @@ CASES: list[Case] = [
     C("population_lacks_model_variable", 4, "the model uses 'age_band', which the population lacks",
       key="population.source", edits=P(lambda df: df.drop(columns="age_band")), at='source = "population.csv"',
       absent=("this estimand does not set",)),
+    C("population_lacks_model_variable_one_estimand_sets", 4,
+      "the model uses 'age_band', which the population lacks (the population table population.csv has no column "
+      "'age_band'), and estimand(s) by_market, lift do not set it", "or set it in those estimands",
+      key="population.source", edits=(P(lambda df: df.drop(columns="age_band")),
+                                      S('at = { treatment = ["control", "treatment"] }',
+                                        'at = { treatment = ["control", "treatment"], age_band = ["18-34"] }')),
+      at='source = "population.csv"'),
     C("population_lacks_by_variable", 4, "'market'", "population", key="estimands.by_market.by",
       edits=P(lambda df: df.drop(columns="market")), at="by ="),
     C("population_file_missing", 4, "file not found", key="population.source",
