@@ -462,7 +462,14 @@ def render_html(d: RunDiff) -> str:
     except Exception as exc:  # a figure is a report, not a result
         fig = Svg("shift", "", f"{type(exc).__name__}: {exc}")
     return environment().get_template("diff.html.j2").render(
-        d=d, summary=d.summary(), table=table, figure=fig, decision_numbers=[_numbers(c) for c in d.decisions], version=str(d.b.manifest.get("mrp_formula", "")))
+        d=d, summary=d.summary(), table=table, figure=fig, decision_numbers=[_numbers(c) for c in d.decisions],
+        reports=[_report_link(v) for v in (d.a, d.b)], version=str(d.b.manifest.get("mrp_formula", "")))
+
+
+def _report_link(view: RunView) -> str:
+    """The run's report.html as a link ('' when it has none)."""
+    page = view.folder / "report.html"
+    return page.resolve().as_uri() if page.is_file() else ""
 
 
 def write_html(d: RunDiff, out: str | Path) -> Path:

@@ -152,9 +152,13 @@ def test_html_page_of_a_diff_is_self_contained(tmp_path):
     moved = dict(state_means(0))
     moved["05"] += 0.06
     a, b = _two(tmp_path, b_states=moved)
+    (a / "report.html").write_text("<!DOCTYPE html>")
     html = render_html(diff_runs(a, b))
     assert html.count("<svg") == 1
-    assert re.search(r'\b(src|href)="(?!#|data:)', html) is None
+    # nothing loaded; a link to each run's own page where it has one (A here, not B)
+    assert re.search(r'\bsrc="(?!data:)|<(?!a )[a-z]+ [^>]*\bhref="(?!#|data:)', html) is None
+    assert html.count(f'<a href="{(a / "report.html").resolve().as_uri()}">its report</a>') == 1
+    assert html.count(">its report</a>") == 1
     assert '<td class="bad">moved</td>' in html
     body = re.search(r'<table class="sortable" id="t-diff">.*?<tbody>(.*?)</tbody>', html, re.S).group(1)
     assert body.count("<tr>") == 54

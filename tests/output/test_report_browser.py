@@ -187,6 +187,16 @@ def test_report_reads_with_scripts_off_and_prints_cleanly(browser, synthetic):
     view.close()
 
 
+def test_report_fits_a_phones_width(browser, synthetic):
+    """At 420 px the navigation wrapped nowhere and the page was 1,062 px wide (the trial)."""
+    view = Loaded(browser, synthetic / "report.html")
+    page = view.page
+    page.set_viewport_size({"width": 420, "height": 900})
+    assert page.evaluate("document.querySelector('nav').scrollWidth") <= 420
+    assert page.evaluate("document.querySelector('header').scrollWidth") <= 420
+    view.close()
+
+
 def test_diff_page_in_the_browser(browser, synthetic, tmp_path):
     from mrp_formula.commands.diff import diff_runs, write_html
 
