@@ -851,7 +851,39 @@ def _user_loc(loc: tuple) -> tuple:
     return out
 
 
+TYPE_WORDS = {  # pydantic's kinds of wrong value, in the spec's words ("must be ...", not "Input should be ...")
+    "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number (it has a fractional part)",
+    "float_parsing": "must be a number", "float_type": "must be a number",
+    "bool_parsing": "must be true or false", "bool_type": "must be true or false",
+    "string_type": "must be text, in quotes", "dict_type": "must be a table: { key = value, ... }",
+    "list_type": "must be a list: [a, b, ...]", "tuple_type": "must be a list: [a, b, ...]",
+}
+
+
+def _in_words(kind: str, msg: str, ctx: dict) -> str:
+    """pydantic's message of a wrong value as the spec says it."""
+    if kind in TYPE_WORDS:
+        return TYPE_WORDS[kind]
+    for k, words in (("gt", "greater than"), ("ge", "at least"), ("lt", "less than"), ("le", "at most")):
+        if k in ctx:
+            return f"must be {words} {ctx[k]}"
+    if kind == "too_short" and "min_length" in ctx:
+        return f"must have at least {ctx['min_length']} item{'s' if ctx['min_length'] != 1 else ''}"
+    return msg.removeprefix("Input should be ").join(("must be ", "")) if msg.startswith("Input should be ") else msg
+
+
 def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overridden: set) -> list[Problem]:
+    problems = _each_pydantic_problem(exc, file, origins, overridden)
+    # a misspelt required key is one mistake, said once: the unknown key with its "did you mean"
+    meant = {p.key.rsplit(".", 1)[0] + "." + p.hint.split("'")[1] for p in problems
+             if p.message == "unknown key" and p.hint.startswith("did you mean '") and "." in p.key}
+    meant |= {p.hint.split("'")[1] for p in problems
+              if p.message == "unknown key" and p.hint.startswith("did you mean '") and "." not in p.key}
+    return [p for p in problems if not (p.message == "required key is missing" and p.key in meant)]
+
+
+def _each_pydantic_problem(exc: ValidationError, file: str, origins: Origins, overridden: set) -> list[Problem]:
     problems = []
     for err in exc.errors():
         loc = _user_loc(err["loc"])
@@ -892,8 +924,7 @@ def _pydantic_problems(exc: ValidationError, file: str, origins: Origins, overri
             elif loc[:2] == ("model", "parameterization") and kind.startswith(("greater", "less")):
                 hint = ('a centring weight is strictly between 0 and 1; for the ends write "noncentered" (0) '
                         'or "centered" (1)')
-            elif kind.startswith(("greater", "less")):
-                hint = f"use a number {msg.removeprefix('Input should be ')}"
+            msg = _in_words(kind, msg, err.get("ctx") or {})
         problems.append(Problem(msg, key=key, file=where_file, line=line, got=got, hint=hint))
     return problems
 

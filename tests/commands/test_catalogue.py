@@ -269,6 +269,9 @@ CASES: list[Case] = [
       edits=S("description = ", "descripton = "), at="descripton"),
     C("unknown_section", 3, "unknown key", "did you mean 'estimands'", key="estimand",
       edits=S("[estimands.lift]", "[estimand.lift]"), at="[estimand.lift]"),
+    C("unknown_required_key", 3, "unknown key", "did you mean 'source'", key="data.sorce",
+      edits=S('source = "clicks.csv"', 'sorce = "clicks.csv"'), at='sorce =',
+      absent=("required key is missing",)),  # one misspelling, one message
     C("unknown_data_key", 3, "unknown key", "did you mean 'missing'", key="data.mising",
       edits=S('missing = "error"', 'mising = "error"'), at="mising"),
     C("unknown_model_table", 3, "unknown key", "did you mean 'priors'", key="model.prior",
@@ -286,9 +289,9 @@ CASES: list[Case] = [
               "[report]"), at="column = "),
 
     # ---- wrong types
-    C("type_chains_fraction", 3, "integer", "(got 2.5)", key="fit.chains", edits=S("chains = 2", "chains = 2.5"),
+    C("type_chains_fraction", 3, "must be a whole number (it has a fractional part)", "(got 2.5)", key="fit.chains", edits=S("chains = 2", "chains = 2.5"),
       at="chains = 2.5"),
-    C("type_draws_word", 3, "integer", "(got 'many')", key="fit.draws", edits=S("draws = 200", 'draws = "many"'),
+    C("type_draws_word", 3, "must be a whole number", "(got 'many')", key="fit.draws", edits=S("draws = 200", 'draws = "many"'),
       at="draws ="),
     C("type_by_not_a_list", 3, "list", "(got 'market')", key="estimands.by_market.by",
       edits=S('by = ["market"]', 'by = "market"'), at='by = "market"'),
@@ -297,7 +300,7 @@ CASES: list[Case] = [
       at="levels.treatment"),
     C("type_ci_prob_percent_string", 3, "number", "(got '90%')", key="report.ci_prob",
       edits=S("ci_prob = 0.9", 'ci_prob = "90%"'), at="ci_prob"),
-    C("type_name_number", 3, "string", "(got 42)", key="name", edits=S('name = "ab-catalogue"', "name = 42"),
+    C("type_name_number", 3, "must be text, in quotes", "(got 42)", key="name", edits=S('name = "ab-catalogue"', "name = 42"),
       at="name = 42"),
     C("type_margin_share_word", 3, "number", "(got 'half')", key="population.margins.gender.female", base="margins",
       edits=S("female = 0.5", 'female = "half"'), at="gender = "),
@@ -311,13 +314,13 @@ CASES: list[Case] = [
       at="draws = 0"),
     C("range_chains_negative", 3, "greater than 0", "(got -1)", key="fit.chains",
       edits=S("chains = 2", "chains = -1"), at="chains = -1"),
-    C("range_tune_negative", 3, "greater than or equal to 0", "(got -100)", key="fit.tune",
+    C("range_tune_negative", 3, "must be at least 0", "(got -100)", key="fit.tune",
       edits=S("tune = 200", "tune = -100"), at="tune = -100"),
     C("range_target_accept_above_1", 3, "less than 1", "(got 1.5)", key="fit.target_accept",
       edits=S("target_accept = 0.9", "target_accept = 1.5"), at="target_accept"),
     C("range_ci_prob_as_percent", 3, "less than 1", "(got 95)", key="report.ci_prob",
       edits=S("ci_prob = 0.9", "ci_prob = 95"), at="ci_prob = 95"),
-    C("range_seed_negative", 3, "greater than or equal to 0", "(got -1)", key="fit.seed",
+    C("range_seed_negative", 3, "must be at least 0", "(got -1)", key="fit.seed",
       edits=S("seed = 1", "seed = -1"), at="seed = -1"),
 
     # ---- values outside an allowed set
