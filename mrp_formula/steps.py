@@ -602,10 +602,25 @@ def _input_key(name: str) -> str:
 
 def placed(exc: MrpError, loaded: LoadedSpec) -> MrpError:
     """``exc`` with each problem of a key given with --set placed there rather than in the file
-    (where the key has no line, or the line of the value --set replaced)."""
-    moved = [replace(p, file="--set", line=None) if p.key and p.file == str(loaded.path)
-             and loaded.set_by_override(p.key) else p for p in exc.problems]
+    (where the key has no line, or the line of the value --set replaced), and of a key an extended
+    spec wrote placed in that file (the key is not in this one)."""
+    moved = [_placed(p, loaded) for p in exc.problems]
     return exc if moved == list(exc.problems) else type(exc)(moved)
+
+
+def _placed(p: Problem, loaded: LoadedSpec) -> Problem:
+    if not p.key or p.file != str(loaded.path):
+        return p
+    if loaded.set_by_override(p.key):
+        return replace(p, file="--set", line=None)
+    where = loaded.written_in(p.key)
+    if where is None:
+        return p
+    inherited = (f"{loaded.path.name} extends this file, and tables merge key by key: it can replace this key but "
+                 f"not remove it (a variant or --set can replace model.priors as a whole)"
+                 if p.key.startswith("model.priors.") else "")
+    hint = "; ".join(h for h in (p.hint if not inherited or "did you mean" not in p.hint else "", inherited) if h)
+    return replace(p, file=where[0], line=where[1], hint=hint)
 
 
 def build(plan: Plan):

@@ -47,3 +47,19 @@ def test_a_file_saved_while_it_was_read_is_refused_naming_it(spec):
     (p,) = e.value.problems
     assert "clicks.csv changed while it was being read" in p.message and p.key == "data.source"
     assert steps.read_inputs(loaded, lambda: 1)[0] == 1  # read again, once saved: the run goes on
+
+
+def test_a_problem_of_a_key_an_extended_spec_wrote_is_placed_there(spec):
+    """The child drops `(1 | gender)` from the formula; the prior of `1|gender` is the base's: said
+    at the base's line, with how to drop it (the trial: placed at the child's [model], with "did you
+    mean" another term)."""
+    from mrp_formula.errors import SpecError
+
+    child = spec.parent / "child.toml"
+    child.write_text('extends = "ab.toml"\nname = "child"\n[model]\nformula = "clicked ~ treatment"\n')
+    with pytest.raises(SpecError) as e:
+        steps.plan(child)
+    (p,) = [p for p in e.value.problems if p.key == 'model.priors."1|gender"']
+    line = next(i for i, t in enumerate(spec.read_text().splitlines(), 1) if t.startswith('"1|gender"'))
+    assert (p.file, p.line) == (str(spec), line)
+    assert "child.toml extends this file" in p.hint and "did you mean" not in p.hint

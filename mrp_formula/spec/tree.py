@@ -398,6 +398,19 @@ class LoadedSpec(_Frozen):
     lines: dict
     frames: Any = None  # {"data": DataFrame, "population": DataFrame}: tables given in memory (``run(data=df)``)
     overridden: frozenset = frozenset()  # the key paths given with --set (or a variant)
+    origins: Any = None  # key path -> (file, line) where it was written, through `extends`
+
+    def written_in(self, key: str) -> tuple[str, int | None] | None:
+        """(file, line) of the dotted ``key`` (or the nearest table above it) when a spec this one
+        extends wrote it, so that a problem of it is placed there; None when this file did."""
+        best = None
+        for path, where in (self.origins or {}).items():
+            d = dotted(path)
+            if (key == d or key.startswith(d + ".")) and (best is None or len(d) > len(best[0])):
+                best = (d, where)
+        if best is None or Path(best[1][0]) == self.path:
+            return None
+        return best[1]
 
     def set_by_override(self, key: str) -> bool:
         """Whether the dotted ``key`` of a problem lies in a value given with --set (so that the
@@ -468,7 +481,7 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = (), *, 
     if problems:
         raise SpecError(problems)
     return LoadedSpec(spec=spec, path=path.resolve(), text=text, raw=raw, lines=lines, frames=frames or None,
-                      overridden=frozenset(overridden))
+                      overridden=frozenset(overridden), origins=origins)
 
 
 def _without_bad_priors(raw: dict) -> dict:
