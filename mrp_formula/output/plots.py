@@ -127,8 +127,8 @@ def _num(row, col) -> float:
 
 def _group_columns(estimands: pd.DataFrame, draws: pd.DataFrame | None) -> list[str]:
     """Group columns: those of the draws frame, else those between ``estimand`` and ``scale``."""
-    if draws is not None and len(draws.columns):
-        cols = [c for c in draws.columns if c not in META and c != "category"]
+    if draws is not None and len(draws.columns):  # first/second: a contrast's two levels, in its label already
+        cols = [c for c in draws.columns if c not in META and c not in ("category", "first", "second")]
     else:
         cols = list(estimands.columns)
         end = cols.index("scale") if "scale" in cols else len(cols)

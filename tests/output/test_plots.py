@@ -239,3 +239,15 @@ def test_trace_grid_keeps_every_label_clear(n, long_names):
     for upper, lower in zip(rows, rows[1:]):
         ticks = min(t.get_window_extent(renderer).y0 for t in upper.get_xticklabels() if t.get_text())
         assert ticks > lower.title.get_window_extent(renderer).y1
+
+
+def test_a_contrasts_typed_levels_are_not_row_labels():
+    """The draws carry a contrast's two levels as `first` and `second`: a row read "female vs male,
+    female, male" and its title "first = female, second = male" (the trial)."""
+    x = RNG.normal(0.1, 0.02, CHAINS * DRAWS)
+    est, draws = tables([("gap", {"sex": "female vs male", "region": r}, None, "difference", x) for r in "ab"],
+                        group_cols=("sex", "region"))
+    est = est.assign(first="female", second="male")
+    draws = draws.assign(first="female", second="male")
+    (block,) = P._blocks(P._rows(est, draws), ungrouped=True)
+    assert block.title == "gap: female vs male, by region" and block.labels == ["a", "b"]
