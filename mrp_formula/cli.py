@@ -769,6 +769,21 @@ def expand_set(args: list[str]) -> list[str]:
 COLLECT_RARELY = (100_000, 10, 10)
 
 
+def _unwrapped_help() -> None:
+    """Each command's help from its docstring with the paragraphs' line breaks removed, so that the
+    terminal wraps them at its own width (not mid-sentence where the source was wrapped)."""
+    import inspect
+
+    for cmd in app.registered_commands:
+        doc = inspect.getdoc(cmd.callback) or ""
+        paragraphs = [" ".join(p.split()) for p in doc.split("\n\n") if p.strip()]
+        cmd.help = "\n\n".join(paragraphs)
+        cmd.short_help = paragraphs[0] if paragraphs else None
+
+
+_unwrapped_help()
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `mrp` entry point: as typer's own, but ``--set a=1 b=2`` takes both, and a usage error
     is a JSON error object on stdout when --json was asked for (the same shape as every other
