@@ -107,18 +107,26 @@ def print_table(df, title: str, console: Console | None = None) -> None:
     hidden = ("ci_prob", "ci_kind", "scale", "median", "sd", "r_hat", "ess_bulk", "chance_to_win",
               "expected_loss_first", "expected_loss_second", "expected_loss_unit",
               "first", "second")  # a contrast's variable already reads "b vs a"
+    import pandas as pd
+
+    from mrp_formula.output.report.page import ALIKE, fmt_alike
+
     cols = [c for c in df.columns if c not in hidden]
     cols = [c for c in cols if not df[c].isna().all()]
+    alike = [c for c in cols if c in ALIKE]  # an estimate and its interval with the same decimals
+    shown = pd.DataFrame({c: df[c].map(_fmt) for c in cols}, index=df.index)
+    for i, row in df.iterrows():
+        shown.loc[i, alike] = fmt_alike([row[c] for c in alike])
     table = Table(title=title, show_lines=False)
     for c in cols:
         # values stay whole on one line (labels up to 60 characters); the headers wrap first
-        longest = max([1] + [len(_fmt(v)) for v in df[c]])
+        longest = max([1] + [len(v) for v in shown[c]])
         if df[c].dtype.kind in "fi":
             table.add_column(c, justify="right", min_width=longest, overflow="fold")
         else:
             table.add_column(c, justify="left", no_wrap=True, min_width=min(longest, 60), overflow="fold")
-    for _, row in df.iterrows():
-        table.add_row(*[escape(_fmt(row[c])) for c in cols])
+    for _, row in shown.iterrows():
+        table.add_row(*[escape(row[c]) for c in cols])
     (console or err).print(table)
 
 

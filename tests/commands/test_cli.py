@@ -97,3 +97,18 @@ def test_a_process_that_ends_with_its_command_collects_garbage_rarely(command, r
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     line = next(x for x in out.stdout.splitlines() if x.startswith("thresholds"))
     assert (tuple(int(v) for v in line.split()[1:]) == COLLECT_RARELY) is rarely
+
+
+def test_the_terminal_table_gives_an_estimate_and_its_interval_the_same_decimals():
+    """The trial: "0.521", "0.4998" and "0.5421" side by side."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from mrp_formula.cli import print_table
+
+    df = pd.DataFrame({"estimand": ["a"], "scale": [""], "mean": [0.521], "lower": [0.4998], "upper": [0.5421]})
+    out = io.StringIO()
+    print_table(df, "t", Console(file=out, width=120))
+    assert "0.5210" in out.getvalue() and "0.4998" in out.getvalue() and "0.5421" in out.getvalue()
