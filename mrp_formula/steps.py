@@ -596,7 +596,10 @@ def read_inputs(loaded: LoadedSpec, read):
 
 
 def _input_key(name: str) -> str:
-    """The spec key of an input of ``input_files``: data -> data.source, join[0] -> join[0].source."""
+    """The spec key of an input of ``input_files``: data -> data.source, join[0] -> join[0].source,
+    adjacency.state -> model.structure.state.adjacency."""
+    if name.startswith("adjacency."):
+        return f"model.structure.{name.removeprefix('adjacency.')}.adjacency"
     return f"{name}.source"
 
 

@@ -46,8 +46,9 @@ def _top_keys(text: str) -> set[str]:
 
 
 def input_files(loaded: LoadedSpec) -> dict:
-    """Path and SHA-256 of every data, population, join and calibration file the spec reads (those
-    that exist); a DataFrame given in memory has the path ``(DataFrame)`` and its content hash."""
+    """Path and SHA-256 of every data, population, join, calibration and adjacency file the spec reads
+    (those that exist; an adjacency table under ``adjacency.<variable>``); a DataFrame given in memory
+    has the path ``(DataFrame)`` and its content hash."""
     spec = loaded.spec
     files = {"data": loaded.resolve(spec.data.source)}
     if spec.population.source:
@@ -56,6 +57,9 @@ def input_files(loaded: LoadedSpec) -> dict:
         files[f"join[{i}]"] = loaded.resolve(j.source)
     if spec.calibrate is not None:
         files["calibrate"] = loaded.resolve(spec.calibrate.source)
+    for var, structure in spec.model.structure.items():
+        if getattr(structure, "adjacency", None):
+            files[f"adjacency.{var}"] = loaded.resolve(structure.adjacency)
     frames = loaded.frames or {}
     return {**{k: {"path": str(p), "sha256": sha256_file(p)} for k, p in files.items()
                if k not in frames and p.exists()},

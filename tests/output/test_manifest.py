@@ -58,6 +58,20 @@ def test_inputs_name_every_file_read_with_its_hash(plan):
     assert files["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
 
 
+def test_inputs_name_each_adjacency_table_by_its_variable(plan, tmp_path):
+    """An icar or bym2 structure's adjacency table is read by the run: its hash is in the inputs
+    (under adjacency.<variable>), so a rerun of `mrp batch` sees it change."""
+    from mrp_formula.spec.tree import load_spec
+
+    (tmp_path / "adj.csv").write_text("a,b\nfemale,male\n")
+    spec = tmp_path / "spatial.toml"
+    spec.write_text(f'extends = "{plan.loaded.path}"\nname = "spatial"\n'
+                    '[model.structure]\ngender = { kind = "icar", adjacency = "adj.csv" }\n')
+    files = input_files(load_spec(spec))
+    assert set(files) == {"data", "adjacency.gender"}
+    assert files["adjacency.gender"]["path"] == str((tmp_path / "adj.csv").resolve())
+
+
 def test_a_command_over_several_specs_records_the_overrides_at_the_top():
     m = manifest(None, {"specs": [], "loo": {}}, overrides=["fit.draws=10"], notes=(), warnings=["w"])
     assert "name" not in m and "spec" not in m and m["overrides"] == ["fit.draws=10"]
