@@ -10,10 +10,14 @@ PSIS-LOO (``OUT/<name>.compare.csv``) and their estimands stacked: a per-draw mi
 runs' estimand draws by stacking weight (rows with variant ``stacked``).
 
 A run that fails (spec, data, fit, or its checks under ``strict``) is a row with its error and
-exit code; the others finish. A rerun skips a run whose key (the merged spec with its overrides,
-the input files' hashes, the package version) matches the last successful run's and whose folder
-is still there. Each run folder, and each of the batch's files, is written in one rename: a batch
-that fails leaves earlier results as they were. Nothing here prints.
+exit code; the others finish. A run that finishes carries its run page's verdict (``page.verdict``:
+ok, look at this, do not use), its failed checks and its warnings, and its status says the same
+(ok, warned, checks failed). A rerun skips a run whose folder's own manifest was made from the same
+key (the spec as run with its overrides, every input file's hash, the package version): the folder,
+not batch.json, is what says which configuration its numbers belong to. batch.json, batch.csv and
+index.html are written again as each run finishes, so an interrupted batch records what it finished.
+Each run folder, and each of the batch's files, is written in one rename: a batch that fails leaves
+earlier results as they were. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -33,7 +38,8 @@ import pandas as pd
 from mrp_formula import __version__
 from mrp_formula.commands.scheduler import Event, Scheduler
 from mrp_formula.errors import EXIT_DIAGNOSTICS, EXIT_INTERNAL, MrpError, Problem, UsageError
-from mrp_formula.output.files import sha256_file
+from mrp_formula.output.files import MANIFEST, inspect_folder, manifest_of
+from mrp_formula.output.manifest import input_files
 from mrp_formula.spec.tree import LoadedSpec, load_spec, variant_overrides
 from mrp_formula.system import write_text_atomic
 
@@ -41,7 +47,13 @@ BASE = "base"
 STACKED = "stacked"
 LEAD = ["spec", "variant", "run", "status", "exit_code", "error"]
 SHOWN = ["scale", "mean", "sd", "lower", "upper", "ci_prob", "ci_kind", "r_hat", "ess_bulk"]
-TAIL = ["verdict", "failed_checks", "elpd_loo", "stacking_weight"]
+TAIL = ["verdict", "failed_checks", "warnings", "elpd_loo", "stacking_weight"]
+# a run's status: it ran, and its page's verdict was ok / look at this / do not use; not rerun; failed
+OK, WARNED, CHECKS_FAILED, CURRENT, FAILED = "ok", "warned", "checks failed", "current", "failed"
+STATUS_OF_LEVEL = {"ok": OK, "look": WARNED, "bad": CHECKS_FAILED}  # page.Verdict.level -> status
+SUCCEEDED = (OK, WARNED, CHECKS_FAILED, CURRENT)  # the run's folder holds its results
+UNUSABLE = "do not use"  # page.verdict's word for a run that failed a check it is judged by
+BATCH_FILES = ("batch.csv", "batch.json", "index.html")  # with <name>.compare.csv: what a batch writes in OUT
 STACK_SEED = 7  # the stacking mixture's stream: default_rng([spec seed, STACK_SEED])
 
 
@@ -59,6 +71,7 @@ class RunTask:
     out: str  # the run folder
     strict: bool = False
     refit: bool = False
+    sets: tuple[str, ...] = ()  # the variant's own keys (the batch's --set are in overrides too)
 
 
 @dataclass(frozen=True)
@@ -69,11 +82,14 @@ class RunRecord:
     spec: str
     variant: str
     run: str
-    status: str  # ok, failed, current (skipped: results up to date)
+    status: str  # ok, warned, checks failed (by its verdict), current (skipped: results up to date), failed
     exit_code: int
     error: str = ""
-    verdict: str = ""  # the diagnostics: "pass" or "fail" (then failed_checks says which)
-    failed_checks: tuple[str, ...] = ()
+    verdict: str = ""  # the run page's word (page.verdict): ok, look at this, do not use
+    failed_checks: tuple[str, ...] = ()  # the checks it failed (what --strict fails on)
+    warnings: tuple[str, ...] = ()  # the run's warnings (manifest.json's), failed checks among them
+    reasons: tuple[str, ...] = ()  # the verdict's reasons, short (the page's)
+    sets: tuple[str, ...] = ()  # the variant's own keys
     rows: tuple = ()  # the estimand rows (estimands.csv's label and summary columns), as dicts
     group_columns: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -118,26 +134,48 @@ def run_task(task: RunTask) -> RunRecord:
 
     t0 = time.perf_counter()
     base = dict(index=task.index, spec=task.spec, variant=task.variant, run=Path(task.out).name,
-                worker=_worker_name())
+                worker=_worker_name(), sets=task.sets)
     path = Path(task.spec)
     try:
         res = run(path, out=Path(task.out), overrides=task.overrides, refit=task.refit, spec_text=task.spec_text)
+        judged = judge(Path(task.out))
     except MrpError as exc:
-        return RunRecord(**base, status="failed", exit_code=exc.exit_code, error=_first(exc),
+        return RunRecord(**base, status=FAILED, exit_code=exc.exit_code, error=_first(exc),
                          seconds=time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - isolated: one run's crash is its row, not the batch's
-        return RunRecord(**base, status="failed", exit_code=EXIT_INTERNAL,
+        return RunRecord(**base, status=FAILED, exit_code=EXIT_INTERNAL,
                          error=f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
                          seconds=time.perf_counter() - t0)
     failed = tuple(res.failed)
-    verdict = "pass" if not failed else "fail"
     strict_failed = task.strict and bool(failed)
     rows, groups = estimand_rows(res.estimands)
-    return RunRecord(**base, status="failed" if strict_failed else "ok",
+    return RunRecord(**base, status=FAILED if strict_failed else STATUS_OF_LEVEL[judged.level],
                      exit_code=EXIT_DIAGNOSTICS if strict_failed else 0,
                      error=("diagnostics failed under --strict: " + "; ".join(failed)) if strict_failed else "",
-                     verdict=verdict, failed_checks=failed, rows=rows, group_columns=groups, seconds=time.perf_counter() - t0,
+                     verdict=judged.word, failed_checks=failed, warnings=judged.warnings, reasons=judged.reasons,
+                     rows=rows, group_columns=groups, seconds=time.perf_counter() - t0,
                      fit="cached" if res.manifest.get("fit_cache", {}).get("reused") else "sampled")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a run's folder says of its numbers: its page's verdict (level, word, reasons) and its
+    warnings."""
+
+    level: str  # ok, look, bad
+    word: str  # ok, look at this, do not use
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def judge(folder: Path) -> Judgement:
+    """The verdict of a run folder, by the rule of its report page (``page.verdict``)."""
+    from mrp_formula.output.report import page
+    from mrp_formula.output.report.view import RunView
+
+    view = RunView.from_folder(folder, draws=False)
+    v = page.verdict(view)
+    return Judgement(level=v.level, word=v.word, reasons=tuple(v.reasons), warnings=tuple(view.warnings))
 
 
 def _worker_name() -> str:
@@ -205,16 +243,30 @@ def spec_files(args: Sequence) -> list[Path]:
 
 
 def run_key(loaded: LoadedSpec, overrides: Sequence[str]) -> str:
-    """What a run's results depend on: the merged spec with its overrides, the inputs' content,
-    the package version (the fit cache then decides whether to sample)."""
-    spec = loaded.spec
-    files = [loaded.resolve(spec.data.source)]
-    if spec.population.source:
-        files.append(loaded.resolve(spec.population.source))
-    files += [loaded.resolve(j.source) for j in spec.join]
-    raw = {k: v for k, v in loaded.raw.items() if k != "variants"}  # a variant's edit is not the base's
-    parts = {"raw": raw, "overrides": list(overrides), "version": __version__,
-             "inputs": [sha256_file(f) if f.is_file() else None for f in files]}
+    """What a run's results depend on: the spec as run (``extends`` merged, overrides applied), the
+    overrides, the content of every file it reads (``manifest.input_files``: data, population,
+    joins, calibration targets, adjacency tables), the package version (the fit cache then decides
+    whether to sample). The same key as :func:`folder_key` of the manifest that run writes."""
+    resolved = json.loads(json.dumps(loaded.raw, default=str))  # as manifest.json's spec.resolved
+    inputs = {name: entry["sha256"] for name, entry in input_files(loaded).items()}
+    return _key(resolved, list(overrides), __version__, inputs)
+
+
+def folder_key(manifest: dict) -> str | None:
+    """The key of the run a folder's manifest.json records (its spec as run, overrides, inputs'
+    hashes, version); None when the manifest lacks any of them (another command's, an older one)."""
+    spec = manifest.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    resolved, overrides, inputs = spec.get("resolved"), spec.get("overrides"), manifest.get("inputs")
+    if not (isinstance(resolved, dict) and isinstance(overrides, list) and isinstance(inputs, dict)):
+        return None
+    hashes = {name: entry.get("sha256") if isinstance(entry, dict) else None for name, entry in inputs.items()}
+    return _key(resolved, overrides, manifest.get("mrp_formula"), hashes)
+
+
+def _key(resolved: dict, overrides: list, version, inputs: dict) -> str:
+    spec = {k: v for k, v in resolved.items() if k != "variants"}  # a variant's edit is not the base's
+    parts = {"spec": spec, "overrides": [str(o) for o in overrides], "version": version, "inputs": inputs}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -224,64 +276,87 @@ def plan_runs(files: Sequence[Path], out: Path, overrides: Sequence[str], *, str
     failed: list[RunRecord] = []
     keys: dict[int, str] = {}
     names: dict[str, Path] = {}
+    folders: dict[str, str] = {}  # run folder -> the run that writes it, in words
     for f in files:
         try:
             loaded = load_spec(f, tuple(overrides))
         except MrpError as exc:
-            failed.append(RunRecord(index=-1, spec=str(f), variant=BASE, run=f.stem, status="failed",
+            failed.append(RunRecord(index=-1, spec=str(f), variant=BASE, run=f.stem, status=FAILED,
                                     exit_code=exc.exit_code, error=_first(exc)))
             continue
         name = loaded.spec.name
         if name in names:
-            failed.append(RunRecord(index=-1, spec=str(f), variant=BASE, run=name, status="failed", exit_code=2,
+            failed.append(RunRecord(index=-1, spec=str(f), variant=BASE, run=name, status=FAILED, exit_code=2,
                                     error=f"{f}: name '{name}' is also the name of {names[name]}: each spec of a "
                                           f"batch names its own run folder; rename one"))
+            continue
+        if name in folders:
+            failed.append(_clash(f, BASE, name, folders[name]))
             continue
         names[name] = f
         variants = [(BASE, ())] + [(v, variant_overrides(loaded, v)) for v in loaded.spec.variants]
         for variant, sets in variants:
             run = name if variant == BASE else f"{name}.{variant}"
+            if run in folders:
+                failed.append(_clash(f, variant, run, folders[run]))
+                continue
+            folders[run] = _run_words(f, variant)
             all_sets = tuple(sets) + tuple(overrides)
             try:
                 key = run_key(loaded if variant == BASE else load_spec(f, all_sets), all_sets)
             except MrpError as exc:
-                failed.append(RunRecord(index=-1, spec=str(f), variant=variant, run=run, status="failed",
-                                        exit_code=exc.exit_code, error=_first(exc)))
+                failed.append(RunRecord(index=-1, spec=str(f), variant=variant, run=run, status=FAILED,
+                                        exit_code=exc.exit_code, error=_first(exc), sets=tuple(sets)))
                 continue
             task = RunTask(index=len(tasks), spec=str(f), spec_text=loaded.text, variant=variant, overrides=all_sets,
-                           out=str(out / run), strict=strict, refit=refit)
+                           out=str(out / run), strict=strict, refit=refit, sets=tuple(sets))
             keys[task.index] = key
             tasks.append(task)
     return tasks, failed, keys
 
 
-def current_record(task: RunTask, key: str, previous: dict) -> RunRecord | None:
-    """The last successful run's record when its key matches and its folder is complete."""
-    prev = previous.get(Path(task.out).name)
+def _run_words(spec: Path, variant: str) -> str:
+    return str(spec) if variant == BASE else f"the variant '{variant}' of {spec}"
+
+
+def _clash(spec: Path, variant: str, run: str, owner: str) -> RunRecord:
+    """The row of a run whose folder another run of the batch writes (a spec named ``ab.narrow``
+    beside the variant ``narrow`` of a spec named ``ab``): refused before anything runs."""
+    return RunRecord(index=-1, spec=str(spec), variant=variant, run=run, status=FAILED, exit_code=2,
+                     error=f"{_run_words(spec, variant)} would write the run folder '{run}', which "
+                           f"{owner} writes: each run of a batch needs its own folder; rename the spec "
+                           f"(name) or the variant")
+
+
+def current_record(task: RunTask, key: str) -> RunRecord | None:
+    """The run's record read back from its folder, when the folder's own manifest records a run of
+    this key (the same spec as run, overrides, inputs and version) and its results are complete;
+    None when it must run (whatever batch.json says: an interrupted batch may have left another
+    configuration's folder)."""
     folder = Path(task.out)
-    if not prev or prev.get("key") != key or prev.get("status") not in ("ok", "current"):
-        return None
-    if not ((folder / "estimands.csv").is_file() and (folder / "manifest.json").is_file()):
+    manifest = manifest_of(folder)
+    if manifest is None or folder_key(manifest) != key or not (folder / "estimands.csv").is_file():
         return None
     try:
         table = pd.read_csv(folder / "estimands.csv")
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+        judged = judge(folder)
+    except (OSError, ValueError, MrpError):
         return None
-    failed = tuple(manifest.get("diagnostics", {}).get("failed") or ())
+    failed = tuple(str(f) for f in (manifest.get("diagnostics") or {}).get("failed") or ())
     if task.strict and failed:
         return None  # run it again to report the failure under --strict
     rows, groups = estimand_rows(table)
-    return RunRecord(index=task.index, spec=task.spec, variant=task.variant, run=folder.name, status="current",
-                     exit_code=0, verdict="pass" if not failed else "fail", failed_checks=failed, rows=rows,
-                     group_columns=groups, fit="cached", key=key)
+    return RunRecord(index=task.index, spec=task.spec, variant=task.variant, run=folder.name, status=CURRENT,
+                     exit_code=0, verdict=judged.word, failed_checks=failed, warnings=judged.warnings,
+                     reasons=judged.reasons, rows=rows, group_columns=groups, fit="cached", key=key, sets=task.sets)
 
 
 def batch(specs: Sequence, *, out, overrides: Sequence[str] = (), workers: int | None = None,
           scheduler: str | None = None, strict: bool = False, refit: bool = False, compare: bool = True,
           on_event: Callable[[str, RunRecord | None, dict], None] | None = None,
           on_ready: Callable[[Scheduler], None] | None = None) -> BatchResult:
-    """Run every spec and variant on Dask workers; write batch.csv, batch.json and index.html.
+    """Run every spec and variant on Dask workers; write batch.csv, batch.json and index.html (again
+    as each run finishes, and once more with the variants' comparison at the end).
 
     ``on_event(kind, record, counts)`` is called when the batch starts, as runs finish, and for
     runs skipped as current (``counts``: total, done, running, failed, current);
@@ -292,11 +367,10 @@ def batch(specs: Sequence, *, out, overrides: Sequence[str] = (), workers: int |
     _check_batch_out(out)
     files = spec_files(specs)
     tasks, load_failed, keys = plan_runs(files, out, overrides, strict=strict, refit=refit)
-    previous = _previous(out)
     records: dict[int, RunRecord] = {}
     todo: list[RunTask] = []
     for t in tasks:
-        rec = None if refit else current_record(t, keys[t.index], previous)
+        rec = None if refit else current_record(t, keys[t.index])
         if rec is not None:
             records[t.index] = rec
         else:
@@ -304,6 +378,14 @@ def batch(specs: Sequence, *, out, overrides: Sequence[str] = (), workers: int |
     counts = {"total": len(tasks) + len(load_failed), "done": 0, "running": 0, "queued": 0,
               "failed": len(load_failed),
               "current": len(records)}
+    setting = BatchSetting(out=out, files=tuple(files), overrides=tuple(overrides), strict=strict,
+                           scheduler=scheduler, workers=workers)
+
+    def write_so_far() -> None:  # what the batch has finished, should it be interrupted
+        done = [records[t.index] for t in tasks if t.index in records] + load_failed
+        pending = [Path(t.out).name for t in tasks if t.index not in records]
+        write_batch(setting, done, (), time.perf_counter() - t0, pending=pending)
+
     if on_event:
         on_event("start", None, dict(counts))
         for rec in load_failed:
@@ -312,6 +394,7 @@ def batch(specs: Sequence, *, out, overrides: Sequence[str] = (), workers: int |
             on_event("current", rec, dict(counts))
     dashboard = None
     out.mkdir(parents=True, exist_ok=True)
+    write_so_far()
     if todo:
         with Scheduler(workers=workers, address=scheduler) as sched:
             dashboard = sched.dashboard
@@ -328,8 +411,10 @@ def batch(specs: Sequence, *, out, overrides: Sequence[str] = (), workers: int |
                 if e.kind == "started":
                     return
                 t = todo[e.index]
-                rec = e.result if e.kind == "done" else _crashed(t, e.error)
-                counts["failed" if rec.status == "failed" else "done"] += 1
+                rec = _keyed(e.result if e.kind == "done" else _crashed(t, e.error), keys[t.index])
+                records[t.index] = rec
+                write_so_far()
+                counts["failed" if rec.status == FAILED else "done"] += 1
                 if on_event:
                     on_event(rec.status, rec, dict(counts))
 
@@ -337,22 +422,36 @@ def batch(specs: Sequence, *, out, overrides: Sequence[str] = (), workers: int |
         for t, res in zip(todo, results):
             if isinstance(res, BaseException):  # the worker kept dying, or the task crashed outside run()
                 res = _crashed(t, f"{type(res).__name__}: {res}".splitlines()[0])
-            records[t.index] = dataclasses.replace(res, key=keys[t.index] if res.status == "ok" else "")
+            records[t.index] = _keyed(res, keys[t.index])
     ordered = [records[t.index] for t in tasks] + load_failed
     comparisons = tuple(_compare_all(tasks, records, out)) if compare else ()
-    table = batch_table(ordered, comparisons)
-    code = max((r.exit_code for r in ordered), default=0)
     seconds = time.perf_counter() - t0
-    manifest = {
-        "mrp_formula": __version__, "out": str(out), "specs": [str(f) for f in files],
-        "overrides": list(overrides), "strict": strict, "exit_code": code, "seconds": round(seconds, 2),
-        "scheduler": scheduler or "local", "workers": workers,
-        "runs": {r.run: {"spec": r.spec, "variant": r.variant, "status": r.status, "exit_code": r.exit_code,
-                         "error": r.error, "key": r.key, "seconds": round(r.seconds, 2), "fit": r.fit,
-                         "worker": r.worker} for r in ordered},
-        "comparisons": [{"spec": c.spec, "runs": list(c.runs), "notes": list(c.notes)} for c in comparisons],
-    }
+    table, manifest = write_batch(setting, ordered, comparisons, seconds)
     notes = tuple(n for c in comparisons for n in c.notes)
+    return BatchResult(table=table, records=tuple(ordered), comparisons=comparisons, out=out,
+                       exit_code=manifest["exit_code"], notes=notes, seconds=seconds, dashboard=dashboard,
+                       manifest=manifest)
+
+
+@dataclass(frozen=True)
+class BatchSetting:
+    """What the batch was asked to do (batch.json's head)."""
+
+    out: Path
+    files: tuple[Path, ...]
+    overrides: tuple[str, ...]
+    strict: bool
+    scheduler: str | None
+    workers: int | None
+
+
+def write_batch(setting: BatchSetting, records: Sequence[RunRecord], comparisons: Sequence[Comparison],
+                seconds: float, pending: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """batch.csv, batch.json, each comparison's compare.csv and index.html, each in one rename.
+    ``pending``: the runs not finished yet (None: the batch is complete)."""
+    out = setting.out
+    table = batch_table(records, comparisons)
+    manifest = batch_manifest(setting, records, comparisons, seconds, pending)
     for c in comparisons:
         if c.table is not None:
             _write_csv(c.table, out / f"{c.name}.compare.csv")
@@ -360,31 +459,68 @@ def batch(specs: Sequence, *, out, overrides: Sequence[str] = (), workers: int |
     write_text_atomic(out / "batch.json", json.dumps(manifest, indent=2, default=str) + "\n")
     from mrp_formula.output.report.batch import write_index
 
-    write_index(out, ordered, comparisons, manifest)
-    return BatchResult(table=table, records=tuple(ordered), comparisons=comparisons, out=out, exit_code=code,
-                       notes=notes, seconds=seconds, dashboard=dashboard, manifest=manifest)
+    write_index(out, records, comparisons, manifest)
+    return table, manifest
+
+
+def batch_manifest(setting: BatchSetting, records: Sequence[RunRecord], comparisons: Sequence[Comparison],
+                   seconds: float, pending: Sequence[str] | None = None) -> dict:
+    """batch.json: the batch's setting, each run's record and the comparisons; ``complete`` false
+    and the runs ``pending`` while it runs (what an interrupted batch leaves)."""
+    return {
+        "mrp_formula": __version__, "out": str(setting.out), "specs": [str(f) for f in setting.files],
+        "overrides": list(setting.overrides), "strict": setting.strict,
+        "complete": pending is None, "pending": list(pending or ()),
+        "exit_code": max((r.exit_code for r in records), default=0), "seconds": round(seconds, 2),
+        "scheduler": setting.scheduler or "local", "workers": setting.workers,
+        "runs": {r.run: {"spec": r.spec, "variant": r.variant, "sets": list(r.sets), "status": r.status,
+                         "exit_code": r.exit_code, "error": r.error, "verdict": r.verdict,
+                         "failed_checks": list(r.failed_checks), "warnings": list(r.warnings), "key": r.key,
+                         "seconds": round(r.seconds, 2), "fit": r.fit, "worker": r.worker} for r in records},
+        "comparisons": [{"spec": c.spec, "runs": list(c.runs), "notes": list(c.notes)} for c in comparisons],
+    }
+
+
+def _keyed(rec: RunRecord, key: str) -> RunRecord:
+    """A finished run's record with its key (a failed run has none: nothing to skip next time)."""
+    return dataclasses.replace(rec, key=key if rec.status != FAILED else "")
 
 
 def _crashed(t: RunTask, error: str | None) -> RunRecord:
-    return RunRecord(index=t.index, spec=t.spec, variant=t.variant, run=Path(t.out).name, status="failed",
-                     exit_code=EXIT_INTERNAL, error=f"the task failed on the workers: {error}")
+    return RunRecord(index=t.index, spec=t.spec, variant=t.variant, run=Path(t.out).name, status=FAILED,
+                     exit_code=EXIT_INTERNAL, error=f"the task failed on the workers: {error}", sets=t.sets)
 
 
 def _check_batch_out(out: Path) -> None:
-    """OUT is new, empty, or an earlier batch's (it has batch.json); anything else is refused."""
+    """OUT is new, empty, an earlier batch's (it has batch.json), or holds only what a batch writes
+    (run folders whose manifest marks them as the tool's, the fit cache, the batch's own files): an
+    interrupted first batch's. Anything else is refused, naming what is in the way."""
     if out.exists() and not out.is_dir():
         raise UsageError(Problem("is a file, not a folder for the batch's runs", key="--out", file=str(out)))
-    if out.is_dir() and any(out.iterdir()) and not (out / "batch.json").is_file():
-        raise UsageError(Problem("the folder holds files that no batch wrote", key="--out", file=str(out),
+    if not out.is_dir() or (out / "batch.json").is_file():
+        return
+    foreign = _not_the_batchs(out)
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        raise UsageError(Problem(f"the folder holds files that no batch wrote: {shown}", key="--out", file=str(out),
                                  hint="give a new or empty folder (a batch's own folder is reused: its current "
                                       "runs are skipped)"))
 
 
-def _previous(out: Path) -> dict:
-    try:
-        return json.loads((out / "batch.json").read_text()).get("runs", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+def _not_the_batchs(out: Path) -> list[str]:
+    """The entries of OUT that no batch wrote (a folder with its own manifest.json is a run's, not a
+    batch's: all of it)."""
+    if (out / MANIFEST).exists():
+        return sorted(p.name for p in out.iterdir())
+    return [e for e in inspect_folder(out).foreign if not _batch_file(e)]
+
+
+def _batch_file(name: str) -> bool:
+    """batch.csv, index.html, a comparison's compare.csv, or what an interrupted atomic write of
+    one left (``.batch.csv.XXXX.tmp``)."""
+    own = name in BATCH_FILES or name.endswith(".compare.csv")
+    leftover = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", name)
+    return own or bool(leftover and _batch_file(leftover.group(1)))
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -406,8 +542,8 @@ def batch_table(records: Sequence[RunRecord], comparisons: Sequence[Comparison])
         lead = {"spec": r.spec, "variant": r.variant, "run": r.run, "status": r.status, "exit_code": r.exit_code,
                 "error": r.error}
         elpd, weight = scores.get(r.run, (None, None))
-        tail = {"verdict": r.verdict, "failed_checks": "; ".join(r.failed_checks), "elpd_loo": elpd,
-                "stacking_weight": weight}
+        tail = {"verdict": r.verdict, "failed_checks": "; ".join(r.failed_checks), "warnings": "; ".join(r.warnings),
+                "elpd_loo": elpd, "stacking_weight": weight}
         if not r.rows:
             rows.append({**lead, **tail})
         for est in r.rows:
@@ -415,7 +551,7 @@ def batch_table(records: Sequence[RunRecord], comparisons: Sequence[Comparison])
     for c in comparisons:
         for est in c.stacked:
             rows.append({"spec": c.spec, "variant": STACKED, "run": f"{c.name}.{STACKED}", "status": STACKED,
-                         "exit_code": 0, "error": "", **est, "verdict": "", "failed_checks": "", "elpd_loo": None,
+                         "exit_code": 0, "error": "", **est, "verdict": "", "failed_checks": "", "warnings": "", "elpd_loo": None,
                          "stacking_weight": None})
     cols = LEAD + ["estimand", *groups] + SHOWN + TAIL
     return pd.DataFrame(rows, columns=cols)
@@ -430,7 +566,7 @@ def _compare_all(tasks: Sequence[RunTask], records: dict, out: Path) -> list[Com
         by_spec.setdefault(t.spec, []).append(t)
     found = []
     for spec, ts in by_spec.items():
-        ok = [t for t in ts if records[t.index].status in ("ok", "current")]
+        ok = [t for t in ts if records[t.index].status in SUCCEEDED]
         if len(ts) < 2:
             continue
         name = Path(ts[0].out).name
@@ -439,12 +575,32 @@ def _compare_all(tasks: Sequence[RunTask], records: dict, out: Path) -> list[Com
                                     notes=(f"{name}: fewer than two of its runs succeeded; no LOO comparison",)))
             continue
         try:
-            found.append(compare_variants(spec, name, ok, out))
+            found.append(weighed_against_checks(compare_variants(spec, name, ok, out), records.values()))
         except Exception as exc:  # noqa: BLE001 - the runs are done: a failed comparison costs a note
             found.append(Comparison(spec=spec, name=name, runs=tuple(Path(t.out).name for t in ok),
                                     notes=(f"{name}: the LOO comparison of its variants failed "
                                            f"({type(exc).__name__}: {exc}); the runs are complete",)))
     return found
+
+
+WEIGHT_WORTH_NAMING = 0.01  # a run giving at least 1% of the stacked draws
+
+
+def weighed_against_checks(comparison: Comparison, records) -> Comparison:
+    """The comparison with a note for each run that takes stacking weight though its checks failed
+    (its page says "do not use"): the stacked estimands are then partly made of its draws."""
+    if comparison.table is None:
+        return comparison
+    verdicts = {r.run: r for r in records}
+    notes = []
+    for run, weight in zip(comparison.table["model"], comparison.table["weight"]):
+        r = verdicts.get(run)
+        if r is not None and r.verdict == UNUSABLE and float(weight) >= WEIGHT_WORTH_NAMING:
+            why = "; ".join(r.failed_checks or r.reasons)
+            notes.append(f"{comparison.name}: the stacking weight {float(weight):.2f} goes to {run}, which failed its "
+                         f"checks ({why}): the stacked estimands take that share of their draws from numbers not "
+                         f"to be used yet; fix {run} (its report says how) or read the other runs")
+    return dataclasses.replace(comparison, notes=comparison.notes + tuple(notes)) if notes else comparison
 
 
 def compare_variants(spec: str, name: str, tasks: Sequence[RunTask], out: Path) -> Comparison:

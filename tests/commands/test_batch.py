@@ -214,20 +214,6 @@ def test_batch_refuses_a_folder_it_did_not_write(tmp_path, write):
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_a_rerun_takes_current_runs_from_their_folders(tmp_path):
-    folder = tmp_path / "ab"
-    folder.mkdir()
-    pd.DataFrame({"estimand": ["rate"], "scale": [None], "mean": [0.3]}).to_csv(folder / "estimands.csv",
-                                                                                index=False)
-    (folder / "manifest.json").write_text(json.dumps({"diagnostics": {"failed": []}}))
-    task = b.RunTask(index=0, spec="ab.toml", spec_text="", variant="base", overrides=(), out=str(folder))
-    prev = {"ab": {"key": "k1", "status": "ok"}}
-    rec = b.current_record(task, "k1", prev)
-    assert rec.status == "current" and rec.rows[0]["mean"] == 0.3
-    assert b.current_record(task, "k2", prev) is None  # the spec or data changed
-    assert b.current_record(task, "k1", {"ab": {"key": "k1", "status": "failed"}}) is None
-
-
 def test_scheduler_arguments_are_checked():
     assert check_address("tcp://127.0.0.1:8786") == "tcp://127.0.0.1:8786"
     for bad in ("127.0.0.1:8786", "tcp://127.0.0.1:abc", "tcp://127.0.0.1:99999", "tcp://127.0.0.1:0"):

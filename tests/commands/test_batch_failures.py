@@ -164,7 +164,7 @@ def test_a_divergent_fit_under_strict_is_a_row_with_exit_code_5_and_stops_nothin
     funnel = runs["funnel"]
     assert funnel.status == "failed" and funnel.exit_code == 5
     assert "--strict" in funnel.error and "divergent transitions" in funnel.error
-    assert funnel.verdict == "fail" and any("divergent" in c for c in funnel.failed_checks)
+    assert funnel.verdict == "do not use" and any("divergent" in c for c in funnel.failed_checks)
     assert runs["ab"].status == runs["ab_again"].status == "ok"
     assert res.exit_code == 5
     row = pd.read_csv(out / "batch.csv").set_index("run").loc["funnel"]

@@ -1,10 +1,12 @@
-"""``index.html`` of a batch: every run with its status, headline estimands, error and a link to
-its own report.html, and the variants' LOO comparison; self-contained like report.html (the same
-styles and sorting script, inline)."""
+"""``index.html`` of a batch: every run with its status, verdict, warnings, error and a link to its
+own report.html; the estimands side by side (one row per estimand and labels, one column per run,
+the stacked mixtures last); and the variants' LOO comparison with each variant's keys. Self-contained
+like report.html (the same styles and sorting script, inline)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from mrp_formula import __version__
@@ -12,13 +14,46 @@ from mrp_formula.output.report import page as P
 from mrp_formula.system import write_text_atomic
 
 INDEX = "index.html"
+SUMMARY = ("estimand", "scale", "mean", "sd", "lower", "upper", "ci_prob", "ci_kind", "r_hat", "ess_bulk")
+LEVEL_OF_VERDICT = {"ok": "ok", "look at this": "look", "do not use": "bad"}  # page.verdict's words
 
 
-def _label(row: dict, groups) -> str:
-    parts = [f"{g}={row[g]}" for g in groups if row.get(g) not in (None, "") and not (
-        isinstance(row.get(g), float) and math.isnan(row[g]))]
-    name = f"{row['estimand']}[{', '.join(parts)}]" if parts else str(row["estimand"])
-    return f"{name}: {P.fmt(row.get('mean'))} [{P.fmt(row.get('lower'))}, {P.fmt(row.get('upper'))}]"
+@dataclass(frozen=True)
+class Column:
+    """One column of the estimand table: a run (or a spec's stacked mixture) and its rows."""
+
+    run: str
+    rows: tuple  # estimand rows, as dicts
+    groups: tuple[str, ...]
+    stacked: bool = False
+
+
+def _text(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return P.text(v)
+
+
+def _cell(row: dict) -> str:
+    mean, lower, upper = P.fmt_alike([row.get("mean"), row.get("lower"), row.get("upper")])
+    return f"{mean} [{lower}, {upper}]" if mean else ""
+
+
+def estimand_table(columns: list[Column]) -> dict:
+    """Estimand x run: ``labels`` (estimand and the label columns of any run), ``runs``, and
+    ``rows`` (each its labels and one cell per run: mean [lower, upper], '' where the run lacks it)."""
+    labels: list[str] = []
+    for c in columns:
+        labels += [g for g in c.groups if g not in labels]
+    cells: dict[tuple, dict[str, str]] = {}
+    for c in columns:
+        for row in c.rows:
+            key = (_text(row.get("estimand")), *(_text(row.get(g)) for g in labels))
+            cells.setdefault(key, {})[c.run] = _cell(row)
+    return {"labels": ["estimand", *labels], "runs": [c.run for c in columns],
+            "stacked": [c.run for c in columns if c.stacked],
+            "rows": [{"labels": list(key), "cells": [found.get(c.run, "") for c in columns]}
+                     for key, found in cells.items()]}
 
 
 def _wrote_folder(r) -> bool:
@@ -28,25 +63,39 @@ def _wrote_folder(r) -> bool:
     return r.status != "failed" or bool(r.rows)
 
 
+def _sets(r) -> str:
+    return ", ".join(r.sets) if r.sets else "the spec itself"
+
+
 def context(out: Path, records, comparisons, manifest: dict) -> dict:
     runs = []
     for r in records:
         report = out / r.run / "report.html"
         runs.append({"run": r.run, "variant": r.variant, "status": r.status, "exit_code": r.exit_code,
-                     "error": r.error, "verdict": r.verdict, "failed_checks": "; ".join(r.failed_checks),
-                     "estimands": [_label(e, r.group_columns) for e in r.rows],
+                     "error": r.error, "verdict": r.verdict, "level": LEVEL_OF_VERDICT.get(r.verdict, ""),
+                     "failed_checks": "; ".join(r.failed_checks), "warnings": list(r.warnings),
                      "report": f"{r.run}/report.html" if _wrote_folder(r) and report.is_file() else None})
+    columns = [Column(r.run, tuple(r.rows), tuple(r.group_columns)) for r in records if r.rows]
+    by_run = {r.run: r for r in records}
     comps = []
     for c in comparisons:
-        groups = [k for k in (c.stacked[0] if c.stacked else {}) if k not in (
-            "estimand", "scale", "mean", "sd", "lower", "upper", "ci_prob", "ci_kind")]
-        comps.append({"name": c.name, "notes": list(c.notes),
-                      "rows": c.table.to_dict("records") if c.table is not None else [],
-                      "stacked": [_label(e, groups) for e in c.stacked]})
+        groups = tuple(k for k in (c.stacked[0] if c.stacked else {}) if k not in SUMMARY)
+        if c.stacked:
+            columns.append(Column(f"{c.name}.stacked", tuple(c.stacked), groups, stacked=True))
+        rows = c.table.to_dict("records") if c.table is not None else []
+        for row in rows:
+            r = by_run.get(row["model"])
+            row.update(sets=_sets(r) if r else "", verdict=r.verdict if r else "",
+                       level=LEVEL_OF_VERDICT.get(r.verdict, "") if r else "")
+        comps.append({"name": c.name, "notes": list(c.notes), "rows": rows, "stacked": bool(c.stacked)})
     return {"version": __version__, "out_name": out.name, "runs": runs, "comparisons": comps,
+            "estimands": estimand_table(columns), "overrides": list(manifest.get("overrides") or ()),
+            "complete": manifest.get("complete", True), "pending": list(manifest.get("pending") or ()),
             "n_runs": len(runs), "n_ok": sum(r["status"] != "failed" for r in runs),
             "n_current": sum(r["status"] == "current" for r in runs),
             "n_failed": sum(r["status"] == "failed" for r in runs),
+            "n_look": sum(r["level"] == "look" for r in runs if r["status"] != "failed"),
+            "n_bad": sum(r["level"] == "bad" for r in runs if r["status"] != "failed"),
             "exit_code": manifest.get("exit_code", 0), "seconds": manifest.get("seconds", "")}
 
 
