@@ -542,13 +542,13 @@ def batch_(specs: Annotated[list[Path], typer.Argument(help="Spec files, or fold
         if kind == "start":
             err.print(f"batch: {c['total']} run(s)", markup=False, highlight=False)
         elif kind == "current":
-            err.print(f"{state} {rec.run}: current, not rerun", markup=False, highlight=False)
+            err.print(f"{state} {rec.run}: current, not rerun{_batch_verdict(rec)}", markup=False, highlight=False)
         elif kind == "failed":
             err.print(f"[red]{escape(state)} {escape(rec.run)}: failed (exit {rec.exit_code})[/]: "
                       f"{escape(rec.error)}", highlight=False)
         else:
-            err.print(f"{state} {rec.run}: {rec.fit or 'done'} ({rec.seconds:.1f} s)", markup=False,
-                      highlight=False)
+            err.print(f"{state} {rec.run}: {rec.fit or 'done'} ({rec.seconds:.1f} s){_batch_verdict(rec)}",
+                      markup=False, highlight=False)
 
     result = _call(do_batch, as_json, specs, out=out, overrides=tuple(set_ or ()), workers=workers,
                    scheduler=scheduler, strict=strict, refit=refit, on_event=event, on_ready=ready)
@@ -561,15 +561,41 @@ def batch_(specs: Annotated[list[Path], typer.Argument(help="Spec files, or fold
     else:
         for note in result.notes:
             err.print(f"note: {note}", markup=False, highlight=False)
-        shown = result.table.drop(columns=["spec", "ci_prob", "ci_kind", "r_hat", "ess_bulk", "scale", "sd", "failed_checks"],
-                                  errors="ignore")
-        # the errors in full are above and in batch.csv; whole, one would squeeze the other columns away
-        shown["error"] = shown["error"].map(lambda e: e if not isinstance(e, str) or len(e) <= 48 else e[:47] + "…")
-        print_table(shown, f"batch: {len(result.records)} run(s), exit code {result.exit_code}")
+        print_table(batch_shown(result.table), f"batch: {len(result.records)} run(s), exit code {result.exit_code}")
         err.print(f"results in {result.out} (batch.csv, index.html; {result.seconds:.0f} s)", markup=False,
                   highlight=False)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def _batch_verdict(rec) -> str:
+    """A finished run's verdict when it is not ok, with its reasons (its warnings, short)."""
+    if not rec.verdict or rec.verdict == "ok":
+        return ""
+    return f"; {rec.verdict}: {'; '.join(rec.reasons or rec.failed_checks or rec.warnings)}"
+
+
+BATCH_HIDDEN = ["spec", "variant", "ci_prob", "ci_kind", "r_hat", "ess_bulk", "scale", "sd", "failed_checks",
+                "warnings"]  # in batch.csv; the warnings are in the progress lines above
+
+
+def batch_shown(table):
+    """The closing table of `mrp batch`: run, estimand and labels, mean and interval first (the
+    numbers are what the table is for), then status and verdict; columns empty in every row dropped
+    (error, exit_code when every run is fine); a long error cut (whole above and in batch.csv)."""
+    import pandas as pd
+
+    shown = table.drop(columns=BATCH_HIDDEN, errors="ignore")
+    shown["error"] = shown["error"].map(lambda e: e if not isinstance(e, str) or len(e) <= 48 else e[:47] + "…")
+    empty = [c for c in shown.columns if shown[c].map(lambda v: v is None or v == "" or (
+        isinstance(v, float) and v != v)).all() or (c == "exit_code" and (shown[c] == 0).all())]
+    shown = shown.drop(columns=empty)
+    first = [c for c in ["run", "estimand"] if c in shown]
+    labels = [c for c in shown.columns[shown.columns.get_loc("estimand") + 1:shown.columns.get_loc("mean")]] \
+        if "estimand" in shown and "mean" in shown else []
+    numbers = [c for c in ("mean", "lower", "upper") if c in shown]
+    lead = first + labels + numbers
+    return pd.DataFrame(shown[lead + [c for c in shown.columns if c not in lead]])
 
 
 @app.command("prior")

@@ -1,6 +1,7 @@
 """What `mrp batch` tells the user while it runs, without a cluster: the workers and the Dask
 dashboard's address once the cluster is up, then one line per finished run with the counts
-(done, running, queued, failed); and the dashboard's address read from a scheduler."""
+(done, running, queued, failed) and its verdict when it is not ok; the closing table (the numbers
+first, columns empty in every row dropped); and the dashboard's address read from a scheduler."""
 
 from __future__ import annotations
 
@@ -63,6 +64,47 @@ def test_a_long_error_does_not_squeeze_the_closing_table(monkeypatch, capsys, tm
         main(["batch", str(tmp_path), "--out", str(tmp_path / "out")])
     table = capsys.readouterr().err
     assert "│ funnel " in table and "│ failed " in table and "divergent…" in table
+
+
+def _row(treatment, mean):
+    return {"estimand": "click_rate", "treatment": treatment, "mean": mean, "lower": mean - 0.1,
+            "upper": mean + 0.1}
+
+
+def _estimated(run, rows):
+    return b.RunRecord(index=0, spec="/specs/ab.toml", variant="base", run=run, status="ok", exit_code=0,
+                       verdict="ok", rows=tuple(rows), group_columns=("treatment",))
+
+
+def _cli_table(monkeypatch, capsys, tmp_path, records):
+    def fake_batch(specs, *, on_event, on_ready, **kwargs):
+        for r in records:
+            on_event(r.status, r, {"total": 1, "done": 1, "running": 0, "queued": 0, "failed": 0, "current": 0})
+        return b.BatchResult(table=b.batch_table(records, ()), records=tuple(records), comparisons=(),
+                             out=Path(tmp_path), exit_code=0)
+
+    monkeypatch.setattr(b, "batch", fake_batch)
+    with pytest.raises(SystemExit):
+        main(["batch", str(tmp_path), "--out", str(tmp_path / "out")])
+    return capsys.readouterr().err
+
+
+def test_the_closing_table_shows_the_numbers_first_and_drops_empty_columns(monkeypatch, capsys, tmp_path):
+    rows = [{**_row("control", 0.312345), "scale": None, "sd": 0.05}, {**_row("treatment", 0.412345), "sd": 0.05}]
+    err = _cli_table(monkeypatch, capsys, tmp_path, [_estimated("primer-variants.no_state_predictors", rows)])
+    header = next(line for line in err.splitlines() if "estimand" in line)
+    names = [c.strip() for c in header.strip("┃ ").split("┃")]
+    assert names[:6] == ["run", "estimand", "treatment", "mean", "lower", "upper"]
+    assert "error" not in names and "exit_code" not in names  # empty for every run
+    assert "0.3123" in err and "0.2123" in err and "0.4123" in err  # whole at the console's 80 columns
+
+
+def test_the_console_says_a_runs_verdict_and_why(monkeypatch, capsys, tmp_path):
+    rec = b.RunRecord(index=0, spec="/specs/ab.toml", variant="base", run="ab", status="warned", exit_code=0,
+                      verdict="look at this", warnings=("calibrate: the known mean lies outside ...",),
+                      reasons=("calibrate: the known mean lies outside the model's 95% interval",), fit="sampled")
+    err = _cli_table(monkeypatch, capsys, tmp_path, [rec])
+    assert "ab: sampled (0.0 s); look at this: calibrate: the known mean lies outside" in err
 
 
 class _Client:
