@@ -473,12 +473,23 @@ def batch_manifest(setting: BatchSetting, records: Sequence[RunRecord], comparis
         "complete": pending is None, "pending": list(pending or ()),
         "exit_code": max((r.exit_code for r in records), default=0), "seconds": round(seconds, 2),
         "scheduler": setting.scheduler or "local", "workers": setting.workers,
-        "runs": {r.run: {"spec": r.spec, "variant": r.variant, "sets": list(r.sets), "status": r.status,
-                         "exit_code": r.exit_code, "error": r.error, "verdict": r.verdict,
-                         "failed_checks": list(r.failed_checks), "warnings": list(r.warnings), "key": r.key,
-                         "seconds": round(r.seconds, 2), "fit": r.fit, "worker": r.worker} for r in records},
+        "runs": {name: {"spec": r.spec, "variant": r.variant, "sets": list(r.sets), "status": r.status,
+                        "exit_code": r.exit_code, "error": r.error, "verdict": r.verdict,
+                        "failed_checks": list(r.failed_checks), "warnings": list(r.warnings), "key": r.key,
+                        "seconds": round(r.seconds, 2), "fit": r.fit, "worker": r.worker}
+                 for name, r in _by_name(records).items()},
         "comparisons": [{"spec": c.spec, "runs": list(c.runs), "notes": list(c.notes)} for c in comparisons],
     }
+
+
+def _by_name(records: Sequence[RunRecord]) -> dict[str, RunRecord]:
+    """The records by their run's name: the planned runs first; a run refused before it was planned
+    (its spec did not load, or its folder is another run's) under ``NAME (SPEC)`` when another
+    record has its name, so that it never hides the run that owns the folder."""
+    named: dict[str, RunRecord] = {}
+    for r in sorted(records, key=lambda r: r.index < 0):
+        named[r.run if r.run not in named else f"{r.run} ({r.spec})"] = r
+    return named
 
 
 def _keyed(rec: RunRecord, key: str) -> RunRecord:

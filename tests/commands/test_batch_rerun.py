@@ -231,3 +231,15 @@ def test_a_run_folder_is_not_a_batch_folder(tmp_path):
     folder = run_folder(tmp_path / "run", _spec(tmp_path))
     with pytest.raises(UsageError, match="no batch wrote"):
         b._check_batch_out(folder)
+
+
+def test_batch_json_keeps_the_run_that_owns_a_folder_beside_the_one_refused_it(tmp_path):
+    a = _spec(tmp_path, '[variants.narrow]\n"fit.draws" = 200\n', name="a.toml")
+    bb = _spec(tmp_path, name="b.toml", spec_name="ab.narrow")
+    tasks, failed, _ = b.plan_runs([a, bb], tmp_path / "out", (), strict=False, refit=False)
+    done = [b.RunRecord(index=t.index, spec=t.spec, variant=t.variant, run=Path(t.out).name, status="ok",
+                        exit_code=0, verdict="ok") for t in tasks]
+    setting = b.BatchSetting(out=tmp_path, files=(a, bb), overrides=(), strict=False, scheduler=None, workers=1)
+    runs = b.batch_manifest(setting, failed + done, (), 1.0)["runs"]  # the refused one first: it still yields
+    assert runs["ab.narrow"]["variant"] == "narrow" and runs["ab.narrow"]["status"] == "ok"
+    assert runs[f"ab.narrow ({bb})"]["exit_code"] == 2

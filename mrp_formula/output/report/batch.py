@@ -14,7 +14,9 @@ from mrp_formula.output.report import page as P
 from mrp_formula.system import write_text_atomic
 
 INDEX = "index.html"
-SUMMARY = ("estimand", "scale", "mean", "sd", "lower", "upper", "ci_prob", "ci_kind", "r_hat", "ess_bulk")
+# a stacked row's keys that are not labels (first, second: a contrast's levels, which its label shows)
+SUMMARY = ("estimand", "scale", "first", "second", "mean", "sd", "lower", "upper", "ci_prob", "ci_kind", "r_hat",
+           "ess_bulk")
 LEVEL_OF_VERDICT = {"ok": "ok", "look at this": "look", "do not use": "bad"}  # page.verdict's words
 
 
@@ -64,7 +66,7 @@ def _wrote_folder(r) -> bool:
 
 
 def _sets(r) -> str:
-    return ", ".join(r.sets) if r.sets else "the spec itself"
+    return ", ".join(r.sets)
 
 
 def context(out: Path, records, comparisons, manifest: dict) -> dict:
@@ -73,7 +75,8 @@ def context(out: Path, records, comparisons, manifest: dict) -> dict:
         report = out / r.run / "report.html"
         runs.append({"run": r.run, "variant": r.variant, "status": r.status, "exit_code": r.exit_code,
                      "error": r.error, "verdict": r.verdict, "level": LEVEL_OF_VERDICT.get(r.verdict, ""),
-                     "failed_checks": "; ".join(r.failed_checks), "warnings": list(r.warnings),
+                     "failed_checks": list(r.failed_checks),
+                     "warnings": [w for w in r.warnings if w not in r.failed_checks],
                      "report": f"{r.run}/report.html" if _wrote_folder(r) and report.is_file() else None})
     columns = [Column(r.run, tuple(r.rows), tuple(r.group_columns)) for r in records if r.rows]
     by_run = {r.run: r for r in records}
