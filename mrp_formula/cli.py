@@ -2,7 +2,8 @@
 
 Human output, logs and progress go to stderr; ``--json`` writes one JSON document to stdout.
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid spec, 4 data or population problem,
-5 diagnostics failed under --strict.
+5 diagnostics failed under --strict, 6 the output could not be written, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from mrp_formula.notes import interval_name, is_warning, share_of_draws
-from mrp_formula.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MrpError, Problem, SpecError
+from mrp_formula.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MrpError, Problem,
+                                 SpecError)
 from mrp_formula.errors import UsageError as MrpUsageError
 from mrp_formula.progress import SILENT, Reporter
 
@@ -231,15 +233,25 @@ def _call(fn, as_json: bool, *args, **kwargs):
     becomes a message and its exit code, never a traceback."""
     try:
         return fn(*args, **kwargs)
-    except KeyboardInterrupt:
-        message = "interrupted: earlier results are untouched"
+    except KeyboardInterrupt as exc:
+        code, message = _interrupted(exc)
         err.print(message)
         if as_json:  # --json promises a JSON object on stdout whatever happens
-            sys.stdout.write(json.dumps({"ok": False, "exit_code": EXIT_INTERRUPTED,
+            sys.stdout.write(json.dumps({"ok": False, "exit_code": code,
                                          "errors": [Problem(message).to_json()]}, indent=2) + "\n")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(code) from None
     except (MrpError, Exception) as exc:  # noqa: BLE001 - the last line of defence
         _fail(exc, as_json)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> tuple[int, str]:
+    """Ctrl-C (130) or SIGTERM (143), and what to say."""
+    from mrp_formula.errors import Terminated
+    from mrp_formula.system import terminated
+
+    if isinstance(exc, Terminated) or terminated():
+        return EXIT_TERMINATED, "terminated (SIGTERM): earlier results are untouched"
+    return EXIT_INTERRUPTED, "interrupted: earlier results are untouched"
 
 
 @app.command()
@@ -825,6 +837,10 @@ def main(argv: list[str] | None = None) -> None:
     args = expand_set(list(sys.argv[1:] if argv is None else argv))
     if argv is None and hasattr(signal, "SIGPIPE"):  # `mrp check s.toml | head -1`: end quietly, as Unix tools do
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if argv is None:  # `timeout`, systemd, Slurm: SIGTERM cleans up as Ctrl-C does
+        from mrp_formula.system import terminate_as_interrupt
+
+        terminate_as_interrupt()
     if argv is None and args[:1] not in (["watch"], ["batch"]):  # a process that ends when the command does
         gc.set_threshold(*COLLECT_RARELY)
     try:
@@ -838,9 +854,14 @@ def main(argv: list[str] | None = None) -> None:
 
             rich_utils.rich_format_error(exc)
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except typer.Abort as exc:  # click's word for an interrupt outside a command's work
         err.print("aborted")
-        sys.exit(130)
+        cause = exc.__cause__
+        sys.exit(_interrupted(cause)[0] if isinstance(cause, KeyboardInterrupt) else EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:  # outside a command's work (while importing it)
+        code, message = _interrupted(exc)
+        err.print(message)
+        sys.exit(code)
     except SystemExit:
         raise
     except Exception as exc:  # pragma: no cover - last resort: never a traceback

@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Iterable
 
 # Documented exit codes (docs/cli.md): 0 ok, 1 internal error, 2 usage,
-# 3 invalid spec, 4 data or population problem, 5 diagnostics failed under --strict, 130 interrupted
-# (Ctrl-C: earlier results untouched).
+# 3 invalid spec, 4 data or population problem, 5 diagnostics failed under --strict, 6 the output
+# could not be written (a read-only place, a full disk, no permission, a folder another command is
+# writing), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): earlier results untouched.
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_SPEC = 3
 EXIT_DATA = 4
 EXIT_DIAGNOSTICS = 5
+EXIT_OUTPUT = 6
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,18 @@ class FitError(MrpError):
     """The sampler failed; wraps the backend's exception with context."""
 
     exit_code = EXIT_INTERNAL
+
+
+class OutputError(MrpError):
+    """The results cannot be written where they are to go: a read-only place, a full disk, no
+    permission, another command writing the same folder. Nothing earlier is lost."""
+
+    exit_code = EXIT_OUTPUT
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, systemd, Slurm, ``kill``), raised where an interrupt would be, so that
+    it is cleaned up after as Ctrl-C is (:func:`mrp_formula.system.terminate_as_interrupt`)."""
 
 
 class DiagnosticsError(MrpError):

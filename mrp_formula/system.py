@@ -1,14 +1,21 @@
 """What the code needs of the machine and the file system, in one place: the cores this process
-may use, a text file written in one rename (the umask's mode, never half-written), and work done
-in a forked child beside the caller's own (forked when the work is due, or ahead of it, so that
-the child imports what the work needs while the caller goes on)."""
+may use, a text file written in one rename (the umask's mode, never half-written), two paths
+exchanged in one step, temporary names that say which process owns them, a lock held while a
+folder is written, room on a disk, SIGTERM taken as an interrupt, and work done in a forked child
+beside the caller's own (forked when the work is due, or ahead of it, so that the child imports
+what the work needs while the caller goes on)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
+import hashlib
 import importlib
 import os
+import re
+import secrets
+import socket
 import pickle
 import select
 import signal
@@ -151,6 +158,226 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+# ----------------------------------------------------------------------------- the file system
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def _renameat2(src, dst, flags: int) -> bool:
+    """Linux's ``renameat2``; False where the OS or the file system lacks it (or the flag)."""
+    if sys.platform != "linux":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.renameat2
+    except (OSError, AttributeError):  # a C library before glibc 2.28
+        return False
+    call.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    if call(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), str(src), None, str(dst))
+
+
+def exchange(a, b) -> None:
+    """Swap the entries at ``a`` and ``b`` (files or folders, both existing) in one step, so that
+    neither path is ever missing (``RENAME_EXCHANGE``); where the OS or the file system cannot,
+    three renames through a name beside ``a``."""
+    if _renameat2(a, b, _RENAME_EXCHANGE):
+        return
+    aside = Path(a).with_name(f"{Path(a).name}.x-{secrets.token_hex(4)}")
+    os.rename(a, aside)
+    try:
+        os.rename(b, a)
+    except BaseException:
+        os.rename(aside, a)
+        raise
+    os.rename(aside, b)
+
+
+def rename_new(src, dst) -> None:
+    """Rename ``src`` to ``dst``, which must not exist: FileExistsError rather than replace an entry
+    that appeared meanwhile (``RENAME_NOREPLACE``; elsewhere checked just before)."""
+    if _renameat2(src, dst, _RENAME_NOREPLACE):
+        return
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def owned_name(prefix: str) -> str:
+    """A new temporary name, ``PREFIX<random>.<pid>@<host>``: the process that owns it is in it, so
+    that what a killed process left can be told from what a running one is writing."""
+    return f"{prefix}{secrets.token_hex(4)}.{os.getpid()}@{_host()}"
+
+
+_OWNER = re.compile(r"\.(\d+)@([0-9a-f]{8})$")
+
+
+def owner_gone(name: str) -> bool:
+    """Whether the process named in ``name`` (see :func:`owned_name`) has ended. False when
+    unknown: no owner in the name (an older version's), or another machine's (a shared folder)."""
+    found = _OWNER.search(name)
+    if found is None or found.group(2) != _host():
+        return False
+    pid = int(found.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process
+        return False
+    return False
+
+
+def new_dir(parent: Path, prefix: str) -> Path:
+    """A new folder ``parent/<owned_name(prefix)>``, made with the mode the umask gives (``mkdtemp``
+    makes it private to the owner)."""
+    for _ in range(100):
+        path = Path(parent) / owned_name(prefix)
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, f"no free temporary name in {parent}", str(parent))
+
+
+def remove_tree(path: Path) -> bool:
+    """Remove ``path`` and what it holds, never crossing into another file system (a folder mounted
+    inside, with the folders above it, is left); True when everything went."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return True
+    if not path.is_dir() or path.is_symlink():
+        os.unlink(path)
+        return True
+    return _remove_within(path, device(path))
+
+
+def _remove_within(path: Path, dev: int) -> bool:
+    whole = True
+    for entry in os.scandir(path):
+        sub = Path(entry.path)
+        if not entry.is_dir(follow_symlinks=False):
+            os.unlink(sub)
+        elif device(sub) != dev:
+            whole = False  # a mount point: another file system, not ours to empty
+        else:
+            whole = _remove_within(sub, dev) and whole
+    if whole:
+        os.rmdir(path)
+    return whole
+
+
+def device(path) -> int:
+    """The file system ``path`` (not followed) is on."""
+    return os.lstat(path).st_dev
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, wait: float, folder: bool = False):
+    """Hold an exclusive lock (``flock``) while inside: on the file ``path`` (made if missing, and
+    removed on leaving), or with ``folder``, on the folder ``path`` itself. Waits up to ``wait``
+    seconds for another holder, then raises TimeoutError. Without ``fcntl`` (Windows) no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY) if folder else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(errno.EAGAIN, "held by another process", str(path)) from None
+                    time.sleep(0.05)
+            if folder or _same_file(fd, path):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # its holder removed it meanwhile: lock the file there now
+    try:
+        yield
+    finally:
+        if not folder:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def room_for(folder: Path, nbytes: int) -> None:
+    """Raise ENOSPC, naming ``folder``, when its file system has less than ``nbytes`` (and a margin)
+    free: a netCDF writer that meets a full disk can crash the process (h5py) rather than fail."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < int(nbytes * 1.05) + (1 << 20):
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free // 1024} KiB free, "
+                                    f"{nbytes // 1024} KiB needed)", str(folder))
+
+
+# ----------------------------------------------------------------------------- SIGTERM
+
+_TERMINATED = threading.Event()
+
+
+def terminate_as_interrupt() -> None:
+    """From now on SIGTERM (``timeout``, systemd, Slurm, ``kill``) raises
+    :class:`~mrp_formula.errors.Terminated`, an interrupt, wherever Ctrl-C's would be raised: the same
+    clean-up runs. Only the main thread can set a handler; elsewhere nothing changes."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _on_terminate)
+
+
+def terminated() -> bool:
+    """Whether a SIGTERM arrived (a library that takes the interrupt and returns what it had is
+    then reported as terminated all the same)."""
+    return _TERMINATED.is_set()
+
+
+def _on_terminate(signum, frame) -> None:
+    from mrp_formula.errors import Terminated
+
+    _TERMINATED.set()
+    raise Terminated()
+
+
+def _default_signals() -> None:
+    """In a forked child: Ctrl-C and SIGTERM end it, as they end any process."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class Beside:
     """Work running beside the caller; :meth:`result` waits for it (see :func:`beside`)."""
 
@@ -274,7 +501,7 @@ def beside(work, *, parallel: bool = True) -> Beside:
         code = 0
         try:
             os.close(read_fd)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _default_signals()
             _die_with_parent(parent)
             _answer(write_fd, work)
         except BaseException:  # noqa: BLE001 - nothing may escape a forked child
@@ -402,6 +629,8 @@ def ahead(modules: tuple[str, ...], *, parallel: bool = True) -> Ahead:
     try:
         os.close(job_w)
         os.close(answer_r)
+        if hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for module in modules:
             try:

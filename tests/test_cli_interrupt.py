@@ -29,3 +29,42 @@ def test_an_interrupt_exits_130_and_says_so(monkeypatch, capsys, as_json):
         assert answer["errors"][0]["message"] == "interrupted: earlier results are untouched"
     else:
         assert out.out == ""
+
+
+def _terminated(*args, **kwargs):
+    from mrp_formula.errors import Terminated
+
+    raise Terminated()
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_sigterm_exits_143_and_says_so(monkeypatch, capsys, as_json):
+    monkeypatch.setattr(run_mod, "run", _terminated)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", str(AB_SPEC), "--no-progress"] + (["--json"] if as_json else []))
+    assert exit_.value.code == 143
+    out = capsys.readouterr()
+    assert "terminated (SIGTERM): earlier results are untouched" in out.err
+    if as_json:
+        assert json.loads(out.out)["exit_code"] == 143
+
+
+def test_sigterm_raises_an_interrupt_that_cleans_up():
+    """SIGTERM (timeout, systemd, Slurm) raises where Ctrl-C would: a staged folder is removed."""
+    import os
+    import signal
+
+    from mrp_formula import system
+    from mrp_formula.errors import Terminated
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        system.terminate_as_interrupt()
+        with pytest.raises(KeyboardInterrupt) as caught:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler runs between bytecodes
+                pass
+        assert isinstance(caught.value, Terminated) and system.terminated()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        system._TERMINATED.clear()
