@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import mrp_formula
 from mrp_formula.commands import run as pipeline
 from mrp_formula.cli import app
-from mrp_formula.errors import SpecError, UsageError
+from mrp_formula.errors import OutputError, SpecError, UsageError
 from mrp_formula.output.files import Origin, WRITTEN_BY, inspect_folder, staged_dir
 
 from conftest import AB_SPEC
@@ -327,8 +327,9 @@ def test_run_that_fails_midway_leaves_previous_run_byte_identical(project, monke
         real(df, path)
 
     monkeypatch.setattr(pipeline, "write_table", fail_on_draws)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OutputError, match="No space") as e:  # a clean error naming the place, exit 6
         mrp_formula.run(project / "ab.toml", out=out, overrides=FAST + AS_DIFFERENCE)
+    assert e.value.exit_code == 6 and e.value.problems[0].file == str(out)
     assert tree(out) == before
     assert leftovers(out.parent) == []
     monkeypatch.undo()
