@@ -539,10 +539,12 @@ class Fitted:
     store_in: Path | None = None  # the fit cache it is still to be stored in (``posterior(store=False)``)
 
 
-def store_fit(fitted: Fitted) -> None:
-    """Store a fit that ``posterior(..., store=False)`` left for later in its fit cache."""
-    if fitted.store_in is not None:
-        FitCache(fitted.store_in).store(fitted.key, fitted.fit.posterior, fitted.fit.seconds)
+def store_fit(fitted: Fitted) -> str:
+    """Store a fit that ``posterior(..., store=False)`` left for later in its fit cache; '' when
+    stored (or nothing to store), else a note why not (the fit stands: the cache is speed)."""
+    if fitted.store_in is None:
+        return ""
+    return FitCache(fitted.store_in).store(fitted.key, fitted.fit.posterior, fitted.fit.seconds)
 
 
 @dataclass(frozen=True)
@@ -671,8 +673,8 @@ def posterior(plan: Plan, cache_roots: Sequence[Path], *, model=None, refit: boo
     _check_complete(fit.posterior, f)
     fitted = Fitted(fit=fit, key=key, reused=False, note=why, store_in=caches[0].root if cache and caches else None)
     if store:
-        store_fit(fitted)
-        fitted = replace(fitted, store_in=None)
+        unstored = store_fit(fitted)
+        fitted = replace(fitted, store_in=None, note="; ".join(n for n in (why, unstored) if n))
     return fitted
 
 

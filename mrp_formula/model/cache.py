@@ -5,11 +5,10 @@ the file's checksum, so a stale or corrupt entry is detected and never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pandas as pd
 
 from mrp_formula import __version__
 from mrp_formula.output.files import sha256_file
+from mrp_formula.system import exchange, new_dir, owner_gone, remove_tree, rename_new, room_for
 
 CACHE_DIR = ".mrp-cache"
 # how a model is handed to the sampler, where that changes the draws and nothing else in the key
@@ -102,18 +102,48 @@ class FitCache:
         except Exception as exc:  # unreadable: treat as corrupt
             return None, f"cached fit is unreadable ({type(exc).__name__}); refitting"
 
-    def store(self, key: str, posterior, seconds: float) -> None:
-        """Write atomically: a temporary folder renamed into place."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+    def store(self, key: str, posterior, seconds: float) -> str:
+        """Write atomically: a temporary folder renamed into place (exchanged with an entry that is
+        there already: another process's store of the same key, a damaged entry, a file). A store
+        that fails (a read-only or full disk, ``.mrp-cache`` a file) costs the next run its speed,
+        never this run its results: '' when stored, else a note saying why not."""
         try:
+            self._store(key, posterior, seconds)
+        except Exception as exc:  # noqa: BLE001 - the cache is speed, not results
+            return (f"the fit was not stored in the fit cache {self.root} ({type(exc).__name__}: {exc}); the "
+                    f"results are complete, and the next run fits again")
+        return ""
+
+    def _store(self, key: str, posterior, seconds: float) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sweep()
+        tmp = new_dir(self.root, ".tmp-")
+        try:
+            room_for(tmp, sum(node.dataset.nbytes for node in posterior.subtree))
             posterior.to_netcdf(tmp / "posterior.nc")
             meta = {"key": key, "sha256": sha256_file(tmp / "posterior.nc"), "fit_seconds": seconds}
             (tmp / "meta.json").write_text(json.dumps(meta))
             final = self.entry(key)
-            if final.exists():
-                shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            try:
+                rename_new(tmp, final)
+                return
+            except FileExistsError:
+                exchange(tmp, final)  # tmp now holds what was there
+            remove_tree(tmp)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(tmp)
             raise
+
+    def sweep(self) -> None:
+        """Remove the temporary folders of processes that were killed while storing a fit or a recipe."""
+        for place in (self.root, self.root / "models"):
+            self._sweep(place)
+
+    @staticmethod
+    def _sweep(place: Path) -> None:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(place):
+                if entry.name.startswith(".tmp-") and owner_gone(entry.name) and entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        remove_tree(Path(entry.path))

@@ -27,10 +27,8 @@ import contextlib
 import datetime
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ import numpy as np
 
 from mrp_formula.model import nuts
 from mrp_formula.model.compiled import load_callbacks
+from mrp_formula.system import exchange, new_dir, remove_tree, rename_new
 
 REVISION = 1
 FILES = ("recipe.json", "arrays.npz")
@@ -383,7 +382,7 @@ class RecipeStore:
         """Write ``recipe``, read it back, and keep it only if ``proof(read_back)`` finds no
         difference (a list of them); the note says which."""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        tmp = new_dir(self.root, ".tmp-")
         try:
             _write(tmp, recipe)
             wrong = proof(_read(tmp))
@@ -393,9 +392,11 @@ class RecipeStore:
             meta = {"key": key, "revision": REVISION, "sha256": {f: _sha256(tmp / f) for f in FILES}}
             (tmp / "meta.json").write_text(json.dumps(meta))
             final = self.entry(key)
-            if final.exists():
-                shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            try:
+                rename_new(tmp, final)
+            except FileExistsError:  # another process's recipe, or a damaged one: exchanged, then removed
+                exchange(tmp, final)
+                remove_tree(tmp)
             return "recorded"
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
