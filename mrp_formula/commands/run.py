@@ -20,13 +20,13 @@ from mrp_formula.checks import ppc as ppc_mod
 from mrp_formula.poststrat import classical as classical
 from mrp_formula.poststrat import estimands as est_mod
 from mrp_formula.poststrat import calibrate as calibrate_mod
-from mrp_formula.output.files import check_out
+from mrp_formula.output.files import check_out, tidy
 from mrp_formula.steps import default_out, estimate, out_origin, posterior, store_fit
 from mrp_formula.steps import plan as plan_of
 from mrp_formula.model.cache import CACHE_DIR, FitCache
 from mrp_formula.progress import SILENT, Reporter
 from mrp_formula.spec.tree import load_spec
-from mrp_formula.system import Ahead, ahead, beside, without_dask
+from mrp_formula.system import Ahead, ahead, beside, room_for, without_dask
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,14 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
 
     out_dir = Path(out) if out else default_out(loaded)
     origin = out_origin(loaded, out)
-    check_out(out_dir, into_existing=into_existing, origin=origin)
+    restored = tuple(tidy(out_dir))  # what runs killed while writing it left
+    writes = names_written(loaded.spec)
+    check_out(out_dir, into_existing=into_existing, origin=origin, writes=writes)
+    cache_root = out_dir.resolve().parent / CACHE_DIR
+    if cache:
+        FitCache(cache_root).sweep()
     t_posterior = time.perf_counter()
-    fitted_ = posterior(plan, [out_dir.resolve().parent / CACHE_DIR], refit=refit, cache=cache, progress=progress,
+    fitted_ = posterior(plan, [cache_root], refit=refit, cache=cache, progress=progress,
                         reporter=reporter, store=False)
     fitted, key, cached, cache_note = fitted_.fit, fitted_.key, fitted_.reused, fitted_.note
     timings["fit"] = fitted.seconds
@@ -146,7 +151,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
             cal_notes = (calibrate_mod.calibration_notes(calibration, cal_table)
                          + calibrate_mod.fixed_estimands(table, group_cols))
             warnings_ = warnings_ + tuple(n for n in cal_notes if n.level == "warning")
-        notes = (tuple(n for n in plan.notes if n not in warned) + cache_notes + tuple(cov.notes())
+        notes = (restored + tuple(n for n in plan.notes if n not in warned) + cache_notes + tuple(cov.notes())
                  + tuple(n for n in srm if n.level != "warning")
                  + tuple(n for n in cal_notes or () if n.level != "warning"))
         failed = diag.problems(thresholds)
@@ -166,7 +171,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
                             timings=timings)
 
         reporter.phase("writing")
-        with staged_dir(out_dir, into_existing=into_existing, origin=origin) as tmp:
+        with staged_dir(out_dir, into_existing=into_existing, origin=origin, writes=writes) as tmp:
             t3 = time.perf_counter()
             write_table(table, tmp / "estimands.csv")
             write_table(draws, tmp / "estimand_draws.parquet")
@@ -188,8 +193,8 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
             try:
                 t4 = time.perf_counter()
                 stored = True
-                store_fit(fitted_)
-                cached_nc = FitCache(out_dir.resolve().parent / CACHE_DIR).entry(key) / "posterior.nc" if cache else None
+                unstored = store_fit(fitted_)
+                cached_nc = FitCache(cache_root).entry(key) / "posterior.nc" if cache and not unstored else None
                 _write_posterior(fitted.posterior, tmp / "posterior.nc", cached_nc, layout)
                 timings["write"] += time.perf_counter() - t4
                 drawn, error, _ = drawing.result()
@@ -198,6 +203,8 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
             if error:  # the child failed as a whole: draw here, so that the page's own errors show
                 drawn = _outputs(tmp, fitted.posterior, figures, out_dir)
             report_note, report_seconds, plot_note, plot_seconds = drawn
+            if unstored:  # the cache is speed: the results are complete without it
+                notes = notes + (unstored,)
             if plot_note:
                 notes = notes + (plot_note,)
             if figures is not None:
@@ -219,7 +226,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
         if not stored:
             try:
                 store_fit(fitted_)
-            except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            except BaseException:  # noqa: BLE001 - the run's own error (or interrupt) is the one to report
                 pass
         raise
 
@@ -255,7 +262,19 @@ def _write_posterior(posterior, path: Path, cached: Path | None, layout: tuple) 
         except (OSError, ValueError):
             pass
         path.unlink(missing_ok=True)
+    room_for(path.parent, sum(node.dataset.nbytes for node in posterior.subtree))  # h5py may crash on a full disk
     posterior.to_netcdf(path)
+
+
+def names_written(spec) -> tuple[str, ...]:
+    """The top-level names a run of ``spec`` writes in its folder (checked for clashes before the fit)."""
+    names = ["estimands.csv", "estimand_draws.parquet", "ppc.csv", "posterior.nc", "spec.toml", "manifest.json",
+             "report.html"]
+    if spec.calibrate is not None:
+        names += ["calibration.csv", "calibration_draws.parquet"]
+    if spec.report.plots:
+        names.append("plots")
+    return tuple(names)
 
 
 def ordered_levels(structures) -> dict[str, list[str]]:
