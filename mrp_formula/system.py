@@ -332,17 +332,18 @@ def _same_file(fd: int, path: Path) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
-def room_for(folder: Path, nbytes: int) -> None:
-    """Raise ENOSPC, naming ``folder``, when its file system has less than ``nbytes`` (and a margin)
-    free: a netCDF writer that meets a full disk can crash the process (h5py) rather than fail."""
+def room_for(path: Path, nbytes: int) -> None:
+    """Raise ENOSPC, naming the file ``path`` about to be written, when its file system has less than
+    ``nbytes`` (and a margin) free: a netCDF writer that meets a full disk can crash the process
+    (h5py) rather than fail."""
     try:
-        st = os.statvfs(folder)
+        st = os.statvfs(Path(path).parent)
     except (OSError, AttributeError):
         return
     free = st.f_bavail * st.f_frsize
     if free < int(nbytes * 1.05) + (1 << 20):
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free // 1024} KiB free, "
-                                    f"{nbytes // 1024} KiB needed)", str(folder))
+                                    f"{nbytes // 1024} KiB needed)", str(path))
 
 
 # ----------------------------------------------------------------------------- SIGTERM

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mrp_formula.notes import is_warning
+from mrp_formula.notes import Note, is_warning
 from mrp_formula.checks.diagnostics import Diagnostics, Thresholds, fit_diagnostics
 from mrp_formula.checks.efficiency import efficiency
 from mrp_formula.output.files import sha256_file, staged_dir, write_json, write_table
@@ -91,7 +91,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
 
     out_dir = Path(out) if out else default_out(loaded)
     origin = out_origin(loaded, out)
-    restored = tuple(tidy(out_dir))  # what runs killed while writing it left
+    restored = tuple(Note("run.leftover", n) for n in tidy(out_dir))  # what runs killed while writing it left
     writes = names_written(loaded.spec)
     check_out(out_dir, into_existing=into_existing, origin=origin, writes=writes)
     cache_root = out_dir.resolve().parent / CACHE_DIR
@@ -204,7 +204,7 @@ def _run(path, helper: Ahead, *, out=None, overrides=(), progress: bool = False,
                 drawn = _outputs(tmp, fitted.posterior, figures, out_dir)
             report_note, report_seconds, plot_note, plot_seconds = drawn
             if unstored:  # the cache is speed: the results are complete without it
-                notes = notes + (unstored,)
+                notes = notes + (Note("cache.not_stored", unstored),)
             if plot_note:
                 notes = notes + (plot_note,)
             if figures is not None:
@@ -262,7 +262,7 @@ def _write_posterior(posterior, path: Path, cached: Path | None, layout: tuple) 
         except (OSError, ValueError):
             pass
         path.unlink(missing_ok=True)
-    room_for(path.parent, sum(node.dataset.nbytes for node in posterior.subtree))  # h5py may crash on a full disk
+    room_for(path, sum(node.dataset.nbytes for node in posterior.subtree))  # h5py may crash on a full disk
     posterior.to_netcdf(path)
 
 

@@ -119,7 +119,7 @@ class FitCache:
         self.sweep()
         tmp = new_dir(self.root, ".tmp-")
         try:
-            room_for(tmp, sum(node.dataset.nbytes for node in posterior.subtree))
+            room_for(tmp / "posterior.nc", sum(node.dataset.nbytes for node in posterior.subtree))
             posterior.to_netcdf(tmp / "posterior.nc")
             meta = {"key": key, "sha256": sha256_file(tmp / "posterior.nc"), "fit_seconds": seconds}
             (tmp / "meta.json").write_text(json.dumps(meta))

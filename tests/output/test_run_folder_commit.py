@@ -269,10 +269,10 @@ def test_a_full_disk_while_writing_is_an_output_error(tmp_path, code):
 
 
 def test_room_for_refuses_what_does_not_fit(tmp_path):
-    system.room_for(tmp_path, 1)
+    system.room_for(tmp_path / "posterior.nc", 1)
     with pytest.raises(OSError) as e:
-        system.room_for(tmp_path, 1 << 62)
-    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path)
+        system.room_for(tmp_path / "posterior.nc", 1 << 62)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "posterior.nc")
 
 
 # ----------------------------------------------------------------------------- other file systems
