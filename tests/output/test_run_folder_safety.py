@@ -359,3 +359,32 @@ def test_mrp_check_warns_of_a_report_out_that_run_would_refuse(project, tmp_path
     again = json.loads(runner.invoke(
         app, ["check", str(project / "ab.toml"), "--json", "--set", f'report.out="{tmp_path / "new"}"']).stdout)
     assert not any("report.out" in n for n in again["notes"] + again["warnings"])
+
+
+@pytest.mark.slow
+def test_mrp_run_into_existing_refuses_a_clash_before_fitting(project, tmp_path):
+    out = someones_work(tmp_path / "work")
+    (out / "report.html").write_text("their own page")
+    before = tree(out)
+    r = runner.invoke(app, ["run", str(project / "ab.toml"), "--out", str(out), "--into-existing",
+                            *sum([["--set", o] for o in FAST], [])])
+    assert r.exit_code == 2, r.output
+    assert "report.html" in r.stderr and "never replaces" in r.stderr
+    assert tree(out) == before
+    assert not (tmp_path / ".mrp-cache").exists()  # refused before the fit, not after it
+
+
+@pytest.mark.slow
+def test_a_fit_the_cache_cannot_store_is_a_note_not_a_failure(project, monkeypatch):
+    from mrp_formula.model.cache import FitCache
+
+    def broken(self, key, posterior, seconds):
+        raise OSError(28, "No space left on device", str(self.root))
+
+    monkeypatch.setattr(FitCache, "_store", broken)
+    out = project / "runs" / "unstored"
+    result = mrp_formula.run(project / "ab.toml", out=out, overrides=FAST, refit=True)
+    assert any(getattr(n, "code", "") == "cache.not_stored" and "No space left" in n for n in result.notes)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert any("not stored in the fit cache" in n for n in manifest["notes"])
+    assert (out / "posterior.nc").exists() and (out / "estimands.csv").exists()
