@@ -73,7 +73,7 @@ def test_a_failing_spec_is_a_row_with_its_error_and_code_and_the_others_finish(b
     assert runs["ab"].status == runs["ab.tight"].status == "checks failed"
     assert runs["ab"].verdict == "do not use" and runs["ab"].exit_code == 0
     assert runs["nodata"].exit_code == 4 and "missing.csv" in runs["nodata"].error
-    assert runs["typo"].exit_code == 3 and "typo.toml:4: model.family" in runs["typo"].error
+    assert runs["typo"].exit_code == 3 and "typo.toml:6: model.famly: unknown key; did you mean 'family'" in runs["typo"].error
     assert res.exit_code == 4  # the worst
     table = pd.read_csv(out / "batch.csv")
     failed = table[table["status"] == "failed"].set_index("run")
