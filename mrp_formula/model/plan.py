@@ -268,7 +268,8 @@ def _new_level_note(notes: list, tables: Tables, var: str, kind: str, islands: t
     alone = [lv for lv in new if lv in islands]
     linked = [lv for lv in new if lv not in islands]
     if linked:
-        how = "interpolated along the walk" if kind in st.ORDERED else "pulled towards their neighbours"
+        how = ("pulled towards the levels next in order" if kind == "ar1" else "interpolated along the walk"
+               if kind in st.ORDERED else "pulled towards their neighbours")
         notes.append(f"structure of '{var}': its {len(linked)} level(s) without sample get their effects from the "
                      f"{kind} prior ({how}), not from independent draws")
     if alone:

@@ -253,3 +253,12 @@ def test_a_level_written_as_an_island_that_has_neighbours_is_warned_of(tmp_path,
     clean = steps.plan(_write(tmp_path, model='structure = { area = { kind = "icar", adjacency = "adj.csv" } }',
                               adjacency="from,to\na,b\nb,c\nc,d\nd,e\n"))
     assert not [n for n in clean.notes if getattr(n, "code", "") == "structure.island_with_neighbours"]
+
+
+@pytest.mark.parametrize("kind, how", [("rw1", "interpolated along the walk"),
+                                       ("ar1", "pulled towards the levels next in order")])
+def test_a_level_without_sample_is_said_to_get_its_effect_as_the_structure_gives_it(tmp_path, kind, how):
+    """Age 5 has no sample; an AR(1) is not a walk (the audit's wording note)."""
+    plan = steps.plan(_write(tmp_path, model=f'structure = {{ age = "{kind}" }}'))
+    notes = " ".join(map(str, plan.notes))
+    assert f"get their effects from the {kind} prior ({how})" in notes
