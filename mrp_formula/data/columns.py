@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mrp_formula.data.canonical import FREQ
 from mrp_formula.data.read import read_table
 from mrp_formula.errors import ProblemList, did_you_mean
 from mrp_formula.notes import Note
@@ -113,7 +114,12 @@ def drop_missing(sample: pd.DataFrame, weights: str | None, rows_in: int, loaded
     dropped = {c: int(units[na[c].to_numpy()].sum()) for c in na.columns if na[c].any()}
     if dropped:
         if spec.data.missing == "error":
-            detail = ", ".join(f"{c}: {n}" for c, n in dropped.items())
+            def where(c: str) -> str:  # the file's rows (1-based, header not counted), unless DuckDB collapsed them
+                if weights == FREQ:
+                    return ""
+                rows = [int(i) + 1 for i in np.flatnonzero(na[c].to_numpy())[:5]]
+                return f" in rows {rows}{' ...' if na[c].sum() > 5 else ''}"
+            detail = ", ".join(f"{c}: {n}{where(c)}" for c, n in dropped.items())
             problems.add(f"missing values in model columns ({detail})", key="data.missing",
                          line=loaded.line("data", "missing") or loaded.line("data"),
                          hint='set `missing = "drop"` in [data] to drop those rows')

@@ -180,3 +180,12 @@ def test_a_bad_frequency_weight_is_named_for_what_it_is(tmp_path, values, extra,
         assert r.exit_code == 0, r.output
     else:
         assert r.exit_code == 4 and said in r.stderr and "survey" not in r.stderr, r.stderr
+
+
+def test_missing_values_name_their_rows_when_the_rows_are_the_files(tmp_path):
+    """A gaussian sample is read row by row: the rows with a missing value are named (a binary one
+    is read as distinct rows with counts, whose positions are not the file's)."""
+    d = _survey(n=50, continuous=True)
+    d.loc[[2, 7], "y"] = np.nan
+    r, _ = _check(tmp_path, d, family="gaussian")
+    assert r.exit_code == 4 and f"y: {int(d.w[[2, 7]].sum())} in rows [3, 8])" in r.stderr, r.stderr
