@@ -185,6 +185,12 @@ def _renameat2(src, dst, flags: int) -> bool:
     raise OSError(code, os.strerror(code), str(src), None, str(dst))
 
 
+def exchanged(a, b) -> bool:
+    """Swap the entries at ``a`` and ``b`` in one step where the OS and the file system can
+    (``RENAME_EXCHANGE``); False, with nothing moved, where they cannot."""
+    return _renameat2(a, b, _RENAME_EXCHANGE)
+
+
 def exchange(a, b) -> None:
     """Swap the entries at ``a`` and ``b`` (files or folders, both existing) in one step, so that
     neither path is ever missing (``RENAME_EXCHANGE``); where the OS or the file system cannot,

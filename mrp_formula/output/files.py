@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from mrp_formula.errors import MrpError, OutputError, Problem, SpecError, UsageError
-from mrp_formula.system import device, exchange, locked, new_dir, owned_name, owner_gone, remove_tree, rename_new
+from mrp_formula.system import device, exchange, exchanged, locked, new_dir, owned_name, owner_gone, remove_tree, rename_new
 
 WRITTEN_BY = "mrp-formula"  # the marker in manifest.json of every folder the tool writes
 MANIFEST = "manifest.json"
@@ -349,9 +349,16 @@ def _prefixes(rel: str) -> list[str]:
 def _commit_swap(tmp: Path, final: Path, owned) -> None:
     """``final`` holds only the earlier run's files: exchange it with ``tmp`` in one step, then
     remove them."""
-    exchange(tmp, final)
     old = final.parent / owned_name(f".{final.name}.old-")
-    os.rename(tmp, old)
+    if exchanged(tmp, final):
+        os.rename(tmp, old)
+    else:  # two renames: killed between them, `final` is missing and `tidy` puts `.NAME.old-*` back
+        os.rename(final, old)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            os.rename(old, final)
+            raise
     _retire(old, final, owned)
 
 

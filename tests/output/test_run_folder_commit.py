@@ -121,6 +121,41 @@ def test_a_swap_never_leaves_the_folder_missing(tmp_path, monkeypatch):
     assert (out / "estimands.csv").read_text() == "later" and beside(out) == []
 
 
+KILLED_BETWEEN_RENAMES = r"""
+import os, sys
+from pathlib import Path
+from mrp_formula import system
+from mrp_formula.output import files
+system._renameat2 = lambda *a, **k: False  # an OS or file system without RENAME_EXCHANGE
+final = Path(sys.argv[1])
+real = os.rename
+def rename(a, b):
+    real(a, b)
+    if str(a) == str(final):  # the earlier folder moved aside: killed before the new one is in place
+        os._exit(137)
+os.rename = rename
+with files.staged_dir(final) as tmp:
+    (tmp / "estimands.csv").write_text("later")
+    files.write_json({"name": "x", "files": ["estimands.csv"]}, tmp / "manifest.json")
+"""
+
+
+def test_a_run_killed_between_the_two_renames_of_a_swap_loses_nothing(tmp_path):
+    """Where the OS cannot exchange two folders, the swap is two renames; a run killed between them
+    left the earlier folder under a temporary name, which the next run deleted (the review)."""
+    import sys
+
+    out = tmp_path / "run"
+    with staged_dir(out) as tmp:
+        write_run(tmp, text="earlier")
+    r = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_RENAMES, str(out)])
+    assert r.returncode == 137 and not os.path.lexists(out)
+    notes = tidy(out)
+    assert notes and "restored" in notes[0]
+    # the killed run's lock file stays (flock released it; the next commit takes and removes it)
+    assert (out / "estimands.csv").read_text() == "earlier" and beside(out) in ([], [".run.lock"])
+
+
 def test_a_folder_moved_aside_by_a_killed_run_is_restored(tmp_path):
     out = tmp_path / "run"
     with staged_dir(out) as tmp:
