@@ -236,12 +236,16 @@ def _call(fn, as_json: bool, *args, **kwargs):
     except KeyboardInterrupt as exc:
         code, message = _interrupted(exc)
         err.print(message)
+        _SAID.set()
         if as_json:  # --json promises a JSON object on stdout whatever happens
             sys.stdout.write(json.dumps({"ok": False, "exit_code": code,
                                          "errors": [Problem(message).to_json()]}, indent=2) + "\n")
         raise typer.Exit(code) from None
     except (MrpError, Exception) as exc:  # noqa: BLE001 - the last line of defence
         _fail(exc, as_json)
+
+
+_SAID = threading.Event()  # a command said it was interrupted (typer turns one it did not see into a quiet 130)
 
 
 def _interrupted(exc: KeyboardInterrupt) -> tuple[int, str]:
@@ -835,6 +839,7 @@ def main(argv: list[str] | None = None) -> None:
     is a JSON error object on stdout when --json was asked for (the same shape as every other
     --json error), with exit code 2."""
     args = expand_set(list(sys.argv[1:] if argv is None else argv))
+    _SAID.clear()
     if argv is None and hasattr(signal, "SIGPIPE"):  # `mrp check s.toml | head -1`: end quietly, as Unix tools do
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if argv is None:  # `timeout`, systemd, Slurm: SIGTERM cleans up as Ctrl-C does
@@ -868,6 +873,9 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False)
         sys.exit(EXIT_INTERNAL)
     code = code if isinstance(code, int) else 0
+    if code == EXIT_INTERRUPTED and not _SAID.is_set():  # interrupted while the command was imported
+        code, message = _interrupted(KeyboardInterrupt())
+        err.print(message)
     if argv is None:
         _leave(code)
     sys.exit(code)

@@ -68,3 +68,28 @@ def test_sigterm_raises_an_interrupt_that_cleans_up():
     finally:
         signal.signal(signal.SIGTERM, before)
         system._TERMINATED.clear()
+
+
+@pytest.mark.parametrize("raised, code, said", [
+    ("Terminated", 143, "terminated (SIGTERM): earlier results are untouched"),
+    ("KeyboardInterrupt", 130, "interrupted: earlier results are untouched"),
+])
+def test_an_interrupt_while_a_command_is_imported_is_said(monkeypatch, capsys, raised, code, said):
+    """Typer turns an interrupt outside the command's work into a quiet 130 (the review: SIGTERM in
+    the first second of `mrp run` exited 130 and said nothing)."""
+    from mrp_formula import errors, system
+
+    cli._SAID.clear()
+
+    def interrupted(*args, **kwargs):
+        if raised == "Terminated":
+            system._TERMINATED.set()  # as the SIGTERM handler does
+        raise getattr(errors, raised, KeyboardInterrupt)()
+
+    monkeypatch.setattr(cli, "_setup_logging", interrupted)  # the first thing `mrp check` does
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["check", str(AB_SPEC)])
+    finally:
+        system._TERMINATED.clear()
+    assert exit_.value.code == code and said in capsys.readouterr().err
