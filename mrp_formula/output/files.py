@@ -165,7 +165,8 @@ def check_out(folder: Path, *, into_existing: bool = False, origin: Origin = Ori
             raise origin.error(folder, f"the output folder holds a {MANIFEST} that mrp-formula did not write, "
                                f"and a run writes its own {MANIFEST}", f"{origin.elsewhere}; nothing was written")
     mine = set(writes) - {MANIFEST}
-    clash = [n for n in state.foreign if n in mine] if state.owned is not None else []
+    clash = ([n for n in state.foreign if n in mine and not ((folder / n).is_dir() and not (folder / n).is_symlink())]
+             if state.owned is not None else [])  # a folder of the user's that the run writes into is no clash
     if clash:
         never = "; --into-existing never replaces a file" if state.kind == "foreign" else ""
         raise origin.error(folder, f"the output folder already holds {_listing(folder, clash)}, which mrp-formula "
@@ -327,8 +328,11 @@ def _commit(tmp: Path, final: Path, state: FolderState, origin: Origin) -> None:
     new = _files(tmp)
     # an older manifest lists no files: what this run writes again is taken to be its own
     owned = frozenset(new) if state.owned is None else (state.owned if state.kind == "own" else frozenset())
+    # a folder the run puts files in may be the user's (their plots/ with their own figure); a file of
+    # the run's, or a file where the run needs a folder, may not
     clash = list(dict.fromkeys(p for r in new for p in _prefixes(r)
-                               if os.path.lexists(final / p) and not _holds_owned(owned, p)))
+                               if os.path.lexists(final / p) and not _holds_owned(owned, p)
+                               and (p == r or not (final / p).is_dir() or (final / p).is_symlink())))
     if clash:
         raise origin.error(final, f"the output folder holds {_listing(final, clash)}, which mrp-formula did not "
                                   f"write and this run would replace; a run never replaces a file it did not write",

@@ -335,3 +335,20 @@ def test_a_folder_mounted_inside_a_run_is_left_alone(tmp_path):
     with staged_dir(out) as tmp:
         write_run(tmp, text="later")
     assert (out / "shared").stat().st_ino == inode and (out / "shared" / "team.csv").read_text() == "team data"
+
+
+def test_into_existing_writes_into_a_users_folder_of_the_same_name(tmp_path):
+    """The user's plots/ with their own figure: the run's figures go in beside it (the review: it was
+    refused as a folder "this run would replace"); a file of the user's named as one of the run's is
+    still refused, before the work."""
+    out = tmp_path / "project"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "user.png").write_text("mine")
+    check_out(out, into_existing=True, writes=("estimands.csv", "plots"))
+    with staged_dir(out, into_existing=True, writes=("estimands.csv", "plots")) as tmp:
+        write_run(tmp, names=("estimands.csv", "plots/forest.png"), text="run")
+    assert (out / "plots" / "user.png").read_text() == "mine" and (out / "plots" / "forest.png").read_text() == "run"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "plots").write_text("a file where the run needs a folder")
+    with pytest.raises(UsageError):
+        check_out(tmp_path / "other", into_existing=True, writes=("estimands.csv", "plots"))
