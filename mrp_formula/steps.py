@@ -565,16 +565,16 @@ def plan(path, overrides=(), *, loaded: LoadedSpec | None = None) -> Plan:
     loaded = loaded or load_spec(path, tuple(overrides))
     try:
         info = spec_checks(loaded)
-        (tables, targets), inputs = read_inputs(loaded, lambda: _tables_and_targets(loaded, info))
-        return Plan(loaded=loaded, info=info, tables=tables, fit_plan=plan_fit(loaded, info, tables), targets=targets,
-                    inputs=inputs)
+        (tables, targets, fit_plan), inputs = read_inputs(loaded, lambda: _read_and_planned(loaded, info))
+        return Plan(loaded=loaded, info=info, tables=tables, fit_plan=fit_plan, targets=targets, inputs=inputs)
     except MrpError as exc:
         raise placed(exc, loaded) from None
 
 
-def _tables_and_targets(loaded: LoadedSpec, info: FormulaInfo) -> tuple[Tables, Targets | None]:
+def _read_and_planned(loaded: LoadedSpec, info: FormulaInfo) -> tuple[Tables, Targets | None, FitPlan]:
+    """Everything that reads an input file (the tables, the known means, the adjacency tables)."""
     tables = prepare(loaded, info)
-    return tables, load_targets(loaded, tables)
+    return tables, load_targets(loaded, tables), plan_fit(loaded, info, tables)
 
 
 def read_inputs(loaded: LoadedSpec, read):

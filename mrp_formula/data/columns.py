@@ -105,28 +105,34 @@ def join_table(df: pd.DataFrame, side: str, loaded: LoadedSpec, problems: Proble
 def drop_missing(sample: pd.DataFrame, weights: str | None, rows_in: int, loaded: LoadedSpec,
                  problems: ProblemList, notes: list[Note]) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
     """Rows with a missing value in a model column: dropped with a note (``data.missing = "drop"``)
-    or with a problem (the caller's checks go on without them). Returns the sample, the units each row counts (its weight, or 1) and the units
-    missing per column."""
+    or with a problem (the caller's checks go on without them); both count the file's rows (and, with
+    frequency weights, the weighted units). Returns the sample, the units each row counts (its
+    weight, or 1) and the units missing per column."""
     spec = loaded.spec
     na = sample.isna()
     count = sample[weights].to_numpy(dtype=float) if weights else np.ones(len(sample))
     units = np.where(np.isnan(count), 1.0, count)  # a row without a weight counts once among the dropped
     dropped = {c: int(units[na[c].to_numpy()].sum()) for c in na.columns if na[c].any()}
+    # the file's rows: a row of DuckDB's distinct rows counts FREQ of them; a user's weights count units
+    weighted = bool(weights) and weights != FREQ
+    rows = {c: int(na[c].sum()) for c in dropped} if weighted else dropped
     if dropped:
         if spec.data.missing == "error":
             def where(c: str) -> str:  # the file's rows (1-based, header not counted), unless DuckDB collapsed them
                 if weights == FREQ:
                     return ""
-                rows = [int(i) + 1 for i in np.flatnonzero(na[c].to_numpy())[:5]]
-                return f" in rows {rows}{' ...' if na[c].sum() > 5 else ''}"
-            detail = ", ".join(f"{c}: {n}{where(c)}" for c, n in dropped.items())
+                at = [int(i) + 1 for i in np.flatnonzero(na[c].to_numpy())[:5]]
+                return f" in rows {at}{' ...' if na[c].sum() > 5 else ''}"
+            detail = ", ".join(f"{c}: {n}{where(c)}" for c, n in rows.items())
             problems.add(f"missing values in model columns ({detail})", key="data.missing",
                          line=loaded.line("data", "missing") or loaded.line("data"),
                          hint='set `missing = "drop"` in [data] to drop those rows')
         else:
-            notes.append(Note("data.missing_dropped", f"dropped {int(units[na.any(axis=1).to_numpy()].sum())} of "
-                              f"{rows_in} sample rows with missing values "
-                              f"({', '.join(f'{c}: {n}' for c, n in dropped.items())})"))
+            gone = na.any(axis=1).to_numpy()
+            n_rows = int(gone.sum()) if weighted else int(units[gone].sum())
+            extra = (f" ({int(units[gone].sum())} of {int(np.nansum(count))} weighted units)" if weighted else "")
+            notes.append(Note("data.missing_dropped", f"dropped {n_rows} of {rows_in} sample rows{extra} with missing "
+                              f"values ({', '.join(f'{c}: {n}' for c, n in rows.items())})"))
         keep = ~na.any(axis=1).to_numpy()  # with an error too: the checks go on without those rows
         sample = sample.loc[keep].reset_index(drop=True)
         count = count[keep]

@@ -423,11 +423,11 @@ def find_new_levels(info, sample, population, loaded, problems, notes, reported=
         # the population's levels the sample lacks are a typo's other half, if any
         _warn_unused_sample_levels(g, seen - set(pop_keys), sample, loaded, where, notes,
                                    tuple(_natural_sort(set(pop_keys[mask]))),
-                                   float(population.loc[mask, WEIGHT].sum() / total))
+                                   float(population.loc[mask, WEIGHT].sum() / total) if total > 0 else 0.0)
         if mask.any():
             levels = tuple(_natural_sort(set(pop_keys[mask])))
             new[g.factor] = levels
-            shares[g.factor] = float(population.loc[mask, WEIGHT].sum() / total)
+            shares[g.factor] = float(population.loc[mask, WEIGHT].sum() / total) if total > 0 else 0.0
             unweighted = sorted(seen - set(pop_keys))  # sample levels the population never names
             for lv in levels:
                 if lv in mine or set(g.factor_vars) & set(reported):
@@ -435,7 +435,8 @@ def find_new_levels(info, sample, population, loaded, problems, notes, reported=
                 close = [s for s in unweighted if s.lower() == lv.lower()] or \
                     difflib.get_close_matches(lv, unweighted, n=1, cutoff=0.75)
                 if close:
-                    share = float(population.loc[(pop_keys == lv).to_numpy(), WEIGHT].sum() / total)
+                    share = (float(population.loc[(pop_keys == lv).to_numpy(), WEIGHT].sum() / total)
+                             if total > 0 else 0.0)
                     recode = recode_example("population", g.factor, {lv: close[0]}) if single else "population.recode"
                     problems.add(f"population level '{lv}' of '{g.factor}' ({share:.1%} of the population weight) "
                                  f"is not in the sample, and sample level '{close[0]}' is not in the population: "

@@ -107,6 +107,7 @@ def check_frequency_weights(sample: pd.DataFrame, name: str, info: FormulaInfo, 
 def check_population_weights(col: pd.Series, name: str, loaded, problems) -> pd.Series:
     """Counts or shares: numbers >= 0, not all zero; bad rows are named (1-based, as in a spreadsheet)."""
     w = pd.to_numeric(col, errors="coerce")
+    before = len(problems.items)  # the list may hold others' problems already (held ones)
     where = {"key": "population.weight", "line": loaded.line("population", "weight")}
     drop = '; missing = "drop" in [population] drops rows without a weight'
     for label, mask, more in (("missing", col.isna(), drop if loaded.spec.population.missing != "drop" else ""),
@@ -117,6 +118,6 @@ def check_population_weights(col: pd.Series, name: str, loaded, problems) -> pd.
             values = [repr(v) for v in col[mask].head(5)]
             problems.add(f"{int(mask.sum())} weight(s) in '{name}' are {label} (rows {rows}, the header not "
                          f"counted: {', '.join(values)})", hint="weights are counts or shares >= 0" + more, **where)
-    if not problems.items and w.sum() <= 0:
+    if len(problems.items) == before and w.sum() <= 0:
         problems.add(f"the weights in '{name}' sum to zero", hint="give counts or shares > 0", **where)
     return w.fillna(0).clip(lower=0).astype(float)

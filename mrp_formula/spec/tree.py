@@ -903,6 +903,9 @@ def _each_pydantic_problem(exc: ValidationError, file: str, origins: Origins, ov
         kind = err["type"]
         where_file, line = _origin(origins, loc, file)
         from_set = next((o for o in overridden if loc[: len(o)] == o), None)
+        named = re.match(r"(?:Value error, )?`(\w+)`", err["msg"])  # a table's check about one of its keys
+        if from_set is None and named and tuple(loc) + (named.group(1),) in {tuple(o) for o in overridden}:
+            from_set = tuple(loc) + (named.group(1),)
         if from_set is not None:
             where_file, line = "--set", None
         key = dotted(loc)

@@ -326,3 +326,14 @@ def test_missing_values_and_bad_weights_do_not_hide_a_population_typo(tmp_path):
     text = " ".join(m for _, m in _messages(out))
     assert "missing values in model columns (region: 1)" in text and "1 weight(s) in 'n' are missing" in text
     assert "population level 'north' of 'region'" in text and "sample level 'North'" in text
+
+
+def test_weights_summing_to_zero_are_said_beside_missing_values(tmp_path, recwarn):
+    """The review: "sum to zero" was left out when a missing sample value was held, and a share of
+    a zero total printed Python's RuntimeWarning."""
+    sample = {"clicked": [0, 1, None, 1] * 5, "arm": ["a", "b"] * 10, "region": ["x", "y"] * 10}
+    population = {"arm": ["a", "b"], "region": ["x", "z"], "n": [0, 0]}
+    code, out = _check(_spec(tmp_path, "clicked ~ arm + (1 | region)", sample=sample, population=population))
+    text = " ".join(m for _, m in _messages(out))
+    assert code == 4 and "missing values in model columns (clicked: 5)" in text and "sum to zero" in text
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -176,3 +176,14 @@ def test_a_formula_given_with_set_that_does_not_parse_is_said_at_set():
         load_spec(root / "specs" / "ab_click.toml", ["model.formula=clicked ~ treatment +"])
     (p,) = e.value.problems
     assert p.file == "--set" and p.line is None and p.key == "model.formula" and "does not parse" in p.message
+
+
+def test_a_rope_given_with_set_that_misses_no_difference_is_said_at_set():
+    """The table's check names its `rope`: given with --set, the problem is there (the review)."""
+    from mrp_formula.spec.tree import load_spec
+
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(SpecError) as e:
+        load_spec(root / "specs" / "ab_click.toml", ["estimands.lift.rope=[-0.1, 0.1]"])
+    (p,) = e.value.problems
+    assert p.file == "--set" and p.line is None and "does not contain 1" in p.message
