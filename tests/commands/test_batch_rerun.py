@@ -15,19 +15,8 @@ from mrp_formula import __version__
 from mrp_formula.commands import batch as b
 from mrp_formula.output.manifest import input_files, spec_entry
 from mrp_formula.spec.tree import load_spec
+from test_batch import BASE as SPEC  # the same small A/B spec
 
-SPEC = """
-name = "ab"
-[data]
-source = "clicks.csv"
-[model]
-formula = "clicked ~ treatment + (1 | gender)"
-family = "bernoulli"
-[population.margins]
-gender = { female = 0.5, male = 0.5 }
-[estimands.click_rate]
-at = { treatment = ["control", "treatment"] }
-"""
 CLICKS = "clicked,treatment,gender\n1,control,female\n0,treatment,male\n"
 
 

@@ -329,12 +329,12 @@ def test_a_folder_mounted_inside_a_run_is_left_alone(tmp_path):
     out = tmp_path / "run"
     with staged_dir(out) as tmp:
         write_run(tmp)
-    (out / "shared").mkdir()
-    (out / "shared" / "team.csv").write_text("team data")
-    inode = (out / "shared").stat().st_ino
+    (out / "team").mkdir()
+    (out / "team" / "team.csv").write_text("team data")
+    inode = (out / "team").stat().st_ino
     with staged_dir(out) as tmp:
         write_run(tmp, text="later")
-    assert (out / "shared").stat().st_ino == inode and (out / "shared" / "team.csv").read_text() == "team data"
+    assert (out / "team").stat().st_ino == inode and (out / "team" / "team.csv").read_text() == "team data"
 
 
 def test_into_existing_writes_into_a_users_folder_of_the_same_name(tmp_path):

@@ -31,32 +31,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_cell_predictions_are_bambis(case, tmp_path):
     response, family, formula, levels = CASES[case]
-    sample, pop = survey_frames(np.random.default_rng(11), n_sample=300, n_pop=200, sample_regions=8,
-                                pop_regions=8, digits=3)
-    assert set(sample["age"]) == {"18-29", "30-44", "45-64", "65+"}
-    sample.to_csv(tmp_path / "sample.csv", index=False)
-    pop.to_csv(tmp_path / "pop.csv", index=False)
-    (tmp_path / "spec.toml").write_text(textwrap.dedent(f"""
-        name = "vs-bambi"
-        [data]
-        source = "sample.csv"
-        [model]
-        formula = "{formula}"
-        family = "{family}"
-        aggregate = "never"
-        {levels}
-        [population]
-        source = "pop.csv"
-        weight = "N"
-        [estimands.m]
-        """))
-    plan = prepared_plan(tmp_path / "spec.toml")
-    model = build(plan)
-    model.build()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prior = model.prior_predictive(draws=40, random_seed=4)["prior"]
-    prior = prior.to_dataset() if hasattr(prior, "to_dataset") else prior
+    plan, model, prior = _plan_model_prior(tmp_path, formula, family, levels)
     per_row = [v for v in prior.data_vars if "__obs__" in prior[v].dims]  # the prior's own predictions
     prior = prior.drop_vars(per_row)
     unused = [d for d in prior.dims if d not in ("chain", "draw") and not any(d in prior[v].dims for v in prior.data_vars)]
@@ -83,22 +58,22 @@ def _for_bambi(cells: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def test_categorical_cell_predictions_are_the_model_graphs_own(tmp_path):
-    """Bambi's predict fails on a categorical model's draws, so the reference is the model graph
-    itself: the prior predictive's per-row probabilities `p` (K categories) at the sample's rows,
-    from the same draws, with the intercept uncentred as Bambi does after a fit."""
+def _plan_model_prior(tmp_path, formula: str, family: str, levels: str = ""):
+    """The plan of a survey spec (row by row), its built Bambi model and 40 draws of its prior."""
     sample, pop = survey_frames(np.random.default_rng(11), n_sample=300, n_pop=200, sample_regions=8,
                                 pop_regions=8, digits=3)
+    assert set(sample["age"]) == {"18-29", "30-44", "45-64", "65+"}
     sample.to_csv(tmp_path / "sample.csv", index=False)
     pop.to_csv(tmp_path / "pop.csv", index=False)
-    (tmp_path / "spec.toml").write_text(textwrap.dedent("""
-        name = "vs-graph"
+    (tmp_path / "spec.toml").write_text(textwrap.dedent(f"""
+        name = "vs-bambi"
         [data]
         source = "sample.csv"
         [model]
-        formula = "age ~ treatment + x + (1|region)"
-        family = "categorical"
+        formula = "{formula}"
+        family = "{family}"
         aggregate = "never"
+        {levels}
         [population]
         source = "pop.csv"
         weight = "N"
@@ -110,7 +85,14 @@ def test_categorical_cell_predictions_are_the_model_graphs_own(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prior = model.prior_predictive(draws=40, random_seed=4)["prior"]
-    prior = prior.to_dataset() if hasattr(prior, "to_dataset") else prior
+    return plan, model, prior.to_dataset() if hasattr(prior, "to_dataset") else prior
+
+
+def test_categorical_cell_predictions_are_the_model_graphs_own(tmp_path):
+    """Bambi's predict fails on a categorical model's draws, so the reference is the model graph
+    itself: the prior predictive's per-row probabilities `p` (K categories) at the sample's rows,
+    from the same draws, with the intercept uncentred as Bambi does after a fit."""
+    plan, _, prior = _plan_model_prior(tmp_path, "age ~ treatment + x + (1|region)", "categorical")
     p = np.asarray(prior["p"])  # (chain, draw, row, category): the graph's own probabilities
     post = prior.drop_vars([v for v in prior.data_vars if "__obs__" in prior[v].dims])
     fp = plan.fit_plan
