@@ -106,13 +106,13 @@ def _fmt(v) -> str:
 
 
 def print_table(df, title: str, console: Console | None = None) -> None:
-    hidden = ("ci_prob", "ci_kind", "scale", "median", "sd", "r_hat", "ess_bulk", "chance_to_win",
-              "expected_loss_first", "expected_loss_second", "expected_loss_unit",
-              "first", "second")  # a contrast's variable already reads "b vs a"
     import pandas as pd
 
     from mrp_formula.output.report.page import ALIKE, fmt_alike
 
+    hidden = ("ci_prob", "ci_kind", "scale", "median", "sd", "r_hat", "ess_bulk", "chance_to_win",
+              "expected_loss_first", "expected_loss_second", "expected_loss_unit",
+              "first", "second")  # a contrast's variable already reads "b vs a"
     cols = [c for c in df.columns if c not in hidden]
     cols = [c for c in cols if not df[c].isna().all()]
     alike = [c for c in cols if c in ALIKE]  # an estimate and its interval with the same decimals
