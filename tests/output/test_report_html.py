@@ -526,3 +526,11 @@ def test_a_run_of_a_spec_that_extends_another_is_read_as_the_run_used_it(tmp_pat
     flat = make_run(tmp_path / "flat", manifest={"spec": {**manifest["spec"], "extends": []}})
     d = diff_runs(folder, flat)
     assert d.spec_diff == () and d.changes == ()
+
+
+def test_raw_weighted_and_mrp_of_a_row_share_their_decimals(folder, page_text):
+    """The trial: "0.0826" beside "0.05983 to 0.1048" and a change "-0.00989" in one row."""
+    for row in _table_rows(page_text, "t-side"):
+        numbers = [row[2], row[3], row[4], *row[5].split(" to "), row[6]]
+        decimals = {len(n.split(".")[1]) if "." in n else 0 for n in numbers if n}
+        assert len(decimals) == 1, row

@@ -130,10 +130,12 @@ def _side_by_side(view: RunView) -> P.Table | None:
     body = []
     for _, r in rows.iterrows():
         mrp, raw = P._num(r.get("mean")), P._num(r.get("raw"))
+        # one number format for the row: its estimates, interval and the model's change alike
+        raw_c, weighted_c, mrp_c, lower_c, upper_c, change_c = P.alike_cells(
+            [raw, r.get("weighted"), mrp, r.get("lower"), r.get("upper"),
+             None if mrp is None or raw is None else mrp - raw])
         body.append((P.Cell(str(r["estimand"])), P.Cell(P.row_label(r, view.label_columns) or "(whole population)"),
-                     P.num_cell(r.get("raw")), P.num_cell(r.get("weighted")), P.num_cell(mrp),
-                     P.Cell(f"{P.fmt(r.get('lower'))} to {P.fmt(r.get('upper'))}"),
-                     P.num_cell(None if mrp is None or raw is None else mrp - raw)))
+                     raw_c, weighted_c, mrp_c, P.Cell(f"{lower_c.shown} to {upper_c.shown}"), change_c))
     return P.Table("t-side", cols, tuple(body), filter=len(body) > 8)
 
 
@@ -152,8 +154,8 @@ def _ppc_table(view: RunView) -> P.Table | None:
         cells = [P.Cell(text(r.get("variable"))), P.Cell(text(r.get("level")))]
         if has_cat:
             cells.append(P.Cell(text(r.get("category"))))
-        cells += [P.Cell(P.count(r.get("units")), P._num(r.get("units"))), P.num_cell(r.get("observed")),
-                  P.num_cell(r.get("predicted")), P.num_cell(r.get("lower")), P.num_cell(r.get("upper")),
+        cells += [P.Cell(P.count(r.get("units")), P._num(r.get("units"))),
+                  *P.alike_cells([r.get("observed"), r.get("predicted"), r.get("lower"), r.get("upper")]),
                   P.Cell("yes" if inside else "NO", css="" if inside else "bad")]
         body.append(tuple(cells))
     return P.Table("t-ppc", tuple(cols), tuple(body), filter=len(body) > 8)

@@ -108,6 +108,11 @@ def num_cell(v, *, as_pct: bool = False, digits: int = 4, css: str = "") -> Cell
     return Cell(chance(x) if as_pct else fmt(x, digits), x, css)
 
 
+def alike_cells(values, digits: int = 4) -> list[Cell]:
+    """Cells of numbers read side by side (``fmt_alike``), each sorting by its value."""
+    return [Cell(shown, _num(v)) for v, shown in zip(values, fmt_alike(values, digits))]
+
+
 COLUMN_TIPS = {
     "mean": "posterior mean",
     "median": "posterior median",
