@@ -15,13 +15,18 @@ def _interrupted(*args, **kwargs):
     raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("as_json", [True, False])
-def test_an_interrupt_exits_130_and_says_so(monkeypatch, capsys, as_json):
-    monkeypatch.setattr(run_mod, "run", _interrupted)
+def _run_stopped(monkeypatch, capsys, stop, as_json: bool):
+    """`mrp run` whose work is stopped by ``stop``: its exit code and what it wrote."""
+    monkeypatch.setattr(run_mod, "run", stop)
     with pytest.raises(SystemExit) as exit_:
         cli.main(["run", str(AB_SPEC), "--no-progress"] + (["--json"] if as_json else []))
-    assert exit_.value.code == 130
-    out = capsys.readouterr()
+    return exit_.value.code, capsys.readouterr()
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_an_interrupt_exits_130_and_says_so(monkeypatch, capsys, as_json):
+    code, out = _run_stopped(monkeypatch, capsys, _interrupted, as_json)
+    assert code == 130
     assert "interrupted: earlier results are untouched" in out.err
     if as_json:  # --json: an error object on stdout, as for every other exit code
         answer = json.loads(out.out)
@@ -39,11 +44,8 @@ def _terminated(*args, **kwargs):
 
 @pytest.mark.parametrize("as_json", [True, False])
 def test_sigterm_exits_143_and_says_so(monkeypatch, capsys, as_json):
-    monkeypatch.setattr(run_mod, "run", _terminated)
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["run", str(AB_SPEC), "--no-progress"] + (["--json"] if as_json else []))
-    assert exit_.value.code == 143
-    out = capsys.readouterr()
+    code, out = _run_stopped(monkeypatch, capsys, _terminated, as_json)
+    assert code == 143
     assert "terminated (SIGTERM): earlier results are untouched" in out.err
     if as_json:
         assert json.loads(out.out)["exit_code"] == 143
